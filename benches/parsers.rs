@@ -1,0 +1,2 @@
+//! Criterion benchmarks of the parsers (filled in with the benchmark suite).
+fn main() {}

@@ -1,0 +1,33 @@
+//! vigil's lowest layer: the event model and everything that turns bytes
+//! from a log source into [`Event`]s.
+//!
+//! Owns:
+//! - the event model of SPEC §2 ([`Event`], [`Format`], [`OrgId`], [`EventTime`]);
+//! - framing of byte streams and datagrams into lines ([`framing`]);
+//! - the RFC 5424, RFC 3164, CEF and LEEF grammars, written with `nom` over
+//!   `&[u8]`, producing a borrowed [`View`] that is converted once into an
+//!   owned [`Event`] ([`Parser`]);
+//! - data-driven device parsers that add `event_type` and normalized fields
+//!   ([`device`]).
+//!
+//! Does not own: sockets, threads, clocks, org assignment or licensing. This
+//! crate is pure: no I/O except reading pattern files when asked, no wall
+//! clock (every "now" is a parameter), and no input can make it panic.
+
+pub mod cef;
+pub mod device;
+pub mod error;
+pub mod event;
+pub mod framing;
+mod grammar;
+pub mod leef;
+pub mod parser;
+pub mod syslog;
+pub mod time;
+
+pub use device::{DeviceParsers, DeviceRegistry};
+pub use error::Error;
+pub use event::{Event, Format, OrgId, SdElement, Str};
+pub use grammar::SyntaxError;
+pub use parser::{InputFormat, Parser, ParserConfig, Payload, View};
+pub use time::{EventTime, SourceZone};

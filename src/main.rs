@@ -1,0 +1,37 @@
+//! The `vigil` binary: thin CLI dispatch. Each subcommand lives in
+//! `commands/`; errors are printed with their chain and exit with status 2.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+/// vigil: a multi-tenant SIEM pipeline. Collects syslog (RFC 5424/3164,
+/// CEF, LEEF), stores events and correlates them into incidents.
+#[derive(Parser)]
+#[command(name = "vigil", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse a log file into events, one JSON object per line on stdout.
+    Parse(commands::parse::ParseArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Parse(args) => commands::parse::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
