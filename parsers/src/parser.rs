@@ -239,7 +239,10 @@ impl Parser {
                     .extensions()
                     .map(|(k, v)| (lossy_str(line, k), owned_or_shared(line, cef::unescape_value(v))))
                     .collect();
-                if let Some(t) = event.ext_get("rt").and_then(|rt| device_time(rt.as_bytes(), zone)) {
+                // `rt` without a zone is in the device's zone (`dtz`) when given.
+                let device_zone = event.ext_get("dtz").and_then(|z| SourceZone::parse(z).ok());
+                let rt_zone = device_zone.as_ref().unwrap_or(zone);
+                if let Some(t) = event.ext_get("rt").and_then(|rt| device_time(rt.as_bytes(), rt_zone)) {
                     event.time = t;
                 }
             }

@@ -11,7 +11,8 @@
 //!   the clock, optional fraction), RFC 3339 with or without offset, and
 //!   FortiGate's `date=… time=…` header. Cisco extras are accepted around
 //!   it: a `91: ` sequence number, a `*`/`.` sync marker, a `:` after the
-//!   stamp and a zone name (`EDT:`) that overrides the source zone.
+//!   stamp and a zone name (`EDT:`) that overrides the source zone. A
+//!   four-digit year right after the clock belongs to the timestamp.
 //! - After a timestamp the first token is the HOSTNAME (RFC 3164 §4.1.2)
 //!   unless it is shaped like a TAG (ends in `:` or carries `[pid]`, or is a
 //!   Cisco `%FAC-SEV-MNEMONIC`): then the host is absent. An IPv6 address is
@@ -20,6 +21,7 @@
 //!   (otherwise "Use the BFG!" would lose "Use" to the tag).
 //! - One space after the TAG's colon is removed; the rest is MSG.
 //! - A CEF or LEEF payload may start wherever a HOSTNAME or TAG could.
+//! - AIX relays write `Message forwarded from HOST:` before the TAG.
 
 use std::net::Ipv6Addr;
 
@@ -54,7 +56,16 @@ pub(crate) fn parse(line: &[u8]) -> Result<(SyslogHeader<'_>, &[u8]), SyntaxErro
     header.time = time;
     i = skip_blanks(after_time);
 
-    if time.is_some() {
+    if time.is_some()
+        && let Some(r) = i.strip_prefix(b"Message forwarded from ")
+    {
+        // AIX syslogd relaying: "Message forwarded from HOST: tag[pid]: msg".
+        let (token, rest) = split_token(r);
+        if let Some(host) = token.strip_suffix(b":").filter(|h| !h.is_empty()) {
+            header.host = Some(host);
+            i = skip_blanks(rest);
+        }
+    } else if time.is_some() {
         // "Oct 11 22:14:15 : msg", "Aug 15 2012 23:30:09 : %ASA-6-302016 …"
         if let Some(r) = i.strip_prefix(b":")
             && matches!(r.first(), None | Some(b' '))
@@ -155,8 +166,8 @@ type Tag<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
 /// `TAG[PID]:`, `TAG:` or `TAG[PID]`, or a Cisco `%FAC-SEV-MNEMONIC` with or
 /// without colon. Returns `(tag, pid, rest after the colon)`.
 fn tag(i: &[u8]) -> Option<Tag<'_>> {
-    let n = i.iter().take(MAX_TOKEN + 1).take_while(|c| !matches!(c, b' ' | b'\t' | b':' | b'[')).count();
-    if n == 0 || n > MAX_TOKEN {
+    let n = i.iter().take(MAX_TOKEN + 1).take_while(|c| is_tag_char(**c)).count();
+    if n == 0 || n > MAX_TOKEN || !matches!(i.get(n), None | Some(b' ' | b'\t' | b':' | b'[')) {
         return None;
     }
     let (name, r) = i.split_at(n);
@@ -179,6 +190,15 @@ fn tag(i: &[u8]) -> Option<Tag<'_>> {
         _ if name[0] == b'%' && name.len() > 1 => Some((name, None, r)),
         _ => None,
     }
+}
+
+/// Characters of a TAG: RFC 3164 says alphanumeric; programs also use
+/// `-_./()%@#+~` and non-ASCII names. Quotes, braces and the like mean the
+/// token is message text (`{"user": …}`), not a program name.
+fn is_tag_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(c, b'-' | b'_' | b'.' | b'/' | b'(' | b')' | b'%' | b'@' | b'#' | b'+' | b'~')
+        || c >= 0x80
 }
 
 #[cfg(test)]

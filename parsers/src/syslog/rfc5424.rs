@@ -14,7 +14,7 @@
 
 use super::sd::sd_section;
 use super::timestamp::rfc5424_timestamp;
-use super::{Pri, SyslogHeader, TimeSpec, pri, sp};
+use super::{Pri, SyslogHeader, pri, sp};
 use crate::event::Format;
 use nom::Parser;
 use nom::branch::alt;
@@ -51,7 +51,7 @@ fn after_pri<'a>(
     input: &'a [u8],
     pri: Option<Pri>,
 ) -> Result<(SyslogHeader<'a>, &'a [u8]), SyntaxError> {
-    let timestamp = alt((value(None, tag(&b"-"[..])), map(rfc5424_timestamp, |t| Some(TimeSpec::Absolute(t)))));
+    let timestamp = alt((value(None, tag(&b"-"[..])), map(rfc5424_timestamp, Some)));
     let mut header = (
         version,
         sp,

@@ -11,8 +11,9 @@ const TS_5424: &str = "TIMESTAMP (RFC 3339, at most 6 fraction digits) or \"-\""
 
 /// RFC 5424 TIMESTAMP (not NILVALUE): `YYYY-MM-DDThh:mm:ss[.1*6DIGIT](Z|±hh:mm)`.
 /// Rejects dates that do not exist, leap seconds, lower-case `t`/`z` and
-/// more than six fraction digits, as the RFC requires.
-pub(crate) fn rfc5424_timestamp(input: &[u8]) -> PResult<'_, EventTime> {
+/// more than six fraction digits, as the RFC requires. A missing offset
+/// (before the next space) is accepted as source-zone local time.
+pub(crate) fn rfc5424_timestamp(input: &[u8]) -> PResult<'_, TimeSpec> {
     let Some((civil, rest)) = civil_date_time(input, b'T') else {
         return fail(input, TS_5424);
     };
@@ -26,20 +27,25 @@ pub(crate) fn rfc5424_timestamp(input: &[u8]) -> PResult<'_, EventTime> {
         }
         None => (0, rest),
     };
+    let civil = Civil { nanos, ..civil };
     let (offset, rest) = match rest.first() {
         Some(b'Z') => (0, &rest[1..]),
         Some(sign @ (b'+' | b'-')) => match numeric_offset(*sign, &rest[1..], true) {
             Some((o, r)) => (o, r),
             None => return fail(rest, TS_5424),
         },
+        // No offset although the RFC requires one: some senders omit it.
+        // The time is then in the source's zone, as for RFC 3164.
+        Some(b' ') if civil.second != 60 && civil.to_unix_secs_utc().is_some() => {
+            return Ok((rest, TimeSpec::Local { civil, year_known: true, offset: None }));
+        }
         _ => return fail(rest, TS_5424),
     };
-    let civil = Civil { nanos, ..civil };
     if civil.second == 60 {
         return fail(input, "seconds 00-59 (leap seconds are not accepted)");
     }
     match civil.to_unix_secs_utc() {
-        Some(secs) => Ok((rest, EventTime::from_unix(secs - i64::from(offset), nanos, offset))),
+        Some(secs) => Ok((rest, TimeSpec::Absolute(EventTime::from_unix(secs - i64::from(offset), nanos, offset)))),
         None => fail(input, "a date and time that exist"),
     }
 }
@@ -157,7 +163,8 @@ fn month(input: &[u8]) -> Option<u8> {
 
 /// The BSD stamp `Mmm dd hh:mm:ss` (RFC 3164 §4.1.2) and the variants seen
 /// from real devices: one- or two-digit day padded with any number of
-/// spaces, a year between day and time (`Apr 15 2013 09:36:50`, Cisco),
+/// spaces, a year between day and time (`Apr 15 2013 09:36:50`, Cisco) or
+/// after it (`Apr 15 21:28:13 2007`),
 /// fractional seconds (`02:00:00.156`), upper-case months.
 pub(crate) fn bsd_timestamp(input: &[u8]) -> Option<(&[u8], TimeSpec)> {
     let month = month(input)?;
@@ -191,6 +198,12 @@ pub(crate) fn bsd_timestamp(input: &[u8]) -> Option<(&[u8], TimeSpec)> {
     if !ends_token(r) {
         return None;
     }
+    // A year after the clock ("Apr 15 21:28:13 2007 host"), when none came
+    // before it: four digits that are a plausible year, then a delimiter.
+    let (year, r) = match (year, r.strip_prefix(b" ").and_then(|x| fixed_digits(x, 4))) {
+        (None, Some((y, rest))) if (1970..=2100).contains(&y) && ends_token(rest) => (Some(y), rest),
+        _ => (year, r),
+    };
     let civil = Civil { year: year.map_or(0, |y| y as i32), month, day: day as u8, hour, minute, second, nanos };
     Some((r, TimeSpec::Local { civil, year_known: year.is_some(), offset: None }))
 }
@@ -296,7 +309,10 @@ mod tests {
     use super::*;
 
     fn ts(s: &str) -> Result<String, ()> {
-        rfc5424_timestamp(s.as_bytes()).map(|(_, t)| t.to_rfc3339()).map_err(|_| ())
+        match rfc5424_timestamp(s.as_bytes()) {
+            Ok((_, TimeSpec::Absolute(t))) => Ok(t.to_rfc3339()),
+            _ => Err(()),
+        }
     }
 
     #[test]
