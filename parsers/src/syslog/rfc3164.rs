@@ -6,7 +6,8 @@
 //! names the vectors they settle.
 //!
 //! - PRI is optional (files written by syslog daemons have none); without
-//!   PRI a line needs a recognisable timestamp to count as syslog.
+//!   PRI a line needs a recognisable timestamp (or to start with a Cisco
+//!   `%FAC-SEV-MNEMONIC:`) to count as syslog.
 //! - Timestamps: `Mmm dd hh:mm:ss` (any day padding, optional year before
 //!   the clock, optional fraction), RFC 3339 with or without offset, and
 //!   FortiGate's `date=… time=…` header. Cisco extras are accepted around
@@ -50,7 +51,7 @@ pub(crate) fn parse(line: &[u8]) -> Result<(SyslogHeader<'_>, &[u8]), SyntaxErro
     }
 
     let (after_time, time) = timestamp(i);
-    if time.is_none() && header.pri.is_none() {
+    if time.is_none() && header.pri.is_none() && !is_cisco_mnemonic(i) {
         return Err(SyntaxError::new(Format::Rfc3164, line, i, "PRI or a timestamp"));
     }
     header.time = time;
@@ -94,6 +95,16 @@ pub(crate) fn parse(line: &[u8]) -> Result<(SyslogHeader<'_>, &[u8]), SyntaxErro
         i = rest.strip_prefix(b" ").unwrap_or(rest);
     }
     Ok((header, i))
+}
+
+/// `%FACILITY-SEVERITY-MNEMONIC:` (`%ASA-6-302013:`, `%ASA-session-5-106100:`):
+/// a Cisco message, which is syslog content even without PRI or timestamp
+/// (as devices store it and as `no logging timestamp` sends it).
+fn is_cisco_mnemonic(i: &[u8]) -> bool {
+    let Some(rest) = i.strip_prefix(b"%") else { return false };
+    let n = rest.iter().take(64).take_while(|c| is_tag_char(**c)).count();
+    let token = &rest[..n];
+    rest.get(n) == Some(&b':') && token.windows(3).any(|w| w[0] == b'-' && w[1].is_ascii_digit() && w[2] == b'-')
 }
 
 /// Whether a CEF or LEEF payload starts here.
@@ -285,6 +296,12 @@ mod tests {
         assert!(matches!(h.time, Some(TimeSpec::Local { offset: Some(-14400), .. })));
         assert_eq!(h.app, Some(&b"%ASA-session-5-106100"[..]));
         assert_eq!(msg, b"access-list");
+    }
+
+    #[test]
+    fn bare_cisco_message_is_syslog() {
+        assert_eq!(fields("%ASA-2-106006: Deny inbound UDP"), f(None, Some("%ASA-2-106006"), None, "Deny inbound UDP"));
+        assert!(parse(b"%not cisco: x").is_err());
     }
 
     #[test]
