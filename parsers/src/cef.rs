@@ -46,71 +46,76 @@ pub struct CefView<'a> {
 }
 
 impl<'a> CefView<'a> {
+    /// The extension text, from the first key to the end.
+    pub fn extension_text(&self) -> &'a [u8] {
+        self.extension
+    }
+
     /// Extension pairs in order: key and still-escaped value (see
     /// [`unescape_value`]).
     pub fn extensions(&self) -> Extensions<'a> {
-        Extensions { rest: self.extension }
+        Extensions {
+            region: self.extension,
+            key_start: 0,
+            equals: memchr::memchr_iter(b'=', self.extension),
+            next_eq: None,
+        }
     }
 }
 
 /// Iterator over CEF extension pairs.
+///
+/// One vectorised pass finds every `=` of the region; only those are
+/// inspected (escaped? preceded by a space and a key-shaped word?), so the
+/// cost follows the number of pairs rather than the bytes between them.
 #[derive(Clone, Debug)]
 pub struct Extensions<'a> {
-    rest: &'a [u8],
+    region: &'a [u8],
+    key_start: usize,
+    equals: memchr::Memchr<'a>,
+    /// The `=` of the key at `key_start`, when already found.
+    next_eq: Option<usize>,
 }
 
 impl<'a> Iterator for Extensions<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
+        let region = self.region;
+        let key_eq = match self.next_eq.take() {
+            Some(eq) => eq,
+            None => self.equals.find(|&e| e >= self.key_start)?,
+        };
+        if self.key_start >= region.len() {
             return None;
         }
-        let eq = memchr::memchr(b'=', self.rest)?;
-        let key = &self.rest[..eq];
-        let value_area = &self.rest[eq + 1..];
-        match next_key_start(value_area) {
-            Some(start) => {
-                let value = trim_end(&value_area[..start - 1], b" ");
-                self.rest = &value_area[start..];
-                Some((key, value))
+        let key = &region[self.key_start..key_eq];
+        for eq in self.equals.by_ref() {
+            if is_escaped(region, eq) {
+                continue;
             }
-            None => {
-                self.rest = &[];
-                Some((key, trim_end(value_area, b" \t\r\n")))
+            let key_len = region[..eq].iter().rev().take_while(|c| is_key_char(**c)).count();
+            let start = eq - key_len;
+            if key_len > 0 && start > key_eq + 1 && region[start - 1] == b' ' {
+                self.key_start = start;
+                self.next_eq = Some(eq);
+                return Some((key, trim_end(&region[key_eq + 1..start - 1], b" ")));
             }
         }
+        self.key_start = region.len();
+        Some((key, trim_end(&region[key_eq + 1..], b" \t\r\n")))
     }
+}
+
+/// Whether the byte at `pos` is preceded by an odd number of backslashes.
+fn is_escaped(bytes: &[u8], pos: usize) -> bool {
+    bytes[..pos].iter().rev().take_while(|c| **c == b'\\').count() % 2 == 1
 }
 
 /// Characters of an extension key. CEF keys are alphanumeric; vendors add
 /// `_`, `.`, `,` and array brackets (`ad.field[0]`).
 fn is_key_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b',' | b'[' | b']')
-}
-
-/// Position in `value_area` where the next key begins (just after a space),
-/// if any.
-fn next_key_start(value_area: &[u8]) -> Option<usize> {
-    let mut search = 0;
-    while let Some(p) = memchr::memchr(b'=', &value_area[search..]) {
-        let eq = search + p;
-        search = eq + 1;
-        if is_escaped(value_area, eq) {
-            continue;
-        }
-        let key_len = value_area[..eq].iter().rev().take_while(|c| is_key_char(**c)).count();
-        let start = eq - key_len;
-        if key_len > 0 && start > 0 && value_area[start - 1] == b' ' {
-            return Some(start);
-        }
-    }
-    None
-}
-
-/// Whether the byte at `pos` is preceded by an odd number of backslashes.
-fn is_escaped(bytes: &[u8], pos: usize) -> bool {
-    bytes[..pos].iter().rev().take_while(|c| **c == b'\\').count() % 2 == 1
 }
 
 fn trim_end<'a>(s: &'a [u8], chars: &[u8]) -> &'a [u8] {
@@ -121,12 +126,12 @@ fn trim_end<'a>(s: &'a [u8], chars: &[u8]) -> &'a [u8] {
 /// One header field: bytes up to an unescaped `|` (not consumed).
 fn header_field(input: &[u8]) -> PResult<'_, &[u8]> {
     let mut i = 0;
-    while let Some(p) = memchr::memchr2(b'|', b'\\', &input[i..]) {
-        let at = i + p;
-        if input[at] == b'|' {
-            return Ok((&input[at..], &input[..at]));
+    while i < input.len() {
+        match input[i] {
+            b'|' => return Ok((&input[i..], &input[..i])),
+            b'\\' => i += 2,
+            _ => i += 1,
         }
-        i = (at + 2).min(input.len());
     }
     crate::grammar::fail(&input[input.len()..], "7 header fields separated by \"|\"")
 }
@@ -184,7 +189,7 @@ pub fn unescape_value(value: &[u8]) -> Cow<'_, [u8]> {
 }
 
 fn unescape(input: &[u8], map: impl Fn(u8) -> Option<u8>) -> Cow<'_, [u8]> {
-    if memchr::memchr(b'\\', input).is_none() {
+    if !input.contains(&b'\\') {
         return Cow::Borrowed(input);
     }
     let mut out = Vec::with_capacity(input.len());

@@ -65,6 +65,11 @@ impl<'a> LeefView<'a> {
         self.delimiter.as_bytes()
     }
 
+    /// The attribute text, from the first attribute to the end.
+    pub fn attribute_text(&self) -> &'a [u8] {
+        self.attributes
+    }
+
     /// Attribute pairs in order.
     pub fn attributes(&self) -> Attributes<'a> {
         Attributes { rest: self.attributes, delimiter: self.delimiter }

@@ -27,7 +27,7 @@ pub mod time;
 
 pub use device::{DeviceParsers, DeviceRegistry};
 pub use error::Error;
-pub use event::{Event, Format, OrgId, SdElement, Str};
+pub use event::{Event, Format, OrgId, Pairs, SdElement, Str, StructuredData};
 pub use grammar::SyntaxError;
 pub use parser::{InputFormat, Parser, ParserConfig, Payload, View};
 pub use time::{EventTime, SourceZone};

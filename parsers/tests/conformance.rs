@@ -349,10 +349,9 @@ fn syslog_ng_msgparse() {
         if let Some(Value::Object(pairs)) = x.get("sd_pairs") {
             for (key, value) in pairs {
                 let Some(path) = key.strip_prefix(".SDATA.") else { continue };
-                let found = e.sd.iter().find_map(|el| {
+                let found = e.sd.elements().find_map(|el| {
                     let id = format!("{}.", el.id);
-                    path.strip_prefix(&id)
-                        .and_then(|p| el.params.iter().find(|(k, _)| k == p).map(|(_, v)| v.to_string()))
+                    path.strip_prefix(&id).and_then(|p| el.param(p).map(str::to_owned))
                 });
                 if found.as_deref() != value.as_str() {
                     d.problems.push(format!("{key}: expected {value}, got {found:?}"));
@@ -427,7 +426,7 @@ fn cef_fields(
     }
     for (k, v) in ext {
         let Some(ours) = key_of(k) else { continue };
-        d.text(&format!("ext.{k}"), Some(v), e.ext_get(&ours).map(|s| &**s));
+        d.text(&format!("ext.{k}"), Some(v), e.ext_get(&ours));
     }
 }
 
@@ -654,7 +653,7 @@ fn leef_fields(d: &mut Diff, x: &Value, e: &Event, input: &[u8], complete: bool)
         d.pairs("attributes", x.get("attributes"), &e.ext);
     } else if let Some(Value::Object(attrs)) = x.get("attributes") {
         for (k, v) in attrs {
-            d.text(&format!("ext.{k}"), Some(v), e.ext_get(k).map(|s| &**s));
+            d.text(&format!("ext.{k}"), Some(v), e.ext_get(k));
         }
     }
 }

@@ -170,10 +170,10 @@ fn auth_log_sshd_sudo_accounts() {
             ("account.user.created", Some("apache"), None),
         ]
     );
-    assert_eq!(events[4].ext_get("command").map(|s| &**s), Some("/bin/ls"));
-    assert_eq!(events[4].ext_get("target_user").map(|s| &**s), Some("root"));
-    assert_eq!(events[6].ext_get("command").map(|s| &**s), Some("/bin/cat /var/log/secure"));
-    assert_eq!(events[8].ext_get("group").map(|s| &**s), Some("apache"));
+    assert_eq!(events[4].ext_get("command"), Some("/bin/ls"));
+    assert_eq!(events[4].ext_get("target_user"), Some("root"));
+    assert_eq!(events[6].ext_get("command"), Some("/bin/cat /var/log/secure"));
+    assert_eq!(events[8].ext_get("group"), Some("apache"));
 }
 
 #[test]
@@ -238,7 +238,7 @@ fn fortigate_every_line() {
     let events = classify_lines(&log);
     assert_eq!(events.len(), 40);
     for e in &events {
-        let get = |k: &str| e.ext_get(k).map(|s| s.to_string());
+        let get = |k: &str| e.ext_get(k).map(str::to_owned);
         let want = format!("fortigate.{}.{}", get("type").unwrap(), get("subtype").unwrap());
         assert_eq!(event_type(e), want);
         assert_eq!(e.host.as_deref(), get("devname").as_deref());
@@ -255,7 +255,7 @@ fn fortigate_every_line() {
     let blocked = events.iter().find(|e| e.ext_get("eventtype").is_some_and(|t| t == "ftgd_blk")).unwrap();
     assert_eq!(blocked.outcome.as_deref(), Some("failure"));
     assert_eq!(blocked.time.to_rfc3339(), "2020-04-23T12:17:48-05:00");
-    assert_eq!(blocked.ext_get("msg").map(|s| &**s), Some("URL belongs to a denied category in policy"));
+    assert_eq!(blocked.ext_get("msg"), Some("URL belongs to a denied category in policy"));
 }
 
 #[test]
@@ -300,7 +300,7 @@ fn netfilter_prefixes_decide_the_action() {
     assert_eq!(events[1].src_ip, Some("203.0.113.7".parse().unwrap()));
     assert_eq!(events[3].src_ip, Some("2001:db8::1".parse().unwrap()));
     // "DST=xxx.xxx.xxx.xxx" is not an address: kept, not dropped.
-    assert_eq!(events[0].ext_get("dst_ip").map(|s| &**s), Some("xxx.xxx.xxx.xxx"));
+    assert_eq!(events[0].ext_get("dst_ip"), Some("xxx.xxx.xxx.xxx"));
 }
 
 #[test]

@@ -140,8 +140,8 @@ proptest! {
         prop_assert_eq!(e.msgid.as_deref(), m.msgid.as_deref());
         let sd: Vec<(String, Vec<(String, String)>)> = e
             .sd
-            .iter()
-            .map(|el| (el.id.to_string(), el.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()))
+            .elements()
+            .map(|el| (el.id.to_string(), el.params().map(|(k, v)| (k.to_string(), v.to_string())).collect()))
             .collect();
         prop_assert_eq!(sd, m.sd.clone());
         prop_assert_eq!(e.message.as_deref().unwrap_or(""), m.msg.as_str());

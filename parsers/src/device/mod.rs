@@ -87,34 +87,34 @@ impl Target {
     /// Writes `value` to the event; a value that does not fit a typed field
     /// (an IP that is a host name, a port that is not a number) is kept in
     /// `ext` under the field's name rather than dropped.
-    fn write(&self, event: &mut Event, value: Str) {
+    fn write(&self, event: &mut Event, value: &str) {
         match self {
-            Target::EventType => event.event_type = Some(value),
-            Target::User => event.user = Some(value),
-            Target::Action => event.action = Some(value),
-            Target::Outcome => event.outcome = Some(value),
+            Target::EventType => event.event_type = Some(Str::from(value)),
+            Target::User => event.user = Some(Str::from(value)),
+            Target::Action => event.action = Some(Str::from(value)),
+            Target::Outcome => event.outcome = Some(Str::from(value)),
             Target::Host => {
                 if event.host.is_none() {
-                    event.host = Some(value);
+                    event.host = Some(Str::from(value));
                 }
             }
             Target::SrcIp => match value.parse::<IpAddr>() {
                 Ok(ip) => event.src_ip = Some(ip),
-                Err(_) => event.ext.push((Str::from_static("src_ip"), value)),
+                Err(_) => event.ext.push("src_ip", value),
             },
             Target::DstIp => match value.parse::<IpAddr>() {
                 Ok(ip) => event.dst_ip = Some(ip),
-                Err(_) => event.ext.push((Str::from_static("dst_ip"), value)),
+                Err(_) => event.ext.push("dst_ip", value),
             },
             Target::SrcPort => match value.parse::<u16>() {
                 Ok(p) => event.src_port = Some(p),
-                Err(_) => event.ext.push((Str::from_static("src_port"), value)),
+                Err(_) => event.ext.push("src_port", value),
             },
             Target::DstPort => match value.parse::<u16>() {
                 Ok(p) => event.dst_port = Some(p),
-                Err(_) => event.ext.push((Str::from_static("dst_port"), value)),
+                Err(_) => event.ext.push("dst_port", value),
             },
-            Target::Ext(key) => event.ext.push((key.clone(), value)),
+            Target::Ext(key) => event.ext.push(key, value),
             Target::Discard => {}
         }
     }
@@ -525,7 +525,7 @@ impl Family {
     }
 
     /// Classifies `event` if this family recognises it.
-    fn classify(&self, event: &mut Event, message: &Str) -> bool {
+    fn classify(&self, event: &mut Event, message: &str) -> bool {
         let text = message.trim_start();
         let bytes = text.as_bytes();
         if let Some(&first) = bytes.first() {
@@ -534,18 +534,17 @@ impl Family {
                 if let Some(caps) = pattern.template.matches(bytes) {
                     for (seg, start, end) in caps.iter() {
                         let Segment::Hole { target, kind } = &pattern.template.segments[seg] else { continue };
-                        let Some(sub) = text.get(start..end) else { continue };
-                        let value = message.slice_ref(sub);
+                        let Some(value) = text.get(start..end) else { continue };
                         if *kind == Kind::Kv {
                             if let Some(kv) = &self.kv {
-                                kv.apply_text(event, &value);
+                                kv.apply_text(event, value);
                             }
                         } else {
                             target.write(event, value);
                         }
                     }
                     for (target, value) in &pattern.set {
-                        target.write(event, value.clone());
+                        target.write(event, value);
                     }
                     if let Some(t) = &pattern.event_type {
                         event.event_type = Some(t.clone());
@@ -575,7 +574,7 @@ impl Family {
     fn apply_whens(&self, event: &mut Event, message: &[u8]) {
         if let Some(w) = self.whens.iter().find(|w| memchr::memmem::find(message, &w.contains).is_some()) {
             for (target, value) in &w.set {
-                target.write(event, value.clone());
+                target.write(event, value);
             }
         }
     }
@@ -584,32 +583,29 @@ impl Family {
 impl Kv {
     /// Parses `text` (a slice of the event's message) as pairs. Returns
     /// whether any pair was found.
-    fn apply_text(&self, event: &mut Event, text: &Str) -> bool {
-        let bytes = text.as_bytes();
+    fn apply_text(&self, event: &mut Event, text: &str) -> bool {
         let mut found = false;
-        let mut outcome_value: Option<Str> = None;
-        let mut type_values: Vec<(Str, Str)> = Vec::new();
-        for ((ks, ke), (vs, ve)) in kv::pairs(&self.syntax, bytes) {
-            let (Some(k), Some(v)) = (text.get(ks..ke), text.get(vs..ve)) else { continue };
+        let mut outcome_value: Option<&str> = None;
+        let mut type_values: Vec<(&str, &str)> = Vec::new();
+        for ((ks, ke), (vs, ve)) in kv::pairs(&self.syntax, text.as_bytes()) {
+            let (Some(key), Some(value)) = (text.get(ks..ke), text.get(vs..ve)) else { continue };
             found = true;
-            let key = text.slice_ref(k);
-            let value = text.slice_ref(v);
-            if let Some(target) = self.fields.get(k) {
-                target.write(event, value.clone());
+            if let Some(target) = self.fields.get(key) {
+                target.write(event, value);
             }
             if self.keep_all {
-                event.ext.push((key.clone(), value.clone()));
+                event.ext.push(key, value);
             }
-            if self.outcome.as_ref().is_some_and(|o| &*o.from == k) {
-                outcome_value = Some(value.clone());
+            if self.outcome.as_ref().is_some_and(|o| &*o.from == key) {
+                outcome_value = Some(value);
             }
-            if self.event_type.as_ref().is_some_and(|t| t.parts.iter().any(|(is_key, p)| *is_key && &**p == k)) {
+            if self.event_type.as_ref().is_some_and(|t| t.parts.iter().any(|(is_key, p)| *is_key && &**p == key)) {
                 type_values.push((key, value));
             }
         }
         if found {
-            self.finish(event, outcome_value.as_deref(), |k| {
-                type_values.iter().find(|(key, _)| key == k).map(|(_, v)| v.to_string())
+            self.finish(event, outcome_value, |k| {
+                type_values.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string())
             });
         }
         found
@@ -617,22 +613,23 @@ impl Kv {
 
     /// Maps already-parsed extension pairs (CEF/LEEF) onto normalized fields.
     fn apply_ext(&self, event: &mut Event) -> bool {
-        let mut writes: Vec<(&Target, Str)> = Vec::new();
-        for (k, v) in &event.ext {
-            if let Some(target) = self.fields.get(&**k) {
-                writes.push((target, v.clone()));
+        let ext = std::mem::take(&mut event.ext);
+        let mut found = false;
+        for (k, v) in ext.iter() {
+            if let Some(target) = self.fields.get(k) {
+                target.write(event, v);
+                found = true;
             }
         }
-        let found = !writes.is_empty();
-        for (target, value) in writes {
-            target.write(event, value);
-        }
-        let outcome_value = self.outcome.as_ref().and_then(|o| event.ext_get(&o.from).cloned());
         if found {
-            let ext = event.ext.clone();
-            self.finish(event, outcome_value.as_deref(), |k| {
-                ext.iter().find(|(key, _)| key == k).map(|(_, v)| v.to_string())
-            });
+            let outcome_value = self.outcome.as_ref().and_then(|o| ext.get(&o.from));
+            self.finish(event, outcome_value, |k| ext.get(k).map(str::to_owned));
+        }
+        // Values that did not fit a typed field were appended while `ext`
+        // was out; keep them after the original pairs.
+        let appended = std::mem::replace(&mut event.ext, ext);
+        for (k, v) in appended.iter() {
+            event.ext.push(k, v);
         }
         found
     }
@@ -644,9 +641,9 @@ impl Kv {
         if let (Some(map), Some(v)) = (&self.outcome, outcome_value) {
             let v = v.to_ascii_lowercase();
             if map.success.iter().any(|s| **s == *v) {
-                event.outcome = Some(Str::from_static("success"));
+                event.outcome = Some(Str::const_new("success"));
             } else if map.failure.iter().any(|s| **s == *v) {
-                event.outcome = Some(Str::from_static("failure"));
+                event.outcome = Some(Str::const_new("failure"));
             }
         }
     }

@@ -17,9 +17,7 @@ use super::timestamp::rfc5424_timestamp;
 use super::{Pri, SyslogHeader, pri, sp};
 use crate::event::Format;
 use nom::Parser;
-use nom::branch::alt;
-use nom::bytes::complete::tag;
-use nom::combinator::{map, value};
+use nom::combinator::map;
 
 use crate::grammar::{Fail, PResult, SyntaxError, fail};
 
@@ -51,30 +49,47 @@ fn after_pri<'a>(
     input: &'a [u8],
     pri: Option<Pri>,
 ) -> Result<(SyslogHeader<'a>, &'a [u8]), SyntaxError> {
-    let timestamp = alt((value(None, tag(&b"-"[..])), map(rfc5424_timestamp, Some)));
-    let mut header = (
-        version,
-        sp,
-        timestamp,
-        sp,
-        |i| field(i, "HOSTNAME (1-255 printable characters) or \"-\""),
-        sp,
-        |i| field(i, "APP-NAME or \"-\""),
-        sp,
-        |i| field(i, "PROCID or \"-\""),
-        sp,
-        |i| field(i, "MSGID or \"-\""),
-        sp,
-        sd_section,
-    );
-    let (rest, (_, _, time, _, host, _, app, _, procid, _, msgid, _, sd)) =
-        header.parse(input).map_err(|e| SyntaxError::from_nom(Format::Rfc5424, line, e))?;
-    let msg = match rest {
-        [] => rest,
-        [b' ', msg @ ..] => msg.strip_prefix(BOM).unwrap_or(msg),
-        _ => return Err(SyntaxError::new(Format::Rfc5424, line, rest, "a space before MSG")),
+    header(input)
+        .map(|(msg, (time, host, app, procid, msgid, sd))| {
+            (SyslogHeader { pri, time, host, app, procid, msgid, sd }, msg)
+        })
+        .map_err(|e| SyntaxError::from_nom(Format::Rfc5424, line, e))
+}
+
+type Fields<'a> = (
+    Option<super::TimeSpec>,
+    Option<&'a [u8]>,
+    Option<&'a [u8]>,
+    Option<&'a [u8]>,
+    Option<&'a [u8]>,
+    super::SdView<'a>,
+);
+
+/// `VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID SP SD
+/// [SP MSG]`, returning MSG (BOM removed) as the remaining input.
+fn header(input: &[u8]) -> PResult<'_, Fields<'_>> {
+    let (i, ()) = version(input)?;
+    let (i, ()) = sp(i)?;
+    let (i, time) = match i.strip_prefix(b"-") {
+        Some(rest) => (rest, None),
+        None => map(rfc5424_timestamp, Some).parse(i)?,
     };
-    Ok((SyslogHeader { pri, time, host, app, procid, msgid, sd }, msg))
+    let (i, ()) = sp(i)?;
+    let (i, host) = field(i, "HOSTNAME (1-255 printable characters) or \"-\"")?;
+    let (i, ()) = sp(i)?;
+    let (i, app) = field(i, "APP-NAME or \"-\"")?;
+    let (i, ()) = sp(i)?;
+    let (i, procid) = field(i, "PROCID or \"-\"")?;
+    let (i, ()) = sp(i)?;
+    let (i, msgid) = field(i, "MSGID or \"-\"")?;
+    let (i, ()) = sp(i)?;
+    let (i, sd) = sd_section(i)?;
+    let msg = match i {
+        [] => i,
+        [b' ', msg @ ..] => msg.strip_prefix(BOM).unwrap_or(msg),
+        _ => return fail(i, "a space before MSG"),
+    };
+    Ok((msg, (time, host, app, procid, msgid, sd)))
 }
 
 /// VERSION = NONZERO-DIGIT 0*2DIGIT

@@ -23,14 +23,19 @@ const MAX_ELEMENTS: usize = 128;
 /// The STRUCTURED-DATA section of a header, already validated. Empty for
 /// NILVALUE and for formats without structured data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StructuredData<'a> {
+pub struct SdView<'a> {
     section: &'a [u8],
 }
 
-impl<'a> StructuredData<'a> {
+impl<'a> SdView<'a> {
     /// Whether there is no structured data.
     pub fn is_empty(&self) -> bool {
         self.section.is_empty()
+    }
+
+    /// The section's text (empty for NILVALUE).
+    pub fn text(&self) -> &'a [u8] {
+        self.section
     }
 
     /// The elements in order.
@@ -128,9 +133,9 @@ fn is_name_char(c: u8) -> bool {
 
 /// STRUCTURED-DATA = NILVALUE / 1*SD-ELEMENT. Returns the validated section
 /// (empty for NILVALUE).
-pub(crate) fn sd_section(input: &[u8]) -> PResult<'_, StructuredData<'_>> {
+pub(crate) fn sd_section(input: &[u8]) -> PResult<'_, SdView<'_>> {
     if let Some(rest) = input.strip_prefix(b"-") {
-        return Ok((rest, StructuredData::default()));
+        return Ok((rest, SdView::default()));
     }
     if input.first() != Some(&b'[') {
         return fail(input, "STRUCTURED-DATA (\"[\" or \"-\")");
@@ -165,7 +170,7 @@ pub(crate) fn sd_section(input: &[u8]) -> PResult<'_, StructuredData<'_>> {
         rest = r;
     }
     let len = input.len() - rest.len();
-    Ok((rest, StructuredData { section: &input[..len] }))
+    Ok((rest, SdView { section: &input[..len] }))
 }
 
 fn name<'a>(input: &'a [u8], expected: &'static str) -> PResult<'a, &'a [u8]> {

@@ -135,9 +135,9 @@ impl Diff {
     }
 
     /// Compares a `{key: value}` object with ordered pairs (last value wins).
-    pub fn pairs(&mut self, field: &str, expected: Option<&Value>, actual: &[(parsers::Str, parsers::Str)]) {
+    pub fn pairs(&mut self, field: &str, expected: Option<&Value>, actual: &parsers::Pairs) {
         let Some(Value::Object(exp)) = expected else { return };
-        let got: BTreeMap<&str, &str> = actual.iter().map(|(k, v)| (&**k, &**v)).collect();
+        let got: BTreeMap<&str, &str> = actual.iter().collect();
         let want: BTreeMap<&str, &str> =
             exp.iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap_or("<non-string>"))).collect();
         if got != want {
@@ -164,8 +164,8 @@ impl Diff {
         };
         let got: BTreeMap<String, BTreeMap<String, String>> = event
             .sd
-            .iter()
-            .map(|e| (e.id.to_string(), e.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()))
+            .elements()
+            .map(|e| (e.id.to_string(), e.params().map(|(k, v)| (k.to_string(), v.to_string())).collect()))
             .collect();
         if got != want {
             self.problems.push(format!("sd: expected {want:?}, got {got:?}"));
