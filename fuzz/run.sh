@@ -2,7 +2,8 @@
 # Seeds each target's corpus from the test vectors and logs in the repo, then
 # fuzzes every target for SECONDS (default 600) in turn. Crashes land in
 # fuzz/artifacts/<target>/; copy them to parsers/tests/fixtures/fuzz-regressions/
-# so `cargo test` replays them forever.
+# so `cargo test` replays them forever. Built with debug assertions, so an
+# arithmetic overflow is a crash here as it is in `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-600}
@@ -26,8 +27,8 @@ for target in ["rfc5424", "rfc3164", "cef", "leef", "auto_devices", "framer"]:
         data = (b"\x00\x40\x07" + s + b"\n" + s) if target == "framer" else s
         open(f"{d}/{hashlib.sha1(data).hexdigest()}", "wb").write(data)
 PY
-cargo fuzz build -s none -O
+cargo fuzz build -s none -O --debug-assertions
 for t in $targets; do
   echo "== $t: ${seconds}s"
-  cargo fuzz run -s none -O "$t" "corpus/$t" -- -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 2>&1 | tail -n 12
+  cargo fuzz run -s none -O --debug-assertions "$t" "corpus/$t" -- -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 2>&1 | tail -n 12
 done

@@ -505,7 +505,10 @@ struct LossyBytes<'a>(&'a [u8]);
 
 impl Serialize for LossyBytes<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&String::from_utf8_lossy(self.0))
+        match std::str::from_utf8(self.0) {
+            Ok(text) => serializer.serialize_str(text),
+            Err(_) => serializer.serialize_str(&String::from_utf8_lossy(self.0)),
+        }
     }
 }
 

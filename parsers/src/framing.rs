@@ -258,7 +258,9 @@ impl Framer {
                 Some(_) => return fallback,
             }
         }
-        let len = self.buf[..digits].iter().fold(0usize, |acc, c| acc.saturating_mul(10) + usize::from(c - b'0'));
+        let len = self.buf[..digits]
+            .iter()
+            .fold(0usize, |acc, c| acc.saturating_mul(10).saturating_add(usize::from(c - b'0')));
         Ok(Decision::Octets { header: digits + 1, len })
     }
 

@@ -118,7 +118,9 @@ pub(crate) fn some_digits(input: &[u8], max: usize) -> Option<(u32, usize, &[u8]
     if len == 0 {
         return None;
     }
-    let value = input[..len].iter().fold(0u32, |acc, c| acc * 10 + u32::from(c - b'0'));
+    // Saturating: a digit run longer than u32 holds is still a number, just
+    // not one any caller accepts.
+    let value = input[..len].iter().fold(0u32, |acc, c| acc.saturating_mul(10).saturating_add(u32::from(c - b'0')));
     Some((value, len, &input[len..]))
 }
 
