@@ -15,7 +15,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use serde::ser::{SerializeMap, SerializeSeq};
+use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::time::EventTime;
@@ -509,20 +509,6 @@ impl Serialize for LossyBytes<'_> {
             Ok(text) => serializer.serialize_str(text),
             Err(_) => serializer.serialize_str(&String::from_utf8_lossy(self.0)),
         }
-    }
-}
-
-/// Serializes a list of strings; used by tests and tools that print field
-/// lists.
-pub struct StrList<'a>(pub &'a [Str]);
-
-impl Serialize for StrList<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for s in self.0 {
-            seq.serialize_element(s as &str)?;
-        }
-        seq.end()
     }
 }
 

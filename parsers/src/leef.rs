@@ -174,10 +174,7 @@ fn delimiter_field(rest: &[u8]) -> (Delimiter, &[u8]) {
         return (Delimiter::TAB, rest);
     }
     let hex = field.strip_prefix(b"0x").or_else(|| field.strip_prefix(b"x")).or_else(|| field.strip_prefix(b"X"));
-    if let Some(hex) = hex
-        && (1..=2).contains(&hex.len())
-        && let Ok(b) = u8::from_str_radix(std::str::from_utf8(hex).unwrap_or("g"), 16)
-    {
+    if let Some(b) = hex.and_then(hex_byte) {
         return (Delimiter::from_byte(b), after);
     }
     match field.len() {
@@ -190,6 +187,14 @@ fn delimiter_field(rest: &[u8]) -> (Delimiter, &[u8]) {
         }
         _ => (Delimiter::TAB, after),
     }
+}
+
+/// One or two hex digits as a byte.
+fn hex_byte(digits: &[u8]) -> Option<u8> {
+    if !(1..=2).contains(&digits.len()) {
+        return None;
+    }
+    digits.iter().try_fold(0u8, |acc, &c| Some(acc * 16 + char::from(c).to_digit(16)? as u8))
 }
 
 #[cfg(test)]

@@ -715,10 +715,19 @@ impl DeviceParsers {
         if event.format == Format::Raw {
             return false;
         }
-        let Some(message) = event.message.clone() else { return false };
-        let app = event.app.clone().unwrap_or_default();
+        // Moved out and back rather than cloned: families write other fields
+        // while reading these two, and a clone would copy the message.
+        let Some(message) = event.message.take() else { return false };
+        let app = event.app.take();
         let trimmed = message.trim_start().as_bytes();
-        self.families.iter().any(|family| family.applies_to(event, &app, trimmed) && family.classify(event, &message))
+        let app_name = app.as_deref().unwrap_or_default();
+        let classified = self
+            .families
+            .iter()
+            .any(|family| family.applies_to(event, app_name, trimmed) && family.classify(event, &message));
+        event.message = Some(message);
+        event.app = app;
+        classified
     }
 }
 

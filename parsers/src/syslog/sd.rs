@@ -58,7 +58,7 @@ pub struct SdElementView<'a> {
 }
 
 impl<'a> SdElementView<'a> {
-    /// `(name, value)` pairs; values are still escaped (see [`unescape`]).
+    /// `(name, value)` pairs; values are still escaped (`\"`, `\\`, `\]`).
     pub fn params(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
         let mut rest = self.params;
         std::iter::from_fn(move || {

@@ -108,13 +108,7 @@ pub(crate) fn rfc3339_lenient(input: &[u8]) -> Option<(&[u8], TimeSpec)> {
     if civil.second == 60 {
         return None;
     }
-    let (nanos, rest) = match rest.strip_prefix(b".") {
-        Some(frac) => {
-            let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
-            (fraction_nanos(&frac[..n]), &frac[n..])
-        }
-        None => (0, rest),
-    };
+    let (nanos, rest) = lenient_fraction(rest);
     let civil = Civil { nanos, ..civil };
     let (spec, rest) = match rest.first() {
         Some(b'Z' | b'z') => (absolute(civil, 0)?, &rest[1..]),
@@ -128,6 +122,18 @@ pub(crate) fn rfc3339_lenient(input: &[u8]) -> Option<(&[u8], TimeSpec)> {
         }
     };
     ends_token(rest).then_some((rest, spec))
+}
+
+/// `.digits` after a clock, any number of digits (even none), truncated to
+/// nanoseconds; no dot means zero.
+fn lenient_fraction(input: &[u8]) -> (u32, &[u8]) {
+    match input.strip_prefix(b".") {
+        Some(frac) => {
+            let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+            (fraction_nanos(&frac[..n]), &frac[n..])
+        }
+        None => (0, input),
+    }
 }
 
 fn absolute(civil: Civil, offset: i32) -> Option<TimeSpec> {
@@ -188,13 +194,7 @@ pub(crate) fn bsd_timestamp(input: &[u8]) -> Option<(&[u8], TimeSpec)> {
     if second == 60 {
         return None;
     }
-    let (nanos, r) = match r.strip_prefix(b".") {
-        Some(frac) => {
-            let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
-            (fraction_nanos(&frac[..n]), &frac[n..])
-        }
-        None => (0, r),
-    };
+    let (nanos, r) = lenient_fraction(r);
     if !ends_token(r) {
         return None;
     }
