@@ -20,15 +20,19 @@ struct Cli {
 enum Command {
     /// Parse a log file into events, one JSON object per line on stdout.
     Parse(commands::parse::ParseArgs),
+    /// Licences: create signing keys, sign, verify, and simulate EPS allocation.
+    #[command(alias = "licence", subcommand)]
+    License(commands::license::LicenseCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Parse(args) => commands::parse::run(args),
+        Command::Parse(args) => commands::parse::run(args).map(|()| ExitCode::SUCCESS),
+        Command::License(cmd) => commands::license::run(cmd),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

@@ -1,0 +1,17 @@
+//! What every entry node runs on the way in: the EPS gate of SPEC §3 and
+//! the clock that cuts time into intervals.
+//!
+//! Owns: [`gate::Gate`] (per-interval node and org budgets, disabled orgs,
+//! the received/accepted/dropped counters a node reports), [`clock`] (the
+//! `Clock` trait with a system and a manual implementation, so everything
+//! that waits or windows runs on virtual time in tests), and the node-side
+//! protocol types ([`gate::Budget`], [`gate::IntervalReport`]).
+//!
+//! Does not own: deciding budgets (the supervisor's allocator does), org
+//! assignment or listeners (they arrive with the collector role).
+
+pub mod clock;
+pub mod gate;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use gate::{Admission, Budget, Gate, IntervalReport, NodeId, OrgBudget, OrgCounts};
