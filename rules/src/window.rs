@@ -1,0 +1,349 @@
+//! Sliding event-time windows, one per (rule, pattern, group key).
+//!
+//! Events reach a window in event-time order (the engine reorders them
+//! first), so a window is a queue: new events at the back, expired ones off
+//! the front. A window covers `[t - window, t]` for the newest event time
+//! `t`, both ends included.
+//!
+//! Count-only patterns keep just the times and ids of their last
+//! `threshold` events in a fixed ring, which is what keeps a threshold key
+//! small. Other aggregates keep every event in the window (up to a cap)
+//! with running sums, distinct-value counts and monotonic queues for
+//! minimum and maximum, so each event costs O(1) amortized.
+
+use std::collections::{HashMap, VecDeque};
+use std::mem::size_of;
+
+use crate::compile::{Agg, Having};
+use crate::key::Part;
+
+/// A window's state.
+#[derive(Debug)]
+pub(crate) enum Window {
+    Count(Ring),
+    General(Box<General>),
+}
+
+/// The last `capacity` (time, event id) pairs, oldest first.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    buf: Box<[(i64, u64)]>,
+    head: u32,
+    len: u32,
+}
+
+impl Ring {
+    pub fn new(capacity: usize) -> Ring {
+        Ring { buf: vec![(0, 0); capacity.max(1)].into_boxed_slice(), head: 0, len: 0 }
+    }
+
+    fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn at(&self, i: usize) -> (i64, u64) {
+        self.buf[(self.head as usize + i) % self.capacity()]
+    }
+
+    /// Appends `weight` occurrences (at most a ring's worth).
+    pub fn push_weighted(&mut self, time: i64, id: u64, weight: u32) {
+        for _ in 0..(weight as usize).clamp(1, self.capacity()) {
+            self.push(time, id);
+        }
+    }
+
+    /// Appends, dropping the oldest entry when full.
+    pub fn push(&mut self, time: i64, id: u64) {
+        let cap = self.capacity();
+        if self.len as usize == cap {
+            self.buf[self.head as usize] = (time, id);
+            self.head = ((self.head as usize + 1) % cap) as u32;
+        } else {
+            let tail = (self.head as usize + self.len as usize) % cap;
+            self.buf[tail] = (time, id);
+            self.len += 1;
+        }
+    }
+
+    /// Drops entries older than `limit`.
+    pub fn evict_before(&mut self, limit: i64) {
+        while self.len > 0 && self.at(0).0 < limit {
+            self.head = ((self.head as usize + 1) % self.capacity()) as u32;
+            self.len -= 1;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn newest(&self) -> Option<i64> {
+        (self.len > 0).then(|| self.at(self.len as usize - 1).0)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.len as usize).map(|i| self.at(i).1)
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.capacity() * size_of::<(i64, u64)>()
+    }
+}
+
+/// One input of an aggregate for one event.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Val {
+    /// `count` needs no value.
+    None,
+    Num(f64),
+    Part(Part),
+}
+
+#[derive(Debug)]
+struct Entry {
+    time: i64,
+    id: u64,
+    seq: u64,
+    weight: u32,
+    vals: Box<[Val]>,
+}
+
+#[derive(Debug)]
+enum AggState {
+    Count,
+    Distinct(HashMap<Part, u32>),
+    Sum(f64),
+    /// Monotonic queue of (seq, value); the front is the extreme.
+    Extreme { max: bool, queue: VecDeque<(u64, f64)> },
+}
+
+/// Every event of the window with running aggregates.
+#[derive(Debug)]
+pub(crate) struct General {
+    entries: VecDeque<Entry>,
+    /// Sum of the entries' weights: the `count`.
+    count: u64,
+    states: Vec<AggState>,
+    next_seq: u64,
+}
+
+impl General {
+    pub fn new(aggs: &[Agg]) -> General {
+        let states = aggs
+            .iter()
+            .map(|a| match a {
+                Agg::Count => AggState::Count,
+                Agg::Distinct(_) => AggState::Distinct(HashMap::new()),
+                Agg::Sum(_) | Agg::Avg(_) => AggState::Sum(0.0),
+                Agg::Min(_) => AggState::Extreme { max: false, queue: VecDeque::new() },
+                Agg::Max(_) => AggState::Extreme { max: true, queue: VecDeque::new() },
+            })
+            .collect();
+        General { entries: VecDeque::new(), count: 0, states, next_seq: 0 }
+    }
+
+    fn pop_front(&mut self) {
+        let Some(entry) = self.entries.pop_front() else { return };
+        self.count -= u64::from(entry.weight);
+        for (state, val) in self.states.iter_mut().zip(entry.vals.iter()) {
+            match (state, val) {
+                (AggState::Distinct(seen), Val::Part(p)) => {
+                    if let Some(n) = seen.get_mut(p) {
+                        *n -= 1;
+                        if *n == 0 {
+                            seen.remove(p);
+                        }
+                    }
+                }
+                (AggState::Sum(sum), Val::Num(v)) => *sum -= v,
+                (AggState::Extreme { queue, .. }, _) => {
+                    while queue.front().is_some_and(|(seq, _)| *seq <= entry.seq) {
+                        queue.pop_front();
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.entries.is_empty() {
+            // Start sums afresh so rounding cannot accumulate.
+            for state in &mut self.states {
+                if let AggState::Sum(sum) = state {
+                    *sum = 0.0;
+                }
+            }
+        }
+    }
+
+    /// Drops entries older than `limit`.
+    pub fn evict_before(&mut self, limit: i64) {
+        while self.entries.front().is_some_and(|e| e.time < limit) {
+            self.pop_front();
+        }
+    }
+
+    /// Appends an event standing for `weight` occurrences; returns whether
+    /// the cap pushed out an entry early.
+    pub fn push(&mut self, time: i64, id: u64, weight: u32, vals: Box<[Val]>, cap: usize) -> bool {
+        let overflow = self.entries.len() >= cap.max(1);
+        if overflow {
+            self.pop_front();
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        for (state, val) in self.states.iter_mut().zip(vals.iter()) {
+            match (state, val) {
+                (AggState::Distinct(seen), Val::Part(p)) => *seen.entry(p.clone()).or_insert(0) += 1,
+                (AggState::Sum(sum), Val::Num(v)) => *sum += v,
+                (AggState::Extreme { max, queue }, Val::Num(v)) => {
+                    while queue.back().is_some_and(|(_, b)| if *max { b <= v } else { b >= v }) {
+                        queue.pop_back();
+                    }
+                    queue.push_back((seq, *v));
+                }
+                _ => {}
+            }
+        }
+        let weight = weight.max(1);
+        self.count += u64::from(weight);
+        self.entries.push_back(Entry { time, id, seq, weight, vals });
+        overflow
+    }
+
+    /// The current value of aggregate `slot`.
+    pub fn value(&self, slot: usize) -> f64 {
+        match &self.states[slot] {
+            AggState::Count => self.count as f64,
+            AggState::Distinct(seen) => seen.len() as f64,
+            AggState::Sum(sum) => *sum,
+            AggState::Extreme { queue, .. } => queue.front().map_or(f64::NAN, |(_, v)| *v),
+        }
+    }
+
+    /// Whether the aggregate at `slot` is an average (its value is sum / count).
+    pub fn mean(&self, slot: usize, aggs: &[Agg]) -> f64 {
+        match aggs.get(slot) {
+            Some(Agg::Avg(_)) if !self.entries.is_empty() => self.value(slot) / self.entries.len() as f64,
+            _ => self.value(slot),
+        }
+    }
+
+    pub fn newest(&self) -> Option<i64> {
+        self.entries.back().map(|e| e.time)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries.iter().map(|e| e.id)
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        let entries = self.entries.capacity() * size_of::<Entry>()
+            + self.entries.iter().map(|e| e.vals.len() * size_of::<Val>()).sum::<usize>();
+        let states: usize = self
+            .states
+            .iter()
+            .map(|s| match s {
+                AggState::Distinct(seen) => {
+                    seen.capacity() * (size_of::<(Part, u32)>() + 1) + seen.keys().map(Part::heap_bytes).sum::<usize>()
+                }
+                AggState::Extreme { queue, .. } => queue.capacity() * size_of::<(u64, f64)>(),
+                _ => 0,
+            })
+            .sum();
+        size_of::<General>() + entries + states + self.states.capacity() * size_of::<AggState>()
+    }
+}
+
+impl Window {
+    pub fn newest(&self) -> Option<i64> {
+        match self {
+            Window::Count(ring) => ring.newest(),
+            Window::General(g) => g.newest(),
+        }
+    }
+
+    /// Whether every threshold holds.
+    pub fn holds(&self, having: &[Having], aggs: &[Agg]) -> bool {
+        match self {
+            Window::Count(ring) => having.iter().all(|h| h.op.holds(ring.len() as f64, h.value)),
+            Window::General(g) => having.iter().all(|h| h.op.holds(g.mean(h.agg, aggs), h.value)),
+        }
+    }
+
+    /// The value of aggregate `slot`, for titles.
+    pub fn value(&self, slot: usize, aggs: &[Agg]) -> f64 {
+        match self {
+            Window::Count(ring) => ring.len() as f64,
+            Window::General(g) => g.mean(slot, aggs),
+        }
+    }
+
+    /// Up to `limit` of the most recent contributing event ids, oldest first.
+    pub fn ids(&self, limit: usize) -> Vec<u64> {
+        let (len, ids): (usize, Box<dyn Iterator<Item = u64> + '_>) = match self {
+            Window::Count(ring) => (ring.len(), Box::new(ring.ids())),
+            Window::General(g) => (g.entries.len(), Box::new(g.ids())),
+        };
+        ids.skip(len.saturating_sub(limit)).collect()
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Window::Count(ring) => ring.heap_bytes(),
+            Window::General(g) => g.heap_bytes(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::field::Field;
+    use crate::filter::Op;
+
+    #[test]
+    fn ring_keeps_the_last_entries_in_order() {
+        let mut ring = Ring::new(3);
+        for t in 1..=5 {
+            ring.push(t, t as u64 * 10);
+        }
+        assert_eq!(ring.ids().collect::<Vec<_>>(), vec![30, 40, 50]);
+        ring.evict_before(5);
+        assert_eq!(ring.ids().collect::<Vec<_>>(), vec![50]);
+        assert_eq!(ring.newest(), Some(5));
+        ring.evict_before(6);
+        assert_eq!(ring.len(), 0);
+        assert_eq!(ring.newest(), None);
+    }
+
+    #[test]
+    fn general_aggregates_follow_the_window() {
+        let f = || Field::Ext("v".into());
+        let aggs = vec![Agg::Count, Agg::Distinct(Field::User), Agg::Sum(f()), Agg::Avg(f()), Agg::Min(f()), Agg::Max(f())];
+        let mut g = General::new(&aggs);
+        let vals = |user: &str, v: f64| {
+            vec![Val::None, Val::Part(Part::Text(user.into())), Val::Num(v), Val::Num(v), Val::Num(v), Val::Num(v)]
+                .into_boxed_slice()
+        };
+        g.push(1, 1, 1, vals("a", 5.0), 100);
+        g.push(2, 2, 1, vals("b", 1.0), 100);
+        g.push(3, 3, 1, vals("a", 9.0), 100);
+        let values: Vec<f64> = (0..6).map(|i| g.mean(i, &aggs)).collect();
+        assert_eq!(values, vec![3.0, 2.0, 15.0, 5.0, 1.0, 9.0]);
+        g.evict_before(3);
+        let values: Vec<f64> = (0..6).map(|i| g.mean(i, &aggs)).collect();
+        assert_eq!(values, vec![1.0, 1.0, 9.0, 9.0, 9.0, 9.0]);
+        let window = Window::General(Box::new(g));
+        assert!(window.holds(&[Having { agg: 5, op: Op::Gte, value: 9.0 }], &aggs));
+        assert!(!window.holds(&[Having { agg: 0, op: Op::Gt, value: 1.0 }], &aggs));
+        assert_eq!(window.ids(10), vec![3]);
+    }
+
+    #[test]
+    fn the_cap_bounds_a_window() {
+        let mut g = General::new(&[Agg::Count]);
+        let overflowed: Vec<bool> = (0..4).map(|t| g.push(t, t as u64, 3, vec![Val::None].into_boxed_slice(), 2)).collect();
+        assert_eq!(overflowed, vec![false, false, true, true]);
+        assert_eq!(g.value(0), 6.0);
+        assert_eq!(g.ids().collect::<Vec<_>>(), vec![2, 3]);
+    }
+}
