@@ -23,6 +23,9 @@ enum Command {
     /// Licences: create signing keys, sign, verify, and simulate EPS allocation.
     #[command(alias = "licence", subcommand)]
     License(commands::license::LicenseCommand),
+    /// Correlation rules: check rule files, test rules against a log file.
+    #[command(subcommand)]
+    Rules(commands::rules::RulesCommand),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(args).map(|()| ExitCode::SUCCESS),
         Command::License(cmd) => commands::license::run(cmd),
+        Command::Rules(cmd) => commands::rules::run(cmd),
     };
     match result {
         Ok(code) => code,

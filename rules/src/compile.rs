@@ -123,6 +123,9 @@ pub(crate) enum WindowKind {
     None,
     /// Only counts: the times of the last `threshold` events.
     Count { threshold: usize },
+    /// Only one distinct count with a small threshold: each distinct value
+    /// with its latest time.
+    Distinct { threshold: usize },
     /// Anything else: every event in the window with its values.
     General,
 }
@@ -197,9 +200,10 @@ pub(crate) struct Rule {
 pub(crate) type PatternRef = (u32, u16);
 
 /// Which patterns can match an event, by its `event_type` or `format`.
+/// Its keys come from rules, so a fast unkeyed hash is safe here.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    pub by_type: HashMap<Str, Vec<PatternRef>>,
+    pub by_type: hashbrown::HashMap<Str, Vec<PatternRef>>,
     pub by_format: [Vec<PatternRef>; 5],
     /// Patterns without a fixed event type or format: tried on every event.
     pub rest: Vec<PatternRef>,
@@ -313,6 +317,9 @@ pub struct Compiler {
     list_uses: Vec<(String, u32, usize)>,
 }
 
+/// Distinct-count thresholds up to this keep a plain list of values.
+const MAX_SMALL_DISTINCT: usize = 64;
+
 /// The largest count or distinct-count threshold: state per key stays bounded.
 pub const MAX_THRESHOLD: usize = 100_000;
 
@@ -344,7 +351,8 @@ impl Compiler {
                 return;
             }
             _ => {
-                diags.error(root.line, format!("a rule file holds a rule or a list of rules, not {}", root.type_name()));
+                diags
+                    .error(root.line, format!("a rule file holds a rule or a list of rules, not {}", root.type_name()));
                 return;
             }
         };
@@ -643,7 +651,8 @@ fn compile_rule(node: &Node, cx: &mut RuleCx<'_, '_>) -> Option<Rule> {
 
     let name = name.unwrap_or_else(|| id.clone().unwrap_or_default());
     let title = match node.get("title") {
-        Some(t) => text_value(t, "title", cx.diags).map(|text| compile_title(&text, t.line, &key_names, &mut patterns, cx.diags)),
+        Some(t) => text_value(t, "title", cx.diags)
+            .map(|text| compile_title(&text, t.line, &key_names, &mut patterns, cx.diags)),
         None => {
             let mut pieces = vec![Piece::Text(name.clone())];
             for (i, key) in key_names.iter().enumerate() {
@@ -658,7 +667,10 @@ fn compile_rule(node: &Node, cx: &mut RuleCx<'_, '_>) -> Option<Rule> {
         && title.iter().any(|p| matches!(p, Piece::Output { pattern: 1, .. }))
     {
         let line = node.get("title").map_or(node.line, |t| t.line);
-        cx.diags.error(line, format!("title shows values of pattern '{}', which is absent when the rule fires", patterns[1].name));
+        cx.diags.error(
+            line,
+            format!("title shows values of pattern '{}', which is absent when the rule fires", patterns[1].name),
+        );
     }
     let actions = node.get("actions").map(|a| compile_actions(a, &key_names, cx)).unwrap_or_default();
 
@@ -669,7 +681,8 @@ fn compile_rule(node: &Node, cx: &mut RuleCx<'_, '_>) -> Option<Rule> {
                 if let Some(rule) = t.strip_prefix("incident.") {
                     cx.references.push((node.line, rule.to_owned()));
                     if Some(rule) == id.as_deref() {
-                        cx.diags.warning(node.line, "the rule matches its own incidents; nesting stops at the depth limit");
+                        cx.diags
+                            .warning(node.line, "the rule matches its own incidents; nesting stops at the depth limit");
                     }
                 }
             }
@@ -773,8 +786,10 @@ fn compile_condition(node: &Node, names: &[&str], diags: &mut Diags<'_>) -> Opti
             }
             Some(p) => order.push(p),
             None => {
-                let hint = suggest(word, names.iter().copied())
-                    .map_or_else(|| format!("; patterns are {}", names.join(", ")), |s| format!(" (did you mean '{s}'?)"));
+                let hint = suggest(word, names.iter().copied()).map_or_else(
+                    || format!("; patterns are {}", names.join(", ")),
+                    |s| format!(" (did you mean '{s}'?)"),
+                );
                 diags.error(node.line, format!("unknown sub-pattern '{word}' in condition{hint}"));
                 ok = false;
             }
@@ -791,7 +806,8 @@ fn compile_condition(node: &Node, names: &[&str], diags: &mut Diags<'_>) -> Opti
                 return None;
             }
             if matches!(first, Condition::AndNot | Condition::NotFollowedBy) && operands.len() != 2 {
-                diags.error(node.line, format!("condition '{text}': 'and not' and 'not followed by' take two patterns"));
+                diags
+                    .error(node.line, format!("condition '{text}': 'and not' and 'not followed by' take two patterns"));
                 return None;
             }
             *first
@@ -928,16 +944,18 @@ pub(crate) fn window_kind(pattern: &Pattern) -> WindowKind {
     if pattern.having.is_empty() {
         return WindowKind::None;
     }
-    if pattern.aggs.iter().all(|a| *a == Agg::Count) {
-        let threshold = pattern
-            .having
-            .iter()
-            .map(|h| if h.op == Op::Gt { h.value.floor() as usize + 1 } else { h.value.ceil().max(1.0) as usize })
-            .max()
-            .unwrap_or(1);
-        return WindowKind::Count { threshold };
+    // Count and distinct thresholds are always >= or > (checked when compiling).
+    let threshold = pattern
+        .having
+        .iter()
+        .map(|h| if h.op == Op::Gt { h.value.floor() as usize + 1 } else { h.value.ceil().max(1.0) as usize })
+        .max()
+        .unwrap_or(1);
+    match pattern.aggs.as_slice() {
+        aggs if aggs.iter().all(|a| *a == Agg::Count) => WindowKind::Count { threshold },
+        [Agg::Distinct(_)] if threshold <= MAX_SMALL_DISTINCT => WindowKind::Distinct { threshold },
+        _ => WindowKind::General,
     }
-    WindowKind::General
 }
 
 fn parse_agg(text: &str) -> Result<Agg, String> {
@@ -946,7 +964,9 @@ fn parse_agg(text: &str) -> Result<Agg, String> {
         return Ok(Agg::Count);
     }
     let Some((func, rest)) = text.split_once('(') else {
-        return Err(format!("unknown aggregate '{text}': use count, count_distinct(F), sum(F), avg(F), min(F) or max(F)"));
+        return Err(format!(
+            "unknown aggregate '{text}': use count, count_distinct(F), sum(F), avg(F), min(F) or max(F)"
+        ));
     };
     let Some(arg) = rest.strip_suffix(')') else {
         return Err(format!("aggregate '{text}' is missing ')'"));
@@ -993,7 +1013,8 @@ fn compile_having(node: &Node, aggs: &mut Vec<Agg>, diags: &mut Diags<'_>) -> Op
         return None;
     };
     let ops = [(">=", Op::Gte), ("<=", Op::Lte), ("==", Op::Eq), ("!=", Op::Ne), (">", Op::Gt), ("<", Op::Lt)];
-    let Some((at, symbol, op)) = ops.iter().filter_map(|(s, o)| text.find(s).map(|at| (at, *s, *o))).min_by_key(|(at, ..)| *at)
+    let Some((at, symbol, op)) =
+        ops.iter().filter_map(|(s, o)| text.find(s).map(|at| (at, *s, *o))).min_by_key(|(at, ..)| *at)
     else {
         diags.error(node.line, format!("having '{text}' has no comparison: write e.g. 'count >= 5'"));
         return None;
@@ -1111,7 +1132,13 @@ fn compile_join(node: &Node, condition: Condition, patterns: &mut [Pattern], dia
     key_names
 }
 
-fn compile_title(text: &str, line: u32, key_names: &[String], patterns: &mut [Pattern], diags: &mut Diags<'_>) -> Vec<Piece> {
+fn compile_title(
+    text: &str,
+    line: u32,
+    key_names: &[String],
+    patterns: &mut [Pattern],
+    diags: &mut Diags<'_>,
+) -> Vec<Piece> {
     let mut pieces = Vec::new();
     let mut rest = text;
     while let Some(open) = rest.find('{') {
@@ -1134,7 +1161,13 @@ fn compile_title(text: &str, line: u32, key_names: &[String], patterns: &mut [Pa
     pieces
 }
 
-fn resolve_placeholder(name: &str, key_names: &[String], patterns: &mut [Pattern], line: u32, diags: &mut Diags<'_>) -> Option<Piece> {
+fn resolve_placeholder(
+    name: &str,
+    key_names: &[String],
+    patterns: &mut [Pattern],
+    line: u32,
+    diags: &mut Diags<'_>,
+) -> Option<Piece> {
     match name {
         "org" => return Some(Piece::Org),
         "rule" => return Some(Piece::Rule),
@@ -1153,7 +1186,10 @@ fn resolve_placeholder(name: &str, key_names: &[String], patterns: &mut [Pattern
     let Some(p) = pattern else {
         diags.error(
             line,
-            format!("unknown placeholder {{{name}}}: use org, rule, severity, a key field ({}) or PATTERN.VALUE", key_names.join(", ")),
+            format!(
+                "unknown placeholder {{{name}}}: use org, rule, severity, a key field ({}) or PATTERN.VALUE",
+                key_names.join(", ")
+            ),
         );
         return None;
     };
@@ -1215,7 +1251,10 @@ fn compile_actions(node: &Node, key_names: &[String], cx: &mut RuleCx<'_, '_>) -
             Some(f) => match key_names.iter().position(|k| *k == f) {
                 Some(i) => Some(i),
                 None => {
-                    cx.diags.error(spec.line, format!("watchlist_add field '{f}' must be a key field of the rule ({})", key_names.join(", ")));
+                    cx.diags.error(
+                        spec.line,
+                        format!("watchlist_add field '{f}' must be a key field of the rule ({})", key_names.join(", ")),
+                    );
                     None
                 }
             },

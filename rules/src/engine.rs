@@ -41,11 +41,14 @@ use bytes::Bytes;
 use parsers::{Event, EventTime, OrgId, Str};
 use regex::SetMatches;
 
-use crate::compile::{Action, Agg, Condition, Output, Pattern, Piece, Rule, RuleSet, Scope, Severity, WindowKind, format_slot};
+use crate::compile::{
+    Action, Agg, Condition, Output, Pattern, Piece, Rule, RuleSet, Scope, Severity, WindowKind, format_slot,
+};
 use crate::field::{Field, Value};
 use crate::filter::Env;
 use crate::key::{Key, Part};
-use crate::window::{General, Ring, Val, Window};
+use crate::table::Table;
+use crate::window::{General, Ring, Val, Values, Window};
 
 /// The name of the org that owns unassigned events and cross-org incidents.
 pub const SUPER_LOCAL: &str = "Super/Local";
@@ -227,6 +230,8 @@ impl Ids {
 #[derive(Debug)]
 struct Extracted {
     weight: u32,
+    /// The value a small distinct-count window counts.
+    distinct: Option<Part>,
     group: Key,
     key: Key,
     vals: Box<[Val]>,
@@ -265,6 +270,54 @@ impl PartialOrd for Record {
 impl Ord for Record {
     fn cmp(&self, other: &Record) -> Ordering {
         (self.time, self.seq).cmp(&(other.time, other.seq))
+    }
+}
+
+/// Records waiting for the watermark, released in (time, arrival) order.
+///
+/// Most events arrive in time order, so a record at or after the newest
+/// buffered one is appended to a queue (constant time, no reordering); only
+/// records that arrive out of order go to a heap. Release takes the smaller
+/// head of the two.
+#[derive(Debug, Default)]
+struct Reorder {
+    in_order: VecDeque<Record>,
+    out_of_order: BinaryHeap<Reverse<Record>>,
+}
+
+impl Reorder {
+    fn push(&mut self, record: Record) {
+        if self.in_order.back().is_none_or(|last| *last <= record) {
+            self.in_order.push_back(record);
+        } else {
+            self.out_of_order.push(Reverse(record));
+        }
+    }
+
+    fn next_time(&self) -> Option<i64> {
+        match (self.in_order.front(), self.out_of_order.peek()) {
+            (Some(a), Some(Reverse(b))) => Some(a.time.min(b.time)),
+            (Some(a), None) => Some(a.time),
+            (None, Some(Reverse(b))) => Some(b.time),
+            (None, None) => None,
+        }
+    }
+
+    fn pop(&mut self) -> Option<Record> {
+        let heap_first = match (self.in_order.front(), self.out_of_order.peek()) {
+            (Some(a), Some(Reverse(b))) => b < a,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if heap_first { self.out_of_order.pop().map(|Reverse(r)| r) } else { self.in_order.pop_front() }
+    }
+
+    fn len(&self) -> usize {
+        self.in_order.len() + self.out_of_order.len()
+    }
+
+    fn bytes(&self) -> usize {
+        (self.in_order.capacity() + self.out_of_order.capacity()) * size_of::<Record>()
     }
 }
 
@@ -313,9 +366,9 @@ struct Partition {
     max_time: i64,
     watermark: i64,
     clock: i64,
-    buffer: BinaryHeap<Reverse<Record>>,
+    buffer: Reorder,
     immediate: VecDeque<Record>,
-    windows: HashMap<WinKey, Window>,
+    windows: Table<WinKey, Window>,
     joins: HashMap<RuleKey, Join>,
     timers: BTreeMap<(i64, u64), RuleKey>,
     incidents: HashMap<RuleKey, Open>,
@@ -333,9 +386,9 @@ impl Partition {
             max_time: i64::MIN,
             watermark: i64::MIN,
             clock: i64::MIN,
-            buffer: BinaryHeap::new(),
+            buffer: Reorder::default(),
             immediate: VecDeque::new(),
-            windows: HashMap::new(),
+            windows: Table::new(),
             joins: HashMap::new(),
             timers: BTreeMap::new(),
             incidents: HashMap::new(),
@@ -363,20 +416,27 @@ impl Partition {
             map.capacity() * 8 / 7 * (size_of::<(K, V)>() + 1)
         }
         let windows: usize = self.windows.iter().map(|((_, _, k), w)| k.heap_bytes() + w.heap_bytes()).sum();
+        let window_table = self.windows.table_bytes();
         let joins: usize = self
             .joins
             .iter()
             .map(|((_, k), j)| {
                 k.heap_bytes()
                     + match j {
-                        Join::All(m) => m.len() * size_of::<Option<Match>>() + m.iter().flatten().map(match_bytes).sum::<usize>(),
+                        Join::All(m) => {
+                            m.len() * size_of::<Option<Match>>() + m.iter().flatten().map(match_bytes).sum::<usize>()
+                        }
                         Join::Excluded(_) => 0,
                         Join::Sequence(stages) => stages
                             .iter()
                             .flatten()
-                            .map(|(_, ms)| ms.capacity() * size_of::<Match>() + ms.iter().map(match_bytes).sum::<usize>())
+                            .map(|(_, ms)| {
+                                ms.capacity() * size_of::<Match>() + ms.iter().map(match_bytes).sum::<usize>()
+                            })
                             .sum(),
-                        Join::Pending(q) => q.capacity() * size_of::<Match>() + q.iter().map(match_bytes).sum::<usize>(),
+                        Join::Pending(q) => {
+                            q.capacity() * size_of::<Match>() + q.iter().map(match_bytes).sum::<usize>()
+                        }
                     }
             })
             .sum();
@@ -384,8 +444,8 @@ impl Partition {
             self.incidents.iter().map(|((_, k), o)| k.heap_bytes() + o.ids.capacity() * 8 + o.title.capacity()).sum();
         let lists: usize = self.lists.keys().map(|(_, p)| p.heap_bytes()).sum();
         let timers = self.timers.len() * (size_of::<((i64, u64), RuleKey)>() + 16);
-        let buffer = self.buffer.capacity() * size_of::<Record>() + self.immediate.capacity() * size_of::<Record>();
-        table(&self.windows)
+        let buffer = self.buffer.bytes() + self.immediate.capacity() * size_of::<Record>();
+        window_table
             + windows
             + table(&self.joins)
             + joins
@@ -443,7 +503,8 @@ struct Limits {
 pub struct Engine {
     rules: Arc<RuleSet>,
     limits: Limits,
-    orgs: HashMap<OrgId, Partition>,
+    /// Org ids come from the collector's configuration, not from events.
+    orgs: hashbrown::HashMap<OrgId, Partition>,
     cross: Option<Partition>,
     cache: Vec<Option<SetMatches>>,
     feeds: Vec<Feed>,
@@ -473,7 +534,7 @@ impl Engine {
             cross: has_cross.then(|| Partition::new(OrgId::SUPER_LOCAL, Str::from("cross-org"), true)),
             rules,
             limits,
-            orgs: HashMap::new(),
+            orgs: hashbrown::HashMap::new(),
             cache: Vec::new(),
             feeds: Vec::new(),
             counters: Stats::default(),
@@ -615,7 +676,7 @@ fn reset_cache(cache: &mut Vec<Option<SetMatches>>, rules: &RuleSet) {
 /// The cross-org watermark: the lowest watermark of the orgs still sending.
 /// Every org event and every incident an org feeds is at or after its org's
 /// watermark, hence not late here.
-fn cross_watermark(orgs: &HashMap<OrgId, Partition>, global_max: i64, idle_after: i64) -> i64 {
+fn cross_watermark(orgs: &hashbrown::HashMap<OrgId, Partition>, global_max: i64, idle_after: i64) -> i64 {
     let active_since = global_max.saturating_sub(idle_after);
     orgs.values().filter(|p| p.max_time >= active_since).map(|p| p.watermark).min().unwrap_or(i64::MIN)
 }
@@ -641,11 +702,8 @@ fn arrive(part: &mut Partition, event: &Event, time: i64, ids: Ids, depth: u8, s
     let rules = sink.rules;
     let index = &rules.index;
     let typed = event.event_type.as_ref().and_then(|t| index.by_type.get(t.as_str()));
-    let candidates = typed
-        .into_iter()
-        .flatten()
-        .chain(index.by_format[format_slot(event.format)].iter())
-        .chain(index.rest.iter());
+    let candidates =
+        typed.into_iter().flatten().chain(index.by_format[format_slot(event.format)].iter()).chain(index.rest.iter());
     for &(r, p) in candidates {
         let rule = &rules.rules[r as usize];
         if !part.applies(rule) {
@@ -667,7 +725,7 @@ fn arrive(part: &mut Partition, event: &Event, time: i64, ids: Ids, depth: u8, s
         };
         *sink.seq += 1;
         let record = Record { time, seq: *sink.seq, rule: r, pattern: p, depth, ids: ids.clone(), body };
-        part.buffer.push(Reverse(record));
+        part.buffer.push(record);
     }
     part.max_time = part.max_time.max(time);
     // The cross-org partition's watermark follows the orgs' (see
@@ -703,6 +761,10 @@ fn extract(pattern: &Pattern, event: &Event) -> Option<Extracted> {
     } else {
         Box::new([])
     };
+    let distinct = match (pattern.kind, pattern.aggs.first()) {
+        (WindowKind::Distinct { .. }, Some(Agg::Distinct(f))) => Some(Part::of(f.get(event)?)),
+        _ => None,
+    };
     let outputs = if aggregate {
         Vec::new()
     } else {
@@ -721,7 +783,7 @@ fn extract(pattern: &Pattern, event: &Event) -> Option<Extracted> {
         .and_then(|f| f.get(event)?.as_f64())
         .filter(|w| w.is_finite())
         .map_or(1, |w| w.clamp(1.0, 1_000_000.0) as u32);
-    Some(Extracted { weight, group, key, vals, outputs })
+    Some(Extracted { weight, distinct, group, key, vals, outputs })
 }
 
 fn render(value: Value<'_>) -> Str {
@@ -735,7 +797,9 @@ fn key_of(fields: &[Field], event: &Event) -> Option<Key> {
     Some(match fields {
         [] => Key::Unit,
         [f] => Key::One(Part::of(f.get(event)?)),
-        many => Key::Many(many.iter().map(|f| f.get(event).map(Part::of)).collect::<Option<Vec<_>>>()?.into_boxed_slice()),
+        many => {
+            Key::Many(many.iter().map(|f| f.get(event).map(Part::of)).collect::<Option<Vec<_>>>()?.into_boxed_slice())
+        }
     })
 }
 
@@ -750,13 +814,13 @@ fn advance_to(part: &mut Partition, watermark: i64, sink: &mut Sink<'_>) {
             handle(part, record, sink);
             continue;
         }
-        let next_record = part.buffer.peek().map(|Reverse(r)| r.time).filter(|t| *t <= wm);
+        let next_record = part.buffer.next_time().filter(|t| *t <= wm);
         let next_timer = part.timers.first_key_value().map(|((d, _), _)| *d).filter(|d| *d < wm);
         match (next_record, next_timer) {
             (Some(t), Some(d)) if d < t => fire_timer(part, sink),
             (None, Some(_)) => fire_timer(part, sink),
             (Some(_), _) => {
-                if let Some(Reverse(record)) = part.buffer.pop() {
+                if let Some(record) = part.buffer.pop() {
                     handle(part, record, sink);
                 }
             }
@@ -807,11 +871,27 @@ fn handle(part: &mut Partition, record: Record, sink: &mut Sink<'_>) {
             let update = |window: &mut Window, overflows: &mut u64| match window {
                 Window::Count(ring) => {
                     ring.evict_before(limit);
-                    ring.push_weighted(record.time, record.ids.first(), extracted.weight);
+                    let threshold = match kind {
+                        WindowKind::Count { threshold } => threshold,
+                        _ => 1,
+                    };
+                    ring.push_weighted(record.time, record.ids.first(), extracted.weight, threshold);
+                }
+                Window::Distinct(values) => {
+                    values.evict_before(limit);
+                    if let Some(value) = extracted.distinct {
+                        values.push(value, record.time, record.ids.first());
+                    }
                 }
                 Window::General(g) => {
                     g.evict_before(limit);
-                    if g.push(record.time, record.ids.first(), extracted.weight, extracted.vals, limits.max_window_events) {
+                    if g.push(
+                        record.time,
+                        record.ids.first(),
+                        extracted.weight,
+                        extracted.vals,
+                        limits.max_window_events,
+                    ) {
                         *overflows += 1;
                     }
                 }
@@ -820,25 +900,13 @@ fn handle(part: &mut Partition, record: Record, sink: &mut Sink<'_>) {
             let wkey = (record.rule, record.pattern, extracted.group);
             let overflows = &mut sink.counters.window_overflows;
             // A window that reaches its thresholds matches and starts afresh.
-            let fired = match part.windows.entry(wkey) {
-                Entry::Occupied(mut entry) => {
-                    update(entry.get_mut(), overflows);
-                    holds(entry.get()).then(|| entry.remove())
-                }
-                Entry::Vacant(entry) => {
-                    let mut window = match kind {
-                        WindowKind::Count { threshold } => Window::Count(Ring::new(threshold)),
-                        _ => Window::General(Box::new(General::new(&pattern.aggs))),
-                    };
-                    update(&mut window, overflows);
-                    if holds(&window) {
-                        Some(window)
-                    } else {
-                        entry.insert(window);
-                        None
-                    }
-                }
-            };
+            let slot = part.windows.get_or_insert_with(wkey, || match kind {
+                WindowKind::Count { .. } => Window::Count(Ring::new()),
+                WindowKind::Distinct { .. } => Window::Distinct(Values::default()),
+                _ => Window::General(Box::new(General::new(&pattern.aggs))),
+            });
+            update(part.windows.value_mut(slot), overflows);
+            let fired = holds(part.windows.value(slot)).then(|| part.windows.remove(slot));
             fired.map(|window| Match {
                 time: record.time,
                 ids: window.ids(limits.max_event_ids),
@@ -893,7 +961,8 @@ fn on_match(part: &mut Partition, r: u32, p: usize, m: Match, depth: u8, sink: &
                 part.joins.insert(jkey, Join::Excluded(time));
                 return;
             }
-            let excluded = matches!(part.joins.get(&jkey), Some(Join::Excluded(t)) if *t >= time.saturating_sub(within));
+            let excluded =
+                matches!(part.joins.get(&jkey), Some(Join::Excluded(t)) if *t >= time.saturating_sub(within));
             if !excluded {
                 let mut outputs = vec![Vec::new(); n];
                 outputs[0] = m.outputs;
@@ -1105,7 +1174,8 @@ fn feed_here(part: &mut Partition, event: &Event, time: i64, ids: &Ids, depth: u
     let Some(types) = event.event_type.as_ref().and_then(|t| rules.index.by_type.get(t.as_str())) else {
         return;
     };
-    let candidates = types.iter().chain(rules.index.by_format[format_slot(event.format)].iter()).chain(rules.index.rest.iter());
+    let candidates =
+        types.iter().chain(rules.index.by_format[format_slot(event.format)].iter()).chain(rules.index.rest.iter());
     reset_cache(sink.cache, rules);
     for &(r, p) in candidates {
         let rule = &rules.rules[r as usize];
@@ -1142,12 +1212,10 @@ fn render_title(rule: &Rule, org: &str, key: &Key, outputs: &[Vec<Str>]) -> Stri
                 Some(part) => title.push_str(&part.to_string()),
                 None => title.push('-'),
             },
-            Piece::Output { pattern, slot } => {
-                match outputs.get(*pattern).and_then(|o| o.get(*slot)) {
-                    Some(value) => title.push_str(value),
-                    None => title.push('-'),
-                }
-            }
+            Piece::Output { pattern, slot } => match outputs.get(*pattern).and_then(|o| o.get(*slot)) {
+                Some(value) => title.push_str(value),
+                None => title.push('-'),
+            },
         }
     }
     title
@@ -1174,4 +1242,18 @@ fn sweep(part: &mut Partition, sink: &mut Sink<'_>) {
     });
     part.incidents.retain(|(r, _), open| clock.saturating_sub(open.last) <= rules[*r as usize].suppress);
     part.lists.retain(|_, expires| *expires >= clock);
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-key state budget (≤ 200 bytes per threshold key) rests on
+    /// these sizes; a field added carelessly shows up here first.
+    #[test]
+    fn state_types_stay_small() {
+        assert_eq!(size_of::<Key>(), 24);
+        assert_eq!(size_of::<WinKey>(), 32);
+        assert_eq!(size_of::<Window>(), 32);
+        assert!(size_of::<Record>() <= 160, "{}", size_of::<Record>());
+    }
 }

@@ -54,7 +54,10 @@ pub(crate) enum Test {
     Suffix(Vec<Box<str>>),
     Contains(Vec<Box<str>>),
     /// Pattern `index` of the rule set's regex set `set`.
-    Regex { set: usize, index: usize },
+    Regex {
+        set: usize,
+        index: usize,
+    },
     Cidr(CidrTable),
     Compare(Op, f64),
     Exists(bool),
@@ -328,7 +331,8 @@ pub(crate) fn parse_field(name: &str, line: u32, diags: &mut Diags<'_>) -> Optio
     if let Some(field) = Field::parse(name) {
         return Some(field);
     }
-    let hint = suggest(name, Field::NAMES.iter().copied()).map_or_else(String::new, |s| format!(" (did you mean '{s}'?)"));
+    let hint =
+        suggest(name, Field::NAMES.iter().copied()).map_or_else(String::new, |s| format!(" (did you mean '{s}'?)"));
     diags.error(line, format!("unknown field '{name}'{hint}; fields are the event fields, ext.KEY and sd.ID.PARAM"));
     None
 }
@@ -357,7 +361,13 @@ fn texts(items: &[&Node]) -> Vec<String> {
     items.iter().filter_map(|n| n.as_text()).collect()
 }
 
-fn compile_test(field: &Field, op: Option<&str>, ignore_case: bool, value: &Node, cx: &mut FilterCx<'_, '_>) -> Option<Test> {
+fn compile_test(
+    field: &Field,
+    op: Option<&str>,
+    ignore_case: bool,
+    value: &Node,
+    cx: &mut FilterCx<'_, '_>,
+) -> Option<Test> {
     let ty = field.field_type();
     let line = value.line;
     let mismatch = |cx: &mut FilterCx<'_, '_>, what: &str| {
@@ -375,7 +385,10 @@ fn compile_test(field: &Field, op: Option<&str>, ignore_case: bool, value: &Node
     match op {
         None => {
             if matches!(value.kind, Kind::Null) {
-                cx.diags.error(line, format!("{field} has no value to compare; to test absence write '{field}|exists: false'"));
+                cx.diags.error(
+                    line,
+                    format!("{field} has no value to compare; to test absence write '{field}|exists: false'"),
+                );
                 return None;
             }
             let items = scalars(value, &format!("{field}"), cx.diags)?;
@@ -389,7 +402,9 @@ fn compile_test(field: &Field, op: Option<&str>, ignore_case: bool, value: &Node
                     for item in &items {
                         match item.as_text().unwrap_or_default().trim().parse::<IpAddr>() {
                             Ok(ip) => ips.push(ip.to_canonical()),
-                            Err(_) => mismatch(cx, &format!("'{}' is not an address", item.as_text().unwrap_or_default())),
+                            Err(_) => {
+                                mismatch(cx, &format!("'{}' is not an address", item.as_text().unwrap_or_default()))
+                            }
                         }
                     }
                     (ips.len() == items.len()).then_some(Test::Ip(ips))
@@ -766,7 +781,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem_and_line() {
-        let messages = |yaml: &str| build(yaml).2.into_iter().map(|d| format!("{}: {}", d.line, d.message)).collect::<Vec<_>>();
+        let messages =
+            |yaml: &str| build(yaml).2.into_iter().map(|d| format!("{}: {}", d.line, d.message)).collect::<Vec<_>>();
         assert!(messages("srcip: 1.2.3.4")[0].contains("unknown field 'srcip' (did you mean 'src_ip'?)"));
         assert!(messages("user: a\nuser|startwith: a")[0].starts_with("2: unknown operator 'startwith'"));
         assert!(messages("message|re: '(unclosed'")[0].contains("bad regular expression"));

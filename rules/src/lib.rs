@@ -34,11 +34,32 @@ mod field;
 mod filter;
 mod key;
 mod syntax;
+mod table;
 mod window;
 
 pub use compile::{Compiler, RuleInfo, RuleSet, Scope, Severity, builtin};
 pub use diag::{Diagnostic, Level};
 pub use engine::{Engine, EngineConfig, Incident, SUPER_LOCAL, Stats};
+
+/// Parses a duration as rules write them (`500ms`, `60s`, `5m`, `1h30m`, `7d`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let nanos = duration::parse(text)?;
+    Ok(std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(0)))
+}
+
+/// Renders a duration the way rules write them.
+pub fn render_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    for (unit, name) in [(86_400, "d"), (3600, "h"), (60, "m")] {
+        if secs.is_multiple_of(unit) {
+            return format!("{}{name}", secs / unit);
+        }
+    }
+    format!("{secs}s")
+}
 
 /// The built-in rule pack: (file name, text).
 const PACK: &[(&str, &str)] = &[

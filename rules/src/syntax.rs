@@ -192,7 +192,10 @@ mod tests {
         assert_eq!((k.line, v.line), (5, 5));
         assert_eq!(v.kind, Kind::Str("root".into()));
         let Kind::Seq(items) = &root.get("list").unwrap().kind else { panic!() };
-        assert_eq!(items.iter().map(|n| n.kind.clone()).collect::<Vec<_>>(), vec![Kind::Int(1), Kind::Float(2.5), Kind::Bool(true), Kind::Null]);
+        assert_eq!(
+            items.iter().map(|n| n.kind.clone()).collect::<Vec<_>>(),
+            vec![Kind::Int(1), Kind::Float(2.5), Kind::Bool(true), Kind::Null]
+        );
     }
 
     #[test]

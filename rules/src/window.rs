@@ -21,10 +21,13 @@ use crate::key::Part;
 #[derive(Debug)]
 pub(crate) enum Window {
     Count(Ring),
+    Distinct(Values),
     General(Box<General>),
 }
 
-/// The last `capacity` (time, event id) pairs, oldest first.
+/// The last (time, event id) pairs up to a limit, oldest first. The buffer
+/// grows with use up to the limit (most keys never see more than a few
+/// events), then wraps around.
 #[derive(Debug)]
 pub(crate) struct Ring {
     buf: Box<[(i64, u64)]>,
@@ -33,8 +36,22 @@ pub(crate) struct Ring {
 }
 
 impl Ring {
-    pub fn new(capacity: usize) -> Ring {
-        Ring { buf: vec![(0, 0); capacity.max(1)].into_boxed_slice(), head: 0, len: 0 }
+    pub fn new() -> Ring {
+        Ring { buf: Box::new([]), head: 0, len: 0 }
+    }
+
+    /// Makes room for one more entry, up to `limit` entries in all.
+    fn grow(&mut self, limit: usize) {
+        let cap = self.capacity();
+        if (self.len as usize) < cap || cap >= limit {
+            return;
+        }
+        let new_cap = (cap * 2).clamp(1, limit.max(1));
+        let mut buf = Vec::with_capacity(new_cap);
+        buf.extend((0..self.len as usize).map(|i| self.at(i)));
+        buf.resize(new_cap, (0, 0));
+        self.buf = buf.into_boxed_slice();
+        self.head = 0;
     }
 
     fn capacity(&self) -> usize {
@@ -45,15 +62,16 @@ impl Ring {
         self.buf[(self.head as usize + i) % self.capacity()]
     }
 
-    /// Appends `weight` occurrences (at most a ring's worth).
-    pub fn push_weighted(&mut self, time: i64, id: u64, weight: u32) {
-        for _ in 0..(weight as usize).clamp(1, self.capacity()) {
-            self.push(time, id);
+    /// Appends `weight` occurrences, keeping at most `limit` entries.
+    pub fn push_weighted(&mut self, time: i64, id: u64, weight: u32, limit: usize) {
+        for _ in 0..(weight as usize).clamp(1, limit.max(1)) {
+            self.push(time, id, limit);
         }
     }
 
-    /// Appends, dropping the oldest entry when full.
-    pub fn push(&mut self, time: i64, id: u64) {
+    /// Appends, dropping the oldest entry when `limit` entries are kept.
+    pub fn push(&mut self, time: i64, id: u64, limit: usize) {
+        self.grow(limit);
         let cap = self.capacity();
         if self.len as usize == cap {
             self.buf[self.head as usize] = (time, id);
@@ -90,6 +108,50 @@ impl Ring {
     }
 }
 
+/// Distinct values with the time and event id of their latest occurrence.
+/// Kept for small distinct-count thresholds only: a window is emptied when
+/// it reaches its threshold, so the list never outgrows it.
+#[derive(Debug, Default)]
+pub(crate) struct Values {
+    items: Vec<(Part, i64, u64)>,
+}
+
+impl Values {
+    pub fn evict_before(&mut self, limit: i64) {
+        self.items.retain(|(_, time, _)| *time >= limit);
+    }
+
+    pub fn push(&mut self, value: Part, time: i64, id: u64) {
+        match self.items.iter_mut().find(|(v, _, _)| *v == value) {
+            Some(item) => {
+                item.1 = time;
+                item.2 = id;
+            }
+            None => self.items.push((value, time, id)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn newest(&self) -> Option<i64> {
+        self.items.iter().map(|(_, t, _)| *t).max()
+    }
+
+    /// Event ids oldest first.
+    fn ids(&self) -> Vec<u64> {
+        let mut by_time: Vec<(i64, u64)> = self.items.iter().map(|(_, t, id)| (*t, *id)).collect();
+        by_time.sort_unstable();
+        by_time.into_iter().map(|(_, id)| id).collect()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.items.capacity() * size_of::<(Part, i64, u64)>()
+            + self.items.iter().map(|(p, _, _)| p.heap_bytes()).sum::<usize>()
+    }
+}
+
 /// One input of an aggregate for one event.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Val {
@@ -114,7 +176,10 @@ enum AggState {
     Distinct(HashMap<Part, u32>),
     Sum(f64),
     /// Monotonic queue of (seq, value); the front is the extreme.
-    Extreme { max: bool, queue: VecDeque<(u64, f64)> },
+    Extreme {
+        max: bool,
+        queue: VecDeque<(u64, f64)>,
+    },
 }
 
 /// Every event of the window with running aggregates.
@@ -257,6 +322,7 @@ impl Window {
     pub fn newest(&self) -> Option<i64> {
         match self {
             Window::Count(ring) => ring.newest(),
+            Window::Distinct(values) => values.newest(),
             Window::General(g) => g.newest(),
         }
     }
@@ -265,6 +331,7 @@ impl Window {
     pub fn holds(&self, having: &[Having], aggs: &[Agg]) -> bool {
         match self {
             Window::Count(ring) => having.iter().all(|h| h.op.holds(ring.len() as f64, h.value)),
+            Window::Distinct(values) => having.iter().all(|h| h.op.holds(values.len() as f64, h.value)),
             Window::General(g) => having.iter().all(|h| h.op.holds(g.mean(h.agg, aggs), h.value)),
         }
     }
@@ -273,22 +340,26 @@ impl Window {
     pub fn value(&self, slot: usize, aggs: &[Agg]) -> f64 {
         match self {
             Window::Count(ring) => ring.len() as f64,
+            Window::Distinct(values) => values.len() as f64,
             Window::General(g) => g.mean(slot, aggs),
         }
     }
 
     /// Up to `limit` of the most recent contributing event ids, oldest first.
     pub fn ids(&self, limit: usize) -> Vec<u64> {
-        let (len, ids): (usize, Box<dyn Iterator<Item = u64> + '_>) = match self {
-            Window::Count(ring) => (ring.len(), Box::new(ring.ids())),
-            Window::General(g) => (g.entries.len(), Box::new(g.ids())),
+        let ids: Vec<u64> = match self {
+            Window::Count(ring) => ring.ids().collect(),
+            Window::Distinct(values) => values.ids(),
+            Window::General(g) => g.ids().collect(),
         };
-        ids.skip(len.saturating_sub(limit)).collect()
+        let skip = ids.len().saturating_sub(limit);
+        ids.into_iter().skip(skip).collect()
     }
 
     pub fn heap_bytes(&self) -> usize {
         match self {
             Window::Count(ring) => ring.heap_bytes(),
+            Window::Distinct(values) => values.heap_bytes(),
             Window::General(g) => g.heap_bytes(),
         }
     }
@@ -302,10 +373,14 @@ mod tests {
 
     #[test]
     fn ring_keeps_the_last_entries_in_order() {
-        let mut ring = Ring::new(3);
-        for t in 1..=5 {
-            ring.push(t, t as u64 * 10);
+        let mut ring = Ring::new();
+        assert_eq!(ring.heap_bytes(), 0);
+        ring.push(1, 10, 3);
+        assert_eq!(ring.heap_bytes(), 16);
+        for t in 2..=5 {
+            ring.push(t, t as u64 * 10, 3);
         }
+        assert_eq!(ring.heap_bytes(), 48);
         assert_eq!(ring.ids().collect::<Vec<_>>(), vec![30, 40, 50]);
         ring.evict_before(5);
         assert_eq!(ring.ids().collect::<Vec<_>>(), vec![50]);
@@ -313,12 +388,26 @@ mod tests {
         ring.evict_before(6);
         assert_eq!(ring.len(), 0);
         assert_eq!(ring.newest(), None);
+        // Growth after wrapping keeps the order.
+        let mut ring = Ring::new();
+        for t in 0..3 {
+            ring.push(t, t as u64, 2);
+        }
+        ring.push_weighted(9, 9, 5, 4);
+        assert_eq!(ring.ids().collect::<Vec<_>>(), vec![9, 9, 9, 9]);
+        let mut ring = Ring::new();
+        for t in 0..3 {
+            ring.push(t, t as u64, 2);
+        }
+        ring.push(3, 3, 4);
+        assert_eq!(ring.ids().collect::<Vec<_>>(), vec![1, 2, 3]);
     }
 
     #[test]
     fn general_aggregates_follow_the_window() {
         let f = || Field::Ext("v".into());
-        let aggs = vec![Agg::Count, Agg::Distinct(Field::User), Agg::Sum(f()), Agg::Avg(f()), Agg::Min(f()), Agg::Max(f())];
+        let aggs =
+            vec![Agg::Count, Agg::Distinct(Field::User), Agg::Sum(f()), Agg::Avg(f()), Agg::Min(f()), Agg::Max(f())];
         let mut g = General::new(&aggs);
         let vals = |user: &str, v: f64| {
             vec![Val::None, Val::Part(Part::Text(user.into())), Val::Num(v), Val::Num(v), Val::Num(v), Val::Num(v)]
@@ -339,9 +428,25 @@ mod tests {
     }
 
     #[test]
+    fn distinct_values_keep_their_latest_time() {
+        let mut v = Values::default();
+        let user = |u: &str| Part::Text(u.into());
+        v.push(user("a"), 1, 1);
+        v.push(user("b"), 2, 2);
+        v.push(user("a"), 3, 3);
+        assert_eq!((v.len(), v.newest(), v.ids()), (2, Some(3), vec![2, 3]));
+        v.evict_before(3);
+        assert_eq!((v.len(), v.ids()), (1, vec![3]));
+        let window = Window::Distinct(v);
+        assert_eq!(window.value(0, &[]), 1.0);
+        assert!(window.heap_bytes() > 0);
+    }
+
+    #[test]
     fn the_cap_bounds_a_window() {
         let mut g = General::new(&[Agg::Count]);
-        let overflowed: Vec<bool> = (0..4).map(|t| g.push(t, t as u64, 3, vec![Val::None].into_boxed_slice(), 2)).collect();
+        let overflowed: Vec<bool> =
+            (0..4).map(|t| g.push(t, t as u64, 3, vec![Val::None].into_boxed_slice(), 2)).collect();
         assert_eq!(overflowed, vec![false, false, true, true]);
         assert_eq!(g.value(0), 6.0);
         assert_eq!(g.ids().collect::<Vec<_>>(), vec![2, 3]);

@@ -46,7 +46,10 @@ fn a_threshold_fires_within_its_window_only() {
 #[test]
 fn repeated_messages_count_by_their_weight() {
     let mut events = failures("acme", "10.0.0.1", 0.0, 1.0, 1);
-    events.push(ev(2.0, &[("org", "acme"), ("event_type", "ssh.auth.failure"), ("src_ip", "10.0.0.1"), ("ext.repeat", "4")]));
+    events.push(ev(
+        2.0,
+        &[("org", "acme"), ("event_type", "ssh.auth.failure"), ("src_ip", "10.0.0.1"), ("ext.repeat", "4")],
+    ));
     let hits = run(BRUTE, &events);
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].event_ids, vec![1, 2]);
@@ -86,17 +89,16 @@ fn per_org_rules_never_mix_orgs() {
     let mut events = failures("acme", "10.0.0.1", 0.0, 1.0, 5);
     events.extend(failures("globex", "10.0.0.1", 0.0, 1.0, 5));
     let hits = run(BRUTE, &events);
-    assert_eq!(hits.iter().map(|i| (i.org.as_str(), i.org_id)).collect::<Vec<_>>(), vec![
-        ("acme", org_id("acme")),
-        ("globex", org_id("globex"))
-    ]);
+    assert_eq!(
+        hits.iter().map(|i| (i.org.as_str(), i.org_id)).collect::<Vec<_>>(),
+        vec![("acme", org_id("acme")), ("globex", org_id("globex"))]
+    );
 }
 
 #[test]
 fn events_without_an_org_belong_to_super_local() {
-    let events: Vec<_> = (0..5)
-        .map(|i| ev(f64::from(i), &[("event_type", "ssh.auth.failure"), ("src_ip", "10.0.0.9")]))
-        .collect();
+    let events: Vec<_> =
+        (0..5).map(|i| ev(f64::from(i), &[("event_type", "ssh.auth.failure"), ("src_ip", "10.0.0.9")])).collect();
     let hits = run(BRUTE, &events);
     assert_eq!((hits[0].org.as_str(), hits[0].org_id), ("Super/Local", OrgId::SUPER_LOCAL));
 }
@@ -182,7 +184,12 @@ fn nested_followed_by_fires_on_a_login_after_the_attack() {
 
     // A login before the attack, from another address, another org, or
     // after 300 s does not count.
-    for (secs, org, ip) in [(1.5, "acme", "10.0.0.1"), (100.0, "acme", "10.0.0.2"), (100.0, "globex", "10.0.0.1"), (305.0, "acme", "10.0.0.1")] {
+    for (secs, org, ip) in [
+        (1.5, "acme", "10.0.0.1"),
+        (100.0, "acme", "10.0.0.2"),
+        (100.0, "globex", "10.0.0.1"),
+        (305.0, "acme", "10.0.0.1"),
+    ] {
         let mut events = failures("acme", "10.0.0.1", 0.0, 1.0, 5);
         events.push(login(secs, org, ip, "admin"));
         events.sort_by_key(|e| e.time.unix_nanos());
@@ -204,7 +211,10 @@ join: [user]
 title: "{user} added to {add.ext.group}"
 "#;
     let add = |secs: f64, user: &str| {
-        ev(secs, &[("org", "acme"), ("event_type", "account.group.member_added"), ("user", user), ("ext.group", "sudo")])
+        ev(
+            secs,
+            &[("org", "acme"), ("event_type", "account.group.member_added"), ("user", user), ("ext.group", "sudo")],
+        )
     };
     let approve = |secs: f64, user: &str| ev(secs, &[("org", "acme"), ("action", "approved"), ("user", user)]);
     let noise = |secs: f64| ev(secs, &[("org", "acme"), ("event_type", "noise")]);
@@ -259,7 +269,8 @@ condition: fw and ssh
 within: 5m
 join: [src_ip]
 "#;
-    let deny = |secs: f64, ip: &str| ev(secs, &[("org", "acme"), ("event_type", "network.connection.denied"), ("src_ip", ip)]);
+    let deny =
+        |secs: f64, ip: &str| ev(secs, &[("org", "acme"), ("event_type", "network.connection.denied"), ("src_ip", ip)]);
     let fail = |secs: f64, ip: &str| ev(secs, &[("org", "acme"), ("event_type", "ssh.auth.failure"), ("src_ip", ip)]);
     // Either order.
     assert_eq!(run(rule, &[deny(0.0, "1.1.1.1"), deny(1.0, "1.1.1.1"), fail(200.0, "1.1.1.1")]).len(), 1);
@@ -352,7 +363,9 @@ patterns:
     having: [sum(ext.bytes) > 1000, max(ext.bytes) >= 600, min(ext.bytes) > 10, avg(ext.bytes) < 400]
 title: "{sum(ext.bytes)} {avg(ext.bytes)} {min(ext.bytes)} {max(ext.bytes)}"
 "#;
-    let t = |secs: f64, bytes: &str| ev(secs, &[("org", "acme"), ("event_type", "transfer"), ("user", "u"), ("ext.bytes", bytes)]);
+    let t = |secs: f64, bytes: &str| {
+        ev(secs, &[("org", "acme"), ("event_type", "transfer"), ("user", "u"), ("ext.bytes", bytes)])
+    };
     let hits = run(exfil, &[t(0.0, "600"), t(1.0, "20"), t(2.0, "x"), t(3.0, "100"), t(4.0, "300")]);
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].title, "1020 255 20 600");

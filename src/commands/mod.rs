@@ -2,3 +2,4 @@
 
 pub mod license;
 pub mod parse;
+pub mod rules;

@@ -212,7 +212,7 @@ fn run_pipeline(
 
 /// Frames `input` into batches and hands each to `send` with its sequence
 /// number; stops early when `send` returns false (the writer is gone).
-fn read_batches(
+pub(crate) fn read_batches(
     input: &mut dyn Read,
     max_line: NonZeroUsize,
     mut send: impl FnMut(u64, Vec<Frame>) -> bool,
@@ -255,7 +255,7 @@ fn read_batches(
     Ok(())
 }
 
-fn wall_clock() -> Result<EventTime> {
+pub(crate) fn wall_clock() -> Result<EventTime> {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .context("the system clock is before 1970")?;

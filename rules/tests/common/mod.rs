@@ -100,7 +100,10 @@ pub fn finals(updates: Vec<Incident>) -> Vec<Incident> {
 pub fn failures(org: &str, ip: &str, start: f64, gap: f64, n: usize) -> Vec<Event> {
     (0..n)
         .map(|i| {
-            ev(start + gap * i as f64, &[("org", org), ("event_type", "ssh.auth.failure"), ("src_ip", ip), ("user", "root")])
+            ev(
+                start + gap * i as f64,
+                &[("org", org), ("event_type", "ssh.auth.failure"), ("src_ip", ip), ("user", "root")],
+            )
         })
         .collect()
 }

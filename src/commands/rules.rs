@@ -1,0 +1,306 @@
+//! `vigil rules check|test`: compile rule files and report every problem;
+//! run rules over a log file on event time and print the incidents.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use parsers::{DeviceParsers, Event, EventTime, OrgId, ParserConfig, Str};
+use rules::{Compiler, Diagnostic, Engine, EngineConfig, RuleSet};
+use serde::Deserialize;
+
+use super::parse::{read_batches, wall_clock};
+
+#[derive(Subcommand)]
+pub enum RulesCommand {
+    /// Compile rule files (or every *.yaml/*.yml under directories), print
+    /// every diagnostic as FILE:LINE: LEVEL: MESSAGE, exit 1 on any error.
+    Check {
+        /// Rule files or directories.
+        #[arg(value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Run rules over a log file on event time, flush all windows at the end
+    /// of input, and print each incident as one JSON line. `event_ids` are
+    /// the input's line numbers.
+    Test(TestArgs),
+}
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// Rule files or directories (default: the built-in pack).
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    rules: Vec<PathBuf>,
+    /// The log file; "-" reads stdin.
+    #[arg(long, value_name = "LOGFILE")]
+    input: PathBuf,
+    /// Org of events the org map does not place (default: Super/Local).
+    #[arg(long, value_name = "NAME")]
+    org: Option<String>,
+    /// TOML file mapping hosts ([hosts] "web-01" = "acme") and networks
+    /// ([networks] "10.1.0.0/16" = "globex", matched against the host when it
+    /// is an address) to orgs.
+    #[arg(long, value_name = "FILE")]
+    org_map: Option<PathBuf>,
+    /// Zone of timestamps written without one (RFC 3164): UTC, +05:00 or an IANA name.
+    #[arg(long, value_name = "ZONE")]
+    tz: Option<String>,
+    /// Year of timestamps written without one.
+    #[arg(long, value_name = "YYYY")]
+    year: Option<i32>,
+    /// Receive time to assume, RFC 3339 (default: now); also anchors year inference.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
+    /// How far out of order events may be and still count (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    lateness: Duration,
+    /// Extra device pattern files (*.toml) loaded after the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    patterns: Option<PathBuf>,
+    /// Print engine statistics to stderr at the end.
+    #[arg(long)]
+    stats: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    rules::parse_duration(text)
+}
+
+pub fn run(cmd: RulesCommand) -> Result<ExitCode> {
+    match cmd {
+        RulesCommand::Check { paths } => check(&paths),
+        RulesCommand::Test(args) => test(args).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn print_diagnostics(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        eprintln!("{d}");
+    }
+}
+
+fn compile(paths: &[PathBuf]) -> Result<(RuleSet, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut compiler = Compiler::new();
+    for path in paths {
+        compiler.add_path(path);
+    }
+    compiler.finish()
+}
+
+fn check(paths: &[PathBuf]) -> Result<ExitCode> {
+    match compile(paths) {
+        Ok((set, warnings)) => {
+            print_diagnostics(&warnings);
+            eprintln!("{} rules, 0 errors, {} warnings", set.len(), warnings.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics);
+            let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+            eprintln!("{errors} errors, {} warnings", diagnostics.len() - errors);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `--org-map`: hosts and networks → org names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrgMapFile {
+    #[serde(default)]
+    hosts: BTreeMap<String, String>,
+    #[serde(default)]
+    networks: BTreeMap<String, String>,
+}
+
+/// Decides each event's org the way a collector would from its sources.
+struct OrgMap {
+    hosts: BTreeMap<String, usize>,
+    /// (address bits, prefix length, IPv4, org), longest prefix first.
+    networks: Vec<(u128, u8, bool, usize)>,
+    /// Org names with their ids; index 0 is Super/Local.
+    orgs: Vec<(OrgId, Str)>,
+    /// Where unmapped events go.
+    default: usize,
+}
+
+fn ip_bits(ip: IpAddr) -> (bool, u128) {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => (true, u128::from(u32::from(v4))),
+        IpAddr::V6(v6) => (false, u128::from(v6)),
+    }
+}
+
+fn prefix(bits: u128, len: u8, v4: bool) -> u128 {
+    let width = if v4 { 32 } else { 128 };
+    if len == 0 {
+        return 0;
+    }
+    let full = if v4 { u128::from(u32::MAX) } else { u128::MAX };
+    bits & (full << (width - u32::from(len))) & full
+}
+
+impl OrgMap {
+    fn load(path: Option<&Path>, default_org: Option<&str>) -> Result<OrgMap> {
+        let file = match path {
+            None => OrgMapFile::default(),
+            Some(path) => {
+                let text = read_text(path)?;
+                toml::from_str(&text).with_context(|| format!("invalid org map {}", path.display()))?
+            }
+        };
+        // Org ids: Super/Local is 1; other names get 2, 3, ... in name order,
+        // so ids do not depend on the order of lines in the log.
+        let mut names: Vec<&str> =
+            file.hosts.values().chain(file.networks.values()).map(String::as_str).chain(default_org).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut orgs = vec![(OrgId::SUPER_LOCAL, Str::from(rules::SUPER_LOCAL))];
+        for name in names {
+            let chars = name.trim().chars().count();
+            if chars == 0 || chars > 128 {
+                bail!("org name {name:?} must have 1 to 128 characters");
+            }
+            if name != rules::SUPER_LOCAL {
+                let id = OrgId(u32::try_from(orgs.len() + 1).unwrap_or(u32::MAX));
+                orgs.push((id, Str::from(name)));
+            }
+        }
+        let index = |name: &str| orgs.iter().position(|(_, n)| n == name).unwrap_or(0);
+        let hosts = file.hosts.iter().map(|(host, org)| (host.to_ascii_lowercase(), index(org))).collect();
+        let mut networks = Vec::new();
+        for (net, org) in &file.networks {
+            let (addr, len) = match net.split_once('/') {
+                Some((a, l)) => (a, Some(l)),
+                None => (net.as_str(), None),
+            };
+            let ip: IpAddr =
+                addr.trim().parse().with_context(|| format!("org map: {net:?} is not a network like 10.1.0.0/16"))?;
+            let (v4, bits) = ip_bits(ip);
+            let width = if v4 { 32 } else { 128 };
+            let len = match len {
+                None => width,
+                Some(l) => match l.trim().parse::<u8>() {
+                    Ok(n) if n <= width => n,
+                    _ => bail!("org map: bad prefix length in {net:?}"),
+                },
+            };
+            networks.push((prefix(bits, len, v4), len, v4, index(org)));
+        }
+        networks.sort_by_key(|n| std::cmp::Reverse(n.1));
+        let default = default_org.map_or(0, index);
+        Ok(OrgMap { hosts, networks, orgs, default })
+    }
+
+    fn assign(&self, event: &mut Event) {
+        let mapped = event.host.as_deref().and_then(|host| {
+            if let Some(i) = self.hosts.get(&host.to_ascii_lowercase()) {
+                return Some(*i);
+            }
+            let (v4, bits) = ip_bits(host.parse::<IpAddr>().ok()?);
+            self.networks.iter().find(|(net, len, nv4, _)| *nv4 == v4 && prefix(bits, *len, v4) == *net).map(|n| n.3)
+        });
+        let index = mapped.unwrap_or(self.default);
+        let (id, name) = &self.orgs[index];
+        event.org_id = Some(*id);
+        event.org = Some(name.clone());
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    let mut text = String::new();
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    #[allow(clippy::disallowed_methods)] // bounded by take
+    file.take(16 << 20).read_to_string(&mut text).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text)
+}
+
+fn test(args: TestArgs) -> Result<()> {
+    let rules = if args.rules.is_empty() {
+        rules::builtin()
+    } else {
+        match compile(&args.rules) {
+            Ok((set, warnings)) => {
+                print_diagnostics(&warnings);
+                set
+            }
+            Err(diagnostics) => {
+                print_diagnostics(&diagnostics);
+                bail!("the rules do not compile");
+            }
+        }
+    };
+    let orgs = OrgMap::load(args.org_map.as_deref(), args.org.as_deref())?;
+    let parser = ParserConfig { format: parsers::InputFormat::Auto, timezone: args.tz.clone(), year: args.year }
+        .validate_and_build()
+        .context("invalid parser options")?;
+    let devices = DeviceParsers::load(args.patterns.as_deref()).context("cannot load device patterns")?;
+    let now = match &args.now {
+        Some(text) => text.parse::<EventTime>().context("invalid --now")?,
+        None => wall_clock()?,
+    };
+    let mut input: Box<dyn Read> = if args.input.as_os_str() == "-" {
+        Box::new(io::stdin())
+    } else {
+        Box::new(File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?)
+    };
+    let config = EngineConfig { lateness: args.lateness, ..EngineConfig::default() };
+    let mut engine = Engine::new(Arc::new(rules), config);
+    let mut updates = Vec::new();
+    let mut line = 0u64;
+    let max_line = NonZeroUsize::new(parsers::framing::DEFAULT_MAX_FRAME_LEN).unwrap_or(NonZeroUsize::MIN);
+    read_batches(&mut input, max_line, |_, frames| {
+        for frame in frames {
+            line += 1;
+            let mut event = parser.parse(frame.data, now);
+            event.truncated = frame.truncated;
+            devices.classify(&mut event);
+            orgs.assign(&mut event);
+            engine.process(line, &event, &mut updates);
+        }
+        true
+    })
+    .with_context(|| format!("cannot read {}", args.input.display()))?;
+    engine.flush(&mut updates);
+
+    // The final state of each incident, by first hit (then opening order).
+    let mut finals: BTreeMap<u64, rules::Incident> = BTreeMap::new();
+    for incident in updates {
+        finals.insert(incident.id, incident);
+    }
+    let mut ordered: Vec<&rules::Incident> = finals.values().collect();
+    ordered.sort_by_key(|i| (i.first_seen.unix_nanos(), i.id));
+    let mut out = BufWriter::new(io::stdout().lock());
+    for incident in ordered {
+        writeln!(out, "{}", incident.to_json())?;
+    }
+    out.flush()?;
+
+    let stats = engine.stats();
+    if stats.late_events > 0 {
+        eprintln!(
+            "warning: {} events arrived more than {} behind newer events of their org and were not evaluated; raise --lateness",
+            stats.late_events,
+            rules::render_duration(args.lateness)
+        );
+    }
+    if args.stats {
+        eprintln!(
+            "{line} lines, {} incidents from {} rule hits; {} late, {} window keys, {} bytes of state at the end",
+            finals.len(),
+            stats.hits,
+            stats.late_events,
+            stats.window_keys,
+            stats.state_bytes
+        );
+    }
+    Ok(())
+}

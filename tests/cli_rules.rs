@@ -1,0 +1,194 @@
+//! End to end: the real `vigil` binary, `rules check` and `rules test`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn vigil(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(data) = stdin {
+        pipe.write_all(data).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vigil-cli-rules-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn incidents(out: &Output) -> Vec<Value> {
+    String::from_utf8(out.stdout.clone()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+const PACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/packs");
+const NOW: &str = "--now=2026-11-22T12:00:00Z";
+
+#[test]
+fn check_accepts_the_pack_and_reports_every_error_with_its_line() {
+    let out = vigil(&["rules", "check", PACK], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("7 rules, 0 errors, 0 warnings"), "{}", stderr(&out));
+
+    let dir = temp_dir("check");
+    let bad = write(
+        &dir,
+        "bad.yaml",
+        "id: r\npatterns:\n  p:\n    filter: {srcip: 1.2.3.4, message|re: '(('}\n    having: count >= 5\n",
+    );
+    let good = write(&dir, "good.yml", "id: g\npatterns: {p: {filter: {event_type: a}}}\n");
+    let out = vigil(&["rules", "check", &bad, &good], None);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(text.contains(&format!("{bad}:4: error: unknown field 'srcip' (did you mean 'src_ip'?)")), "{text}");
+    assert!(text.contains(&format!("{bad}:4: error: bad regular expression '(('")), "{text}");
+    assert!(text.contains(&format!("{bad}:5: error: window missing")), "{text}");
+    assert!(text.contains("3 errors, 0 warnings"), "{text}");
+
+    // A directory is searched for rule files; other files are ignored.
+    write(&dir, "notes.txt", "not a rule");
+    std::fs::remove_file(dir.join("bad.yaml")).unwrap();
+    let out = vigil(&["rules", "check", &dir.display().to_string()], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = vigil(&["rules", "check", "/nonexistent/rules"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/nonexistent/rules:0: error: cannot read"), "{}", stderr(&out));
+}
+
+fn sshd(host: &str, second: u32, ip: &str) -> String {
+    format!(
+        "Nov 22 10:00:{second:02} {host} sshd[42]: Failed password for root from {ip} port {} ssh2\n",
+        40000 + second
+    )
+}
+
+#[test]
+fn test_separates_tenants_with_an_org_map() {
+    let dir = temp_dir("orgs");
+    let map = write(&dir, "orgs.toml", "[hosts]\n\"web-01\" = \"acme\"\n[networks]\n\"10.1.0.0/16\" = \"globex\"\n");
+    // Three failures on acme's web-01 and three on a globex host from the
+    // same address: no tenant sees five. Five more on 10.1.2.3 (globex) do.
+    let mut log = String::new();
+    for s in 0..3 {
+        log.push_str(&sshd("web-01", s, "203.0.113.9"));
+        log.push_str(&sshd("10.1.0.5", s, "203.0.113.9"));
+    }
+    for s in 10..15 {
+        log.push_str(&sshd("10.1.2.3", s, "198.51.100.1"));
+    }
+    for s in 20..25 {
+        log.push_str(&sshd("unmapped", s, "198.51.100.2"));
+    }
+    let input = write(&dir, "auth.log", &log);
+    let out = vigil(&["rules", "test", "--input", &input, "--org-map", &map, "--tz", "UTC", NOW], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let found = incidents(&out);
+    let summary: Vec<(String, String, String)> = found
+        .iter()
+        .map(|i| {
+            (
+                i["rule"].as_str().unwrap().into(),
+                i["org"].as_str().unwrap().into(),
+                i["key"]["src_ip"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("ssh-brute-force".into(), "globex".into(), "198.51.100.1".into()),
+            ("ssh-brute-force".into(), "Super/Local".into(), "198.51.100.2".into()),
+        ]
+    );
+    let first = &found[0];
+    for field in ["rule", "org", "severity", "key", "count", "first_seen", "last_seen", "title"] {
+        assert!(first.get(field).is_some(), "{field} missing in {first}");
+    }
+    assert_eq!(first["severity"], "high");
+    assert_eq!(first["count"], 1);
+    assert_eq!(first["first_seen"], "2026-11-22T10:00:14Z");
+    // event_ids are line numbers of the input.
+    assert_eq!(first["event_ids"], serde_json::json!([7, 8, 9, 10, 11]));
+
+    // --org sets the default org of unmapped lines.
+    let out =
+        vigil(&["rules", "test", "--input", &input, "--org-map", &map, "--org", "initech", "--tz", "UTC", NOW], None);
+    assert!(incidents(&out).iter().any(|i| i["org"] == "initech"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // Stdin, custom rules, and identical output on a second run.
+    let rule = write(
+        &dir,
+        "three.yaml",
+        "id: three\npatterns:\n  f:\n    filter: {event_type: ssh.auth.failure}\n    group_by: [src_ip]\n    window: 1m\n    having: count >= 3\n",
+    );
+    let args = ["rules", "test", "--rules", &rule, "--input", "-", "--tz", "UTC", NOW];
+    let a = vigil(&args, Some(log.as_bytes()));
+    let b = vigil(&args, Some(log.as_bytes()));
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(incidents(&a).len(), 3);
+}
+
+#[test]
+fn test_reports_bad_options_clearly() {
+    let dir = temp_dir("bad");
+    let input = write(&dir, "in.log", &sshd("h", 0, "192.0.2.1"));
+    let map = write(&dir, "orgs.toml", "[networks]\n\"10.1.0.0/99\" = \"acme\"\n");
+    let out = vigil(&["rules", "test", "--input", &input, "--org-map", &map], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("bad prefix length"), "{}", stderr(&out));
+    let map = write(&dir, "typo.toml", "[host]\n\"web\" = \"acme\"\n");
+    let out = vigil(&["rules", "test", "--input", &input, "--org-map", &map], None);
+    assert!(stderr(&out).contains("unknown field `host`"), "{}", stderr(&out));
+    let rule = write(&dir, "broken.yaml", "id: x\npatterns: {p: {filter: {nope: 1}}}\n");
+    let out = vigil(&["rules", "test", "--rules", &rule, "--input", &input], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("broken.yaml:2: error: unknown field 'nope'"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the rules do not compile"), "{}", stderr(&out));
+    let out = vigil(&["rules", "test", "--input", &input, "--lateness", "10"], None);
+    assert!(stderr(&out).contains("needs a unit"), "{}", stderr(&out));
+    let out = vigil(&["rules", "test", "--input", "/nonexistent.log"], None);
+    assert!(stderr(&out).contains("cannot open /nonexistent.log"), "{}", stderr(&out));
+}
+
+#[test]
+fn test_on_the_loghub_openssh_sample() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/logs/loghub/OpenSSH_2k.log");
+    if !path.exists() {
+        eprintln!("skipped: ../shared not present");
+        return;
+    }
+    let out = vigil(
+        &["rules", "test", "--input", &path.display().to_string(), "--year", "2024", "--tz", "UTC", "--stats"],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let found = incidents(&out);
+    assert_eq!(found.iter().filter(|i| i["rule"] == "ssh-brute-force").count(), 12);
+    assert_eq!(found.iter().filter(|i| i["rule"] == "ssh-password-spray").count(), 4);
+    assert!(stderr(&out).contains("2000 lines, 16 incidents from 104 rule hits; 0 late"), "{}", stderr(&out));
+}
