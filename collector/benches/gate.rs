@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,32 @@ fn gate_benches(c: &mut Criterion) {
             })
         });
     }
+    // Same-run baseline: the cheapest contended operation, one atomic add
+    // per event on a counter both threads share.
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("baseline_one_shared_atomic_add", |b| {
+        b.iter_custom(|iters| {
+            let counter = Arc::new(AtomicU64::new(0));
+            let barrier = Arc::new(Barrier::new(THREADS + 1));
+            let handles: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    let (counter, barrier) = (Arc::clone(&counter), Arc::clone(&barrier));
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        for _ in 0..iters {
+                            black_box(counter.fetch_add(1, Ordering::AcqRel));
+                        }
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let start = Instant::now();
+            for h in handles {
+                h.join().unwrap();
+            }
+            start.elapsed()
+        })
+    });
     group.finish();
 }
 

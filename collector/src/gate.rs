@@ -3,11 +3,15 @@
 //! own budget, and nothing of a disabled organization. Everything received
 //! is counted per org; every drop is counted with its reason.
 //!
-//! Admission is by runs of events of one org (the collector admits a batch
-//! per org), so the cost of the shared counters is paid per run, not per
-//! event. Budgets are reserved with compare-and-swap, never overshot, and an
-//! org's reservation is given back when the node budget cannot cover it, so
-//! the counts are exact.
+//! The hot path writes nothing shared: counters live in per-thread shards
+//! (summed for reports), and each shard spends a *lease* of the node's and
+//! the org's budget, refilled from the shared budget with compare-and-swap in
+//! chunks that shrink as the budget runs out. Leases are never overshot and
+//! are revoked when a new budget arrives, so accepted events never exceed a
+//! budget and the counts are exact; the cost is that near the end of a budget
+//! a few events of lease may sit in one thread while another is refused.
+//! Admission also takes runs of events of one org (the collector admits a
+//! batch per org), which pays even the shard counters once per run.
 //!
 //! Interval boundaries are not decided here: the node's control loop calls
 //! [`Gate::begin_interval`] when its clock says so, with the budget the
@@ -17,9 +21,9 @@
 //! Invariant: within an interval, accepted ≤ node budget and, for each
 //! org with a limit, accepted ≤ org budget.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -125,43 +129,71 @@ pub struct IntervalReport {
 /// `limit` value meaning "no limit".
 const UNLIMITED: u64 = u64::MAX;
 
+/// Shards of counters and leases; threads are spread over them round-robin.
+/// More threads than shards share shards (still correct, just contended).
+const SHARDS: usize = 16;
+
+/// The most a shard leases from a shared budget at once. Leases shrink as a
+/// budget runs out (see [`lease_size`]), so little budget sits idle in one
+/// thread's lease while another thread is refused.
+const MAX_LEASE: u64 = 256;
+
+/// Padding entries at both ends of a shard's per-org array, so two shards'
+/// arrays never share a cache line.
+const PAD: usize = 4;
+
+thread_local! {
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
+    };
+}
+
+/// One org's shared state for one interval: its rule and how much of its
+/// budget shards have leased.
 #[derive(Debug)]
-struct OrgCell {
+struct OrgRule {
     enabled: AtomicBool,
     limit: AtomicU64,
-    used: AtomicU64,
+    leased: AtomicU64,
+}
+
+/// One org's counters and lease in one shard. Written by the shard's
+/// thread; summed over shards for reports.
+#[derive(Debug, Default)]
+struct OrgShard {
+    lease: AtomicU64,
     received: AtomicU64,
     dropped_org: AtomicU64,
     dropped_node: AtomicU64,
     rejected_disabled: AtomicU64,
 }
 
-impl OrgCell {
-    fn new(enabled: bool, limit: Option<u64>) -> OrgCell {
-        OrgCell {
-            enabled: AtomicBool::new(enabled),
-            limit: AtomicU64::new(limit.unwrap_or(UNLIMITED)),
-            used: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            dropped_org: AtomicU64::new(0),
-            dropped_node: AtomicU64::new(0),
-            rejected_disabled: AtomicU64::new(0),
-        }
+/// A shard: its lease of the node budget and its per-org counters.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Shard {
+    node_lease: AtomicU64,
+    /// `PAD` unused entries, one per org slot, `PAD` unused entries.
+    orgs: Box<[OrgShard]>,
+}
+
+impl Shard {
+    fn new(orgs: usize) -> Shard {
+        Shard { node_lease: AtomicU64::new(0), orgs: (0..orgs + 2 * PAD).map(|_| OrgShard::default()).collect() }
     }
 
-    fn counts(&self, org: OrgId) -> OrgCounts {
-        let received = self.received.load(Ordering::Acquire);
-        let dropped_org = self.dropped_org.load(Ordering::Acquire);
-        let dropped_node = self.dropped_node.load(Ordering::Acquire);
-        OrgCounts {
-            org,
-            received,
-            accepted: received - dropped_org - dropped_node,
-            dropped_org,
-            dropped_node,
-            rejected_disabled: self.rejected_disabled.load(Ordering::Acquire),
-        }
+    fn org(&self, slot: usize) -> &OrgShard {
+        &self.orgs[PAD + slot]
     }
+}
+
+/// Counters of an org that has no rule in the budget (normally none:
+/// budgets list every org). Shared by all threads; a slow path.
+#[derive(Debug, Default)]
+struct OtherOrg {
+    received: AtomicU64,
+    dropped_node: AtomicU64,
 }
 
 /// The counters of one interval.
@@ -169,45 +201,105 @@ impl OrgCell {
 struct Period {
     interval: u64,
     node_budget: AtomicU64,
-    node_used: AtomicU64,
-    slots: HashMap<OrgId, usize>,
-    cells: Vec<(OrgId, OrgCell)>,
-    /// Orgs without a rule (normally none: budgets list every org). Bounded
-    /// by the org table, which is configuration.
-    others: Mutex<BTreeMap<OrgId, Arc<OrgCell>>>,
+    /// Node budget leased to shards (every accepted event was leased first).
+    node_leased: AtomicU64,
+    /// Org ids come from configuration, not from events: a fast unkeyed hash.
+    slots: hashbrown::HashMap<OrgId, usize>,
+    rules: Vec<(OrgId, OrgRule)>,
+    shards: Box<[Shard]>,
+    /// Bounded by the org table, which is configuration.
+    others: Mutex<BTreeMap<OrgId, Arc<OtherOrg>>>,
 }
 
 impl Period {
     fn new(budget: &Budget) -> Period {
-        let mut cells = Vec::with_capacity(budget.orgs.len());
-        let mut slots = HashMap::with_capacity(budget.orgs.len());
+        let mut rules = Vec::with_capacity(budget.orgs.len());
+        let mut slots = hashbrown::HashMap::with_capacity(budget.orgs.len());
         for o in &budget.orgs {
-            slots.insert(o.org, cells.len());
-            cells.push((o.org, OrgCell::new(o.enabled, o.events)));
+            if slots.contains_key(&o.org) {
+                continue;
+            }
+            slots.insert(o.org, rules.len());
+            let rule = OrgRule {
+                enabled: AtomicBool::new(o.enabled),
+                limit: AtomicU64::new(o.events.unwrap_or(UNLIMITED)),
+                leased: AtomicU64::new(0),
+            };
+            rules.push((o.org, rule));
         }
+        let shards = (0..SHARDS).map(|_| Shard::new(rules.len())).collect();
         Period {
             interval: budget.interval,
             node_budget: AtomicU64::new(budget.node_events),
-            node_used: AtomicU64::new(0),
+            node_leased: AtomicU64::new(0),
             slots,
-            cells,
+            rules,
+            shards,
             others: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Returns every shard's node lease to the shared budget.
+    fn revoke_node_leases(&self) {
+        for shard in &*self.shards {
+            let lease = shard.node_lease.swap(0, Ordering::AcqRel);
+            self.node_leased.fetch_sub(lease, Ordering::AcqRel);
+        }
+    }
+
+    /// Returns every shard's lease of org `slot` to the org's budget.
+    fn revoke_org_leases(&self, slot: usize) {
+        for shard in &*self.shards {
+            let lease = shard.org(slot).lease.swap(0, Ordering::AcqRel);
+            self.rules[slot].1.leased.fetch_sub(lease, Ordering::AcqRel);
         }
     }
 }
 
-/// Reserves up to `n` from a budget counter without exceeding `limit`;
+/// How much to lease at once: what is needed, or more while the budget is
+/// far from spent (a 1/32 share of what remains, at most `MAX_LEASE`).
+fn lease_size(need: u64, limit: u64, leased: u64) -> u64 {
+    let remaining = limit.saturating_sub(leased);
+    need.max((remaining / (2 * SHARDS as u64)).min(MAX_LEASE))
+}
+
+/// Leases up to `want` from a shared counter without exceeding `limit`;
 /// returns how many were granted.
-fn reserve(counter: &AtomicU64, limit: u64, n: u64) -> u64 {
+fn reserve(counter: &AtomicU64, limit: u64, want: u64) -> u64 {
     let mut current = counter.load(Ordering::Relaxed);
     loop {
-        let take = n.min(limit.saturating_sub(current));
+        let take = want.min(limit.saturating_sub(current));
         if take == 0 {
             return 0;
         }
         match counter.compare_exchange_weak(current, current + take, Ordering::AcqRel, Ordering::Relaxed) {
             Ok(_) => return take,
             Err(actual) => current = actual,
+        }
+    }
+}
+
+/// Takes up to `n` from a shard's lease, refilling it from the shared
+/// counter when it runs short. Returns how many of `n` were granted.
+fn take(lease: &AtomicU64, shared: &AtomicU64, limit: u64, n: u64) -> u64 {
+    // Only this shard's threads touch `lease`, and `revoke_*` swaps it to
+    // zero: a compare-and-swap keeps both exact.
+    let mut have = lease.load(Ordering::Acquire);
+    loop {
+        let from_lease = have.min(n);
+        match lease.compare_exchange_weak(have, have - from_lease, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) if from_lease == n => return n,
+            Ok(_) => {
+                let need = n - from_lease;
+                let want = lease_size(need, limit, shared.load(Ordering::Relaxed));
+                let got = reserve(shared, limit, want);
+                let granted = got.min(need);
+                if got > granted {
+                    lease.fetch_add(got - granted, Ordering::AcqRel);
+                }
+                return from_lease + granted;
+            }
+            Err(actual) => have = actual,
         }
     }
 }
@@ -239,17 +331,25 @@ impl Gate {
     /// Admits a run of `n` events of `org`: the first `accepted` of them
     /// may go on; the rest are dropped and counted.
     pub fn admit(&self, org: OrgId, n: u64) -> Admission {
-        // A full Arc (not a borrowed guard): `begin_interval` waits for the
-        // last one to go before reading the counters, so no run is lost.
-        let period = self.period.load_full();
+        // A guard, not a reference count: no shared write. `begin_interval`
+        // still waits for this admission, since swapping the period turns
+        // outstanding guards into counted references.
+        let period = self.period.load();
+        let shard = &period.shards[SHARD.with(|s| *s)];
         match period.slots.get(&org) {
-            Some(&slot) => admit_in(&period, &period.cells[slot].1, n),
+            Some(&slot) => admit_in(&period, shard, slot, n),
             None => {
-                let cell = {
+                let other = {
                     let mut others = period.others.lock().unwrap_or_else(PoisonError::into_inner);
-                    Arc::clone(others.entry(org).or_insert_with(|| Arc::new(OrgCell::new(true, None))))
+                    Arc::clone(others.entry(org).or_default())
                 };
-                admit_in(&period, &cell, n)
+                other.received.fetch_add(n, Ordering::AcqRel);
+                let budget = period.node_budget.load(Ordering::Acquire);
+                let accepted = take(&shard.node_lease, &period.node_leased, budget, n);
+                if accepted < n {
+                    other.dropped_node.fetch_add(n - accepted, Ordering::AcqRel);
+                }
+                Admission { accepted, dropped_node: n - accepted, ..Admission::default() }
             }
         }
     }
@@ -282,15 +382,18 @@ impl Gate {
     /// Replaces the budget of the current interval without resetting its
     /// counters: how a budget that arrives after the interval began (the
     /// supervisor computes it from the reports of the interval that just
-    /// ended) takes effect.
+    /// ended) takes effect. Leases taken under the old budget are returned
+    /// first, so the new limits hold exactly.
     pub fn set_budget(&self, budget: Budget) {
         let period = self.period.load_full();
         period.node_budget.store(budget.node_events, Ordering::Release);
+        period.revoke_node_leases();
         for rule in &budget.orgs {
             if let Some(&slot) = period.slots.get(&rule.org) {
-                let cell = &period.cells[slot].1;
-                cell.enabled.store(rule.enabled, Ordering::Release);
-                cell.limit.store(rule.events.unwrap_or(UNLIMITED), Ordering::Release);
+                let org = &period.rules[slot].1;
+                org.enabled.store(rule.enabled, Ordering::Release);
+                org.limit.store(rule.events.unwrap_or(UNLIMITED), Ordering::Release);
+                period.revoke_org_leases(slot);
             }
         }
         *self.budget.lock().unwrap_or_else(PoisonError::into_inner) = Budget { interval: period.interval, ..budget };
@@ -302,19 +405,22 @@ impl Gate {
     }
 }
 
-fn admit_in(period: &Period, cell: &OrgCell, n: u64) -> Admission {
-    if !cell.enabled.load(Ordering::Acquire) {
-        cell.rejected_disabled.fetch_add(n, Ordering::AcqRel);
+fn admit_in(period: &Period, shard: &Shard, slot: usize, n: u64) -> Admission {
+    let rule = &period.rules[slot].1;
+    let counts = shard.org(slot);
+    if !rule.enabled.load(Ordering::Acquire) {
+        counts.rejected_disabled.fetch_add(n, Ordering::AcqRel);
         return Admission { rejected_disabled: n, ..Admission::default() };
     }
-    cell.received.fetch_add(n, Ordering::AcqRel);
-    let limit = cell.limit.load(Ordering::Acquire);
+    counts.received.fetch_add(n, Ordering::AcqRel);
+    let limit = rule.limit.load(Ordering::Acquire);
     let limited = limit != UNLIMITED;
-    let granted_org = if limited { reserve(&cell.used, limit, n) } else { n };
-    let granted = reserve(&period.node_used, period.node_budget.load(Ordering::Acquire), granted_org);
+    let granted_org = if limited { take(&counts.lease, &rule.leased, limit, n) } else { n };
+    let node_budget = period.node_budget.load(Ordering::Acquire);
+    let granted = take(&shard.node_lease, &period.node_leased, node_budget, granted_org);
     if limited && granted < granted_org {
-        // The node could not take what the org was granted: give it back.
-        cell.used.fetch_sub(granted_org - granted, Ordering::AcqRel);
+        // The node could not take what the org granted: keep it for later.
+        counts.lease.fetch_add(granted_org - granted, Ordering::AcqRel);
     }
     let admission = Admission {
         accepted: granted,
@@ -323,19 +429,48 @@ fn admit_in(period: &Period, cell: &OrgCell, n: u64) -> Admission {
         rejected_disabled: 0,
     };
     if admission.dropped_org > 0 {
-        cell.dropped_org.fetch_add(admission.dropped_org, Ordering::AcqRel);
+        counts.dropped_org.fetch_add(admission.dropped_org, Ordering::AcqRel);
     }
     if admission.dropped_node > 0 {
-        cell.dropped_node.fetch_add(admission.dropped_node, Ordering::AcqRel);
+        counts.dropped_node.fetch_add(admission.dropped_node, Ordering::AcqRel);
     }
     admission
 }
 
 fn report(node: &NodeId, period: &Period) -> IntervalReport {
-    let mut orgs: Vec<OrgCounts> = period.cells.iter().map(|(org, cell)| cell.counts(*org)).collect();
-    orgs.extend(
-        period.others.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(org, cell)| cell.counts(*org)),
-    );
+    let mut orgs: Vec<OrgCounts> = period
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(slot, (org, _))| {
+            let sum = |f: fn(&OrgShard) -> &AtomicU64| -> u64 {
+                period.shards.iter().map(|s| f(s.org(slot)).load(Ordering::Acquire)).sum()
+            };
+            let received = sum(|c| &c.received);
+            let dropped_org = sum(|c| &c.dropped_org);
+            let dropped_node = sum(|c| &c.dropped_node);
+            OrgCounts {
+                org: *org,
+                received,
+                accepted: received - dropped_org - dropped_node,
+                dropped_org,
+                dropped_node,
+                rejected_disabled: sum(|c| &c.rejected_disabled),
+            }
+        })
+        .collect();
+    orgs.extend(period.others.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(org, other)| {
+        let received = other.received.load(Ordering::Acquire);
+        let dropped_node = other.dropped_node.load(Ordering::Acquire);
+        OrgCounts {
+            org: *org,
+            received,
+            accepted: received - dropped_node,
+            dropped_org: 0,
+            dropped_node,
+            rejected_disabled: 0,
+        }
+    }));
     orgs.retain(|c| c.received > 0 || c.rejected_disabled > 0);
     orgs.sort();
     IntervalReport {
@@ -421,6 +556,67 @@ mod tests {
             rejected_disabled: 0,
         };
         assert_eq!(r.orgs, vec![want]);
+    }
+
+    #[test]
+    fn a_smaller_budget_holds_exactly_despite_outstanding_leases() {
+        let big = Budget {
+            interval: 1,
+            node_events: 1_000_000,
+            orgs: vec![OrgBudget { org: A, enabled: true, events: Some(1_000_000) }],
+        };
+        let gate = Gate::new(NodeId::new("c1"), big);
+        // One event leases a large chunk of both budgets for this thread.
+        assert_eq!(gate.admit(A, 1).accepted, 1);
+        gate.set_budget(Budget {
+            interval: 1,
+            node_events: 5,
+            orgs: vec![OrgBudget { org: A, enabled: true, events: Some(3) }],
+        });
+        assert_eq!(gate.admit(A, 10), Admission { accepted: 2, dropped_org: 8, ..Admission::default() });
+        gate.set_budget(Budget::node_only(1, 2));
+        assert_eq!(gate.admit(OrgId(77), 1).accepted, 0);
+        let r = gate.begin_interval(2, None);
+        assert_eq!((r.received, r.accepted), (12, 3));
+    }
+
+    #[test]
+    fn threads_share_budgets_fully_and_exactly() {
+        for (node, limit) in [(1u64, 1u64), (37, 5), (1000, 200), (100_000, 60_000)] {
+            let budget = Budget {
+                interval: 1,
+                node_events: node,
+                orgs: vec![
+                    OrgBudget { org: A, enabled: true, events: Some(limit) },
+                    OrgBudget { org: B, enabled: true, events: None },
+                ],
+            };
+            let gate = Arc::new(Gate::new(NodeId::new("c1"), budget));
+            let handles: Vec<_> = (0..3u64)
+                .map(|t| {
+                    let gate = Arc::clone(&gate);
+                    std::thread::spawn(move || {
+                        let (mut a, mut all) = (0, 0);
+                        for i in 0..40_000u64 {
+                            let org = if (i + t) % 2 == 0 { A } else { B };
+                            let got = gate.admit(org, 1 + i % 3).accepted;
+                            all += got;
+                            if org == A {
+                                a += got;
+                            }
+                        }
+                        (a, all)
+                    })
+                })
+                .collect();
+            let (a, all) = handles.into_iter().map(|h| h.join().unwrap()).fold((0, 0), |x, y| (x.0 + y.0, x.1 + y.1));
+            let r = gate.begin_interval(2, None);
+            // Demand is far above both budgets: they are spent exactly.
+            assert_eq!(all, node, "node {node}");
+            assert!(a <= limit, "org {a} > {limit}");
+            assert_eq!(r.accepted, all);
+            assert_eq!(r.received, 3 * (0..40_000u64).map(|i| 1 + i % 3).sum::<u64>());
+        }
     }
 
     #[test]

@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(t.get_or_insert_with(7, || 0), 7);
         // Remove every third key through its slot.
         for k in (0..1000).step_by(3) {
-            let slot = t.get_or_insert_with(k, || unreachable_value());
+            let slot = t.get_or_insert_with(k, unreachable_value);
             assert_eq!(t.remove(slot), k * 10);
         }
         assert_eq!(t.len(), 666);

@@ -45,9 +45,9 @@ pub struct TestArgs {
     /// Org of events the org map does not place (default: Super/Local).
     #[arg(long, value_name = "NAME")]
     org: Option<String>,
-    /// TOML file mapping hosts ([hosts] "web-01" = "acme") and networks
-    /// ([networks] "10.1.0.0/16" = "globex", matched against the host when it
-    /// is an address) to orgs.
+    /// TOML file mapping hosts (`[hosts]` `"web-01" = "acme"`) and networks
+    /// (`[networks]` `"10.1.0.0/16" = "globex"`, matched against the host when
+    /// it is an address) to orgs.
     #[arg(long, value_name = "FILE")]
     org_map: Option<PathBuf>,
     /// Zone of timestamps written without one (RFC 3164): UTC, +05:00 or an IANA name.
