@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Seeds each target's corpus from the test vectors and logs in the repo, then
-# fuzzes every target for SECONDS (default 600) in turn. Crashes land in
+# fuzzes every target for SECONDS (default 600) in turn; the rules target
+# starts from the built-in rule pack. Crashes land in
 # fuzz/artifacts/<target>/; copy them to parsers/tests/fixtures/fuzz-regressions/
 # so `cargo test` replays them forever. Built with debug assertions, so an
 # arithmetic overflow is a crash here as it is in `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-600}
-targets=${TARGETS:-"rfc5424 rfc3164 cef leef auto_devices framer"}
+targets=${TARGETS:-"rfc5424 rfc3164 cef leef auto_devices framer rules"}
 python3 - <<'PY'
 import json, glob, os, hashlib
 seeds = []
@@ -20,6 +21,13 @@ for path in glob.glob("../parsers/tests/fixtures/vectors/*.jsonl"):
             seeds.append(bytes.fromhex(row["input_hex"]))
 for path in glob.glob("../parsers/tests/fixtures/logs/*.log"):
     seeds += [l for l in open(path, "rb").read().split(b"\n") if l]
+# The rule compiler starts from the built-in pack, one seed per rule too.
+os.makedirs("corpus/rules", exist_ok=True)
+for path in glob.glob("../rules/packs/*.yaml"):
+    text = open(path, "rb").read()
+    parts = [text] + [b"- id:" + p for p in text.split(b"\n- id:")[1:]]
+    for data in parts:
+        open(f"corpus/rules/{hashlib.sha1(data).hexdigest()}", "wb").write(data)
 for target in ["rfc5424", "rfc3164", "cef", "leef", "auto_devices", "framer"]:
     d = f"corpus/{target}"
     os.makedirs(d, exist_ok=True)

@@ -3,25 +3,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+
+use common::{stderr, temp_dir};
 
 fn vigil(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vigil")).args(args).output().unwrap()
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vigil-licence-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::vigil_with_input(args, None)
 }
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 const BODY: &str = "customer = \"Acme Corp\"\nlicensed_eps = 5000\ndevice_limit = 250\nissued = \"2026-11-01\"\nexpires = \"2027-10-31\"\n";

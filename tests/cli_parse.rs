@@ -2,27 +2,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
 
-fn vigil(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(data) = stdin {
-        pipe.write_all(data).unwrap();
-    }
-    drop(pipe);
-    child.wait_with_output().unwrap()
-}
+mod common;
+
+use common::{temp_dir, vigil_with_input as vigil};
 
 fn json_lines(out: &Output) -> Vec<Value> {
     String::from_utf8(out.stdout.clone()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -30,12 +17,6 @@ fn json_lines(out: &Output) -> Vec<Value> {
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("parsers/tests/fixtures/logs").join(name)
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vigil-cli-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 const NOW: &str = "--now=2026-11-22T12:00:00Z";

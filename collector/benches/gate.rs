@@ -26,18 +26,18 @@ fn gate(node_events: u64, org_limit: Option<u64>) -> Arc<Gate> {
     Arc::new(Gate::new(NodeId::new("c1"), Budget { interval: 0, node_events, orgs }))
 }
 
-/// Runs `iters` admissions of `run` events on each of two threads and
-/// returns the wall time.
-fn contended(gate: &Arc<Gate>, iters: u64, run: u64) -> Duration {
+/// Runs `work(thread, i)` for `i` in `0..iters` on each of two threads,
+/// started together, and returns the wall time.
+fn on_two_threads(iters: u64, work: impl Fn(usize, u64) + Send + Sync + 'static) -> Duration {
+    let work = Arc::new(work);
     let barrier = Arc::new(Barrier::new(THREADS + 1));
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
-            let (gate, barrier) = (Arc::clone(gate), Arc::clone(&barrier));
+            let (work, barrier) = (Arc::clone(&work), Arc::clone(&barrier));
             std::thread::spawn(move || {
                 barrier.wait();
                 for i in 0..iters {
-                    let org = OrgId(2 + ((i as u32).wrapping_add(t as u32) % ORGS));
-                    black_box(gate.admit(org, run));
+                    work(t, i);
                 }
             })
         })
@@ -48,6 +48,15 @@ fn contended(gate: &Arc<Gate>, iters: u64, run: u64) -> Duration {
         h.join().unwrap();
     }
     start.elapsed()
+}
+
+/// Two threads each admitting `iters` runs of `run` events.
+fn contended(gate: &Arc<Gate>, iters: u64, run: u64) -> Duration {
+    let gate = Arc::clone(gate);
+    on_two_threads(iters, move |t, i| {
+        let org = OrgId(2 + ((i as u32).wrapping_add(t as u32) % ORGS));
+        black_box(gate.admit(org, run));
+    })
 }
 
 fn gate_benches(c: &mut Criterion) {
@@ -72,24 +81,9 @@ fn gate_benches(c: &mut Criterion) {
     group.bench_function("baseline_one_shared_atomic_add", |b| {
         b.iter_custom(|iters| {
             let counter = Arc::new(AtomicU64::new(0));
-            let barrier = Arc::new(Barrier::new(THREADS + 1));
-            let handles: Vec<_> = (0..THREADS)
-                .map(|_| {
-                    let (counter, barrier) = (Arc::clone(&counter), Arc::clone(&barrier));
-                    std::thread::spawn(move || {
-                        barrier.wait();
-                        for _ in 0..iters {
-                            black_box(counter.fetch_add(1, Ordering::AcqRel));
-                        }
-                    })
-                })
-                .collect();
-            barrier.wait();
-            let start = Instant::now();
-            for h in handles {
-                h.join().unwrap();
-            }
-            start.elapsed()
+            on_two_threads(iters, move |_, _| {
+                black_box(counter.fetch_add(1, Ordering::AcqRel));
+            })
         })
     });
     group.finish();

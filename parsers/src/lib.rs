@@ -8,7 +8,8 @@
 //!   `&[u8]`, producing a borrowed [`View`] that is converted once into an
 //!   owned [`Event`] ([`Parser`]);
 //! - data-driven device parsers that add `event_type` and normalized fields
-//!   ([`device`]).
+//!   ([`device`]);
+//! - address ranges ([`Network`]), as org IP ranges and rule filters write them.
 //!
 //! Does not own: sockets, threads, clocks, org assignment or licensing. This
 //! crate is pure: no I/O except reading pattern files when asked, no wall
@@ -21,6 +22,7 @@ pub mod event;
 pub mod framing;
 mod grammar;
 pub mod leef;
+pub mod net;
 pub mod parser;
 pub mod syslog;
 pub mod time;
@@ -29,5 +31,6 @@ pub use device::{DeviceParsers, DeviceRegistry};
 pub use error::Error;
 pub use event::{Event, Format, OrgId, Pairs, SdElement, Str, StructuredData};
 pub use grammar::SyntaxError;
+pub use net::Network;
 pub use parser::{InputFormat, Parser, ParserConfig, Payload, View};
 pub use time::{EventTime, SourceZone};

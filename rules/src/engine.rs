@@ -398,14 +398,6 @@ impl Partition {
         }
     }
 
-    fn applies(&self, rule: &Rule) -> bool {
-        match &rule.scope {
-            Scope::PerOrg => !self.cross,
-            Scope::Org(name) => !self.cross && *name == self.name,
-            Scope::CrossOrg => self.cross,
-        }
-    }
-
     fn keys(&self) -> usize {
         self.windows.len() + self.joins.len() + self.incidents.len() + self.lists.len() + self.timers.len()
     }
@@ -462,6 +454,15 @@ fn match_bytes(m: &Match) -> usize {
     m.ids.capacity() * 8 + m.key.heap_bytes() + m.outputs.capacity() * size_of::<Str>()
 }
 
+/// Whether `rule` runs in the partition of org `name` (or the cross-org one).
+fn applies(rule: &Rule, cross: bool, name: &str) -> bool {
+    match &rule.scope {
+        Scope::PerOrg => !cross,
+        Scope::Org(org) => !cross && org == name,
+        Scope::CrossOrg => cross,
+    }
+}
+
 /// A fed-back incident event on its way to the cross-org partition.
 struct Feed {
     event: Event,
@@ -469,16 +470,24 @@ struct Feed {
     depth: u8,
 }
 
-/// Everything a partition's processing writes besides the partition.
+/// The engine's bookkeeping besides the partitions.
+struct Shared {
+    /// Regex-set results for the event being evaluated.
+    cache: Vec<Option<SetMatches>>,
+    /// Incident events on their way to the cross-org partition.
+    feeds: Vec<Feed>,
+    counters: Stats,
+    /// Arrival order of records and timers.
+    seq: u64,
+    next_incident: u64,
+}
+
+/// Everything a partition's processing reads or writes besides the partition.
 struct Sink<'a> {
     rules: &'a RuleSet,
     config: &'a Limits,
-    cache: &'a mut Vec<Option<SetMatches>>,
+    shared: &'a mut Shared,
     out: &'a mut Vec<Incident>,
-    feeds: &'a mut Vec<Feed>,
-    counters: &'a mut Stats,
-    seq: &'a mut u64,
-    next_incident: &'a mut u64,
     has_cross: bool,
 }
 
@@ -506,11 +515,7 @@ pub struct Engine {
     /// Org ids come from the collector's configuration, not from events.
     orgs: hashbrown::HashMap<OrgId, Partition>,
     cross: Option<Partition>,
-    cache: Vec<Option<SetMatches>>,
-    feeds: Vec<Feed>,
-    counters: Stats,
-    seq: u64,
-    next_incident: u64,
+    shared: Shared,
     clock: Option<i64>,
     global_max: i64,
     since_cross_update: u32,
@@ -535,11 +540,13 @@ impl Engine {
             rules,
             limits,
             orgs: hashbrown::HashMap::new(),
-            cache: Vec::new(),
-            feeds: Vec::new(),
-            counters: Stats::default(),
-            seq: 0,
-            next_incident: 1,
+            shared: Shared {
+                cache: Vec::new(),
+                feeds: Vec::new(),
+                counters: Stats::default(),
+                seq: 0,
+                next_incident: 1,
+            },
             clock: None,
             global_max: i64::MIN,
             since_cross_update: 0,
@@ -549,35 +556,25 @@ impl Engine {
     /// Evaluates one event. `id` identifies it in incidents' `event_ids`.
     /// Incidents opened or incremented are appended to `out`.
     pub fn process(&mut self, id: u64, event: &Event, out: &mut Vec<Incident>) {
-        self.counters.events += 1;
+        self.shared.counters.events += 1;
         let time = time_of(event.time);
         if let Some(now) = self.clock
             && time > now.saturating_add(self.limits.max_future)
         {
-            self.counters.future_events += 1;
+            self.shared.counters.future_events += 1;
             return;
         }
         let org_id = event.org_id.unwrap_or(OrgId::SUPER_LOCAL);
         self.global_max = self.global_max.max(time);
         let has_cross = self.cross.is_some();
         let part = self.orgs.entry(org_id).or_insert_with(|| Partition::new(org_id, org_name(event, org_id), false));
-        reset_cache(&mut self.cache, &self.rules);
-        let mut sink = Sink {
-            rules: &self.rules,
-            config: &self.limits,
-            cache: &mut self.cache,
-            out,
-            feeds: &mut self.feeds,
-            counters: &mut self.counters,
-            seq: &mut self.seq,
-            next_incident: &mut self.next_incident,
-            has_cross,
-        };
+        reset_cache(&mut self.shared.cache, &self.rules);
+        let mut sink = Sink { rules: &self.rules, config: &self.limits, shared: &mut self.shared, out, has_cross };
         arrive(part, event, time, Ids::One(id), 0, &mut sink);
         if let Some(cross) = &mut self.cross {
             deliver_feeds(&mut sink, cross);
             // Fed-back events and deferred filters used the regex cache.
-            reset_cache(sink.cache, sink.rules);
+            reset_cache(&mut sink.shared.cache, sink.rules);
             arrive(cross, event, time, Ids::One(id), 0, &mut sink);
             // The minimum over orgs costs one pass over them: with many orgs,
             // take it every 1024 events (a later watermark only delays).
@@ -588,7 +585,7 @@ impl Engine {
                 advance_to(cross, wm, &mut sink);
             }
         }
-        self.feeds.clear();
+        self.shared.feeds.clear();
     }
 
     /// Moves time forward to `now` (a clock reading): every org's watermark
@@ -612,17 +609,7 @@ impl Engine {
         let mut ids: Vec<OrgId> = self.orgs.keys().copied().collect();
         ids.sort_unstable();
         let has_cross = self.cross.is_some();
-        let mut sink = Sink {
-            rules: &self.rules,
-            config: &self.limits,
-            cache: &mut self.cache,
-            out,
-            feeds: &mut self.feeds,
-            counters: &mut self.counters,
-            seq: &mut self.seq,
-            next_incident: &mut self.next_incident,
-            has_cross,
-        };
+        let mut sink = Sink { rules: &self.rules, config: &self.limits, shared: &mut self.shared, out, has_cross };
         for id in ids {
             if let Some(part) = self.orgs.get_mut(&id) {
                 advance_to(part, floor, &mut sink);
@@ -635,12 +622,12 @@ impl Engine {
             let wm = cross_watermark(&self.orgs, self.global_max, self.limits.idle_after).max(floor);
             advance_to(cross, wm, &mut sink);
         }
-        self.feeds.clear();
+        self.shared.feeds.clear();
     }
 
     /// Counters and state size.
     pub fn stats(&self) -> Stats {
-        let mut stats = self.counters.clone();
+        let mut stats = self.shared.counters.clone();
         let mut parts: Vec<&Partition> = self.orgs.values().chain(self.cross.as_ref()).collect();
         parts.sort_by_key(|p| (p.cross, p.org_id));
         stats.late_events = parts.iter().map(|p| p.late).sum();
@@ -682,10 +669,10 @@ fn cross_watermark(orgs: &hashbrown::HashMap<OrgId, Partition>, global_max: i64,
 }
 
 fn deliver_feeds(sink: &mut Sink<'_>, cross: &mut Partition) {
-    while !sink.feeds.is_empty() {
-        let feeds = std::mem::take(sink.feeds);
+    while !sink.shared.feeds.is_empty() {
+        let feeds = std::mem::take(&mut sink.shared.feeds);
         for feed in feeds {
-            reset_cache(sink.cache, sink.rules);
+            reset_cache(&mut sink.shared.cache, sink.rules);
             let time = time_of(feed.event.time);
             arrive(cross, &feed.event, time, feed.ids, feed.depth, sink);
         }
@@ -698,35 +685,7 @@ fn arrive(part: &mut Partition, event: &Event, time: i64, ids: Ids, depth: u8, s
         part.late += 1;
         return;
     }
-    let mut shared: Option<Arc<Event>> = None;
-    let rules = sink.rules;
-    let index = &rules.index;
-    let typed = event.event_type.as_ref().and_then(|t| index.by_type.get(t.as_str()));
-    let candidates =
-        typed.into_iter().flatten().chain(index.by_format[format_slot(event.format)].iter()).chain(index.rest.iter());
-    for &(r, p) in candidates {
-        let rule = &rules.rules[r as usize];
-        if !part.applies(rule) {
-            continue;
-        }
-        let pattern = &rule.patterns[p as usize];
-        let body = if pattern.deferred {
-            let event = shared.get_or_insert_with(|| Arc::new(event.clone()));
-            Body::Deferred(Arc::clone(event))
-        } else {
-            let mut env = Env { sets: &rules.regex_sets, cache: sink.cache, lists: None };
-            if !pattern.filter.eval(event, &mut env) {
-                continue;
-            }
-            match extract(pattern, event) {
-                Some(x) => Body::Ready(x),
-                None => continue,
-            }
-        };
-        *sink.seq += 1;
-        let record = Record { time, seq: *sink.seq, rule: r, pattern: p, depth, ids: ids.clone(), body };
-        part.buffer.push(record);
-    }
+    matching_records(event, time, &ids, depth, sink, part.cross, &part.name, &mut part.buffer);
     part.max_time = part.max_time.max(time);
     // The cross-org partition's watermark follows the orgs' (see
     // `cross_watermark`), so incidents fed from an org are never late there.
@@ -850,8 +809,8 @@ fn handle(part: &mut Partition, record: Record, sink: &mut Sink<'_>) {
                 let list = u32::try_from(list).unwrap_or(u32::MAX);
                 lists.get(&(list, value)).is_some_and(|expires| *expires >= now)
             };
-            reset_cache(sink.cache, rules);
-            let mut env = Env { sets: &rules.regex_sets, cache: sink.cache, lists: Some(&member) };
+            reset_cache(&mut sink.shared.cache, rules);
+            let mut env = Env { sets: &rules.regex_sets, cache: &mut sink.shared.cache, lists: Some(&member) };
             if !pattern.filter.eval(event, &mut env) {
                 return;
             }
@@ -898,7 +857,7 @@ fn handle(part: &mut Partition, record: Record, sink: &mut Sink<'_>) {
             };
             let holds = |window: &Window| window.holds(&pattern.having, &pattern.aggs);
             let wkey = (record.rule, record.pattern, extracted.group);
-            let overflows = &mut sink.counters.window_overflows;
+            let overflows = &mut sink.shared.counters.window_overflows;
             // A window that reaches its thresholds matches and starts afresh.
             let slot = part.windows.get_or_insert_with(wkey, || match kind {
                 WindowKind::Count { .. } => Window::Count(Ring::new()),
@@ -1007,12 +966,12 @@ fn on_match(part: &mut Partition, r: u32, p: usize, m: Match, depth: u8, sink: &
             let join = part.joins.entry(jkey.clone()).or_insert_with(|| Join::Pending(VecDeque::new()));
             let Join::Pending(pending) = join else { return };
             if pending.len() >= sink.config.max_pending {
-                sink.counters.pending_overflows += 1;
+                sink.shared.counters.pending_overflows += 1;
                 return;
             }
             pending.push_back(m);
-            *sink.seq += 1;
-            part.timers.insert((time.saturating_add(within), *sink.seq), jkey);
+            sink.shared.seq += 1;
+            part.timers.insert((time.saturating_add(within), sink.shared.seq), jkey);
         }
     }
 }
@@ -1066,7 +1025,7 @@ fn hit(
 ) {
     let rule = &sink.rules.rules[r as usize];
     let limits = sink.config;
-    sink.counters.hits += 1;
+    sink.shared.counters.hits += 1;
     let (owner_id, owner_name) =
         if part.cross { (OrgId::SUPER_LOCAL, Str::from(SUPER_LOCAL)) } else { (part.org_id, part.name.clone()) };
     let rkey = (r, key);
@@ -1084,9 +1043,9 @@ fn hit(
             open
         }
         entry => {
-            sink.counters.incidents += 1;
-            let id = *sink.next_incident;
-            *sink.next_incident += 1;
+            sink.shared.counters.incidents += 1;
+            let id = sink.shared.next_incident;
+            sink.shared.next_incident += 1;
             let mut first_ids: Vec<u64> = Vec::new();
             for i in &ids {
                 if first_ids.len() < limits.max_event_ids && !first_ids.contains(i) {
@@ -1135,13 +1094,13 @@ fn hit(
     }
     // Feed the hit back as an event for nested rules.
     if depth >= limits.max_depth {
-        sink.counters.depth_limited += 1;
+        sink.shared.counters.depth_limited += 1;
     } else {
         let event = incident_event(rule, &incident, &rkey.1);
         let ids: Ids = Ids::Many(Arc::from(incident.event_ids.as_slice()));
         feed_here(part, &event, time, &ids, depth + 1, sink);
         if !part.cross && sink.has_cross {
-            sink.feeds.push(Feed { event, ids, depth: depth + 1 });
+            sink.shared.feeds.push(Feed { event, ids, depth: depth + 1 });
         }
     }
     sink.out.push(incident);
@@ -1170,23 +1129,58 @@ fn incident_event(rule: &Rule, incident: &Incident, key: &Key) -> Event {
 /// Runs a fed-back event through this partition's patterns now: its time is
 /// the partition's current time, so it joins the stream in order.
 fn feed_here(part: &mut Partition, event: &Event, time: i64, ids: &Ids, depth: u8, sink: &mut Sink<'_>) {
+    reset_cache(&mut sink.shared.cache, sink.rules);
+    matching_records(event, time, ids, depth, sink, part.cross, &part.name, &mut part.immediate);
+}
+
+/// Where records go: the reorder buffer, or the queue of records to handle
+/// now.
+trait Records {
+    fn add(&mut self, record: Record);
+}
+
+impl Records for Reorder {
+    fn add(&mut self, record: Record) {
+        self.push(record);
+    }
+}
+
+impl Records for VecDeque<Record> {
+    fn add(&mut self, record: Record) {
+        self.push_back(record);
+    }
+}
+
+/// Runs the filters of every pattern the index offers for `event` and the
+/// partition (`cross`, org `name`) runs, and adds a record for each match.
+#[allow(clippy::too_many_arguments)]
+fn matching_records(
+    event: &Event,
+    time: i64,
+    ids: &Ids,
+    depth: u8,
+    sink: &mut Sink<'_>,
+    cross: bool,
+    name: &str,
+    out: &mut impl Records,
+) {
     let rules = sink.rules;
-    let Some(types) = event.event_type.as_ref().and_then(|t| rules.index.by_type.get(t.as_str())) else {
-        return;
-    };
+    let index = &rules.index;
+    let typed = event.event_type.as_ref().and_then(|t| index.by_type.get(t.as_str()));
     let candidates =
-        types.iter().chain(rules.index.by_format[format_slot(event.format)].iter()).chain(rules.index.rest.iter());
-    reset_cache(sink.cache, rules);
+        typed.into_iter().flatten().chain(index.by_format[format_slot(event.format)].iter()).chain(index.rest.iter());
+    // Filters that consult watch lists run at release, on a shared copy.
+    let mut shared: Option<Arc<Event>> = None;
     for &(r, p) in candidates {
         let rule = &rules.rules[r as usize];
-        if !part.applies(rule) {
+        if !applies(rule, cross, name) {
             continue;
         }
         let pattern = &rule.patterns[p as usize];
         let body = if pattern.deferred {
-            Body::Deferred(Arc::new(event.clone()))
+            Body::Deferred(Arc::clone(shared.get_or_insert_with(|| Arc::new(event.clone()))))
         } else {
-            let mut env = Env { sets: &rules.regex_sets, cache: sink.cache, lists: None };
+            let mut env = Env { sets: &rules.regex_sets, cache: &mut sink.shared.cache, lists: None };
             if !pattern.filter.eval(event, &mut env) {
                 continue;
             }
@@ -1195,8 +1189,8 @@ fn feed_here(part: &mut Partition, event: &Event, time: i64, ids: &Ids, depth: u
                 None => continue,
             }
         };
-        *sink.seq += 1;
-        part.immediate.push_back(Record { time, seq: *sink.seq, rule: r, pattern: p, depth, ids: ids.clone(), body });
+        sink.shared.seq += 1;
+        out.add(Record { time, seq: sink.shared.seq, rule: r, pattern: p, depth, ids: ids.clone(), body });
     }
 }
 

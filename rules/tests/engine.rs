@@ -513,3 +513,20 @@ fn the_same_input_gives_byte_identical_output() {
     assert_eq!(first, render());
     assert!(first.starts_with("{\"id\":1,\"rule\":\"brute\",\"org\":\"acme\",\"org_id\":10,\"severity\":\"high\",\"key\":{\"src_ip\":\"10.0.0.0\"},\"count\":1,"), "{first}");
 }
+
+#[test]
+fn patterns_without_a_fixed_event_type_see_incidents_too() {
+    let rules = with_brute(
+        r#"
+- id: any-incident
+  patterns:
+    p:
+      filter: {event_type|startswith: incident., ext.severity: high}
+      group_by: [src_ip]
+  title: "{p.ext.rule} from {src_ip}"
+"#,
+    );
+    let hits = run(&rules, &failures("acme", "10.0.0.1", 0.0, 1.0, 5));
+    assert_eq!(hits.iter().map(|i| i.rule.as_str()).collect::<Vec<_>>(), vec!["brute", "any-incident"]);
+    assert_eq!(hits[1].title, "brute from 10.0.0.1");
+}

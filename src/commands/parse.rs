@@ -27,19 +27,8 @@ pub struct ParseArgs {
     /// Grammar to apply: auto detects per line.
     #[arg(long, default_value = "auto", value_parser = parse_format)]
     format: InputFormat,
-    /// Zone of timestamps written without one (RFC 3164): UTC, +05:00 or an IANA name.
-    #[arg(long, value_name = "ZONE")]
-    tz: Option<String>,
-    /// Year of timestamps written without one (default: inferred so that no
-    /// event is more than a day after --now).
-    #[arg(long, value_name = "YYYY")]
-    year: Option<i32>,
-    /// Receive time to assume, RFC 3339 (default: the current time).
-    #[arg(long, value_name = "RFC3339")]
-    now: Option<String>,
-    /// Extra device pattern files (*.toml) loaded after the built-in ones.
-    #[arg(long, value_name = "DIR")]
-    patterns: Option<PathBuf>,
+    #[command(flatten)]
+    parsing: ParsingArgs,
     /// Skip device parsers (no event_type or normalized fields).
     #[arg(long)]
     no_devices: bool,
@@ -55,6 +44,43 @@ pub struct ParseArgs {
     /// Input file; "-" or nothing reads stdin.
     #[arg(value_name = "FILE")]
     file: Option<PathBuf>,
+}
+
+/// How lines are turned into events: shared by every command that reads logs.
+#[derive(Args)]
+pub struct ParsingArgs {
+    /// Zone of timestamps written without one (RFC 3164): UTC, +05:00 or an IANA name.
+    #[arg(long, value_name = "ZONE")]
+    tz: Option<String>,
+    /// Year of timestamps written without one (default: inferred so that no
+    /// event is more than a day after --now).
+    #[arg(long, value_name = "YYYY")]
+    year: Option<i32>,
+    /// Receive time to assume, RFC 3339 (default: the current time).
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
+    /// Extra device pattern files (*.toml) loaded after the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    patterns: Option<PathBuf>,
+}
+
+impl ParsingArgs {
+    /// The parser, the device parsers (unless `no_devices`) and "now".
+    pub fn build(&self, format: InputFormat, no_devices: bool) -> Result<(Parser, Option<DeviceParsers>, EventTime)> {
+        let parser = ParserConfig { format, timezone: self.tz.clone(), year: self.year }
+            .validate_and_build()
+            .context("invalid parser options")?;
+        let devices = if no_devices {
+            None
+        } else {
+            Some(DeviceParsers::load(self.patterns.as_deref()).context("cannot load device patterns")?)
+        };
+        let now = match &self.now {
+            Some(text) => text.parse::<EventTime>().context("invalid --now")?,
+            None => wall_clock()?,
+        };
+        Ok((parser, devices, now))
+    }
 }
 
 fn parse_format(s: &str) -> Result<InputFormat, String> {
@@ -118,18 +144,7 @@ impl Pipeline {
 }
 
 pub fn run(args: ParseArgs) -> Result<()> {
-    let parser = ParserConfig { format: args.format, timezone: args.tz.clone(), year: args.year }
-        .validate_and_build()
-        .context("invalid parser options")?;
-    let devices = if args.no_devices {
-        None
-    } else {
-        Some(DeviceParsers::load(args.patterns.as_deref()).context("cannot load device patterns")?)
-    };
-    let now = match &args.now {
-        Some(text) => text.parse::<EventTime>().context("invalid --now")?,
-        None => wall_clock()?,
-    };
+    let (parser, devices, now) = args.parsing.build(args.format, args.no_devices)?;
     let input: Box<dyn Read + Send> = match &args.file {
         None => Box::new(io::stdin()),
         Some(p) if p.as_os_str() == "-" => Box::new(io::stdin()),
@@ -255,7 +270,7 @@ pub(crate) fn read_batches(
     Ok(())
 }
 
-pub(crate) fn wall_clock() -> Result<EventTime> {
+fn wall_clock() -> Result<EventTime> {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .context("the system clock is before 1970")?;

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use parsers::{DeviceParsers, Event, EventTime, OrgId, ParserConfig, Str};
+use parsers::{Event, Network, OrgId, Str};
 use rules::{Compiler, Diagnostic, Engine, EngineConfig, RuleSet};
 use serde::Deserialize;
 
-use super::parse::{read_batches, wall_clock};
+use super::parse::{ParsingArgs, read_batches};
 
 #[derive(Subcommand)]
 pub enum RulesCommand {
@@ -50,21 +50,11 @@ pub struct TestArgs {
     /// it is an address) to orgs.
     #[arg(long, value_name = "FILE")]
     org_map: Option<PathBuf>,
-    /// Zone of timestamps written without one (RFC 3164): UTC, +05:00 or an IANA name.
-    #[arg(long, value_name = "ZONE")]
-    tz: Option<String>,
-    /// Year of timestamps written without one.
-    #[arg(long, value_name = "YYYY")]
-    year: Option<i32>,
-    /// Receive time to assume, RFC 3339 (default: now); also anchors year inference.
-    #[arg(long, value_name = "RFC3339")]
-    now: Option<String>,
+    #[command(flatten)]
+    parsing: ParsingArgs,
     /// How far out of order events may be and still count (e.g. 30s, 5m).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     lateness: Duration,
-    /// Extra device pattern files (*.toml) loaded after the built-in ones.
-    #[arg(long, value_name = "DIR")]
-    patterns: Option<PathBuf>,
     /// Print engine statistics to stderr at the end.
     #[arg(long)]
     stats: bool,
@@ -124,28 +114,12 @@ struct OrgMapFile {
 /// Decides each event's org the way a collector would from its sources.
 struct OrgMap {
     hosts: BTreeMap<String, usize>,
-    /// (address bits, prefix length, IPv4, org), longest prefix first.
-    networks: Vec<(u128, u8, bool, usize)>,
+    /// Longest prefix first.
+    networks: Vec<(Network, usize)>,
     /// Org names with their ids; index 0 is Super/Local.
     orgs: Vec<(OrgId, Str)>,
     /// Where unmapped events go.
     default: usize,
-}
-
-fn ip_bits(ip: IpAddr) -> (bool, u128) {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => (true, u128::from(u32::from(v4))),
-        IpAddr::V6(v6) => (false, u128::from(v6)),
-    }
-}
-
-fn prefix(bits: u128, len: u8, v4: bool) -> u128 {
-    let width = if v4 { 32 } else { 128 };
-    if len == 0 {
-        return 0;
-    }
-    let full = if v4 { u128::from(u32::MAX) } else { u128::MAX };
-    bits & (full << (width - u32::from(len))) & full
 }
 
 impl OrgMap {
@@ -178,24 +152,10 @@ impl OrgMap {
         let hosts = file.hosts.iter().map(|(host, org)| (host.to_ascii_lowercase(), index(org))).collect();
         let mut networks = Vec::new();
         for (net, org) in &file.networks {
-            let (addr, len) = match net.split_once('/') {
-                Some((a, l)) => (a, Some(l)),
-                None => (net.as_str(), None),
-            };
-            let ip: IpAddr =
-                addr.trim().parse().with_context(|| format!("org map: {net:?} is not a network like 10.1.0.0/16"))?;
-            let (v4, bits) = ip_bits(ip);
-            let width = if v4 { 32 } else { 128 };
-            let len = match len {
-                None => width,
-                Some(l) => match l.trim().parse::<u8>() {
-                    Ok(n) if n <= width => n,
-                    _ => bail!("org map: bad prefix length in {net:?}"),
-                },
-            };
-            networks.push((prefix(bits, len, v4), len, v4, index(org)));
+            let network: Network = net.parse().with_context(|| format!("org map [networks] {net:?}"))?;
+            networks.push((network, index(org)));
         }
-        networks.sort_by_key(|n| std::cmp::Reverse(n.1));
+        networks.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix()));
         let default = default_org.map_or(0, index);
         Ok(OrgMap { hosts, networks, orgs, default })
     }
@@ -205,11 +165,10 @@ impl OrgMap {
             if let Some(i) = self.hosts.get(&host.to_ascii_lowercase()) {
                 return Some(*i);
             }
-            let (v4, bits) = ip_bits(host.parse::<IpAddr>().ok()?);
-            self.networks.iter().find(|(net, len, nv4, _)| *nv4 == v4 && prefix(bits, *len, v4) == *net).map(|n| n.3)
+            let ip = host.parse::<IpAddr>().ok()?;
+            self.networks.iter().find(|(net, _)| net.contains(ip)).map(|(_, i)| *i)
         });
-        let index = mapped.unwrap_or(self.default);
-        let (id, name) = &self.orgs[index];
+        let (id, name) = &self.orgs[mapped.unwrap_or(self.default)];
         event.org_id = Some(*id);
         event.org = Some(name.clone());
     }
@@ -239,14 +198,8 @@ fn test(args: TestArgs) -> Result<()> {
         }
     };
     let orgs = OrgMap::load(args.org_map.as_deref(), args.org.as_deref())?;
-    let parser = ParserConfig { format: parsers::InputFormat::Auto, timezone: args.tz.clone(), year: args.year }
-        .validate_and_build()
-        .context("invalid parser options")?;
-    let devices = DeviceParsers::load(args.patterns.as_deref()).context("cannot load device patterns")?;
-    let now = match &args.now {
-        Some(text) => text.parse::<EventTime>().context("invalid --now")?,
-        None => wall_clock()?,
-    };
+    let (parser, devices, now) = args.parsing.build(parsers::InputFormat::Auto, false)?;
+    let devices = devices.context("device parsers are always on here")?;
     let mut input: Box<dyn Read> = if args.input.as_os_str() == "-" {
         Box::new(io::stdin())
     } else {
