@@ -150,6 +150,9 @@ pub(crate) struct Pattern {
     pub group_by: Vec<Field>,
     /// The fields giving the rule's key, in the order of `Rule::key_names`.
     pub key_fields: Vec<Field>,
+    /// An aggregating pattern whose key fields are its group_by: the key
+    /// is the window's group, not extracted again per event.
+    pub key_is_group: bool,
     pub window: i64,
     /// How many occurrences one event stands for (for `count`), e.g. the
     /// N of "message repeated N times"; 1 when absent.
@@ -663,6 +666,9 @@ fn compile_rule(node: &Node, cx: &mut RuleCx<'_, '_>) -> Option<Rule> {
         }
     }
     .unwrap_or_default();
+    for p in &mut patterns {
+        p.key_is_group = p.kind != WindowKind::None && p.key_fields == p.group_by;
+    }
     if matches!(condition, Condition::AndNot | Condition::NotFollowedBy)
         && title.iter().any(|p| matches!(p, Piece::Output { pattern: 1, .. }))
     {
@@ -919,6 +925,7 @@ fn compile_pattern(name: &str, line: u32, node: &Node, cx: &mut RuleCx<'_, '_>) 
         filter,
         group_by,
         key_fields: Vec::new(),
+        key_is_group: false,
         window,
         weight,
         aggs,

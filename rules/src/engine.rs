@@ -568,13 +568,10 @@ impl Engine {
         self.global_max = self.global_max.max(time);
         let has_cross = self.cross.is_some();
         let part = self.orgs.entry(org_id).or_insert_with(|| Partition::new(org_id, org_name(event, org_id), false));
-        reset_cache(&mut self.shared.cache, &self.rules);
         let mut sink = Sink { rules: &self.rules, config: &self.limits, shared: &mut self.shared, out, has_cross };
         arrive(part, event, time, Ids::One(id), 0, &mut sink);
         if let Some(cross) = &mut self.cross {
             deliver_feeds(&mut sink, cross);
-            // Fed-back events and deferred filters used the regex cache.
-            reset_cache(&mut sink.shared.cache, sink.rules);
             arrive(cross, event, time, Ids::One(id), 0, &mut sink);
             // The minimum over orgs costs one pass over them: with many orgs,
             // take it every 1024 events (a later watermark only delays).
@@ -655,11 +652,6 @@ fn org_name(event: &Event, org_id: OrgId) -> Str {
     }
 }
 
-fn reset_cache(cache: &mut Vec<Option<SetMatches>>, rules: &RuleSet) {
-    cache.clear();
-    cache.resize(rules.regex_sets.len(), None);
-}
-
 /// The cross-org watermark: the lowest watermark of the orgs still sending.
 /// Every org event and every incident an org feeds is at or after its org's
 /// watermark, hence not late here.
@@ -672,7 +664,6 @@ fn deliver_feeds(sink: &mut Sink<'_>, cross: &mut Partition) {
     while !sink.shared.feeds.is_empty() {
         let feeds = std::mem::take(&mut sink.shared.feeds);
         for feed in feeds {
-            reset_cache(&mut sink.shared.cache, sink.rules);
             let time = time_of(feed.event.time);
             arrive(cross, &feed.event, time, feed.ids, feed.depth, sink);
         }
@@ -699,11 +690,8 @@ fn arrive(part: &mut Partition, event: &Event, time: i64, ids: Ids, depth: u8, s
 fn extract(pattern: &Pattern, event: &Event) -> Option<Extracted> {
     let aggregate = pattern.kind != WindowKind::None;
     let group = if aggregate { key_of(&pattern.group_by, event)? } else { Key::Unit };
-    let key = if aggregate && pattern.key_fields == pattern.group_by {
-        group.clone()
-    } else {
-        key_of(&pattern.key_fields, event)?
-    };
+    // When the group is the key, the key is taken from the window if it fires.
+    let key = if pattern.key_is_group { Key::Unit } else { key_of(&pattern.key_fields, event)? };
     let vals: Box<[Val]> = if pattern.kind == WindowKind::General {
         let mut vals = Vec::with_capacity(pattern.aggs.len());
         for agg in &pattern.aggs {
@@ -809,8 +797,8 @@ fn handle(part: &mut Partition, record: Record, sink: &mut Sink<'_>) {
                 let list = u32::try_from(list).unwrap_or(u32::MAX);
                 lists.get(&(list, value)).is_some_and(|expires| *expires >= now)
             };
-            reset_cache(&mut sink.shared.cache, rules);
             let mut env = Env { sets: &rules.regex_sets, cache: &mut sink.shared.cache, lists: Some(&member) };
+            env.reset();
             if !pattern.filter.eval(event, &mut env) {
                 return;
             }
@@ -866,10 +854,10 @@ fn handle(part: &mut Partition, record: Record, sink: &mut Sink<'_>) {
             });
             update(part.windows.value_mut(slot), overflows);
             let fired = holds(part.windows.value(slot)).then(|| part.windows.remove(slot));
-            fired.map(|window| Match {
+            fired.map(|((_, _, group), window)| Match {
                 time: record.time,
                 ids: window.ids(limits.max_event_ids),
-                key: extracted.key,
+                key: if pattern.key_is_group { group } else { extracted.key },
                 outputs: pattern
                     .outputs
                     .iter()
@@ -1129,7 +1117,6 @@ fn incident_event(rule: &Rule, incident: &Incident, key: &Key) -> Event {
 /// Runs a fed-back event through this partition's patterns now: its time is
 /// the partition's current time, so it joins the stream in order.
 fn feed_here(part: &mut Partition, event: &Event, time: i64, ids: &Ids, depth: u8, sink: &mut Sink<'_>) {
-    reset_cache(&mut sink.shared.cache, sink.rules);
     matching_records(event, time, ids, depth, sink, part.cross, &part.name, &mut part.immediate);
 }
 
@@ -1171,6 +1158,9 @@ fn matching_records(
         typed.into_iter().flatten().chain(index.by_format[format_slot(event.format)].iter()).chain(index.rest.iter());
     // Filters that consult watch lists run at release, on a shared copy.
     let mut shared: Option<Arc<Event>> = None;
+    // Regex-set results are kept for this event's filters only.
+    let mut env = Env { sets: &rules.regex_sets, cache: &mut sink.shared.cache, lists: None };
+    env.reset();
     for &(r, p) in candidates {
         let rule = &rules.rules[r as usize];
         if !applies(rule, cross, name) {
@@ -1180,7 +1170,6 @@ fn matching_records(
         let body = if pattern.deferred {
             Body::Deferred(Arc::clone(shared.get_or_insert_with(|| Arc::new(event.clone()))))
         } else {
-            let mut env = Env { sets: &rules.regex_sets, cache: &mut sink.shared.cache, lists: None };
             if !pattern.filter.eval(event, &mut env) {
                 continue;
             }

@@ -622,14 +622,12 @@ impl Test {
             Test::Contains(values) => text_of(value).is_some_and(|t| values.iter().any(|v| t.contains(&**v))),
             Test::Regex { set, index } => {
                 let Some(text) = text_of(value) else { return false };
-                let (set, index) = (*set, *index);
-                if env.cache.len() <= set {
-                    env.reset();
+                let regexes = &env.sets[*set].1;
+                match env.cache.get_mut(*set) {
+                    Some(cached) => cached.get_or_insert_with(|| regexes.matches(text)).matched(*index),
+                    // A cache not reset for this event: evaluate uncached.
+                    None => regexes.matches(text).matched(*index),
                 }
-                if env.cache[set].is_none() {
-                    env.cache[set] = Some(env.sets[set].1.matches(text));
-                }
-                env.cache[set].as_ref().is_some_and(|m| m.matched(index))
             }
             Test::Cidr(table) => value.as_ip().is_some_and(|ip| table.contains(ip)),
             Test::Compare(op, limit) => value.as_f64().is_some_and(|n| op.holds(n, *limit)),

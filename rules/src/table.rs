@@ -51,20 +51,20 @@ impl<K: Hash + Eq, V> Table<K, V> {
     }
 
     /// Removes the entry in `slot`; the last entry moves into its place.
-    pub fn remove(&mut self, slot: usize) -> V {
+    pub fn remove(&mut self, slot: usize) -> (K, V) {
         let hash = self.hasher.hash_one(&self.slots[slot].0);
         if let Ok(entry) = self.index.find_entry(hash, |&i| i as usize == slot) {
             entry.remove();
         }
         let last = self.slots.len() - 1;
-        let (_, value) = self.slots.swap_remove(slot);
+        let entry = self.slots.swap_remove(slot);
         if slot != last {
             let moved = self.hasher.hash_one(&self.slots[slot].0);
             if let Some(i) = self.index.find_mut(moved, |&i| i as usize == last) {
                 *i = u32::try_from(slot).unwrap_or(u32::MAX);
             }
         }
-        value
+        entry
     }
 
     /// Keeps the entries for which `keep` holds, in one pass.
@@ -110,7 +110,7 @@ mod tests {
         // Remove every third key through its slot.
         for k in (0..1000).step_by(3) {
             let slot = t.get_or_insert_with(k, unreachable_value);
-            assert_eq!(t.remove(slot), k * 10);
+            assert_eq!(t.remove(slot), (k, k * 10));
         }
         assert_eq!(t.len(), 666);
         for k in 0..1000 {

@@ -65,21 +65,21 @@ pub struct ParsingArgs {
 }
 
 impl ParsingArgs {
-    /// The parser, the device parsers (unless `no_devices`) and "now".
-    pub fn build(&self, format: InputFormat, no_devices: bool) -> Result<(Parser, Option<DeviceParsers>, EventTime)> {
+    /// The parser for `format` and the receive time ("now") to give it.
+    pub fn parser(&self, format: InputFormat) -> Result<(Parser, EventTime)> {
         let parser = ParserConfig { format, timezone: self.tz.clone(), year: self.year }
             .validate_and_build()
             .context("invalid parser options")?;
-        let devices = if no_devices {
-            None
-        } else {
-            Some(DeviceParsers::load(self.patterns.as_deref()).context("cannot load device patterns")?)
-        };
         let now = match &self.now {
             Some(text) => text.parse::<EventTime>().context("invalid --now")?,
             None => wall_clock()?,
         };
-        Ok((parser, devices, now))
+        Ok((parser, now))
+    }
+
+    /// The built-in device parsers plus any from `--patterns`.
+    pub fn devices(&self) -> Result<DeviceParsers> {
+        DeviceParsers::load(self.patterns.as_deref()).context("cannot load device patterns")
     }
 }
 
@@ -144,7 +144,8 @@ impl Pipeline {
 }
 
 pub fn run(args: ParseArgs) -> Result<()> {
-    let (parser, devices, now) = args.parsing.build(args.format, args.no_devices)?;
+    let (parser, now) = args.parsing.parser(args.format)?;
+    let devices = if args.no_devices { None } else { Some(args.parsing.devices()?) };
     let input: Box<dyn Read + Send> = match &args.file {
         None => Box::new(io::stdin()),
         Some(p) if p.as_os_str() == "-" => Box::new(io::stdin()),

@@ -198,8 +198,8 @@ fn test(args: TestArgs) -> Result<()> {
         }
     };
     let orgs = OrgMap::load(args.org_map.as_deref(), args.org.as_deref())?;
-    let (parser, devices, now) = args.parsing.build(parsers::InputFormat::Auto, false)?;
-    let devices = devices.context("device parsers are always on here")?;
+    let (parser, now) = args.parsing.parser(parsers::InputFormat::Auto)?;
+    let devices = args.parsing.devices()?;
     let mut input: Box<dyn Read> = if args.input.as_os_str() == "-" {
         Box::new(io::stdin())
     } else {
