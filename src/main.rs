@@ -26,6 +26,17 @@ enum Command {
     /// Correlation rules: check rule files, test rules against a log file.
     #[command(subcommand)]
     Rules(commands::rules::RulesCommand),
+    /// The supervisor role: record store and incident API.
+    Supervisor(commands::supervisor::SupervisorArgs),
+    /// Orgs (tenants) in the record store.
+    #[command(subcommand)]
+    Org(commands::admin::OrgCommand),
+    /// Users in the record store.
+    #[command(subcommand)]
+    User(commands::admin::UserCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(commands::admin::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +45,10 @@ fn main() -> ExitCode {
         Command::Parse(args) => commands::parse::run(args).map(|()| ExitCode::SUCCESS),
         Command::License(cmd) => commands::license::run(cmd),
         Command::Rules(cmd) => commands::rules::run(cmd),
+        Command::Supervisor(args) => commands::supervisor::run(args),
+        Command::Org(cmd) => commands::admin::org(cmd),
+        Command::User(cmd) => commands::admin::user(cmd),
+        Command::Token(cmd) => commands::admin::token(cmd),
     };
     match result {
         Ok(code) => code,

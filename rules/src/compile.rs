@@ -38,7 +38,17 @@ impl Severity {
         Severity::NAMES[self as usize]
     }
 
-    fn parse(name: &str) -> Option<Severity> {
+    /// Every severity, lowest first; `ALL[s.rank()] == s`.
+    pub const ALL: [Severity; 5] =
+        [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+
+    /// 0 (info) to 4 (critical): the order analysts sort by.
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+
+    /// The severity with a lower-case name, if it is one.
+    pub fn parse(name: &str) -> Option<Severity> {
         Some(match name {
             "info" => Severity::Info,
             "low" => Severity::Low,

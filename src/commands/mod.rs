@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod admin;
 pub mod license;
 pub mod parse;
 pub mod rules;
+pub mod supervisor;

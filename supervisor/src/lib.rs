@@ -10,9 +10,11 @@
 //! record-store issue).
 
 pub mod allocation;
+pub mod api;
 pub mod control;
 mod error;
 pub mod licence;
 pub mod simulate;
+pub mod store;
 
 pub use error::Error;

@@ -1,0 +1,233 @@
+//! `vigil org|user|token`: record-store administration from the shell. The
+//! commands call the same store functions as the API, acting as the local
+//! administrator (whoever can open the database), and are audited as `cli`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use supervisor::licence::{self, LicenceStatus};
+use supervisor::store::{NewOrg, NewToken, NewUser, OrgRef, Principal, RoleRef, Store, StoreConfig};
+
+/// Where the record store is.
+#[derive(Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// Data directory holding the embedded SQLite store (`vigil.db`).
+    #[arg(long, default_value = "vigil-data", env = "VIGIL_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// A database URL instead (postgres://USER:PASSWORD@HOST/DB or sqlite://PATH).
+    #[arg(long, env = "VIGIL_DATABASE")]
+    pub database: Option<String>,
+    /// The licence file; its EPS bound the sum of org EPS limits
+    /// (without one: the unlicensed allowance).
+    #[arg(long, alias = "licence", env = "VIGIL_LICENSE")]
+    pub license: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The licence in effect.
+    pub fn licence(&self) -> LicenceStatus {
+        let today = licence::date_of(collector::Clock::now(&collector::SystemClock));
+        LicenceStatus::load(self.license.as_deref(), &licence::trusted_keys(), today)
+    }
+
+    /// Opens the store (creating and migrating it if needed).
+    pub async fn open(&self) -> Result<Store> {
+        let config = StoreConfig { licence_eps: self.licence().licensed_eps(), ..StoreConfig::default() };
+        let clock = Arc::new(collector::SystemClock);
+        match &self.database {
+            Some(url) => Store::open(url, clock, config).await.with_context(|| format!("cannot open {}", redact(url))),
+            None => Store::open_data_dir(&self.data_dir, clock, config)
+                .await
+                .with_context(|| format!("cannot open the store in {}", self.data_dir.display())),
+        }
+    }
+
+    /// Where the store is, for messages (passwords hidden).
+    pub fn describe(&self) -> String {
+        match &self.database {
+            Some(url) => redact(url),
+            None => format!("sqlite {}", self.data_dir.join("vigil.db").display()),
+        }
+    }
+}
+
+/// A URL with its password replaced by `***`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// `vigil org`.
+#[derive(Subcommand)]
+pub enum OrgCommand {
+    /// Create an org (tenant).
+    Create {
+        /// Its name (1-128 characters, unique).
+        name: String,
+        /// A description (at most 256 characters).
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Its EPS limit.
+        #[arg(long)]
+        eps_limit: Option<i64>,
+        /// A reporter IP range (CIDR) whose events belong to it; repeatable.
+        #[arg(long = "ip-range")]
+        ip_ranges: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List orgs.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Disable an org: its events are no longer accepted.
+    Disable {
+        /// Its name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Enable an org.
+    Enable {
+        /// Its name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// `vigil user`.
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create {
+        /// Its name (unique).
+        name: String,
+        /// Its org (Super/Global for provider-side users).
+        #[arg(long)]
+        org: String,
+        /// Its role: admin, analyst, viewer, or a custom role of the org.
+        #[arg(long)]
+        role: String,
+        /// For Super/Global users: an org they may see (repeatable; default all).
+        #[arg(long = "scope")]
+        scope: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// `vigil token`.
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for a user; prints the secret alone on stdout.
+    Create {
+        /// The user's name.
+        #[arg(long)]
+        user: String,
+        /// A label.
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime in days (default: no expiry).
+        #[arg(long)]
+        expires_in_days: Option<i64>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// Runs `vigil org …`.
+pub fn org(cmd: OrgCommand) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let cli = Principal::cli();
+        match cmd {
+            OrgCommand::Create { name, description, eps_limit, ip_ranges, store } => {
+                let s = store.open().await?;
+                let org = s.create_org(&cli, NewOrg { name, description, eps_limit, ip_ranges }).await?;
+                println!("created org {} (id {})", org.name, org.id);
+                s.close().await;
+            }
+            OrgCommand::List { store } => {
+                let s = store.open().await?;
+                let orgs = s.list_orgs(&cli).await?;
+                println!("{:>5}  {:<32} {:<8} {:>9}  IP RANGES", "ID", "NAME", "ENABLED", "EPS LIMIT");
+                for o in orgs.items {
+                    let limit = o.eps_limit.map_or_else(|| "-".to_owned(), |l| l.to_string());
+                    let ranges = if o.ip_ranges.is_empty() { "-".to_owned() } else { o.ip_ranges.join(",") };
+                    println!(
+                        "{:>5}  {:<32} {:<8} {limit:>9}  {ranges}",
+                        o.id,
+                        o.name,
+                        if o.enabled { "yes" } else { "no" }
+                    );
+                }
+                s.close().await;
+            }
+            OrgCommand::Disable { name, store } => set_enabled(&store, &name, false).await?,
+            OrgCommand::Enable { name, store } => set_enabled(&store, &name, true).await?,
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn set_enabled(store: &StoreArgs, name: &str, enabled: bool) -> Result<()> {
+    let s = store.open().await?;
+    let org = s.set_org_enabled(&Principal::cli(), &OrgRef::Name(name.to_owned()), enabled).await?;
+    println!("org {} is {}", org.name, if org.enabled { "enabled" } else { "disabled" });
+    s.close().await;
+    Ok(())
+}
+
+/// Runs `vigil user …`.
+pub fn user(cmd: UserCommand) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        match cmd {
+            UserCommand::Create { name, org, role, scope, store } => {
+                let s = store.open().await?;
+                let new = NewUser {
+                    name,
+                    org: OrgRef::Name(org),
+                    role: RoleRef::Name(role),
+                    scope: if scope.is_empty() { None } else { Some(scope.into_iter().map(OrgRef::Name).collect()) },
+                };
+                let user = s.create_user(&Principal::cli(), new).await?;
+                println!("created user {} (id {}) in {} as {}", user.name, user.id, user.org, user.role);
+                s.close().await;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs `vigil token …`.
+pub fn token(cmd: TokenCommand) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        match cmd {
+            TokenCommand::Create { user, name, expires_in_days, store } => {
+                let s = store.open().await?;
+                let cli = Principal::cli();
+                let user_id = s.user_id_by_name(&cli, &user).await.with_context(|| format!("user {user:?}"))?;
+                let created = s.create_token(&cli, NewToken { name, user_id: Some(user_id), expires_in_days }).await?;
+                println!("{}", created.token_secret);
+                s.close().await;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

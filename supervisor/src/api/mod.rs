@@ -1,0 +1,440 @@
+//! The incident API (`/api/v1`, JSON, bearer tokens) over the record
+//! store. Handlers only translate HTTP to store calls and back: who may see
+//! and do what is decided in [`crate::store`], the same code the admin CLI
+//! uses.
+//!
+//! Errors are `{"error": {"code": "...", "message": "..."}}` with the
+//! status the code names: 400 `bad_request`, 401 `unauthorized`, 403
+//! `forbidden`, 404 `not_found`, 409 `conflict`, 413 `payload_too_large`,
+//! 415 `unsupported_media_type`, 422 `invalid` (with the offending `field`
+//! where there is one), 503 `unavailable`, 500 `internal`.
+
+mod openapi;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::store::{
+    AuditQuery, Kind, ListQuery, NewComment, NewOrg, NewRecord, NewRole, NewTeam, NewToken, NewUser, OrgPatch, OrgRef,
+    Principal, RecordPatch, RolePatch, Store, StoreError, TeamPatch, UserPatch,
+};
+
+pub use openapi::document as openapi_document;
+
+/// Largest request body accepted (bytes).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), field: None }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            StoreError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            StoreError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            StoreError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            StoreError::Invalid { field, .. } => {
+                ApiError { field: Some(field), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message) }
+            }
+            StoreError::BadRequest(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message),
+            StoreError::Unauthorized(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message),
+            StoreError::QueueFull(_) | StoreError::Closed => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+            _ => {
+                eprintln!("vigil api: {message}");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(f) = self.field {
+            error["field"] = f.into();
+        }
+        let mut resp = (self.status, Json(serde_json::json!({ "error": error }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"vigil\""));
+        }
+        resp
+    }
+}
+
+fn status_code_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        422 => "invalid",
+        _ => "bad_request",
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> ApiError {
+        let status = r.status();
+        let message = match status.as_u16() {
+            413 => format!("request body is larger than {MAX_BODY} bytes"),
+            415 => "send the body as JSON with Content-Type: application/json".to_owned(),
+            _ => r.body_text(),
+        };
+        ApiError::new(status, status_code_name(status), message)
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body whose rejections are API errors.
+struct Body<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Body(Json::<T>::from_request(req, state).await?.0))
+    }
+}
+
+/// Query parameters whose rejections are API errors.
+struct Params<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Params(Query::<T>::from_request_parts(parts, state).await?.0))
+    }
+}
+
+/// A numeric id in the path.
+struct Id(i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Id(Path::<i64>::from_request_parts(parts, state).await?.0))
+    }
+}
+
+/// The authenticated caller.
+struct Caller(Principal);
+
+impl FromRequestParts<Arc<Store>> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, store: &Arc<Store>) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <token>")
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "the Authorization header must be Bearer <token>",
+                )
+            })?;
+        Ok(Caller(store.authenticate(token).await?))
+    }
+}
+
+fn created<T: serde::Serialize>(value: T) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+fn ok<T: serde::Serialize>(value: T) -> Response {
+    Json(value).into_response()
+}
+
+/// The `/api/v1` router over `store`.
+pub fn router(store: Arc<Store>) -> Router {
+    let api = Router::new()
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route(
+            "/me",
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller| -> ApiResult<Response> {
+                Ok(ok(s.me(&c).await?))
+            }),
+        )
+        .merge(records(Kind::Incident))
+        .merge(records(Kind::Alert))
+        .merge(orgs())
+        .merge(people())
+        .route(
+            "/audit",
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller, Params(q): Params<AuditQuery>| {
+                ApiResult::Ok(ok(s.list_audit(&c, q).await?))
+            }),
+        );
+    Router::new()
+        .nest("/api/v1", api)
+        .fallback(async || {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /api/v1/openapi.json")
+        })
+        .method_not_allowed_fallback(async || {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(store)
+}
+
+fn records(kind: Kind) -> Router<Arc<Store>> {
+    let base = format!("/{}s", kind.as_str());
+    Router::new()
+        .route(
+            &base,
+            get(async move |State(s): State<Arc<Store>>, Caller(c): Caller, Params(q): Params<ListQuery>| {
+                ApiResult::Ok(ok(s.list_records(&c, kind, q).await?))
+            })
+            .post(
+                async move |State(s): State<Arc<Store>>, Caller(c): Caller, Body(b): Body<NewRecord>| {
+                    ApiResult::Ok(created(s.create_record(&c, kind, b).await?))
+                },
+            ),
+        )
+        .route(
+            &format!("{base}/counts"),
+            get(async move |State(s): State<Arc<Store>>, Caller(c): Caller, Params(q): Params<ListQuery>| {
+                ApiResult::Ok(ok(s.count_records(&c, kind, q).await?))
+            }),
+        )
+        .route(
+            &format!("{base}/{{id}}"),
+            get(async move |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id| {
+                ApiResult::Ok(ok(s.get_record(&c, kind, id).await?))
+            })
+            .patch(
+                async move |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id, Body(b): Body<RecordPatch>| {
+                    ApiResult::Ok(ok(s.update_record(&c, kind, id, b).await?))
+                },
+            )
+            .delete(async move |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id| {
+                s.delete_record(&c, kind, id).await?;
+                ApiResult::Ok(StatusCode::NO_CONTENT.into_response())
+            }),
+        )
+        .route(
+            &format!("{base}/{{id}}/comments"),
+            get(async move |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id| {
+                ApiResult::Ok(ok(s.list_comments(&c, kind, id).await?))
+            })
+            .post(
+                async move |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id, Body(b): Body<NewComment>| {
+                    ApiResult::Ok(created(s.add_comment(&c, kind, id, b).await?))
+                },
+            ),
+        )
+}
+
+/// `DELETE /orgs/{id}?confirm=true`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Deboard {
+    #[serde(default)]
+    confirm: bool,
+}
+
+fn orgs() -> Router<Arc<Store>> {
+    Router::new()
+        .route(
+            "/orgs",
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller| ApiResult::Ok(ok(s.list_orgs(&c).await?))).post(
+                async |State(s): State<Arc<Store>>, Caller(c): Caller, Body(b): Body<NewOrg>| {
+                    ApiResult::Ok(created(s.create_org(&c, b).await?))
+                },
+            ),
+        )
+        .route(
+            "/orgs/{id}",
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id| {
+                ApiResult::Ok(ok(s.get_org(&c, &OrgRef::Id(id)).await?))
+            })
+            .patch(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id, Body(b): Body<OrgPatch>| {
+                ApiResult::Ok(ok(s.update_org(&c, &OrgRef::Id(id), b).await?))
+            })
+            .delete(
+                async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id, Params(d): Params<Deboard>| {
+                    ApiResult::Ok(ok(s.deboard_org(&c, &OrgRef::Id(id), d.confirm).await?))
+                },
+            ),
+        )
+        .route(
+            "/orgs/{id}/disable",
+            post(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id| {
+                ApiResult::Ok(ok(s.set_org_enabled(&c, &OrgRef::Id(id), false).await?))
+            }),
+        )
+        .route(
+            "/orgs/{id}/enable",
+            post(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id| {
+                ApiResult::Ok(ok(s.set_org_enabled(&c, &OrgRef::Id(id), true).await?))
+            }),
+        )
+}
+
+fn people() -> Router<Arc<Store>> {
+    Router::new()
+        .route(
+            "/users",
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller| ApiResult::Ok(ok(s.list_users(&c).await?)))
+                .post(async |State(s): State<Arc<Store>>, Caller(c): Caller, Body(b): Body<NewUser>| {
+                    ApiResult::Ok(created(s.create_user(&c, b).await?))
+                }),
+        )
+        .route(
+            "/users/{id}",
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id| {
+                ApiResult::Ok(ok(s.get_user(&c, id).await?))
+            })
+            .patch(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id, Body(b): Body<UserPatch>| {
+                ApiResult::Ok(ok(s.update_user(&c, id, b).await?))
+            })
+            .delete(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id| {
+                s.delete_user(&c, id).await?;
+                ApiResult::Ok(StatusCode::NO_CONTENT.into_response())
+            }),
+        )
+        .route(
+            "/teams",
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller| ApiResult::Ok(ok(s.list_teams(&c).await?)))
+                .post(async |State(s): State<Arc<Store>>, Caller(c): Caller, Body(b): Body<NewTeam>| {
+                    ApiResult::Ok(created(s.create_team(&c, b).await?))
+                }),
+        )
+        .route(
+            "/teams/{id}",
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id| {
+                ApiResult::Ok(ok(s.get_team(&c, id).await?))
+            })
+            .patch(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id, Body(b): Body<TeamPatch>| {
+                ApiResult::Ok(ok(s.update_team(&c, id, b).await?))
+            })
+            .delete(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id| {
+                s.delete_team(&c, id).await?;
+                ApiResult::Ok(StatusCode::NO_CONTENT.into_response())
+            }),
+        )
+        .route(
+            "/roles",
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller| ApiResult::Ok(ok(s.list_roles(&c).await?)))
+                .post(async |State(s): State<Arc<Store>>, Caller(c): Caller, Body(b): Body<NewRole>| {
+                    ApiResult::Ok(created(s.create_role(&c, b).await?))
+                }),
+        )
+        .route(
+            "/roles/{id}",
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id| {
+                ApiResult::Ok(ok(s.get_role(&c, id).await?))
+            })
+            .patch(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id, Body(b): Body<RolePatch>| {
+                ApiResult::Ok(ok(s.update_role(&c, id, b).await?))
+            })
+            .delete(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id| {
+                s.delete_role(&c, id).await?;
+                ApiResult::Ok(StatusCode::NO_CONTENT.into_response())
+            }),
+        )
+        .route(
+            "/tokens",
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller| ApiResult::Ok(ok(s.list_tokens(&c).await?)))
+                .post(async |State(s): State<Arc<Store>>, Caller(c): Caller, Body(b): Body<NewToken>| {
+                    ApiResult::Ok(created(s.create_token(&c, b).await?))
+                }),
+        )
+        .route(
+            "/tokens/{id}",
+            axum::routing::delete(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id| {
+                s.delete_token(&c, id).await?;
+                ApiResult::Ok(StatusCode::NO_CONTENT.into_response())
+            }),
+        )
+}
+
+/// Every `(method, path)` the router serves, for the OpenAPI document's
+/// completeness test.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/openapi.json"),
+    ("get", "/health"),
+    ("get", "/me"),
+    ("get", "/incidents"),
+    ("post", "/incidents"),
+    ("get", "/incidents/counts"),
+    ("get", "/incidents/{id}"),
+    ("patch", "/incidents/{id}"),
+    ("delete", "/incidents/{id}"),
+    ("get", "/incidents/{id}/comments"),
+    ("post", "/incidents/{id}/comments"),
+    ("get", "/alerts"),
+    ("post", "/alerts"),
+    ("get", "/alerts/counts"),
+    ("get", "/alerts/{id}"),
+    ("patch", "/alerts/{id}"),
+    ("delete", "/alerts/{id}"),
+    ("get", "/alerts/{id}/comments"),
+    ("post", "/alerts/{id}/comments"),
+    ("get", "/orgs"),
+    ("post", "/orgs"),
+    ("get", "/orgs/{id}"),
+    ("patch", "/orgs/{id}"),
+    ("delete", "/orgs/{id}"),
+    ("post", "/orgs/{id}/disable"),
+    ("post", "/orgs/{id}/enable"),
+    ("get", "/users"),
+    ("post", "/users"),
+    ("get", "/users/{id}"),
+    ("patch", "/users/{id}"),
+    ("delete", "/users/{id}"),
+    ("get", "/teams"),
+    ("post", "/teams"),
+    ("get", "/teams/{id}"),
+    ("patch", "/teams/{id}"),
+    ("delete", "/teams/{id}"),
+    ("get", "/roles"),
+    ("post", "/roles"),
+    ("get", "/roles/{id}"),
+    ("patch", "/roles/{id}"),
+    ("delete", "/roles/{id}"),
+    ("get", "/tokens"),
+    ("post", "/tokens"),
+    ("delete", "/tokens/{id}"),
+    ("get", "/audit"),
+];

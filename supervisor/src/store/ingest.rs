@@ -1,0 +1,313 @@
+//! The pipeline's way in: an idempotent incident upsert behind a bounded
+//! queue. Callers never wait on the database: [`Ingest::try_submit`]
+//! either queues the update or says the queue is full; one writer task
+//! coalesces what is queued by source reference and writes it in a single
+//! transaction of multi-row upserts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rules::Severity;
+use tokio::sync::{mpsc, oneshot};
+
+use super::auth::Principal;
+use super::error::{Result, StoreError};
+use super::model::SUPER_GLOBAL;
+use super::records::MAX_EVENT_IDS;
+use super::sql::{RowExt, Sql};
+use super::{AuditRow, Store};
+
+/// One incident as the correlation engine reports it. Reporting the same
+/// incident again (same rule, org, key and window start) updates it: hit
+/// counts and last-seen only grow, first-seen only shrinks, event ids are
+/// merged up to 100, so replays and duplicates change nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncidentUpdate {
+    /// The rule's id.
+    pub rule: String,
+    /// The owning org.
+    pub org_id: i64,
+    /// The incident key, rendered (e.g. `src_ip=10.0.0.1`).
+    pub key: String,
+    /// Start of the rule's deduplication window (ms since the epoch).
+    pub window_start_ms: i64,
+    /// The title.
+    pub title: String,
+    /// The rule's severity.
+    pub severity: Severity,
+    /// Hits merged so far (cumulative, not a delta).
+    pub count: u64,
+    /// First hit (ms since the epoch).
+    pub first_seen_ms: i64,
+    /// Latest hit (ms since the epoch).
+    pub last_seen_ms: i64,
+    /// Contributing event ids.
+    pub event_ids: Vec<u64>,
+}
+
+impl IncidentUpdate {
+    /// The idempotency key: rule, org, incident key and window start.
+    pub fn source_ref(&self) -> String {
+        format!("{}|{}|{}|{}", self.rule, self.org_id, self.key, self.window_start_ms)
+    }
+
+    fn merge(&mut self, other: IncidentUpdate) {
+        self.count = self.count.max(other.count);
+        self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
+        self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
+        merge_ids(&mut self.event_ids, &other.event_ids);
+    }
+}
+
+fn merge_ids(into: &mut Vec<u64>, more: &[u64]) {
+    for id in more {
+        if into.len() >= MAX_EVENT_IDS {
+            break;
+        }
+        if !into.contains(id) {
+            into.push(*id);
+        }
+    }
+}
+
+/// Queue settings.
+#[derive(Clone, Copy, Debug)]
+pub struct IngestConfig {
+    /// Updates that may wait; beyond this `try_submit` refuses.
+    pub queue: usize,
+    /// Most updates written in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> IngestConfig {
+        IngestConfig { queue: 65_536, max_batch: 4_096 }
+    }
+}
+
+/// What the writer has done, for metrics.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// Updates taken into the queue.
+    pub queued: AtomicU64,
+    /// Updates refused because the queue was full.
+    pub refused: AtomicU64,
+    /// Records written (after coalescing).
+    pub written: AtomicU64,
+    /// Records created.
+    pub created: AtomicU64,
+    /// Updates for orgs that do not exist (or Super/Global), dropped.
+    pub orphaned: AtomicU64,
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Failed attempts (retried).
+    pub errors: AtomicU64,
+}
+
+enum Msg {
+    Update(IncidentUpdate),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The handle callers submit through; cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Msg>,
+    stats: Arc<IngestStats>,
+    capacity: usize,
+}
+
+impl Ingest {
+    /// Starts the writer task on the current tokio runtime. It ends when
+    /// every handle is dropped and the queue is drained.
+    pub fn start(store: Arc<Store>, config: IngestConfig) -> (Ingest, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let stats = Arc::new(IngestStats::default());
+        let task = tokio::spawn(writer(store, rx, stats.clone(), config.max_batch.max(1)));
+        (Ingest { tx, stats, capacity: config.queue.max(1) }, task)
+    }
+
+    /// Queues an update without waiting.
+    pub fn try_submit(&self, update: IncidentUpdate) -> Result<()> {
+        match self.tx.try_send(Msg::Update(update)) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::QueueFull(self.capacity))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(StoreError::Closed),
+        }
+    }
+
+    /// Queues an update, waiting for room (backpressure).
+    pub async fn submit(&self, update: IncidentUpdate) -> Result<()> {
+        self.tx.send(Msg::Update(update)).await.map_err(|_| StoreError::Closed)?;
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Waits until everything queued before this call is written.
+    pub async fn flush(&self) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Msg::Flush(done)).await.map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Updates waiting in the queue.
+    pub fn depth(&self) -> usize {
+        self.capacity - self.tx.capacity()
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &IngestStats {
+        &self.stats
+    }
+}
+
+async fn writer(store: Arc<Store>, mut rx: mpsc::Receiver<Msg>, stats: Arc<IngestStats>, max_batch: usize) {
+    let mut batch: HashMap<String, IncidentUpdate> = HashMap::new();
+    let mut waiters = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut taken = 0;
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Update(u) => {
+                    taken += 1;
+                    match batch.entry(u.source_ref()) {
+                        std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(u),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(u);
+                        }
+                    }
+                }
+                Msg::Flush(done) => waiters.push(done),
+            }
+            if taken < max_batch {
+                next = rx.try_recv().ok();
+            }
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match write_batch(&store, &batch, &stats).await {
+                Ok(()) => break,
+                Err(e) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("vigil: incident ingest failed, retrying in {backoff:?}: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        batch.clear();
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
+const ROW_PARAMS: usize = 14;
+const ROWS_PER_STATEMENT: usize = 400;
+
+async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, stats: &IngestStats) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let now = store.now_ms();
+    let mut w = store.write().await?;
+    // Orgs that exist: updates for deboarded orgs are dropped, not retried
+    // forever.
+    let mut orgs: Vec<i64> = batch.values().map(|u| u.org_id).collect();
+    orgs.sort_unstable();
+    orgs.dedup();
+    let mut known = Vec::with_capacity(orgs.len());
+    for chunk in orgs.chunks(500) {
+        let mut q = Sql::new("SELECT id FROM orgs WHERE id IN ");
+        q.bind_list(chunk);
+        for r in q.build().fetch_all(w.conn()).await? {
+            known.push(r.int("id")?);
+        }
+    }
+    let refs: Vec<&String> =
+        batch.iter().filter(|(_, u)| u.org_id != SUPER_GLOBAL && known.contains(&u.org_id)).map(|(r, _)| r).collect();
+    stats.orphaned.fetch_add((batch.len() - refs.len()) as u64, Ordering::Relaxed);
+    let mut existing: HashMap<String, Vec<u64>> = HashMap::with_capacity(refs.len());
+    for chunk in refs.chunks(500) {
+        let mut q = Sql::new("SELECT source_ref, event_ids FROM records WHERE source_ref IN (");
+        for (i, r) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.bind((*r).clone());
+        }
+        q.push(")");
+        for row in q.build().fetch_all(w.conn()).await? {
+            let ids: Vec<u64> = serde_json::from_str(&row.text("event_ids")?).unwrap_or_default();
+            existing.insert(row.text("source_ref")?, ids);
+        }
+    }
+    let mut created = Vec::new();
+    for chunk in refs.chunks(ROWS_PER_STATEMENT) {
+        let mut q = Sql::new(
+            "INSERT INTO records AS r (kind, org_id, source_ref, rule_id, title, description, severity, status, \
+             hit_count, first_seen, last_seen, event_ids, created_at, updated_at) VALUES ",
+        );
+        for (i, source_ref) in chunk.iter().enumerate() {
+            let Some(u) = batch.get(*source_ref) else { continue };
+            let mut ids = existing.get(*source_ref).cloned().unwrap_or_default();
+            merge_ids(&mut ids, &u.event_ids);
+            if i > 0 {
+                q.push(", ");
+            }
+            q.push("(").bind("incident".to_owned()).push(", ").bind(u.org_id).push(", ");
+            q.bind((*source_ref).clone()).push(", ").bind(u.rule.clone()).push(", ").bind(u.title.clone());
+            q.push(", ").bind(String::new()).push(", ").bind(i64::from(u.severity.rank())).push(", ").bind(0_i64);
+            q.push(", ").bind(i64::try_from(u.count).unwrap_or(i64::MAX)).push(", ").bind(u.first_seen_ms);
+            q.push(", ").bind(u.last_seen_ms).push(", ");
+            q.bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()));
+            q.push(", ").bind(now).push(", ").bind(now).push(")");
+        }
+        debug_assert!(chunk.len() * ROW_PARAMS < 32_000);
+        q.push(
+            " ON CONFLICT (source_ref) DO UPDATE SET \
+             hit_count = CASE WHEN excluded.hit_count > r.hit_count THEN excluded.hit_count ELSE r.hit_count END, \
+             first_seen = CASE WHEN excluded.first_seen < r.first_seen THEN excluded.first_seen ELSE r.first_seen END, \
+             last_seen = CASE WHEN excluded.last_seen > r.last_seen THEN excluded.last_seen ELSE r.last_seen END, \
+             event_ids = excluded.event_ids, updated_at = excluded.updated_at \
+             RETURNING id, source_ref",
+        );
+        for row in q.build().fetch_all(w.conn()).await? {
+            let source_ref = row.text("source_ref")?;
+            if !existing.contains_key(&source_ref) {
+                created.push((row.int("id")?, source_ref));
+            }
+        }
+    }
+    let rows = created
+        .iter()
+        .filter_map(|(id, source_ref)| {
+            let u = batch.get(source_ref)?;
+            Some(AuditRow {
+                org_id: Some(u.org_id),
+                action: "create",
+                object_type: "incident",
+                object_id: Some(*id),
+                before: None,
+                after: Some(serde_json::json!({
+                    "rule": u.rule, "title": u.title, "severity": u.severity.as_str(), "source_ref": source_ref,
+                })),
+            })
+        })
+        .collect();
+    AuditRow::write_many(w.conn(), now, &Principal::pipeline(), rows).await?;
+    w.commit().await?;
+    stats.written.fetch_add(refs.len() as u64, Ordering::Relaxed);
+    stats.created.fetch_add(created.len() as u64, Ordering::Relaxed);
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Versioned schema migrations. Each migration is applied once, in its own
+//! transaction, and recorded in `schema_migrations`; the SQL is shared by
+//! both back-ends except for the identity column, spelled `@ID`.
+
+use sqlx::AnyConnection;
+
+use super::error::{Result, StoreError};
+use super::sql::{Backend, Sql};
+
+/// One schema step.
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub statements: &'static [&'static str],
+}
+
+/// Every migration, oldest first. Never edit a released one: add another.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "tenants, people, records, audit",
+    statements: &[
+        "CREATE TABLE orgs (
+            id @ID,
+            name TEXT NOT NULL,
+            name_key TEXT NOT NULL UNIQUE,
+            description TEXT NOT NULL DEFAULT '',
+            eps_limit BIGINT,
+            enabled BIGINT NOT NULL DEFAULT 1,
+            builtin BIGINT NOT NULL DEFAULT 0,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL)",
+        "CREATE TABLE org_ip_ranges (
+            org_id BIGINT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+            cidr TEXT NOT NULL,
+            PRIMARY KEY (org_id, cidr))",
+        "CREATE TABLE roles (
+            id @ID,
+            org_id BIGINT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            name_key TEXT NOT NULL,
+            perms BIGINT NOT NULL,
+            builtin BIGINT NOT NULL DEFAULT 0,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            UNIQUE (org_id, name_key))",
+        "CREATE TABLE users (
+            id @ID,
+            org_id BIGINT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            name_key TEXT NOT NULL UNIQUE,
+            role_id BIGINT NOT NULL REFERENCES roles(id),
+            enabled BIGINT NOT NULL DEFAULT 1,
+            scoped BIGINT NOT NULL DEFAULT 0,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL)",
+        "CREATE INDEX users_org ON users (org_id, id)",
+        "CREATE TABLE user_scopes (
+            user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            org_id BIGINT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+            PRIMARY KEY (user_id, org_id))",
+        "CREATE TABLE teams (
+            id @ID,
+            org_id BIGINT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            name_key TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            UNIQUE (org_id, name_key))",
+        "CREATE TABLE team_members (
+            team_id BIGINT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+            user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            PRIMARY KEY (team_id, user_id))",
+        "CREATE INDEX team_members_user ON team_members (user_id)",
+        "CREATE TABLE tokens (
+            id @ID,
+            user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE,
+            hint TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT)",
+        "CREATE INDEX tokens_user ON tokens (user_id)",
+        "CREATE TABLE records (
+            id @ID,
+            kind TEXT NOT NULL,
+            org_id BIGINT REFERENCES orgs(id) ON DELETE CASCADE,
+            source_ref TEXT UNIQUE,
+            rule_id TEXT,
+            title TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            severity BIGINT NOT NULL,
+            status BIGINT NOT NULL DEFAULT 0,
+            assignee_id BIGINT REFERENCES users(id) ON DELETE SET NULL,
+            hit_count BIGINT NOT NULL DEFAULT 1,
+            first_seen BIGINT NOT NULL,
+            last_seen BIGINT NOT NULL,
+            event_ids TEXT NOT NULL DEFAULT '[]',
+            created_by BIGINT REFERENCES users(id) ON DELETE SET NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL)",
+        "CREATE INDEX records_org_seen ON records (kind, org_id, last_seen, id)",
+        "CREATE INDEX records_seen ON records (kind, last_seen, id)",
+        "CREATE TABLE record_owners (
+            record_id BIGINT NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+            team_id BIGINT NOT NULL REFERENCES teams(id) ON DELETE CASCADE,
+            PRIMARY KEY (record_id, team_id))",
+        "CREATE TABLE comments (
+            id @ID,
+            record_id BIGINT NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+            author_id BIGINT REFERENCES users(id) ON DELETE SET NULL,
+            author_name TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at BIGINT NOT NULL)",
+        "CREATE INDEX comments_record ON comments (record_id, id)",
+        "CREATE TABLE audit (
+            id @ID,
+            at BIGINT NOT NULL,
+            actor_id BIGINT,
+            actor TEXT NOT NULL,
+            org_id BIGINT,
+            action TEXT NOT NULL,
+            object_type TEXT NOT NULL,
+            object_id BIGINT,
+            before_json TEXT,
+            after_json TEXT)",
+        "CREATE INDEX audit_object ON audit (object_type, object_id, id)",
+        "CREATE INDEX audit_org ON audit (org_id, id)",
+    ],
+}];
+
+fn render(backend: Backend, statement: &str) -> String {
+    let id = match backend {
+        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Backend::Postgres => "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+    };
+    statement.replace("@ID", id)
+}
+
+/// Applies the migrations `conn` has not seen; returns how many. Built-in
+/// rows are seeded by `seed` in the same transaction as migration 1.
+pub(crate) async fn run(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    now_ms: i64,
+    seed: impl AsyncFnOnce(&mut AnyConnection) -> Result<()>,
+) -> Result<usize> {
+    use sqlx::{Connection, Executor};
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *conn).await?;
+    if let Some(newest) = applied.iter().max()
+        && *newest > MIGRATIONS.last().map_or(0, |m| m.version)
+    {
+        return Err(StoreError::Corrupt(format!(
+            "the database is at schema version {newest}, newer than this vigil knows; upgrade vigil"
+        )));
+    }
+    let mut seed = Some(seed);
+    let mut count = 0;
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        let fail = |source| StoreError::Migration { version: m.version, name: m.name, source };
+        let mut tx = conn.begin().await.map_err(fail)?;
+        for statement in m.statements {
+            tx.execute(sqlx::AssertSqlSafe(render(backend, statement))).await.map_err(fail)?;
+        }
+        let mut q = Sql::new("INSERT INTO schema_migrations (version, name, applied_at) VALUES (");
+        q.bind(m.version).push(", ").bind(m.name.to_owned()).push(", ").bind(now_ms).push(")");
+        q.build().execute(&mut *tx).await.map_err(fail)?;
+        if m.version == 1
+            && let Some(seed) = seed.take()
+        {
+            seed(&mut tx).await?;
+        }
+        tx.commit().await.map_err(fail)?;
+        count += 1;
+    }
+    Ok(count)
+}
