@@ -106,7 +106,9 @@ impl Store {
     /// Fails unless enabled orgs' limits, with `org` at `limit` and
     /// `enabled`, stay within the licence.
     async fn check_licence(&self, conn: &mut AnyConnection, org: i64, limit: Option<i64>, enabled: bool) -> Result<()> {
-        let mut q = Sql::new("SELECT COALESCE(SUM(eps_limit), 0) AS total FROM orgs WHERE enabled = 1 AND id <> ");
+        let mut q = Sql::new(
+            "SELECT CAST(COALESCE(SUM(eps_limit), 0) AS BIGINT) AS total FROM orgs WHERE enabled = 1 AND id <> ",
+        );
         q.bind(org);
         let others = q.build().fetch_one(&mut *conn).await?.int("total")?;
         let total = others + if enabled { limit.unwrap_or(0) } else { 0 };
@@ -174,9 +176,6 @@ impl Store {
     /// Changes an org's name, description, EPS limit or IP ranges.
     pub async fn update_org(&self, who: &Principal, r: &OrgRef, patch: OrgPatch) -> Result<Org> {
         who.require(Module::Orgs, Op::Update)?;
-        if !who.is_super() {
-            return Err(StoreError::forbidden("only Super/Global users may change organizations"));
-        }
         let key = patch.name.as_deref().map(|n| check_name("name", n, 128)).transpose()?;
         if let Some(d) = &patch.description {
             check_text("description", d, 256)?;
@@ -188,6 +187,9 @@ impl Store {
         let now = self.now_ms();
         let mut w = self.write().await?;
         let id = self.resolve_org(w.conn(), who, r).await?;
+        if !who.is_super() {
+            return Err(StoreError::forbidden("only Super/Global users may change organizations"));
+        }
         let before = self.load_org(w.conn(), id).await?.ok_or(StoreError::NotFound("organization"))?;
         if before.builtin && (key.is_some() || ranges.is_some()) {
             return Err(StoreError::Conflict(format!(
@@ -236,12 +238,12 @@ impl Store {
     /// the licence again.
     pub async fn set_org_enabled(&self, who: &Principal, r: &OrgRef, enabled: bool) -> Result<Org> {
         who.require(Module::Orgs, Op::Update)?;
-        if !who.is_super() {
-            return Err(StoreError::forbidden("only Super/Global users may disable or enable organizations"));
-        }
         let now = self.now_ms();
         let mut w = self.write().await?;
         let id = self.resolve_org(w.conn(), who, r).await?;
+        if !who.is_super() {
+            return Err(StoreError::forbidden("only Super/Global users may disable or enable organizations"));
+        }
         let before = self.load_org(w.conn(), id).await?.ok_or(StoreError::NotFound("organization"))?;
         if before.builtin {
             return Err(StoreError::Conflict(format!("{} is built in and is always enabled", before.name)));
@@ -274,10 +276,10 @@ impl Store {
     /// provider-level audit entry saying so. `confirm` must be true.
     pub async fn deboard_org(&self, who: &Principal, r: &OrgRef, confirm: bool) -> Result<serde_json::Value> {
         who.require(Module::Orgs, Op::Delete)?;
-        who.require_unscoped_super("deboard organizations")?;
         let now = self.now_ms();
         let mut w = self.write().await?;
         let id = self.resolve_org(w.conn(), who, r).await?;
+        who.require_unscoped_super("deboard organizations")?;
         let before = self.load_org(w.conn(), id).await?.ok_or(StoreError::NotFound("organization"))?;
         if before.builtin || id == SUPER_GLOBAL {
             return Err(StoreError::Conflict(format!("{} is built in and cannot be deboarded", before.name)));

@@ -1,0 +1,681 @@
+//! The incident API end to end through the router: the tenant isolation
+//! matrix (every endpoint, org users vs other orgs, Super/Global users,
+//! scoped Super users, role permissions), Self records, deboarding, EPS
+//! limits and request errors. Each test runs on SQLite and, when
+//! `VIGIL_TEST_PG` is set, on PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use common::{TestDb, backends, call, open};
+use serde_json::{Value, json};
+use supervisor::store::{IncidentUpdate, Ingest, IngestConfig, Store, StoreConfig};
+
+/// method, path, token, body, expected status, expected error code.
+type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<Value>, u16, &'a str);
+
+struct World {
+    app: Router,
+    store: Arc<Store>,
+    root: String,
+    scoped: String,
+    a_admin: String,
+    a_analyst: String,
+    a_viewer: String,
+    b_admin: String,
+    org_a: i64,
+    org_b: i64,
+    org_c: i64,
+    a_admin_id: i64,
+    b_admin_id: i64,
+    b_token_id: i64,
+    team_a: i64,
+    team_b: i64,
+    role_a: i64,
+    role_b: i64,
+    inc_a: i64,
+    inc_b: i64,
+    inc_c: i64,
+    inc_self: i64,
+    alert_b: i64,
+}
+
+async fn ok(app: &Router, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
+    let (status, v) = call(app, method, path, Some(token), body).await;
+    assert!(status.is_success(), "{method} {path}: {status} {v}");
+    v
+}
+
+fn id(v: &Value) -> i64 {
+    v["id"].as_i64().unwrap_or_else(|| panic!("no id in {v}"))
+}
+
+async fn user_token(
+    app: &Router,
+    root: &str,
+    name: &str,
+    org: Value,
+    role: &str,
+    scope: Option<Value>,
+) -> (i64, String, i64) {
+    let mut body = json!({ "name": name, "org": org, "role": role });
+    if let Some(s) = scope {
+        body["scope"] = s;
+    }
+    let user = ok(app, "POST", "/users", root, Some(body)).await;
+    let token = ok(app, "POST", "/tokens", root, Some(json!({ "user_id": id(&user), "name": "t" }))).await;
+    (id(&user), token["token_secret"].as_str().unwrap().to_owned(), id(&token))
+}
+
+async fn world(db: &TestDb) -> World {
+    let store = open(db, StoreConfig { licence_eps: 10_000, creator_teams_own: true }).await;
+    let root = store.bootstrap_admin(None).await.unwrap().expect("a new store bootstraps its admin");
+    assert!(store.bootstrap_admin(None).await.unwrap().is_none(), "bootstrap happens once");
+    let app = supervisor::api::router(store.clone());
+    let org = |name: &str, ip: &str| json!({ "name": name, "description": format!("{name} Inc."), "ip_ranges": [ip] });
+    let org_a = id(&ok(&app, "POST", "/orgs", &root, Some(org("Acme", "10.1.0.0/16"))).await);
+    let org_b = id(&ok(&app, "POST", "/orgs", &root, Some(org("Globex", "10.2.0.0/16"))).await);
+    let org_c = id(&ok(&app, "POST", "/orgs", &root, Some(org("Initech", "10.3.0.0/16"))).await);
+    let (_, scoped, _) = user_token(&app, &root, "sam", json!("Super/Global"), "admin", Some(json!(["Acme"]))).await;
+    let (a_admin_id, a_admin, _) = user_token(&app, &root, "alice", json!(org_a), "admin", None).await;
+    let (_, a_analyst, _) = user_token(&app, &root, "arthur", json!("acme"), "analyst", None).await;
+    let (_, a_viewer, _) = user_token(&app, &root, "ava", json!(org_a), "viewer", None).await;
+    let (b_admin_id, b_admin, b_token_id) = user_token(&app, &root, "bob", json!(org_b), "admin", None).await;
+    let team_a =
+        id(&ok(&app, "POST", "/teams", &a_admin, Some(json!({ "name": "SOC", "members": [a_admin_id] }))).await);
+    let team_b =
+        id(&ok(&app, "POST", "/teams", &b_admin, Some(json!({ "name": "SOC", "members": [b_admin_id] }))).await);
+    let perms = json!({ "incidents": ["read", "update"], "comments": ["read", "create"] });
+    let role_a =
+        id(&ok(&app, "POST", "/roles", &a_admin, Some(json!({ "name": "triage", "permissions": perms }))).await);
+    let role_b =
+        id(&ok(&app, "POST", "/roles", &b_admin, Some(json!({ "name": "triage", "permissions": perms }))).await);
+    let incident = |title: &str| json!({ "title": title, "severity": "high" });
+    let inc_a = id(&ok(&app, "POST", "/incidents", &a_admin, Some(incident("Acme brute force"))).await);
+    let inc_b = id(&ok(&app, "POST", "/incidents", &b_admin, Some(incident("Globex brute force"))).await);
+    let inc_c = id(&ok(
+        &app,
+        "POST",
+        "/incidents",
+        &root,
+        Some(json!({ "title": "Initech scan", "severity": "low", "org": "Initech" })),
+    )
+    .await);
+    let inc_self = id(&ok(&app, "POST", "/incidents", &root, Some(incident("Provider-side finding"))).await);
+    ok(&app, "POST", "/alerts", &a_admin, Some(incident("Acme alert"))).await;
+    let alert_b = id(&ok(&app, "POST", "/alerts", &b_admin, Some(incident("Globex alert"))).await);
+    for (token, inc) in [(&a_admin, inc_a), (&b_admin, inc_b)] {
+        ok(&app, "POST", &format!("/incidents/{inc}/comments"), token, Some(json!({ "body": "looking" }))).await;
+    }
+    // Pipeline incidents for both orgs.
+    let (ingest, _task) = Ingest::start(store.clone(), IngestConfig::default());
+    for (org, ip) in [(org_a, "10.1.0.9"), (org_b, "10.2.0.9")] {
+        ingest
+            .try_submit(IncidentUpdate {
+                rule: "ssh-brute-force".into(),
+                org_id: org,
+                key: format!("src_ip={ip}"),
+                window_start_ms: 1_700_000_000_000,
+                title: format!("SSH brute force from {ip}"),
+                severity: rules::Severity::High,
+                count: 3,
+                first_seen_ms: 1_700_000_000_000,
+                last_seen_ms: 1_700_000_060_000,
+                event_ids: vec![1, 2, 3],
+            })
+            .unwrap();
+    }
+    ingest.flush().await.unwrap();
+    World {
+        app,
+        store,
+        root,
+        scoped,
+        a_admin,
+        a_analyst,
+        a_viewer,
+        b_admin,
+        org_a,
+        org_b,
+        org_c,
+        a_admin_id,
+        b_admin_id,
+        b_token_id,
+        team_a,
+        team_b,
+        role_a,
+        role_b,
+        inc_a,
+        inc_b,
+        inc_c,
+        inc_self,
+        alert_b,
+    }
+}
+
+fn items(v: &Value) -> Vec<Value> {
+    v["items"].as_array().cloned().unwrap_or_else(|| panic!("no items in {v}"))
+}
+
+fn ids_of(v: &Value) -> Vec<i64> {
+    items(v).iter().map(id).collect()
+}
+
+/// Every endpoint, as a user of org A, against org B's objects.
+#[tokio::test]
+async fn org_users_get_nothing_of_other_orgs() {
+    for db in backends().await {
+        let w = world(&db).await;
+        let (app, a) = (&w.app, w.a_admin.as_str());
+        let b_objects = [
+            format!("/incidents/{}", w.inc_b),
+            format!("/incidents/{}", w.inc_c),
+            format!("/incidents/{}", w.inc_self),
+            format!("/alerts/{}", w.alert_b),
+            format!("/orgs/{}", w.org_b),
+            format!("/users/{}", w.b_admin_id),
+            format!("/teams/{}", w.team_b),
+            format!("/roles/{}", w.role_b),
+        ];
+        for path in &b_objects {
+            for method in ["GET", "PATCH", "DELETE"] {
+                let body = (method == "PATCH").then(|| json!({}));
+                let (status, v) = call(app, method, path, Some(a), body).await;
+                assert_eq!(status, StatusCode::NOT_FOUND, "{}: {method} {path} as org A: {v}", db.name);
+                assert_eq!(v["error"]["code"], "not_found");
+            }
+        }
+        for path in [format!("/incidents/{}/comments", w.inc_b), format!("/alerts/{}/comments", w.alert_b)] {
+            let (status, _) = call(app, "GET", &path, Some(a), None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{}: GET {path}", db.name);
+            let (status, _) = call(app, "POST", &path, Some(a), Some(json!({ "body": "x" }))).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{}: POST {path}", db.name);
+        }
+        for path in [format!("/orgs/{}/disable", w.org_b), format!("/orgs/{}/enable", w.org_b)] {
+            let (status, _) = call(app, "POST", &path, Some(a), None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{}: POST {path}", db.name);
+        }
+        let (status, _) = call(app, "DELETE", &format!("/tokens/{}", w.b_token_id), Some(a), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{}: revoke B's token", db.name);
+
+        // Lists hold only org A's objects.
+        for kind in ["incidents", "alerts"] {
+            let list = ok(app, "GET", &format!("/{kind}?limit=1000"), a, None).await;
+            assert!(!items(&list).is_empty());
+            for item in items(&list) {
+                assert_eq!(item["org_id"], w.org_a, "{}: {kind} list as A: {item}", db.name);
+            }
+            let counts = ok(app, "GET", &format!("/{kind}/counts"), a, None).await;
+            assert_eq!(counts["total"].as_i64().unwrap(), items(&list).len() as i64, "{}: {kind} counts", db.name);
+            assert_eq!(counts["by_org"].as_object().unwrap().keys().collect::<Vec<_>>(), vec!["Acme"]);
+            // Filtering on another org is "not found", as for a missing one.
+            for org in ["Globex", "globex", "Nonexistent"] {
+                let (status, _) = call(app, "GET", &format!("/{kind}?org={org}"), Some(a), None).await;
+                assert_eq!(status, StatusCode::NOT_FOUND, "{}: {kind}?org={org}", db.name);
+                let (status, _) = call(app, "GET", &format!("/{kind}/counts?org={org}"), Some(a), None).await;
+                assert_eq!(status, StatusCode::NOT_FOUND);
+            }
+        }
+        assert_eq!(ids_of(&ok(app, "GET", "/orgs", a, None).await), vec![w.org_a]);
+        for u in items(&ok(app, "GET", "/users", a, None).await) {
+            assert_eq!(u["org_id"], w.org_a);
+        }
+        assert_eq!(ids_of(&ok(app, "GET", "/teams", a, None).await), vec![w.team_a]);
+        let roles = ids_of(&ok(app, "GET", "/roles", a, None).await);
+        assert!(roles.contains(&w.role_a) && !roles.contains(&w.role_b), "{}: roles {roles:?}", db.name);
+        let tokens = ok(app, "GET", "/tokens", a, None).await;
+        assert!(!ids_of(&tokens).contains(&w.b_token_id));
+        for e in items(&ok(app, "GET", "/audit?limit=1000", a, None).await) {
+            assert_eq!(e["org_id"], w.org_a, "{}: audit entry {e}", db.name);
+        }
+        let (_, v) =
+            call(app, "GET", &format!("/audit?object_type=incident&object_id={}", w.inc_b), Some(a), None).await;
+        assert!(items(&v).is_empty());
+
+        // Creating into, or pointing at, org B is refused.
+        let (s, _) =
+            call(app, "POST", "/incidents", Some(a), Some(json!({ "title": "x", "severity": "low", "org": "Globex" })))
+                .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _) =
+            call(app, "POST", "/users", Some(a), Some(json!({ "name": "mallory", "org": w.org_b, "role": "viewer" })))
+                .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _) = call(app, "POST", "/teams", Some(a), Some(json!({ "name": "x", "org": "Globex" }))).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _) =
+            call(app, "POST", "/roles", Some(a), Some(json!({ "name": "x", "org": "Globex", "permissions": {} })))
+                .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _) = call(app, "POST", "/tokens", Some(a), Some(json!({ "user_id": w.b_admin_id }))).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, v) =
+            call(app, "PATCH", &format!("/incidents/{}", w.inc_a), Some(a), Some(json!({ "assignee": w.b_admin_id })))
+                .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        let (s, _) =
+            call(app, "PATCH", &format!("/teams/{}", w.team_a), Some(a), Some(json!({ "members": [w.b_admin_id] })))
+                .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        let (s, _) =
+            call(app, "POST", "/users", Some(a), Some(json!({ "name": "x2", "org": w.org_a, "role": w.role_b }))).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "another org's custom role");
+        let (s, _) = call(
+            app,
+            "POST",
+            "/users",
+            Some(a),
+            Some(json!({ "name": "x3", "org": "Super/Global", "role": "viewer" })),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "Super/Global is out of an org user's sight");
+
+        // Nothing of B changed.
+        let b = ok(app, "GET", &format!("/incidents/{}", w.inc_b), &w.b_admin, None).await;
+        assert_eq!(b["status"], "open");
+        assert_eq!(
+            ok(app, "GET", &format!("/incidents/{}/comments", w.inc_b), &w.b_admin, None).await["items"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        // And B sees symmetric results.
+        for item in items(&ok(app, "GET", "/incidents", &w.b_admin, None).await) {
+            assert_eq!(item["org_id"], w.org_b);
+        }
+        let _ = &w.store;
+        let _ = (w.org_c, w.a_admin_id);
+    }
+}
+
+#[tokio::test]
+async fn super_users_see_all_or_their_scope() {
+    for db in backends().await {
+        let w = world(&db).await;
+        let app = &w.app;
+        let all = ids_of(&ok(app, "GET", "/incidents?limit=1000", &w.root, None).await);
+        for inc in [w.inc_a, w.inc_b, w.inc_c, w.inc_self] {
+            assert!(all.contains(&inc), "{}: root sees {inc}", db.name);
+        }
+        let counts = ok(app, "GET", "/incidents/counts", &w.root, None).await;
+        assert_eq!(counts["total"].as_i64().unwrap(), all.len() as i64);
+        assert_eq!(counts["by_org"]["self"], 1);
+        let orgs = ids_of(&ok(app, "GET", "/orgs", &w.root, None).await);
+        assert!(orgs.contains(&w.org_b) && orgs.contains(&w.org_c) && orgs.contains(&1) && orgs.contains(&2));
+
+        // Scoped to Acme: Acme's records and Self records, nothing else.
+        let s = w.scoped.as_str();
+        let seen = ids_of(&ok(app, "GET", "/incidents?limit=1000", s, None).await);
+        assert!(seen.contains(&w.inc_a) && seen.contains(&w.inc_self), "{}: scoped sees {seen:?}", db.name);
+        assert!(!seen.contains(&w.inc_b) && !seen.contains(&w.inc_c));
+        for path in [
+            format!("/incidents/{}", w.inc_b),
+            format!("/alerts/{}", w.alert_b),
+            format!("/orgs/{}", w.org_b),
+            format!("/users/{}", w.b_admin_id),
+            format!("/teams/{}", w.team_b),
+        ] {
+            let (status, _) = call(app, "GET", &path, Some(s), None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{}: scoped GET {path}", db.name);
+        }
+        let counts = ok(app, "GET", "/incidents/counts", s, None).await;
+        let orgs: Vec<_> = counts["by_org"].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(orgs, vec!["Acme", "self"]);
+        let orgs = ids_of(&ok(app, "GET", "/orgs", s, None).await);
+        assert!(orgs.contains(&w.org_a) && !orgs.contains(&w.org_b));
+        for e in items(&ok(app, "GET", "/audit?limit=1000", s, None).await) {
+            assert!(e["org_id"].is_null() || e["org_id"] == w.org_a, "{}: scoped audit {e}", db.name);
+        }
+        // A scoped Super user cannot create orgs or widen anyone's reach.
+        let (status, _) = call(app, "POST", "/orgs", Some(s), Some(json!({ "name": "Umbrella" }))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) =
+            call(app, "POST", "/users", Some(s), Some(json!({ "name": "x", "org": "Super/Global", "role": "viewer" })))
+                .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = call(app, "DELETE", &format!("/orgs/{}?confirm=true", w.org_a), Some(s), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // But works within its scope.
+        ok(app, "PATCH", &format!("/incidents/{}", w.inc_a), s, Some(json!({ "status": "investigating" }))).await;
+    }
+}
+
+#[tokio::test]
+async fn role_permissions_hold() {
+    for db in backends().await {
+        let w = world(&db).await;
+        let app = &w.app;
+        let (v, an) = (w.a_viewer.as_str(), w.a_analyst.as_str());
+        let inc = format!("/incidents/{}", w.inc_a);
+        // Viewer: reads, never writes.
+        ok(app, "GET", &inc, v, None).await;
+        for (method, path, body) in [
+            ("POST", "/incidents".to_owned(), Some(json!({ "title": "x", "severity": "low" }))),
+            ("PATCH", inc.clone(), Some(json!({ "status": "closed" }))),
+            ("DELETE", inc.clone(), None),
+            ("POST", format!("{inc}/comments"), Some(json!({ "body": "x" }))),
+            ("POST", "/users".to_owned(), Some(json!({ "name": "x", "org": w.org_a, "role": "viewer" }))),
+            ("POST", "/teams".to_owned(), Some(json!({ "name": "x" }))),
+            ("POST", "/roles".to_owned(), Some(json!({ "name": "x", "permissions": {} }))),
+            ("PATCH", format!("/orgs/{}", w.org_a), Some(json!({ "description": "x" }))),
+            ("POST", "/orgs".to_owned(), Some(json!({ "name": "x" }))),
+            ("POST", "/tokens".to_owned(), Some(json!({ "user_id": w.a_admin_id }))),
+        ] {
+            let (status, body) = call(app, method, &path, Some(v), body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{}: viewer {method} {path}: {body}", db.name);
+            assert_eq!(body["error"]["code"], "forbidden");
+        }
+        // A viewer may still make a token for themself.
+        ok(app, "POST", "/tokens", v, Some(json!({ "name": "mine" }))).await;
+        // Analyst: works incidents, cannot delete them or manage people.
+        ok(app, "PATCH", &inc, an, Some(json!({ "status": "investigating", "assignee": w.a_admin_id }))).await;
+        ok(app, "POST", &format!("{inc}/comments"), an, Some(json!({ "body": "on it" }))).await;
+        let (status, _) = call(app, "DELETE", &inc, Some(an), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) =
+            call(app, "POST", "/users", Some(an), Some(json!({ "name": "y", "org": w.org_a, "role": "viewer" }))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // No escalation: an analyst-made role, or a token for an admin.
+        let (status, _) = call(app, "POST", "/tokens", Some(an), Some(json!({ "user_id": w.a_admin_id }))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // Org admins cannot change orgs, even their own.
+        let (status, _) = call(app, "POST", &format!("/orgs/{}/disable", w.org_a), Some(&w.a_admin), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // A custom role: triage can read and update incidents, not create.
+        let (_, tok, _) = {
+            let user = ok(
+                app,
+                "POST",
+                "/users",
+                &w.a_admin,
+                Some(json!({ "name": "tina", "org": w.org_a, "role": "triage" })),
+            )
+            .await;
+            let t = ok(app, "POST", "/tokens", &w.a_admin, Some(json!({ "user_id": id(&user) }))).await;
+            (id(&user), t["token_secret"].as_str().unwrap().to_owned(), id(&t))
+        };
+        ok(app, "PATCH", &inc, &tok, Some(json!({ "severity": "critical" }))).await;
+        let (status, _) =
+            call(app, "POST", "/incidents", Some(&tok), Some(json!({ "title": "x", "severity": "low" }))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = call(app, "GET", "/alerts", Some(&tok), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // The role is in use: it cannot be deleted.
+        let (status, _) = call(app, "DELETE", &format!("/roles/{}", w.role_a), Some(&w.a_admin), None).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        // Built-in roles never change.
+        let (status, _) = call(app, "PATCH", "/roles/1", Some(&w.root), Some(json!({ "name": "boss" }))).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        // The history shows who did what, in order.
+        let rec = ok(app, "GET", &inc, &w.root, None).await;
+        let actions: Vec<_> =
+            rec["history"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(actions, ["create", "comment", "update", "comment", "update"], "{}", db.name);
+        let last = &rec["history"][4];
+        assert_eq!(last["actor"], "tina");
+        assert_eq!(last["before"]["severity"], "high");
+        assert_eq!(last["after"]["severity"], "critical");
+        assert_eq!(rec["owners"], json!([w.team_a]));
+    }
+}
+
+#[tokio::test]
+async fn self_records_take_a_tenant_once() {
+    for db in backends().await {
+        let w = world(&db).await;
+        let app = &w.app;
+        let path = format!("/incidents/{}", w.inc_self);
+        let rec = ok(app, "GET", &path, &w.root, None).await;
+        assert_eq!(rec["self"], true);
+        assert!(rec["org"].is_null());
+        let (s, _) = call(app, "PATCH", &path, Some(&w.root), Some(json!({ "org": "Super/Global" }))).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        let rec = ok(app, "PATCH", &path, &w.root, Some(json!({ "org": "Acme" }))).await;
+        assert_eq!(rec["org"], "Acme");
+        assert_eq!(rec["self"], false);
+        let (s, v) = call(app, "PATCH", &path, Some(&w.root), Some(json!({ "org": "Globex" }))).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        // Naming the same tenant again is harmless.
+        ok(app, "PATCH", &path, &w.root, Some(json!({ "org": w.org_a }))).await;
+        // Org A now sees it; B still does not; Acme's teams own it.
+        let rec = ok(app, "GET", &path, &w.a_admin, None).await;
+        assert_eq!(rec["owners"], json!([w.team_a]));
+        let (s, _) = call(app, "GET", &path, Some(&w.b_admin), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let history =
+            ok(app, "GET", &format!("/audit?object_type=incident&object_id={}", w.inc_self), &w.a_admin, None).await;
+        assert!(items(&history).iter().any(|e| e["action"] == "set_tenant"));
+        // An org user's records are always their org's.
+        let rec = ok(app, "POST", "/incidents", &w.a_admin, Some(json!({ "title": "x", "severity": "low" }))).await;
+        assert_eq!(rec["org_id"], w.org_a);
+        // The pipeline's incidents carry rule, key and event ids.
+        let list = ok(app, "GET", "/incidents?rule=ssh-brute-force", &w.a_admin, None).await;
+        let found = items(&list);
+        assert_eq!(found.len(), 1);
+        let one = ok(app, "GET", &format!("/incidents/{}", id(&found[0])), &w.a_admin, None).await;
+        assert_eq!(one["event_ids"], json!([1, 2, 3]));
+        assert_eq!(one["count"], 3);
+        assert_eq!(one["history"][0]["actor"], "pipeline");
+    }
+}
+
+#[tokio::test]
+async fn deboarding_deletes_an_org_irreversibly_and_only_when_confirmed() {
+    for db in backends().await {
+        let w = world(&db).await;
+        let app = &w.app;
+        let (_, b_viewer, _) = user_token(app, &w.root, "bea", json!(w.org_b), "viewer", None).await;
+        let path = format!("/orgs/{}", w.org_b);
+        let (s, v) = call(app, "DELETE", &path, Some(&w.root), None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("confirm=true"));
+        let (s, _) = call(app, "DELETE", &path, Some(&w.b_admin), None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "an org cannot deboard itself");
+        let (s, _) = call(app, "DELETE", "/orgs/2?confirm=true", Some(&w.root), None).await;
+        assert_eq!(s, StatusCode::CONFLICT, "built-in orgs stay");
+        let before = ok(app, "GET", "/incidents/counts", &w.root, None).await;
+        let gone = ok(app, "DELETE", &format!("{path}?confirm=true"), &w.root, None).await;
+        assert_eq!(gone["org"], "Globex");
+        assert_eq!(gone["deleted"]["records"], 3, "{}: {gone}", db.name);
+        let after = ok(app, "GET", "/incidents/counts", &w.root, None).await;
+        assert_eq!(after["total"].as_i64().unwrap(), before["total"].as_i64().unwrap() - 2);
+        assert!(after["by_org"].get("Globex").is_none());
+        for token in [&w.b_admin, &b_viewer] {
+            let (s, _) = call(app, "GET", "/me", Some(token), None).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "deboarded users' tokens stop working");
+        }
+        let (s, _) = call(app, "GET", &format!("/incidents/{}", w.inc_b), Some(&w.root), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let audit = ok(app, "GET", "/audit?object_type=org", &w.root, None).await;
+        let entry = items(&audit).into_iter().find(|e| e["action"] == "deboard").expect("deboarding is audited");
+        assert_eq!(entry["actor"], "admin");
+        assert!(entry["org_id"].is_null());
+        // Nothing of Globex is left in the audit log but that entry.
+        assert!(
+            items(&ok(app, "GET", "/audit?limit=1000", &w.root, None).await).iter().all(|e| e["org_id"] != w.org_b)
+        );
+        // Org A is untouched.
+        ok(app, "GET", &format!("/incidents/{}", w.inc_a), &w.a_admin, None).await;
+    }
+}
+
+#[tokio::test]
+async fn eps_limits_stay_within_the_licence() {
+    for db in backends().await {
+        let store = open(&db, StoreConfig { licence_eps: 1_000, creator_teams_own: true }).await;
+        let root = store.bootstrap_admin(Some("vgl_test-admin-token-0001")).await.unwrap().unwrap();
+        assert_eq!(root, "vgl_test-admin-token-0001");
+        let app = supervisor::api::router(store.clone());
+        let a = id(&ok(&app, "POST", "/orgs", &root, Some(json!({ "name": "A", "eps_limit": 600 }))).await);
+        let (s, v) = call(&app, "POST", "/orgs", Some(&root), Some(json!({ "name": "B", "eps_limit": 500 }))).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert_eq!(v["error"]["field"], "eps_limit");
+        let b = id(&ok(&app, "POST", "/orgs", &root, Some(json!({ "name": "B", "eps_limit": 400 }))).await);
+        ok(&app, "POST", &format!("/orgs/{a}/disable"), &root, None).await;
+        ok(&app, "PATCH", &format!("/orgs/{b}"), &root, Some(json!({ "eps_limit": 900 }))).await;
+        let (s, _) = call(&app, "POST", &format!("/orgs/{a}/enable"), Some(&root), None).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "enabling A would exceed the licence");
+        ok(&app, "PATCH", &format!("/orgs/{b}"), &root, Some(json!({ "eps_limit": null }))).await;
+        let org = ok(&app, "POST", &format!("/orgs/{a}/enable"), &root, None).await;
+        assert_eq!(org["enabled"], true);
+        let (s, _) = call(&app, "POST", "/orgs", Some(&root), Some(json!({ "name": "a" }))).await;
+        assert_eq!(s, StatusCode::CONFLICT, "names are unique regardless of case");
+        let (s, _) = call(&app, "POST", "/orgs/1/disable", Some(&root), None).await;
+        assert_eq!(s, StatusCode::CONFLICT);
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_json_errors() {
+    for db in backends().await {
+        let w = world(&db).await;
+        let app = &w.app;
+        let cases: Vec<Case> = vec![
+            ("GET", "/incidents", None, None, 401, "unauthorized"),
+            ("GET", "/incidents", Some("vgl_nope"), None, 401, "unauthorized"),
+            ("GET", "/nowhere", Some(&w.root), None, 404, "not_found"),
+            ("GET", "/incidents/abc", Some(&w.root), None, 400, "bad_request"),
+            ("GET", "/incidents/999999", Some(&w.root), None, 404, "not_found"),
+            ("GET", "/incidents?stauts=open", Some(&w.root), None, 400, "bad_request"),
+            ("GET", "/incidents?status=opne", Some(&w.root), None, 422, "invalid"),
+            ("GET", "/incidents?limit=0", Some(&w.root), None, 422, "invalid"),
+            ("GET", "/incidents?sort=title", Some(&w.root), None, 422, "invalid"),
+            ("GET", "/incidents?cursor=zzz", Some(&w.root), None, 422, "invalid"),
+            ("GET", "/incidents?since=yesterday", Some(&w.root), None, 422, "invalid"),
+            ("POST", "/orgs", Some(&w.root), Some(json!({ "name": "x", "colour": "red" })), 422, "invalid"),
+            ("POST", "/orgs", Some(&w.root), Some(json!({ "name": "é".repeat(129) })), 422, "invalid"),
+            ("POST", "/orgs", Some(&w.root), Some(json!({ "name": "" })), 422, "invalid"),
+            (
+                "POST",
+                "/orgs",
+                Some(&w.root),
+                Some(json!({ "name": "ok", "description": "d".repeat(257) })),
+                422,
+                "invalid",
+            ),
+            (
+                "POST",
+                "/orgs",
+                Some(&w.root),
+                Some(json!({ "name": "ok", "ip_ranges": ["10.0.0.0/33"] })),
+                422,
+                "invalid",
+            ),
+            ("POST", "/orgs", Some(&w.root), Some(json!({ "name": "Acme" })), 409, "conflict"),
+            ("POST", "/incidents", Some(&w.root), Some(json!({ "title": "x", "severity": "huge" })), 422, "invalid"),
+            (
+                "POST",
+                "/users",
+                Some(&w.root),
+                Some(json!({ "name": "alice", "org": "Acme", "role": "viewer" })),
+                409,
+                "conflict",
+            ),
+            (
+                "POST",
+                "/roles",
+                Some(&w.root),
+                Some(json!({ "name": "r", "permissions": { "everything": ["read"] } })),
+                422,
+                "invalid",
+            ),
+            ("DELETE", "/incidents", Some(&w.root), None, 405, "method_not_allowed"),
+        ];
+        for (method, path, token, body, status, code) in cases {
+            let (s, v) = call(app, method, path, token, body).await;
+            assert_eq!(s.as_u16(), status, "{}: {method} {path}: {v}", db.name);
+            assert_eq!(v["error"]["code"], code, "{method} {path}: {v}");
+            assert!(!v["error"]["message"].as_str().unwrap_or_default().is_empty());
+        }
+        let (_, v) = call(app, "POST", "/orgs", Some(&w.root), Some(json!({ "name": "é".repeat(129) }))).await;
+        assert_eq!(v["error"]["field"], "name");
+        assert!(v["error"]["message"].as_str().unwrap().contains("at most 128"), "{v}");
+        // Malformed JSON, a wrong content type, an oversized body.
+        let req = |ct: &str, body: String| {
+            axum::http::Request::builder()
+                .method("POST")
+                .uri("/api/v1/incidents")
+                .header("authorization", format!("Bearer {}", w.root))
+                .header("content-type", ct)
+                .body(axum::body::Body::from(body))
+                .unwrap()
+        };
+        let (s, v) = common::raw(app, req("application/json", "{\"title\": ".into())).await;
+        assert_eq!((s.as_u16(), v["error"]["code"].as_str()), (400, Some("bad_request")), "{v}");
+        let (s, v) = common::raw(app, req("text/plain", "{}".into())).await;
+        assert_eq!((s.as_u16(), v["error"]["code"].as_str()), (415, Some("unsupported_media_type")), "{v}");
+        let big = format!("{{\"title\": \"{}\", \"severity\": \"low\"}}", "x".repeat(supervisor::api::MAX_BODY));
+        let (s, v) = common::raw(app, req("application/json", big)).await;
+        assert_eq!((s.as_u16(), v["error"]["code"].as_str()), (413, Some("payload_too_large")), "{v}");
+        // Nothing was created by any of it.
+        let counts = ok(app, "GET", "/incidents/counts", &w.root, None).await;
+        assert_eq!(counts["total"], 6, "{}: {counts}", db.name);
+    }
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served() {
+    for db in backends().await {
+        let store = open(&db, StoreConfig::default()).await;
+        let app = supervisor::api::router(store);
+        for (method, path) in supervisor::api::ROUTES {
+            let path = path.replace("{id}", "1");
+            let (s, v) = call(&app, &method.to_uppercase(), &path, None, None).await;
+            let public = matches!(path.as_str(), "/openapi.json" | "/health");
+            let expect = if public { StatusCode::OK } else { StatusCode::UNAUTHORIZED };
+            assert_eq!(s, expect, "{method} {path}: {v}");
+        }
+        let (_, doc) = call(&app, "GET", "/openapi.json", None, None).await;
+        assert_eq!(doc["openapi"], "3.1.0");
+    }
+}
+
+#[tokio::test]
+async fn lists_paginate_and_sort_without_gaps_or_repeats() {
+    for db in backends().await {
+        let w = world(&db).await;
+        let app = &w.app;
+        for i in 0..23 {
+            let sev = ["info", "low", "medium", "high", "critical"][i % 5];
+            ok(app, "POST", "/incidents", &w.a_admin, Some(json!({ "title": format!("bulk {i}"), "severity": sev })))
+                .await;
+        }
+        let all = ids_of(&ok(app, "GET", "/incidents?limit=1000&sort=id", &w.a_admin, None).await);
+        for sort in ["-last_seen", "last_seen", "severity", "-severity", "-id", "count", "created_at", "-first_seen"] {
+            let mut seen = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut path = format!("/incidents?limit=4&sort={sort}");
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={c}"));
+                }
+                let page = ok(app, "GET", &path, &w.a_admin, None).await;
+                seen.extend(ids_of(&page));
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => break,
+                }
+            }
+            let mut sorted = seen.clone();
+            sorted.sort_unstable();
+            let mut expected = all.clone();
+            expected.sort_unstable();
+            assert_eq!(sorted, expected, "{}: sort {sort} pages", db.name);
+        }
+        let sev = ok(app, "GET", "/incidents?severity=critical,high&q=BULK", &w.a_admin, None).await;
+        assert!(items(&sev).iter().all(|i| i["severity"] == "critical" || i["severity"] == "high"));
+        assert_eq!(items(&sev).len(), 8, "{}", db.name);
+        let sorted = ok(app, "GET", "/incidents?sort=-severity&limit=3", &w.a_admin, None).await;
+        assert!(items(&sorted).iter().all(|i| i["severity"] == "critical"));
+        let none = ok(app, "GET", "/incidents?q=100%25_", &w.a_admin, None).await;
+        assert!(items(&none).is_empty(), "LIKE wildcards in q are literal");
+        let old = ok(app, "GET", "/incidents?until=2000-01-01T00:00:00Z", &w.a_admin, None).await;
+        assert!(items(&old).is_empty());
+    }
+}
