@@ -1,13 +1,18 @@
-//! The supervisor's licence and EPS logic (SPEC §3).
+//! The supervisor role: licences and EPS allocation (SPEC §3), and the
+//! tenant-aware record store with its HTTP API (SPEC §4, §6).
 //!
 //! Owns: licences ([`licence`]: signing, verification, the unlicensed
 //! allowance), the allocation policy ([`allocation`]: a pure function with
-//! its pool), the interval control loop ([`control`]) and the capacity
-//! planners' simulator ([`simulate`]).
+//! its pool), the interval control loop ([`control`]), the capacity
+//! planners' simulator ([`simulate`]), the record store ([`store`]: orgs,
+//! users, teams, roles, tokens, incidents, alerts, comments, the audit log
+//! and the pipeline's incident upsert, on SQLite or PostgreSQL) and the
+//! incident API over it ([`api`]).
 //!
 //! Does not own: the gate that enforces budgets on each node (in
-//! `collector`), the record store and incident API (they arrive with the
-//! record-store issue).
+//! `collector`), turning rule hits into [`store::IncidentUpdate`]s (the
+//! worker does that), listeners, or the process around the API (the
+//! `vigil` binary).
 
 pub mod allocation;
 pub mod api;

@@ -22,17 +22,30 @@ pub(crate) struct AuditRow<'a> {
     pub after: Option<Value>,
 }
 
-impl AuditRow<'_> {
-    pub(crate) async fn write(self, conn: &mut AnyConnection, at: i64, actor: &Principal) -> Result<()> {
-        AuditRow::write_many(conn, at, actor, vec![self]).await
+impl<'a> AuditRow<'a> {
+    /// A change to `object_type` `object_id` of `org_id`.
+    pub(crate) fn new(
+        org_id: Option<i64>,
+        action: &'a str,
+        object_type: &'a str,
+        object_id: Option<i64>,
+        before: Option<Value>,
+        after: Option<Value>,
+    ) -> AuditRow<'a> {
+        AuditRow { org_id, action, object_type, object_id, before, after }
     }
 
-    /// Writes rows with multi-row inserts (one round trip per 300 rows).
+    pub(crate) async fn write(self, conn: &mut AnyConnection, at: i64, actor: &Principal) -> Result<()> {
+        AuditRow::write_many(conn, at, actor, vec![self], 1).await
+    }
+
+    /// Writes rows with multi-row inserts of `per_statement` rows.
     pub(crate) async fn write_many(
         conn: &mut AnyConnection,
         at: i64,
         actor: &Principal,
         rows: Vec<AuditRow<'_>>,
+        per_statement: usize,
     ) -> Result<()> {
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
@@ -40,7 +53,7 @@ impl AuditRow<'_> {
                 "INSERT INTO audit (at, actor_id, actor, org_id, action, object_type, object_id, before_json, \
                  after_json) VALUES ",
             );
-            for (i, row) in rows.by_ref().take(300).enumerate() {
+            for (i, row) in rows.by_ref().take(per_statement.max(1)).enumerate() {
                 q.push(if i == 0 { "(" } else { ", (" });
                 q.bind(at).push(", ").bind(actor.user_id).push(", ").bind(actor.name.clone()).push(", ");
                 q.bind(row.org_id).push(", ").bind(row.action.to_owned()).push(", ");

@@ -212,7 +212,6 @@ async fn writer(store: Arc<Store>, mut rx: mpsc::Receiver<Msg>, stats: Arc<Inges
 }
 
 const ROW_PARAMS: usize = 14;
-const ROWS_PER_STATEMENT: usize = 400;
 
 async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, stats: &IngestStats) -> Result<()> {
     if batch.is_empty() {
@@ -226,7 +225,7 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
     orgs.sort_unstable();
     orgs.dedup();
     let mut known = Vec::with_capacity(orgs.len());
-    for chunk in orgs.chunks(500) {
+    for chunk in orgs.chunks(200) {
         let mut q = Sql::new("SELECT id FROM orgs WHERE id IN ");
         q.bind_list(chunk);
         for r in q.build().fetch_all(w.conn()).await? {
@@ -237,7 +236,7 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
         batch.iter().filter(|(_, u)| u.org_id != SUPER_GLOBAL && known.contains(&u.org_id)).map(|(r, _)| r).collect();
     stats.orphaned.fetch_add((batch.len() - refs.len()) as u64, Ordering::Relaxed);
     let mut existing: HashMap<String, Vec<u64>> = HashMap::with_capacity(refs.len());
-    for chunk in refs.chunks(500) {
+    for chunk in refs.chunks(200) {
         let mut q = Sql::new("SELECT source_ref, event_ids FROM records WHERE source_ref IN (");
         for (i, r) in chunk.iter().enumerate() {
             if i > 0 {
@@ -252,7 +251,7 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
         }
     }
     let mut created = Vec::new();
-    for chunk in refs.chunks(ROWS_PER_STATEMENT) {
+    for chunk in refs.chunks(store.rows_per_statement()) {
         let mut q = Sql::new(
             "INSERT INTO records AS r (kind, org_id, source_ref, rule_id, title, description, severity, status, \
              hit_count, first_seen, last_seen, event_ids, created_at, updated_at) VALUES ",
@@ -304,7 +303,7 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
             })
         })
         .collect();
-    AuditRow::write_many(w.conn(), now, &Principal::pipeline(), rows).await?;
+    AuditRow::write_many(w.conn(), now, &Principal::pipeline(), rows, store.rows_per_statement()).await?;
     w.commit().await?;
     stats.written.fetch_add(refs.len() as u64, Ordering::Relaxed);
     stats.created.fetch_add(created.len() as u64, Ordering::Relaxed);

@@ -9,7 +9,7 @@ use super::auth::{Module, Op, Principal};
 use super::error::{Result, StoreError};
 use super::model::{NewOrg, Org, OrgPatch, OrgRef, Page, SUPER_GLOBAL, fmt_ms};
 use super::sql::{RowExt, Sql};
-use super::{AuditRow, Store, check_name, check_text};
+use super::{AuditRow, Store, check_name, check_text, insert_id};
 
 const COLUMNS: &str = "id, name, description, eps_limit, enabled, builtin, created_at, updated_at";
 
@@ -151,25 +151,10 @@ impl Store {
         );
         q.bind(new.name.clone()).push(", ").bind(key).push(", ").bind(new.description).push(", ");
         q.bind(new.eps_limit).push(", 1, 0, ").bind(now).push(", ").bind(now).push(") RETURNING id");
-        let id = match q.build().fetch_one(w.conn()).await {
-            Ok(row) => row.int("id")?,
-            Err(e) if StoreError::is_unique_violation(&e) => {
-                return Err(StoreError::Conflict(format!("an organization named {:?} already exists", new.name)));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let id = insert_id(w.conn(), q, || format!("an organization named {:?} already exists", new.name)).await?;
         self.set_ranges(w.conn(), id, &ranges).await?;
         let created = self.load_org(w.conn(), id).await?.ok_or(StoreError::NotFound("organization"))?;
-        let row = AuditRow {
-            org_id: Some(id),
-            action: "create",
-            object_type: "org",
-            object_id: Some(id),
-            before: None,
-            after: Some(org_json(&created)),
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await?;
+        w.finish(now, who, AuditRow::new(Some(id), "create", "org", Some(id), None, Some(org_json(&created)))).await?;
         Ok(created)
     }
 
@@ -221,16 +206,12 @@ impl Store {
             self.set_ranges(w.conn(), id, ranges).await?;
         }
         let after = self.load_org(w.conn(), id).await?.ok_or(StoreError::NotFound("organization"))?;
-        let row = AuditRow {
-            org_id: Some(id),
-            action: "update",
-            object_type: "org",
-            object_id: Some(id),
-            before: Some(org_json(&before)),
-            after: Some(org_json(&after)),
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await?;
+        w.finish(
+            now,
+            who,
+            AuditRow::new(Some(id), "update", "org", Some(id), Some(org_json(&before)), Some(org_json(&after))),
+        )
+        .await?;
         Ok(after)
     }
 
@@ -258,16 +239,19 @@ impl Store {
         q.bind(i64::from(enabled)).push(", updated_at = ").bind(now).push(" WHERE id = ").bind(id);
         q.build().execute(w.conn()).await?;
         let after = self.load_org(w.conn(), id).await?.ok_or(StoreError::NotFound("organization"))?;
-        let row = AuditRow {
-            org_id: Some(id),
-            action: if enabled { "enable" } else { "disable" },
-            object_type: "org",
-            object_id: Some(id),
-            before: Some(org_json(&before)),
-            after: Some(org_json(&after)),
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await?;
+        w.finish(
+            now,
+            who,
+            AuditRow::new(
+                Some(id),
+                if enabled { "enable" } else { "disable" },
+                "org",
+                Some(id),
+                Some(org_json(&before)),
+                Some(org_json(&after)),
+            ),
+        )
+        .await?;
         Ok(after)
     }
 
@@ -317,16 +301,12 @@ impl Store {
         q.bind(id);
         q.build().execute(w.conn()).await?;
         let summary = serde_json::json!({ "org": before.name, "id": id, "deleted": counts });
-        let row = AuditRow {
-            org_id: None,
-            action: "deboard",
-            object_type: "org",
-            object_id: Some(id),
-            before: Some(org_json(&before)),
-            after: Some(summary.clone()),
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await?;
+        w.finish(
+            now,
+            who,
+            AuditRow::new(None, "deboard", "org", Some(id), Some(org_json(&before)), Some(summary.clone())),
+        )
+        .await?;
         Ok(summary)
     }
 }

@@ -14,7 +14,7 @@ use super::model::{
     Team, TeamPatch, Token, User, UserPatch, fmt_ms,
 };
 use super::sql::{RowExt, Sql};
-use super::{AuditRow, Store, check_name};
+use super::{AuditRow, Store, check_name, insert_id};
 
 /// The orgs a scoped Super/Global user sees.
 pub(crate) async fn scope_of(pool: &AnyPool, user: i64) -> Result<Vec<i64>> {
@@ -221,27 +221,12 @@ impl Store {
         );
         q.bind(org).push(", ").bind(new.name.clone()).push(", ").bind(key).push(", ").bind(role.id);
         q.push(", 1, 0, ").bind(now).push(", ").bind(now).push(") RETURNING id");
-        let id = match q.build().fetch_one(w.conn()).await {
-            Ok(row) => row.int("id")?,
-            Err(e) if StoreError::is_unique_violation(&e) => {
-                return Err(StoreError::Conflict(format!("a user named {:?} already exists", new.name)));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let id = insert_id(w.conn(), q, || format!("a user named {:?} already exists", new.name)).await?;
         if scope.is_some() {
             self.set_scope(w.conn(), id, scope.as_deref()).await?;
         }
         let user = self.visible_user(w.conn(), &Principal::cli(), id).await?;
-        let row = AuditRow {
-            org_id: Some(org),
-            action: "create",
-            object_type: "user",
-            object_id: Some(id),
-            before: None,
-            after: Some(json(&user)),
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await?;
+        w.finish(now, who, AuditRow::new(Some(org), "create", "user", Some(id), None, Some(json(&user)))).await?;
         Ok(user)
     }
 
@@ -277,16 +262,12 @@ impl Store {
             self.set_scope(w.conn(), id, ids.as_deref()).await?;
         }
         let after = self.visible_user(w.conn(), &Principal::cli(), id).await?;
-        let row = AuditRow {
-            org_id: Some(after.org_id),
-            action: "update",
-            object_type: "user",
-            object_id: Some(id),
-            before: Some(json(&before)),
-            after: Some(json(&after)),
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await?;
+        w.finish(
+            now,
+            who,
+            AuditRow::new(Some(after.org_id), "update", "user", Some(id), Some(json(&before)), Some(json(&after))),
+        )
+        .await?;
         Ok(after)
     }
 
@@ -303,16 +284,8 @@ impl Store {
         let mut q = Sql::new("DELETE FROM users WHERE id = ");
         q.bind(id);
         q.build().execute(w.conn()).await?;
-        let row = AuditRow {
-            org_id: Some(before.org_id),
-            action: "delete",
-            object_type: "user",
-            object_id: Some(id),
-            before: Some(json(&before)),
-            after: None,
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await
+        w.finish(now, who, AuditRow::new(Some(before.org_id), "delete", "user", Some(id), Some(json(&before)), None))
+            .await
     }
 
     // ---- roles ----
@@ -362,24 +335,9 @@ impl Store {
             Sql::new("INSERT INTO roles (org_id, name, name_key, perms, builtin, created_at, updated_at) VALUES (");
         q.bind(org).push(", ").bind(new.name.clone()).push(", ").bind(key).push(", ");
         q.bind(new.permissions.bits()).push(", 0, ").bind(now).push(", ").bind(now).push(") RETURNING id");
-        let id = match q.build().fetch_one(w.conn()).await {
-            Ok(row) => row.int("id")?,
-            Err(e) if StoreError::is_unique_violation(&e) => {
-                return Err(StoreError::Conflict(format!("this org already has a role named {:?}", new.name)));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let id = insert_id(w.conn(), q, || format!("this org already has a role named {:?}", new.name)).await?;
         let created = self.visible_role(w.conn(), &Principal::cli(), id).await?;
-        let row = AuditRow {
-            org_id: Some(org),
-            action: "create",
-            object_type: "role",
-            object_id: Some(id),
-            before: None,
-            after: Some(json(&created)),
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await?;
+        w.finish(now, who, AuditRow::new(Some(org), "create", "role", Some(id), None, Some(json(&created)))).await?;
         Ok(created)
     }
 
@@ -414,16 +372,12 @@ impl Store {
             r => r?,
         };
         let after = self.visible_role(w.conn(), &Principal::cli(), id).await?;
-        let row = AuditRow {
-            org_id: Some(after.org_id),
-            action: "update",
-            object_type: "role",
-            object_id: Some(id),
-            before: Some(json(&before)),
-            after: Some(json(&after)),
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await?;
+        w.finish(
+            now,
+            who,
+            AuditRow::new(Some(after.org_id), "update", "role", Some(id), Some(json(&before)), Some(json(&after))),
+        )
+        .await?;
         Ok(after)
     }
 
@@ -445,16 +399,8 @@ impl Store {
             }
             r => r?,
         };
-        let row = AuditRow {
-            org_id: Some(before.org_id),
-            action: "delete",
-            object_type: "role",
-            object_id: Some(id),
-            before: Some(json(&before)),
-            after: None,
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await
+        w.finish(now, who, AuditRow::new(Some(before.org_id), "delete", "role", Some(id), Some(json(&before)), None))
+            .await
     }
 
     // ---- teams ----
@@ -532,25 +478,10 @@ impl Store {
         let mut q = Sql::new("INSERT INTO teams (org_id, name, name_key, created_at, updated_at) VALUES (");
         q.bind(org).push(", ").bind(new.name.clone()).push(", ").bind(key).push(", ").bind(now).push(", ");
         q.bind(now).push(") RETURNING id");
-        let id = match q.build().fetch_one(w.conn()).await {
-            Ok(row) => row.int("id")?,
-            Err(e) if StoreError::is_unique_violation(&e) => {
-                return Err(StoreError::Conflict(format!("this org already has a team named {:?}", new.name)));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let id = insert_id(w.conn(), q, || format!("this org already has a team named {:?}", new.name)).await?;
         self.set_members(w.conn(), id, org, &new.members).await?;
         let team = self.visible_team(w.conn(), &Principal::cli(), id).await?;
-        let row = AuditRow {
-            org_id: Some(org),
-            action: "create",
-            object_type: "team",
-            object_id: Some(id),
-            before: None,
-            after: Some(json(&team)),
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await?;
+        w.finish(now, who, AuditRow::new(Some(org), "create", "team", Some(id), None, Some(json(&team)))).await?;
         Ok(team)
     }
 
@@ -578,16 +509,12 @@ impl Store {
             self.set_members(w.conn(), id, before.org_id, members).await?;
         }
         let after = self.visible_team(w.conn(), &Principal::cli(), id).await?;
-        let row = AuditRow {
-            org_id: Some(after.org_id),
-            action: "update",
-            object_type: "team",
-            object_id: Some(id),
-            before: Some(json(&before)),
-            after: Some(json(&after)),
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await?;
+        w.finish(
+            now,
+            who,
+            AuditRow::new(Some(after.org_id), "update", "team", Some(id), Some(json(&before)), Some(json(&after))),
+        )
+        .await?;
         Ok(after)
     }
 
@@ -601,16 +528,8 @@ impl Store {
         let mut q = Sql::new("DELETE FROM teams WHERE id = ");
         q.bind(id);
         q.build().execute(w.conn()).await?;
-        let row = AuditRow {
-            org_id: Some(before.org_id),
-            action: "delete",
-            object_type: "team",
-            object_id: Some(id),
-            before: Some(json(&before)),
-            after: None,
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await
+        w.finish(now, who, AuditRow::new(Some(before.org_id), "delete", "team", Some(id), Some(json(&before)), None))
+            .await
     }
 
     /// The teams a user belongs to.
@@ -684,26 +603,12 @@ impl Store {
         let mut q = Sql::new("INSERT INTO tokens (user_id, name, hash, hint, created_at, expires_at) VALUES (");
         q.bind(target).push(", ").bind(name).push(", ").bind(auth::hash_secret(&secret)).push(", ");
         q.bind(hint).push(", ").bind(now).push(", ").bind(expires_at).push(") RETURNING id");
-        let id = match q.build().fetch_one(w.conn()).await {
-            Ok(row) => row.int("id")?,
-            Err(e) if StoreError::is_unique_violation(&e) => {
-                return Err(StoreError::Conflict("that token is already in use".into()));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let id = insert_id(w.conn(), q, || "that token is already in use".into()).await?;
         let mut q = Sql::new(&format!("SELECT {TOKEN_COLUMNS} FROM tokens t WHERE t.id = "));
         q.bind(id);
         let created = token(&q.build().fetch_one(w.conn()).await?)?;
-        let row = AuditRow {
-            org_id: Some(user.org_id),
-            action: "create",
-            object_type: "token",
-            object_id: Some(id),
-            before: None,
-            after: Some(json(&created)),
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await?;
+        w.finish(now, who, AuditRow::new(Some(user.org_id), "create", "token", Some(id), None, Some(json(&created))))
+            .await?;
         Ok(NewTokenSecret { token: created, token_secret: secret })
     }
 
@@ -722,15 +627,7 @@ impl Store {
         let mut q = Sql::new("DELETE FROM tokens WHERE id = ");
         q.bind(id);
         q.build().execute(w.conn()).await?;
-        let row = AuditRow {
-            org_id: Some(user.org_id),
-            action: "delete",
-            object_type: "token",
-            object_id: Some(id),
-            before: Some(json(&found)),
-            after: None,
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await
+        w.finish(now, who, AuditRow::new(Some(user.org_id), "delete", "token", Some(id), Some(json(&found)), None))
+            .await
     }
 }

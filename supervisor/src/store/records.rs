@@ -385,16 +385,8 @@ impl Store {
             }
         }
         let created = self.load_record(w.conn(), &Principal::cli(), kind, id).await?;
-        let row = AuditRow {
-            org_id: org,
-            action: "create",
-            object_type: kind.as_str(),
-            object_id: Some(id),
-            before: None,
-            after: Some(record_json(&created)),
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await?;
+        w.finish(now, who, AuditRow::new(org, "create", kind.as_str(), Some(id), None, Some(record_json(&created))))
+            .await?;
         Ok(created)
     }
 
@@ -453,16 +445,19 @@ impl Store {
         q.push(" WHERE id = ").bind(id);
         q.build().execute(w.conn()).await?;
         let after = self.load_record(w.conn(), &Principal::cli(), kind, id).await?;
-        let row = AuditRow {
-            org_id: after.org_id,
-            action: if org != before.org_id { "set_tenant" } else { "update" },
-            object_type: kind.as_str(),
-            object_id: Some(id),
-            before: Some(record_json(&before)),
-            after: Some(record_json(&after)),
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await?;
+        w.finish(
+            now,
+            who,
+            AuditRow::new(
+                after.org_id,
+                if org != before.org_id { "set_tenant" } else { "update" },
+                kind.as_str(),
+                Some(id),
+                Some(record_json(&before)),
+                Some(record_json(&after)),
+            ),
+        )
+        .await?;
         Ok(after)
     }
 
@@ -475,16 +470,12 @@ impl Store {
         let mut q = Sql::new("DELETE FROM records WHERE id = ");
         q.bind(id);
         q.build().execute(w.conn()).await?;
-        let row = AuditRow {
-            org_id: before.org_id,
-            action: "delete",
-            object_type: kind.as_str(),
-            object_id: Some(id),
-            before: Some(record_json(&before)),
-            after: None,
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await
+        w.finish(
+            now,
+            who,
+            AuditRow::new(before.org_id, "delete", kind.as_str(), Some(id), Some(record_json(&before)), None),
+        )
+        .await
     }
 
     /// A record's comments, oldest first.
@@ -540,16 +531,19 @@ impl Store {
             body: new.body,
             created_at: fmt_ms(now),
         };
-        let row = AuditRow {
-            org_id: rec.org_id,
-            action: "comment",
-            object_type: kind.as_str(),
-            object_id: Some(id),
-            before: None,
-            after: Some(serde_json::to_value(&comment).unwrap_or_default()),
-        };
-        row.write(w.conn(), now, who).await?;
-        w.commit().await?;
+        w.finish(
+            now,
+            who,
+            AuditRow::new(
+                rec.org_id,
+                "comment",
+                kind.as_str(),
+                Some(id),
+                None,
+                Some(serde_json::to_value(&comment).unwrap_or_default()),
+            ),
+        )
+        .await?;
         Ok(comment)
     }
 }
