@@ -2,7 +2,9 @@
 //! vigil-supervisor --bench store`):
 //!
 //! 1. ingest rate: `VIGIL_BENCH_INCIDENTS` (default 1,000,000) pipeline
-//!    incidents over 1,000 orgs through [`Ingest::submit`] (backpressure),
+//!    incidents over 1,000 orgs (random org and severity, last seen
+//!    advancing over 30 days as a streaming engine reports them) through
+//!    [`Ingest::submit`] (backpressure),
 //!    then a 10,000-update burst through `try_submit` (caller time and
 //!    time until written);
 //! 2. incident-list latency through the API router (auth, query, JSON) as
@@ -56,7 +58,9 @@ async fn run(name: &str, url: &str, incidents: usize) {
     let base = 1_790_000_000_000_i64;
     let make = |rng: &mut Rng, i: usize| {
         let org = orgs[(rng.next() % ORGS as u64) as usize];
-        let last = base + (rng.next() % (30 * 86_400_000)) as i64;
+        // The engine reports incidents as event time advances: spread over
+        // 30 days in order, with up to a minute of jitter.
+        let last = base + (i as i64) * (30 * 86_400_000) / incidents as i64 + (rng.next() % 60_000) as i64;
         IncidentUpdate {
             rule: ["ssh-brute-force", "port-scan", "ssh-password-spray"][i % 3].into(),
             org_id: org,
