@@ -28,9 +28,13 @@ impl Drop for Server {
 }
 
 fn start(dir: &std::path::Path) -> Server {
+    start_with(&["--data-dir", dir.to_str().unwrap()])
+}
+
+fn start_with(store: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["supervisor", "--api-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
+        .args(["supervisor", "--api-addr", "127.0.0.1:0"])
+        .args(store)
         .env_remove("VIGIL_ADMIN_TOKEN")
         .env_remove("VIGIL_DATABASE")
         .stdout(Stdio::piped())
@@ -168,4 +172,50 @@ fn supervisor_serves_the_api_and_the_cli_administers_the_same_store() {
     assert_eq!((status, me["user"]["name"].as_str()), (200, Some("alice")), "everything survives a restart");
     drop(again);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same administration on PostgreSQL, when `VIGIL_TEST_PG` names a
+/// server: a fresh database, the CLI with `--database`, the API on it.
+#[test]
+fn supervisor_and_cli_on_postgresql() {
+    let Some(admin_url) = std::env::var("VIGIL_TEST_PG").ok().filter(|u| !u.is_empty()) else {
+        eprintln!("skipped: PostgreSQL (VIGIL_TEST_PG not set)");
+        return;
+    };
+    let db = format!("vigil_e2e_{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let admin_sql = |sql: String| {
+        rt.block_on(async {
+            use sqlx::Connection;
+            sqlx::any::install_default_drivers();
+            let mut c = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
+        })
+    };
+    admin_sql(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    admin_sql(format!("CREATE DATABASE {db}"));
+    let base = admin_url.split('?').next().unwrap();
+    let url = format!("{}/{db}", &base[..base.rfind('/').unwrap()]);
+
+    let server = start_with(&["--database", &url]);
+    let root = server.token.clone().expect("a new store prints its admin token");
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--database", &url]);
+        let out = common::vigil_with_input(&all, None);
+        assert!(out.status.success(), "vigil {args:?}: {}", common::stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["org", "create", "Acme", "--ip-range", "10.1.0.0/16"]);
+    run(&["user", "create", "alice", "--org", "Acme", "--role", "viewer"]);
+    let alice = run(&["token", "create", "--user", "alice"]).trim().to_owned();
+    let (status, me) = get(&server.api, "/me", &alice);
+    assert_eq!((status, me["user"]["org"].as_str()), (200, Some("Acme")), "{me}");
+    let (status, v) = post(&server.api, "/incidents", &root, json!({ "title": "t", "severity": "low", "org": "Acme" }));
+    assert_eq!(status, 201, "{v}");
+    let (_, list) = get(&server.api, "/incidents", &alice);
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert!(run(&["org", "list"]).contains("Acme"));
+    drop(server);
+    admin_sql(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }

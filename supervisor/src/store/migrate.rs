@@ -162,7 +162,17 @@ pub(crate) async fn run(
     let mut count = 0;
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         let fail = |source| StoreError::Migration { version: m.version, name: m.name, source };
-        let mut tx = conn.begin().await.map_err(fail)?;
+        let mut tx = match backend {
+            // Another process (the admin CLI) may be migrating the same
+            // file: take the write lock first, then look again.
+            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?,
+            Backend::Postgres => conn.begin().await.map_err(fail)?,
+        };
+        let mut again = Sql::new("SELECT version FROM schema_migrations WHERE version = ");
+        again.bind(m.version);
+        if again.build().fetch_optional(&mut *tx).await.map_err(fail)?.is_some() {
+            continue;
+        }
         for statement in m.statements {
             tx.execute(sqlx::AssertSqlSafe(render(backend, statement))).await.map_err(fail)?;
         }

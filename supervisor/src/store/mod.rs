@@ -103,8 +103,10 @@ impl Store {
     pub async fn open_data_dir(dir: &Path, clock: Arc<dyn Clock>, config: StoreConfig) -> Result<Store> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::BadRequest(format!("cannot create data directory {}: {e}", dir.display())))?;
-        let path = dir.join("vigil.db");
-        Store::open(&format!("sqlite://{}?mode=rwc", path.display()), clock, config).await
+        // The URL's path is percent-decoded: escape what would end it early.
+        let path = dir.join("vigil.db").display().to_string();
+        let path = path.replace('%', "%25").replace('?', "%3F").replace('#', "%23");
+        Store::open(&format!("sqlite://{path}?mode=rwc"), clock, config).await
     }
 
     /// Opens the store at `url` (`sqlite://PATH?mode=rwc` or
