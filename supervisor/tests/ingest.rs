@@ -117,7 +117,7 @@ async fn updates_for_unknown_orgs_are_dropped_not_retried_forever() {
         let acme = org(&store, "Acme").await;
         let (ingest, _task) = Ingest::start(store.clone(), IngestConfig::default());
         ingest.try_submit(update(9_999, 1, 1, 1_700_000_000_000, vec![])).unwrap();
-        ingest.try_submit(update(1, 2, 1, 1_700_000_000_000, vec![])).unwrap();
+        ingest.try_submit(update(supervisor::store::SUPER_GLOBAL, 2, 1, 1_700_000_000_000, vec![])).unwrap();
         ingest.try_submit(update(acme, 3, 1, 1_700_000_000_000, vec![])).unwrap();
         ingest.flush().await.unwrap();
         let stats = ingest.stats();

@@ -270,9 +270,10 @@ impl Store {
 }
 
 /// Built-in orgs and roles, inserted in a fixed order so their ids are the
-/// same on every store (Super/Global = 1, Super/Local = 2).
+/// same on every store (Super/Local = 1 = `parsers::OrgId::SUPER_LOCAL`,
+/// Super/Global = 2).
 async fn seed(conn: &mut AnyConnection, now: i64) -> Result<()> {
-    for name in ["Super/Global", "Super/Local"] {
+    for name in ["Super/Local", "Super/Global"] {
         let mut q = Sql::new(
             "INSERT INTO orgs (name, name_key, description, enabled, builtin, created_at, updated_at) VALUES (",
         );
@@ -326,6 +327,11 @@ pub(crate) fn check_text(field: &'static str, value: &str, max: usize) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_org_ids_are_store_org_ids() {
+        assert_eq!(SUPER_LOCAL, i64::from(parsers::OrgId::SUPER_LOCAL.0));
+    }
 
     #[test]
     fn names_are_checked_and_keyed() {
