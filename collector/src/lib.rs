@@ -5,13 +5,18 @@
 //! the received/accepted/dropped counters a node reports), [`clock`] (the
 //! `Clock` trait with a system and a manual implementation, so everything
 //! that waits or windows runs on virtual time in tests), and the node-side
-//! protocol types ([`gate::Budget`], [`gate::IntervalReport`]).
+//! protocol types ([`gate::Budget`], [`gate::IntervalReport`]); and the
+//! syslog listeners ([`listen`]: UDP and TCP with per-connection framing,
+//! a connection limit, idle timeouts, batching into a bounded channel with
+//! backpressure on TCP and counted drops on UDP).
 //!
-//! Does not own: deciding budgets (the supervisor's allocator does), org
-//! assignment or listeners (they arrive with the collector role).
+//! Does not own: deciding budgets (the supervisor's allocator does),
+//! parsing (in `parsers`), org assignment and TLS (they arrive with the
+//! rest of the collector role).
 
 pub mod clock;
 pub mod gate;
+pub mod listen;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use gate::{Admission, Budget, Gate, IntervalReport, NodeId, OrgBudget, OrgCounts};

@@ -1,0 +1,208 @@
+//! The listeners on real loopback sockets: framing per connection, one
+//! stalled or abusive client never holding up the others, the connection
+//! limit, idle timeouts, backpressure without loss on TCP, counted drops
+//! on UDP, and shutdown handing over everything read.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use collector::SystemClock;
+use collector::listen::{ListenerConfig, Listeners, RawBatch};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::time::timeout;
+
+struct Setup {
+    listeners: Listeners,
+    rx: mpsc::Receiver<RawBatch>,
+    stop: watch::Sender<bool>,
+}
+
+fn setup(config: ListenerConfig, capacity: usize) -> Setup {
+    let (tx, rx) = mpsc::channel(capacity);
+    let (stop, shutdown) = watch::channel(false);
+    Setup { listeners: Listeners::new(config, tx, Arc::new(SystemClock), shutdown), rx, stop }
+}
+
+async fn tcp(listeners: &Listeners) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(listeners.clone().serve_tcp(l));
+    addr
+}
+
+/// Receives messages until `n` have arrived (at most 20 s).
+async fn collect(rx: &mut mpsc::Receiver<RawBatch>, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let batch = timeout(Duration::from_secs(20), rx.recv()).await.expect("messages within 20 s").unwrap();
+        out.extend(batch.items.iter().map(|r| String::from_utf8_lossy(&r.frame.data).into_owned()));
+    }
+    out
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    timeout(Duration::from_secs(10), async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} within 10 s"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_frames_each_connection_and_a_stalled_client_holds_up_nobody() {
+    let mut s = setup(ListenerConfig::default(), 64);
+    let addr = tcp(&s.listeners).await;
+    // A client that sends half a line and then nothing.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(b"<13>Nov 22 10:00:00 h app: this line never ends").await.unwrap();
+    // A client sending garbage bytes, and two well-behaved ones (one LF,
+    // one octet-counted).
+    let mut garbage = TcpStream::connect(addr).await.unwrap();
+    garbage.write_all(&[0xff, 0x00, 0xfe, b'\n', b'\n', 0x80, b'\n']).await.unwrap();
+    let lf = tokio::spawn(async move {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        for i in 0..1000 {
+            c.write_all(format!("<13>Nov 22 10:00:00 h app: lf {i}\n").as_bytes()).await.unwrap();
+        }
+    });
+    let oc = tokio::spawn(async move {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        for i in 0..1000 {
+            let msg = format!("<13>1 2026-11-22T10:00:00Z h app - - - oc {i}");
+            c.write_all(format!("{} {msg}", msg.len()).as_bytes()).await.unwrap();
+        }
+    });
+    lf.await.unwrap();
+    oc.await.unwrap();
+    let got = collect(&mut s.rx, 2002).await;
+    assert_eq!(got.iter().filter(|m| m.contains(": lf ")).count(), 1000);
+    assert_eq!(got.iter().filter(|m| m.contains(" - - - oc ")).count(), 1000);
+    // Each connection's messages stay in order.
+    let n = |s: &String| s.rsplit(' ').next().unwrap().parse::<u32>().unwrap();
+    let lf_order: Vec<u32> = got.iter().filter(|m| m.contains(": lf ")).map(n).collect();
+    assert_eq!(lf_order, (0..1000).collect::<Vec<_>>());
+    // The stalled client's half line arrives when it closes.
+    drop(stalled);
+    let last = collect(&mut s.rx, 1).await;
+    assert_eq!(last, ["<13>Nov 22 10:00:00 h app: this line never ends"]);
+    drop(garbage);
+    let _ = s.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_limit_refuses_extra_connections_and_idle_ones_are_closed() {
+    let config =
+        ListenerConfig { max_connections: 2, idle_timeout: Duration::from_millis(300), ..ListenerConfig::default() };
+    let s = setup(config, 64);
+    let addr = tcp(&s.listeners).await;
+    let stats = s.listeners.stats().clone();
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let _b = TcpStream::connect(addr).await.unwrap();
+    wait_for("two connections accepted", || stats.connections_accepted.load(Ordering::Relaxed) == 2).await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    // The third is closed by the server: a read sees EOF (or a reset).
+    let mut buf = [0u8; 1];
+    let r = timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut c, &mut buf)).await.unwrap();
+    assert!(matches!(r, Ok(0) | Err(_)));
+    assert_eq!(stats.connections_refused.load(Ordering::Relaxed), 1);
+    // Idle connections are closed after the timeout.
+    let r = timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut a, &mut buf)).await.unwrap();
+    assert!(matches!(r, Ok(0) | Err(_)));
+    wait_for("both idle connections closed", || stats.connections_idle.load(Ordering::Relaxed) == 2).await;
+    wait_for("slots freed", || stats.connections_open.load(Ordering::Relaxed) == 0).await;
+    // Slots are free again.
+    let mut d = TcpStream::connect(addr).await.unwrap();
+    d.write_all(b"hello\n").await.unwrap();
+    wait_for("a new connection accepted", || stats.connections_accepted.load(Ordering::Relaxed) == 3).await;
+    assert_eq!(stats.connections_refused.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_pipeline_pushes_back_on_tcp_without_losing_anything() {
+    let config = ListenerConfig { batch_messages: 16, ..ListenerConfig::default() };
+    let mut s = setup(config, 1);
+    let addr = tcp(&s.listeners).await;
+    let sender = tokio::spawn(async move {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let line = format!("<13>Nov 22 10:00:00 h app: {}\n", "x".repeat(200));
+        for _ in 0..50_000 {
+            c.write_all(line.as_bytes()).await.unwrap();
+        }
+    });
+    // Read slowly at first: the sender must wait, not lose messages.
+    let mut n = 0;
+    for _ in 0..20 {
+        n += s.rx.recv().await.unwrap().items.len();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!sender.is_finished(), "the sender is held back while the pipeline is full");
+    n += collect(&mut s.rx, 50_000 - n).await.len();
+    sender.await.unwrap();
+    assert_eq!(n, 50_000);
+    let _ = s.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_takes_datagrams_and_counts_what_a_full_pipeline_drops() {
+    let mut s = setup(ListenerConfig { batch_messages: 8, ..ListenerConfig::default() }, 2);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(s.listeners.clone().serve_udp(sock));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..10 {
+        client.send_to(format!("<13>Nov 22 10:00:00 h app: udp {i}\n").as_bytes(), addr).await.unwrap();
+    }
+    let got = collect(&mut s.rx, 10).await;
+    assert_eq!(got[0], "<13>Nov 22 10:00:00 h app: udp 0", "trailing LF removed");
+    // Now nobody reads: after two batches the channel is full and the
+    // listener drops and counts instead of blocking.
+    let stats = s.listeners.stats().clone();
+    for i in 0..2_000 {
+        client.send_to(format!("<13>Nov 22 10:00:00 h app: flood {i}").as_bytes(), addr).await.unwrap();
+        if i % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    wait_for("drops counted", || stats.udp_dropped.load(Ordering::Relaxed) > 0).await;
+    // The socket still works once the pipeline drains.
+    while s.rx.try_recv().is_ok() {}
+    client.send_to(b"<13>Nov 22 10:00:00 h app: after", addr).await.unwrap();
+    loop {
+        let got = collect(&mut s.rx, 1).await;
+        if got.iter().any(|m| m.ends_with("after")) {
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_over_everything_already_read() {
+    let config = ListenerConfig {
+        batch_delay: Duration::from_secs(3600),
+        batch_messages: 1_000_000,
+        ..ListenerConfig::default()
+    };
+    let mut s = setup(config, 64);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = tokio::spawn(s.listeners.clone().serve_tcp(l));
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    for i in 0..100 {
+        c.write_all(format!("line {i}\n").as_bytes()).await.unwrap();
+    }
+    c.flush().await.unwrap();
+    let stats = s.listeners.stats().clone();
+    wait_for("100 messages read", || stats.messages.load(Ordering::Relaxed) == 100).await;
+    s.stop.send(true).unwrap();
+    timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
+    let got = collect(&mut s.rx, 100).await;
+    assert_eq!(got.len(), 100);
+    assert_eq!(got[99], "line 99");
+}
