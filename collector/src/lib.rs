@@ -10,13 +10,19 @@
 //! a connection limit, idle timeouts, batching into a bounded channel with
 //! backpressure on TCP and counted drops on UDP).
 //!
-//! Does not own: deciding budgets (the supervisor's allocator does),
-//! parsing (in `parsers`), org assignment and TLS (they arrive with the
-//! rest of the collector role).
+//! Also: org assignment ([`orgs`]: collector org, then longest-prefix IP
+//! ranges, then Super/Local) and the intake ([`intake`]: parse, classify,
+//! assign, admit through the gate, batch by batch).
+//!
+//! Does not own: deciding budgets (the supervisor's allocator does), the
+//! grammars (in `parsers`), storing events (the worker), TLS listeners
+//! (they arrive with the rest of the collector role).
 
 pub mod clock;
 pub mod gate;
+pub mod intake;
 pub mod listen;
+pub mod orgs;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use gate::{Admission, Budget, Gate, IntervalReport, NodeId, OrgBudget, OrgCounts};

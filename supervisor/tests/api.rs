@@ -568,6 +568,14 @@ async fn bad_requests_get_clear_json_errors() {
                 "invalid",
             ),
             ("POST", "/orgs", Some(&w.root), Some(json!({ "name": "Acme" })), 409, "conflict"),
+            (
+                "POST",
+                "/orgs",
+                Some(&w.root),
+                Some(json!({ "name": "Acme2", "ip_ranges": ["10.1.0.0/16"] })),
+                409,
+                "conflict",
+            ),
             ("POST", "/incidents", Some(&w.root), Some(json!({ "title": "x", "severity": "huge" })), 422, "invalid"),
             (
                 "POST",

@@ -123,6 +123,15 @@ impl Store {
     }
 
     async fn set_ranges(&self, conn: &mut AnyConnection, org: i64, ranges: &[String]) -> Result<()> {
+        // The collector assigns longest prefix first; the same range in two
+        // orgs would make the choice arbitrary.
+        for cidr in ranges {
+            let mut q = Sql::new("SELECT o.name FROM org_ip_ranges r JOIN orgs o ON o.id = r.org_id WHERE r.cidr = ");
+            q.bind(cidr.clone()).push(" AND r.org_id <> ").bind(org);
+            if let Some(row) = q.build().fetch_optional(&mut *conn).await? {
+                return Err(StoreError::Conflict(format!("{cidr} already belongs to {}", row.text("name")?)));
+            }
+        }
         let mut q = Sql::new("DELETE FROM org_ip_ranges WHERE org_id = ");
         q.bind(org);
         q.build().execute(&mut *conn).await?;
