@@ -26,6 +26,8 @@ enum Command {
     /// Correlation rules: check rule files, test rules against a log file.
     #[command(subcommand)]
     Rules(commands::rules::RulesCommand),
+    /// Replay a log file to a syslog listener at a given rate (load generator).
+    Send(commands::send::SendArgs),
     /// The supervisor role: record store and incident API.
     Supervisor(commands::supervisor::SupervisorArgs),
     /// Orgs (tenants) in the record store.
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Parse(args) => commands::parse::run(args).map(|()| ExitCode::SUCCESS),
         Command::License(cmd) => commands::license::run(cmd),
         Command::Rules(cmd) => commands::rules::run(cmd),
+        Command::Send(args) => commands::send::run(args),
         Command::Supervisor(args) => commands::supervisor::run(args),
         Command::Org(cmd) => commands::admin::org(cmd),
         Command::User(cmd) => commands::admin::user(cmd),

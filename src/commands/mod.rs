@@ -4,4 +4,5 @@ pub mod admin;
 pub mod license;
 pub mod parse;
 pub mod rules;
+pub mod send;
 pub mod supervisor;

@@ -1,0 +1,220 @@
+//! `vigil send`: replays a log file to a syslog listener at a given rate,
+//! a load generator for tests and capacity planning. Lines go out as they
+//! are in the file (LF-framed over TCP, or RFC 6587 octet-counted with
+//! `--octet-counting`; one datagram per line over UDP), paced by a token
+//! bucket, with a progress bar on stderr and a final report on stdout.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::parse::read_batches;
+
+/// Arguments of `vigil send`.
+#[derive(Args)]
+pub struct SendArgs {
+    /// Where to: tcp://HOST:PORT or udp://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// Lines per second (default: as fast as the listener takes them).
+    #[arg(long, value_name = "EPS")]
+    rate: Option<u64>,
+    /// Start over at the end of the file (stop with --limit, --duration or Ctrl-C).
+    #[arg(long = "loop")]
+    repeat: bool,
+    /// Stop after this many lines.
+    #[arg(long, value_name = "LINES")]
+    limit: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Frame TCP messages with RFC 6587 octet counting instead of LF.
+    #[arg(long)]
+    octet_counting: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+    /// The log file to send.
+    file: PathBuf,
+}
+
+enum Sink {
+    Tcp(BufWriter<TcpStream>, bool),
+    Udp(UdpSocket),
+}
+
+impl Sink {
+    fn open(to: &str) -> Result<Sink> {
+        let (scheme, addr) = to
+            .split_once("://")
+            .with_context(|| format!("--to {to:?}: expected tcp://HOST:PORT or udp://HOST:PORT"))?;
+        let target = addr
+            .to_socket_addrs()
+            .with_context(|| format!("--to {to:?}: cannot resolve {addr}"))?
+            .next()
+            .with_context(|| format!("--to {to:?}: {addr} has no address"))?;
+        match scheme {
+            "tcp" => {
+                let stream = TcpStream::connect_timeout(&target, Duration::from_secs(10))
+                    .with_context(|| format!("cannot connect to {target}"))?;
+                let _ = stream.set_nodelay(true);
+                Ok(Sink::Tcp(BufWriter::with_capacity(256 * 1024, stream), false))
+            }
+            "udp" => {
+                let local = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+                let socket = UdpSocket::bind(local).context("cannot open a UDP socket")?;
+                socket.connect(target).with_context(|| format!("cannot address {target}"))?;
+                Ok(Sink::Udp(socket))
+            }
+            other => bail!("--to {to:?}: unknown scheme {other:?} (tcp or udp)"),
+        }
+    }
+
+    fn send(&mut self, line: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Tcp(w, octets) => {
+                if *octets {
+                    write!(w, "{} ", line.len())?;
+                    w.write_all(line)
+                } else {
+                    w.write_all(line)?;
+                    w.write_all(b"\n")
+                }
+            }
+            Sink::Udp(s) => s.send(line).map(drop),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Tcp(w, _) => w.flush(),
+            Sink::Udp(_) => Ok(()),
+        }
+    }
+}
+
+struct Progress {
+    started: Instant,
+    last_draw: Instant,
+    total: Option<u64>,
+    show: bool,
+}
+
+impl Progress {
+    fn draw(&mut self, sent: u64, force: bool) {
+        if !self.show || (!force && self.last_draw.elapsed() < Duration::from_millis(250)) {
+            return;
+        }
+        self.last_draw = Instant::now();
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let rate = sent as f64 / secs;
+        let bar = match self.total {
+            Some(total) if total > 0 => {
+                let done = (sent.min(total) * 30 / total) as usize;
+                format!("[{}{}] {:>3}% ", "#".repeat(done), ".".repeat(30 - done), sent.min(total) * 100 / total)
+            }
+            _ => String::new(),
+        };
+        eprint!("\r{bar}{sent} lines, {rate:.0} lines/s, {secs:.1} s   ");
+    }
+}
+
+/// Runs `vigil send`.
+pub fn run(args: SendArgs) -> Result<ExitCode> {
+    if args.rate == Some(0) {
+        bail!("--rate must be at least 1");
+    }
+    let per_pass = count_lines(&args.file)?;
+    let mut sink = Sink::open(&args.to)?;
+    if let Sink::Tcp(_, octets) = &mut sink {
+        *octets = args.octet_counting;
+    }
+    let deadline = args.duration.map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)));
+    let total = match (args.repeat, args.limit) {
+        (_, Some(limit)) => Some(limit),
+        (false, None) => Some(per_pass),
+        (true, None) => None,
+    };
+    let mut progress = Progress {
+        started: Instant::now(),
+        last_draw: Instant::now(),
+        total,
+        show: !args.quiet && io::stderr().is_terminal(),
+    };
+    let started = Instant::now();
+    let (mut sent, mut bytes) = (0u64, 0u64);
+    let max_line = NonZeroUsize::new(64 * 1024).unwrap_or(NonZeroUsize::MIN);
+    let mut failure: Option<io::Error> = None;
+    'passes: loop {
+        let mut file = File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+        let mut stop = false;
+        read_batches(&mut file, max_line, |_, frames| {
+            for frame in frames {
+                if args.limit.is_some_and(|l| sent >= l) || deadline.is_some_and(|d| Instant::now() >= d) {
+                    stop = true;
+                    return false;
+                }
+                if let Some(rate) = args.rate {
+                    // Token bucket: never ahead of rate × elapsed.
+                    let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                    let elapsed = started.elapsed();
+                    if due > elapsed {
+                        if let Err(e) = sink.flush() {
+                            failure = Some(e);
+                            return false;
+                        }
+                        std::thread::sleep(due - elapsed);
+                    }
+                }
+                if let Err(e) = sink.send(&frame.data) {
+                    failure = Some(e);
+                    return false;
+                }
+                sent += 1;
+                bytes += frame.data.len() as u64;
+                if sent % 4096 == 0 {
+                    progress.draw(sent, false);
+                }
+            }
+            true
+        })
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+        if stop || failure.is_some() || !args.repeat || per_pass == 0 {
+            break 'passes;
+        }
+    }
+    let flushed = sink.flush();
+    let secs = started.elapsed().as_secs_f64();
+    progress.draw(sent, true);
+    if progress.show {
+        eprintln!();
+    }
+    println!(
+        "sent {sent} lines ({bytes} bytes) to {} in {secs:.2} s: {:.0} lines/s",
+        args.to,
+        sent as f64 / secs.max(1e-9)
+    );
+    if let Some(e) = failure.or(flushed.err()) {
+        bail!("sending to {} failed after {sent} lines: {e}", args.to);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Lines in the file, for the progress bar (one memchr pass).
+fn count_lines(path: &PathBuf) -> Result<u64> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut n = 0u64;
+    read_batches(&mut file, NonZeroUsize::new(64 * 1024).unwrap_or(NonZeroUsize::MIN), |_, frames| {
+        n += frames.len() as u64;
+        true
+    })
+    .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(n)
+}
