@@ -490,6 +490,22 @@ impl Serialize for PairsAsObject<'_> {
 
 struct SdAsObject<'a>(&'a StructuredData);
 
+impl StructuredData {
+    /// The JSON object the event's JSON form uses for `sd` (element id →
+    /// parameters), e.g. for a columnar store.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&SdAsObject(self)).unwrap_or_default()
+    }
+}
+
+impl Pairs {
+    /// The JSON object the event's JSON form uses for `ext` (a repeated
+    /// key becomes an array of its values).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&PairsAsObject(self)).unwrap_or_default()
+    }
+}
+
 impl Serialize for SdAsObject<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
