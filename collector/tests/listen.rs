@@ -132,7 +132,8 @@ async fn a_slow_pipeline_pushes_back_on_tcp_without_losing_anything() {
     let sender = tokio::spawn(async move {
         let mut c = TcpStream::connect(addr).await.unwrap();
         let line = format!("<13>Nov 22 10:00:00 h app: {}\n", "x".repeat(200));
-        for _ in 0..50_000 {
+        // 46 MB: more than loopback socket buffers can absorb.
+        for _ in 0..200_000 {
             c.write_all(line.as_bytes()).await.unwrap();
         }
     });
@@ -143,9 +144,9 @@ async fn a_slow_pipeline_pushes_back_on_tcp_without_losing_anything() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!sender.is_finished(), "the sender is held back while the pipeline is full");
-    n += collect(&mut s.rx, 50_000 - n).await.len();
+    n += collect(&mut s.rx, 200_000 - n).await.len();
     sender.await.unwrap();
-    assert_eq!(n, 50_000);
+    assert_eq!(n, 200_000);
     let _ = s.stop.send(true);
 }
 
