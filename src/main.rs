@@ -26,6 +26,12 @@ enum Command {
     /// Correlation rules: check rule files, test rules against a log file.
     #[command(subcommand)]
     Rules(commands::rules::RulesCommand),
+    /// Run every role in one process: syslog in, events stored and
+    /// correlated, incidents in the API. Works with no configuration.
+    Run(commands::run::RunArgs),
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Replay a log file to a syslog listener at a given rate (load generator).
     Send(commands::send::SendArgs),
     /// The supervisor role: record store and incident API.
@@ -41,12 +47,23 @@ enum Command {
     Token(commands::admin::TokenCommand),
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a complete, commented `vigil run` config file.
+    Example,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(args).map(|()| ExitCode::SUCCESS),
         Command::License(cmd) => commands::license::run(cmd),
         Command::Rules(cmd) => commands::rules::run(cmd),
+        Command::Run(args) => commands::run::run(args),
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", commands::run::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Send(args) => commands::send::run(args),
         Command::Supervisor(args) => commands::supervisor::run(args),
         Command::Org(cmd) => commands::admin::org(cmd),

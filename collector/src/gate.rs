@@ -188,12 +188,35 @@ impl Shard {
     }
 }
 
-/// Counters of an org that has no rule in the budget (normally none:
-/// budgets list every org). Shared by all threads; a slow path.
-#[derive(Debug, Default)]
+/// An org outside the interval's slot table: unknown to the budget the
+/// interval began with (no rule: enabled, unlimited), or given a rule by
+/// [`Gate::set_budget`] after the interval began (an org created or
+/// changed mid-interval). Counted on a slower, locked path until the next
+/// interval gives it a slot.
+#[derive(Debug)]
 struct OtherOrg {
+    enabled: AtomicBool,
+    limit: AtomicU64,
+    /// Events of the org admitted against its limit.
+    taken: AtomicU64,
     received: AtomicU64,
+    dropped_org: AtomicU64,
     dropped_node: AtomicU64,
+    rejected_disabled: AtomicU64,
+}
+
+impl Default for OtherOrg {
+    fn default() -> OtherOrg {
+        OtherOrg {
+            enabled: AtomicBool::new(true),
+            limit: AtomicU64::new(UNLIMITED),
+            taken: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            dropped_org: AtomicU64::new(0),
+            dropped_node: AtomicU64::new(0),
+            rejected_disabled: AtomicU64::new(0),
+        }
+    }
 }
 
 /// The counters of one interval.
@@ -343,13 +366,31 @@ impl Gate {
                     let mut others = period.others.lock().unwrap_or_else(PoisonError::into_inner);
                     Arc::clone(others.entry(org).or_default())
                 };
-                other.received.fetch_add(n, Ordering::AcqRel);
-                let budget = period.node_budget.load(Ordering::Acquire);
-                let accepted = take(&shard.node_lease, &period.node_leased, budget, n);
-                if accepted < n {
-                    other.dropped_node.fetch_add(n - accepted, Ordering::AcqRel);
+                if !other.enabled.load(Ordering::Acquire) {
+                    other.rejected_disabled.fetch_add(n, Ordering::AcqRel);
+                    return Admission { rejected_disabled: n, ..Admission::default() };
                 }
-                Admission { accepted, dropped_node: n - accepted, ..Admission::default() }
+                other.received.fetch_add(n, Ordering::AcqRel);
+                let limit = other.limit.load(Ordering::Acquire);
+                let granted_org = if limit == UNLIMITED {
+                    n
+                } else {
+                    let before = other
+                        .taken
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| Some(t + n.min(limit.saturating_sub(t))))
+                        .unwrap_or_else(|t| t);
+                    n.min(limit.saturating_sub(before))
+                };
+                let budget = period.node_budget.load(Ordering::Acquire);
+                let accepted = take(&shard.node_lease, &period.node_leased, budget, granted_org);
+                if limit != UNLIMITED && accepted < granted_org {
+                    // Not taken after all: the node's budget was spent.
+                    other.taken.fetch_sub(granted_org - accepted, Ordering::AcqRel);
+                }
+                let (dropped_org, dropped_node) = (n - granted_org, granted_org - accepted);
+                other.dropped_org.fetch_add(dropped_org, Ordering::AcqRel);
+                other.dropped_node.fetch_add(dropped_node, Ordering::AcqRel);
+                Admission { accepted, dropped_org, dropped_node, ..Admission::default() }
             }
         }
     }
@@ -394,6 +435,11 @@ impl Gate {
                 org.enabled.store(rule.enabled, Ordering::Release);
                 org.limit.store(rule.events.unwrap_or(UNLIMITED), Ordering::Release);
                 period.revoke_org_leases(slot);
+            } else {
+                let mut others = period.others.lock().unwrap_or_else(PoisonError::into_inner);
+                let other = others.entry(rule.org).or_default();
+                other.enabled.store(rule.enabled, Ordering::Release);
+                other.limit.store(rule.events.unwrap_or(UNLIMITED), Ordering::Release);
             }
         }
         *self.budget.lock().unwrap_or_else(PoisonError::into_inner) = Budget { interval: period.interval, ..budget };
@@ -461,14 +507,15 @@ fn report(node: &NodeId, period: &Period) -> IntervalReport {
         .collect();
     orgs.extend(period.others.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(org, other)| {
         let received = other.received.load(Ordering::Acquire);
+        let dropped_org = other.dropped_org.load(Ordering::Acquire);
         let dropped_node = other.dropped_node.load(Ordering::Acquire);
         OrgCounts {
             org: *org,
             received,
-            accepted: received - dropped_node,
-            dropped_org: 0,
+            accepted: received - dropped_org - dropped_node,
+            dropped_org,
             dropped_node,
-            rejected_disabled: 0,
+            rejected_disabled: other.rejected_disabled.load(Ordering::Acquire),
         }
     }));
     orgs.retain(|c| c.received > 0 || c.rejected_disabled > 0);
@@ -556,6 +603,32 @@ mod tests {
             rejected_disabled: 0,
         };
         assert_eq!(r.orgs, vec![want]);
+    }
+
+    #[test]
+    fn orgs_given_a_rule_mid_interval_obey_it_at_once() {
+        let gate = Gate::new(NodeId::new("c1"), Budget::node_only(1, 100));
+        assert_eq!(gate.admit(OrgId(7), 2).accepted, 2, "unknown: enabled, unlimited");
+        gate.set_budget(Budget {
+            interval: 1,
+            node_events: 100,
+            orgs: vec![
+                OrgBudget { org: OrgId(7), enabled: false, events: None },
+                OrgBudget { org: OrgId(8), enabled: true, events: Some(5) },
+            ],
+        });
+        assert_eq!(gate.admit(OrgId(7), 4), Admission { rejected_disabled: 4, ..Admission::default() });
+        assert_eq!(gate.admit(OrgId(8), 3).accepted, 3);
+        assert_eq!(gate.admit(OrgId(8), 3), Admission { accepted: 2, dropped_org: 1, ..Admission::default() });
+        assert_eq!(gate.admit(OrgId(8), 1), Admission { dropped_org: 1, ..Admission::default() });
+        let r = gate.begin_interval(2, None);
+        let seven = r.orgs.iter().find(|o| o.org == OrgId(7)).cloned();
+        let eight = r.orgs.iter().find(|o| o.org == OrgId(8)).cloned();
+        assert_eq!(seven.map(|o| (o.received, o.accepted, o.rejected_disabled)), Some((2, 2, 4)));
+        assert_eq!(eight.map(|o| (o.received, o.accepted, o.dropped_org)), Some((7, 5, 2)));
+        // The next interval gives both a slot under the same rules.
+        assert_eq!(gate.admit(OrgId(7), 1).rejected_disabled, 1);
+        assert_eq!(gate.admit(OrgId(8), 9).accepted, 5);
     }
 
     #[test]

@@ -61,8 +61,9 @@ pub fn render_duration(d: std::time::Duration) -> String {
     format!("{secs}s")
 }
 
-/// The built-in rule pack: (file name, text).
-const PACK: &[(&str, &str)] = &[
+/// The built-in pack's files, `(name, YAML)`, for callers that compile it
+/// together with their own rules.
+pub const PACK: &[(&str, &str)] = &[
     ("packs/accounts.yaml", include_str!("../packs/accounts.yaml")),
     ("packs/network.yaml", include_str!("../packs/network.yaml")),
     ("packs/ssh.yaml", include_str!("../packs/ssh.yaml")),

@@ -4,5 +4,6 @@ pub mod admin;
 pub mod license;
 pub mod parse;
 pub mod rules;
+pub mod run;
 pub mod send;
 pub mod supervisor;

@@ -174,7 +174,7 @@ impl OrgMap {
     }
 }
 
-fn read_text(path: &Path) -> Result<String> {
+pub(crate) fn read_text(path: &Path) -> Result<String> {
     let mut text = String::new();
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     #[allow(clippy::disallowed_methods)] // bounded by take

@@ -4,12 +4,16 @@
 //! Owns: event storage ([`events`]: accepted events as Arrow record
 //! batches written to zstd Parquet files partitioned
 //! `events/org=<id>/date=YYYY-MM-DD/`, each file written under a temporary
-//! name, synced and renamed, so a reader never sees half a file).
+//! name, synced and renamed, so a reader never sees half a file), and the
+//! worker loop ([`pipeline`]: event ids, storage, the rule engine advanced
+//! on a flush-interval tick, incidents handed to a sink).
 //!
 //! Does not own: receiving, parsing and admitting events (the collector),
-//! the rule engine (in `rules`; the worker will drive it), incidents and
-//! their store (the supervisor).
+//! the rule language and engine (in `rules`; the worker drives one),
+//! incidents' storage (the supervisor's record store).
 
 pub mod events;
+pub mod pipeline;
 
 pub use events::{EventWriter, EventWriterConfig, FlushReport, WorkerError, schema};
+pub use pipeline::{Worker, WorkerStats};

@@ -1,0 +1,790 @@
+//! `vigil run`: every role in one process (SPEC §1, the embedded default).
+//!
+//! syslog (UDP + TCP) → listeners → intake thread (parse, classify, org,
+//! EPS gate) → worker thread (ids, Parquet, rule engine) → incident ingest
+//! queue → record store ← incident API and `/metrics`. Channels between the
+//! stages are bounded, so a slow stage pushes back on TCP senders and makes
+//! UDP count drops. SIGTERM or Ctrl-C stops the listeners, lets every stage
+//! drain, writes every accepted event to Parquet and every incident to the
+//! store, then exits.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use collector::gate::{Budget, Gate, IntervalReport, NodeId, OrgBudget};
+use collector::intake::Intake;
+use collector::listen::{ListenerConfig, ListenerStats, Listeners};
+use collector::orgs::{OrgRoute, OrgTable};
+use collector::{Clock, SystemClock};
+use parsers::framing::FramerConfig;
+use parsers::{DeviceParsers, OrgId, Parser};
+use rules::{Engine, EngineConfig, Incident};
+use serde::Deserialize;
+use supervisor::licence::{self, LicenceStatus};
+use supervisor::store::{IncidentUpdate, Ingest, IngestConfig, Org, Principal, Store, StoreConfig};
+use worker::{EventWriter, EventWriterConfig, Worker, WorkerStats};
+
+/// Length of an EPS interval (SPEC §3).
+const INTERVAL_SECS: u64 = 180;
+
+/// Arguments of `vigil run`; flags override the config file.
+#[derive(Args)]
+pub struct RunArgs {
+    /// A TOML config file (`vigil config example` prints one).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory: record store, Parquet event files.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Syslog address for UDP and TCP (port 0: any free port, printed).
+    #[arg(long, value_name = "HOST:PORT")]
+    syslog_addr: Option<SocketAddr>,
+    /// HTTP API and /metrics address (port 0: any free port, printed).
+    #[arg(long, value_name = "HOST:PORT")]
+    api_addr: Option<SocketAddr>,
+    /// Licence file (default: the unlicensed allowance).
+    #[arg(long, alias = "licence", value_name = "FILE")]
+    license: Option<PathBuf>,
+    /// Record store in PostgreSQL instead of SQLite in the data directory.
+    #[arg(long, value_name = "URL", env = "VIGIL_DATABASE")]
+    database: Option<String>,
+}
+
+/// The config file. Every field has a default; `vigil run` needs none.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL for the record store (default: SQLite in data_dir).
+    pub database: Option<String>,
+    /// Licence file.
+    pub license: Option<PathBuf>,
+    /// This node's name (in events and file names).
+    pub node: String,
+    /// Syslog listeners.
+    pub syslog: SyslogConfig,
+    /// The HTTP API.
+    pub api: ApiConfig,
+    /// Event storage.
+    pub storage: StorageConfig,
+    /// Correlation.
+    pub rules: RulesConfig,
+    /// Org assignment.
+    pub orgs: OrgsConfig,
+}
+
+/// `[syslog]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogConfig {
+    /// Address for both UDP and TCP.
+    pub addr: SocketAddr,
+    /// Listen on UDP.
+    pub udp: bool,
+    /// Listen on TCP.
+    pub tcp: bool,
+    /// Open TCP connections at most.
+    pub max_connections: usize,
+    /// Seconds before a silent TCP connection is closed.
+    pub idle_timeout_secs: u64,
+    /// Longest message kept (longer ones are cut and flagged).
+    pub max_message_bytes: usize,
+}
+
+/// `[api]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address of the API and /metrics.
+    pub addr: SocketAddr,
+}
+
+/// `[storage]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Milliseconds between writes of buffered events: the most a kill -9 can lose.
+    pub flush_interval_ms: u64,
+    /// Events per Parquet file at most.
+    pub roll_rows: usize,
+}
+
+/// `[rules]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Run the built-in pack.
+    pub builtin: bool,
+    /// More rule files or directories.
+    pub paths: Vec<PathBuf>,
+    /// Seconds an event may arrive late and still be evaluated in order.
+    pub lateness_secs: f64,
+}
+
+/// `[orgs]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgsConfig {
+    /// Seconds between reloads of orgs from the store.
+    pub refresh_secs: f64,
+    /// The org this collector belongs to (all it receives is that org's).
+    pub collector_org: Option<String>,
+}
+
+impl Default for RunConfig {
+    fn default() -> RunConfig {
+        RunConfig {
+            data_dir: "vigil-data".into(),
+            database: None,
+            license: None,
+            node: "node-1".into(),
+            syslog: SyslogConfig::default(),
+            api: ApiConfig::default(),
+            storage: StorageConfig::default(),
+            rules: RulesConfig::default(),
+            orgs: OrgsConfig::default(),
+        }
+    }
+}
+
+impl Default for SyslogConfig {
+    fn default() -> SyslogConfig {
+        SyslogConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 5514)),
+            udp: true,
+            tcp: true,
+            max_connections: 10_000,
+            idle_timeout_secs: 300,
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig { addr: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig { flush_interval_ms: 1_000, roll_rows: 256 * 1024 }
+    }
+}
+
+impl Default for RulesConfig {
+    fn default() -> RulesConfig {
+        RulesConfig { builtin: true, paths: Vec::new(), lateness_secs: 10.0 }
+    }
+}
+
+impl Default for OrgsConfig {
+    fn default() -> OrgsConfig {
+        OrgsConfig { refresh_secs: 2.0, collector_org: None }
+    }
+}
+
+/// `vigil config example`: every setting with its default and meaning.
+pub const EXAMPLE: &str = r#"# vigil run --config FILE. Every setting is optional; shown with its default.
+
+data_dir = "vigil-data"          # record store (vigil.db) and Parquet files (events/)
+# database = "postgres://vigil:secret@127.0.0.1/vigil"   # record store in PostgreSQL instead
+# license = "/etc/vigil/licence.toml"                    # default: the unlicensed 500 EPS allowance
+node = "node-1"                  # this node's name, in events and file names
+
+[syslog]
+addr = "127.0.0.1:5514"          # UDP and TCP; use 0.0.0.0:514 to receive from the network
+udp = true
+tcp = true
+max_connections = 10000          # more TCP connections are closed at once
+idle_timeout_secs = 300          # silent TCP connections are closed after this
+max_message_bytes = 65536        # longer messages are cut and flagged truncated
+
+[api]
+addr = "127.0.0.1:8080"          # incident API (/api/v1) and Prometheus metrics (/metrics)
+
+[storage]
+flush_interval_ms = 1000         # buffered events are written this often: the most kill -9 can lose
+roll_rows = 262144               # events per Parquet file at most
+
+[rules]
+builtin = true                   # the built-in pack (rules/packs)
+paths = []                       # more rule files or directories
+lateness_secs = 10.0             # how late an event may arrive and still be evaluated in order
+
+[orgs]
+refresh_secs = 2.0               # orgs, IP ranges, limits and enabled flags are reloaded this often
+# collector_org = "Acme"         # everything this collector receives belongs to one org
+"#;
+
+fn load_config(args: &RunArgs) -> Result<RunConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = super::rules::read_text(path)?;
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?
+        }
+        None => RunConfig::default(),
+    };
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(a) = args.syslog_addr {
+        config.syslog.addr = a;
+    }
+    if let Some(a) = args.api_addr {
+        config.api.addr = a;
+    }
+    if let Some(l) = &args.license {
+        config.license = Some(l.clone());
+    }
+    if let Some(d) = &args.database {
+        config.database = Some(d.clone());
+    }
+    if config.storage.flush_interval_ms == 0 || config.storage.roll_rows == 0 {
+        bail!("storage.flush_interval_ms and storage.roll_rows must be positive");
+    }
+    if !(0.0..=3600.0).contains(&config.rules.lateness_secs) || !(0.1..=3600.0).contains(&config.orgs.refresh_secs) {
+        bail!("rules.lateness_secs must be 0-3600 and orgs.refresh_secs 0.1-3600");
+    }
+    Ok(config)
+}
+
+/// Cumulative per-org gate counts: finished intervals plus the running one.
+#[derive(Default)]
+struct Totals {
+    done: BTreeMap<OrgId, [u64; 5]>,
+}
+
+impl Totals {
+    fn add(&mut self, report: &IntervalReport) {
+        for o in &report.orgs {
+            let t = self.done.entry(o.org).or_default();
+            for (slot, v) in
+                t.iter_mut().zip([o.received, o.accepted, o.dropped_org, o.dropped_node, o.rejected_disabled])
+            {
+                *slot += v;
+            }
+        }
+    }
+}
+
+/// What `/metrics` reads.
+struct Metrics {
+    node: String,
+    licence_eps: u64,
+    gate: Arc<Gate>,
+    totals: Arc<Mutex<Totals>>,
+    names: Arc<Mutex<BTreeMap<OrgId, String>>>,
+    listeners: Arc<ListenerStats>,
+    worker: Arc<WorkerStats>,
+    ingest: Ingest,
+    raw_queue: tokio::sync::mpsc::WeakSender<collector::listen::RawBatch>,
+    event_queue: crossbeam_channel::Receiver<Vec<parsers::Event>>,
+}
+
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Metrics {
+    fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        let node = label(&self.node);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{name} {v}");
+                } else {
+                    let _ = writeln!(out, "{name}{{{labels}}} {v}");
+                }
+            }
+        };
+        let l = &self.listeners;
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let nl = format!("node=\"{node}\"");
+        metric("vigil_licence_eps", "gauge", "Licensed EPS.", vec![(String::new(), self.licence_eps)]);
+        let budget = self.gate.budget();
+        metric(
+            "vigil_allocation_eps",
+            "gauge",
+            "EPS allocated to the node for this interval.",
+            vec![(nl.clone(), budget.node_events / INTERVAL_SECS)],
+        );
+        metric(
+            "vigil_unused_pool_eps",
+            "gauge",
+            "Unused-EPS pool (single node: burst pool not used).",
+            vec![(nl.clone(), 0)],
+        );
+        metric(
+            "vigil_syslog_messages_total",
+            "counter",
+            "Messages received by the listeners.",
+            vec![(nl.clone(), n(&l.messages))],
+        );
+        metric(
+            "vigil_syslog_bytes_total",
+            "counter",
+            "Bytes received by the listeners.",
+            vec![(nl.clone(), n(&l.bytes))],
+        );
+        metric(
+            "vigil_syslog_udp_dropped_total",
+            "counter",
+            "UDP messages dropped because the pipeline was full.",
+            vec![(nl.clone(), n(&l.udp_dropped))],
+        );
+        metric(
+            "vigil_syslog_truncated_total",
+            "counter",
+            "Messages cut at the maximum length.",
+            vec![(nl.clone(), n(&l.truncated))],
+        );
+        metric(
+            "vigil_tcp_connections_open",
+            "gauge",
+            "Open TCP connections.",
+            vec![(nl.clone(), n(&l.connections_open))],
+        );
+        metric(
+            "vigil_tcp_connections_refused_total",
+            "counter",
+            "TCP connections closed at the connection limit.",
+            vec![(nl.clone(), n(&l.connections_refused))],
+        );
+        metric(
+            "vigil_tcp_connections_idle_total",
+            "counter",
+            "TCP connections closed for being idle.",
+            vec![(nl.clone(), n(&l.connections_idle))],
+        );
+        let snapshot = self.gate.snapshot();
+        let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner).done.clone();
+        for o in &snapshot.orgs {
+            let t = totals.entry(o.org).or_default();
+            for (slot, v) in
+                t.iter_mut().zip([o.received, o.accepted, o.dropped_org, o.dropped_node, o.rejected_disabled])
+            {
+                *slot += v;
+            }
+        }
+        let names = self.names.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        metric(
+            "vigil_orgs",
+            "gauge",
+            "Orgs in the collector's assignment table.",
+            vec![(nl.clone(), names.len() as u64)],
+        );
+        let per_org = |i: usize, reason: Option<&str>| -> Vec<(String, u64)> {
+            totals
+                .iter()
+                .map(|(org, t)| {
+                    let name = label(names.get(org).map_or("", String::as_str));
+                    let reason = reason.map(|r| format!(",reason=\"{r}\"")).unwrap_or_default();
+                    (format!("{nl},org_id=\"{}\",org=\"{name}\"{reason}", org.0), t[i])
+                })
+                .collect()
+        };
+        metric(
+            "vigil_events_received_total",
+            "counter",
+            "Events received per org (a disabled org's excluded).",
+            per_org(0, None),
+        );
+        metric("vigil_events_accepted_total", "counter", "Events accepted per org.", per_org(1, None));
+        let mut dropped = per_org(2, Some("org_limit"));
+        dropped.extend(per_org(3, Some("licence")));
+        dropped.extend(per_org(4, Some("org_disabled")));
+        metric("vigil_events_dropped_total", "counter", "Events dropped per org and reason.", dropped);
+        let w = &self.worker;
+        metric("vigil_events_stored_total", "counter", "Events written to Parquet.", vec![(nl.clone(), n(&w.stored))]);
+        metric("vigil_parquet_files_total", "counter", "Parquet files written.", vec![(nl.clone(), n(&w.files))]);
+        metric("vigil_parquet_bytes_total", "counter", "Parquet bytes written.", vec![(nl.clone(), n(&w.bytes))]);
+        metric(
+            "vigil_storage_write_errors_total",
+            "counter",
+            "Failed Parquet writes (retried).",
+            vec![(nl.clone(), n(&w.write_errors))],
+        );
+        metric(
+            "vigil_rule_state_bytes",
+            "gauge",
+            "Correlation engine state, estimated.",
+            vec![(nl.clone(), n(&w.rule_state_bytes))],
+        );
+        metric(
+            "vigil_incident_updates_total",
+            "counter",
+            "Incident updates from the rule engine.",
+            vec![(nl.clone(), n(&w.incidents))],
+        );
+        let s = self.ingest.stats();
+        metric(
+            "vigil_incidents_created_total",
+            "counter",
+            "Incidents created in the record store.",
+            vec![(String::new(), n(&s.created))],
+        );
+        metric(
+            "vigil_incident_ingest_refused_total",
+            "counter",
+            "Incident updates refused by a full ingest queue (then retried blocking).",
+            vec![(String::new(), n(&s.refused))],
+        );
+        let raw = self.raw_queue.upgrade().map_or(0, |q| q.max_capacity() - q.capacity());
+        metric(
+            "vigil_queue_depth",
+            "gauge",
+            "Batches or updates waiting between stages.",
+            vec![
+                (format!("{nl},queue=\"intake\""), raw as u64),
+                (format!("{nl},queue=\"worker\""), self.event_queue.len() as u64),
+                (format!("{nl},queue=\"buffered_events\""), n(&w.buffered)),
+                (String::from("queue=\"incident_ingest\""), self.ingest.depth() as u64),
+            ],
+        );
+        out
+    }
+}
+
+/// The budget for interval `k`: the whole licence for this node, and the
+/// store's org rules.
+fn budget(k: u64, licence_eps: u64, orgs: &[Org]) -> Budget {
+    Budget {
+        interval: k,
+        node_events: licence_eps.saturating_mul(INTERVAL_SECS),
+        orgs: orgs
+            .iter()
+            .map(|o| OrgBudget {
+                org: OrgId(u32::try_from(o.id).unwrap_or(u32::MAX)),
+                enabled: o.enabled,
+                events: o.eps_limit.map(|l| u64::try_from(l).unwrap_or(0).saturating_mul(INTERVAL_SECS)),
+            })
+            .collect(),
+    }
+}
+
+fn org_table(orgs: &[Org], collector_org: Option<&str>) -> Result<OrgTable> {
+    let routes = orgs
+        .iter()
+        .filter(|o| o.name != "Super/Global")
+        .map(|o| OrgRoute {
+            id: OrgId(u32::try_from(o.id).unwrap_or(u32::MAX)),
+            name: o.name.as_str().into(),
+            ranges: o.ip_ranges.iter().filter_map(|r| r.parse().ok()).collect(),
+        })
+        .collect();
+    let collector = match collector_org {
+        Some(name) => Some(
+            orgs.iter()
+                .find(|o| o.name.eq_ignore_ascii_case(name))
+                .map(|o| OrgId(u32::try_from(o.id).unwrap_or(u32::MAX)))
+                .with_context(|| format!("orgs.collector_org: no org named {name:?}"))?,
+        ),
+        None => None,
+    };
+    Ok(OrgTable::new(routes, collector)?)
+}
+
+fn update_of(i: &Incident) -> IncidentUpdate {
+    let key = i.key.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let ms = |t: parsers::EventTime| i64::try_from(t.unix_nanos() / 1_000_000).unwrap_or(0);
+    IncidentUpdate {
+        rule: i.rule.to_string(),
+        org_id: i64::from(i.org_id.0),
+        key,
+        window_start_ms: ms(i.first_seen),
+        title: i.title.clone(),
+        severity: i.severity,
+        count: i.count,
+        first_seen_ms: ms(i.first_seen),
+        last_seen_ms: ms(i.last_seen),
+        event_ids: i.event_ids.clone(),
+    }
+}
+
+/// Runs `vigil run`.
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let config = load_config(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    rt.block_on(serve(config))
+}
+
+async fn serve(config: RunConfig) -> Result<ExitCode> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let today = licence::date_of(clock.now());
+    let licence = LicenceStatus::load(config.license.as_deref(), &licence::trusted_keys(), today);
+    let licence_eps = licence.licensed_eps();
+
+    // Rules first: a broken rule file stops the start, before any socket.
+    let mut compiler = rules::Compiler::new();
+    if config.rules.builtin {
+        for (name, text) in rules::PACK {
+            compiler.add_source(name, text);
+        }
+    }
+    for p in &config.rules.paths {
+        compiler.add_path(p);
+    }
+    let rules = match compiler.finish() {
+        Ok((set, warnings)) => {
+            for w in warnings {
+                eprintln!("{w}");
+            }
+            set
+        }
+        Err(diagnostics) => {
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
+            bail!("the rules do not compile");
+        }
+    };
+    let engine_config =
+        EngineConfig { lateness: Duration::from_secs_f64(config.rules.lateness_secs), ..EngineConfig::default() };
+    let engine = Engine::new(Arc::new(rules), engine_config);
+
+    // The record store.
+    let store_config = StoreConfig { licence_eps, ..StoreConfig::default() };
+    let store = Arc::new(match &config.database {
+        Some(url) => Store::open(url, clock.clone(), store_config).await.context("cannot open the record store")?,
+        None => Store::open_data_dir(&config.data_dir, clock.clone(), store_config)
+            .await
+            .with_context(|| format!("cannot open the record store in {}", config.data_dir.display()))?,
+    });
+    let admin_token = std::env::var("VIGIL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    let new_admin = store.bootstrap_admin(admin_token.as_deref()).await?;
+    let cli = Principal::cli();
+    let orgs = store.list_orgs(&cli).await?.items;
+    let table = org_table(&orgs, config.orgs.collector_org.as_deref())?;
+    let names: BTreeMap<OrgId, String> =
+        orgs.iter().map(|o| (OrgId(u32::try_from(o.id).unwrap_or(0)), o.name.clone())).collect();
+    let names = Arc::new(Mutex::new(names));
+
+    // Collector: gate, intake, listeners.
+    let interval = u64::try_from(clock.now().unix_secs()).unwrap_or(0) / INTERVAL_SECS;
+    let gate = Arc::new(Gate::new(NodeId::new(&config.node), budget(interval, licence_eps, &orgs)));
+    let intake = Arc::new(Intake::new(
+        Parser::new(),
+        Some(DeviceParsers::builtin().context("cannot load the built-in device parsers")?),
+        table,
+        gate.clone(),
+        &config.node,
+    ));
+    let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel(256);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let framing = FramerConfig {
+        max_frame_len: std::num::NonZeroUsize::new(config.syslog.max_message_bytes)
+            .context("syslog.max_message_bytes must be positive")?,
+        ..FramerConfig::default()
+    };
+    let listener_config = ListenerConfig {
+        max_connections: config.syslog.max_connections,
+        idle_timeout: Duration::from_secs(config.syslog.idle_timeout_secs.max(1)),
+        framing,
+        ..ListenerConfig::default()
+    };
+    let listeners = Listeners::new(listener_config, raw_tx.clone(), clock.clone(), stop_rx.clone());
+    let mut serving = Vec::new();
+    let mut bound = Vec::new();
+    if config.syslog.tcp {
+        let tcp = tokio::net::TcpListener::bind(config.syslog.addr)
+            .await
+            .with_context(|| format!("cannot listen for syslog on tcp://{}", config.syslog.addr))?;
+        bound.push(format!("tcp://{}", tcp.local_addr()?));
+        serving.push(tokio::spawn(listeners.clone().serve_tcp(tcp)));
+    }
+    if config.syslog.udp {
+        let udp = tokio::net::UdpSocket::bind(config.syslog.addr)
+            .await
+            .with_context(|| format!("cannot listen for syslog on udp://{}", config.syslog.addr))?;
+        bound.push(format!("udp://{}", udp.local_addr()?));
+        serving.push(tokio::spawn(listeners.clone().serve_udp(udp)));
+    }
+    let listener_stats = listeners.stats().clone();
+    drop(listeners);
+
+    // Worker.
+    let (event_tx, event_rx) = crossbeam_channel::bounded::<Vec<parsers::Event>>(64);
+    let event_queue = event_rx.clone();
+    let writer_config = EventWriterConfig {
+        roll_rows: config.storage.roll_rows,
+        ..EventWriterConfig::new(&config.data_dir, &config.node)
+    };
+    let writer = EventWriter::open(writer_config, clock.now()).context("cannot open the event store")?;
+    let worker_stats = Arc::new(WorkerStats::default());
+    let first_id = u64::try_from(clock.now().unix_secs()).unwrap_or(0) << 32;
+    let worker = Worker::new(writer, engine, first_id, worker_stats.clone());
+    let (ingest, ingest_task) = Ingest::start(store.clone(), IngestConfig::default());
+    let worker_thread = {
+        let ingest = ingest.clone();
+        let clock = clock.clone();
+        let handle = tokio::runtime::Handle::current();
+        let flush = Duration::from_millis(config.storage.flush_interval_ms);
+        std::thread::Builder::new().name("vigil-worker".into()).spawn(move || {
+            worker.run(&event_rx, clock.as_ref(), flush, |incidents| {
+                for i in &incidents {
+                    let update = update_of(i);
+                    if let Err(supervisor::store::StoreError::QueueFull(_)) = ingest.try_submit(update.clone()) {
+                        let _ = handle.block_on(ingest.submit(update));
+                    }
+                }
+            })
+        })?
+    };
+    let intake_thread = {
+        let intake = intake.clone();
+        std::thread::Builder::new().name("vigil-intake".into()).spawn(move || {
+            let mut out = Vec::new();
+            while let Some(batch) = raw_rx.blocking_recv() {
+                intake.process(batch, &mut out);
+                if !out.is_empty() && event_tx.send(std::mem::take(&mut out)).is_err() {
+                    break;
+                }
+            }
+        })?
+    };
+
+    // EPS intervals and org reloads.
+    let totals = Arc::new(Mutex::new(Totals::default()));
+    let control = {
+        let (gate, store, intake, totals, names, clock) =
+            (gate.clone(), store.clone(), intake.clone(), totals.clone(), names.clone(), clock.clone());
+        let refresh = Duration::from_secs_f64(config.orgs.refresh_secs);
+        let collector_org = config.orgs.collector_org.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut current = orgs;
+            let mut k = interval;
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    () = tokio::time::sleep(refresh) => {}
+                }
+                let now_k = u64::try_from(clock.now().unix_secs()).unwrap_or(0) / INTERVAL_SECS;
+                let fresh = match store.list_orgs(&Principal::cli()).await {
+                    Ok(page) => page.items,
+                    Err(e) => {
+                        eprintln!("vigil: cannot reload orgs: {e}");
+                        current.clone()
+                    }
+                };
+                if now_k > k {
+                    k = now_k;
+                    let report = gate.begin_interval(k, Some(budget(k, licence_eps, &fresh)));
+                    totals.lock().unwrap_or_else(PoisonError::into_inner).add(&report);
+                } else if fresh != current {
+                    gate.set_budget(budget(k, licence_eps, &fresh));
+                }
+                if fresh != current {
+                    match org_table(&fresh, collector_org.as_deref()) {
+                        Ok(table) => intake.set_orgs(table),
+                        Err(e) => eprintln!("vigil: org ranges not applied: {e:#}"),
+                    }
+                    *names.lock().unwrap_or_else(PoisonError::into_inner) =
+                        fresh.iter().map(|o| (OrgId(u32::try_from(o.id).unwrap_or(0)), o.name.clone())).collect();
+                    current = fresh;
+                }
+            }
+        })
+    };
+
+    // API and metrics.
+    let metrics = Arc::new(Metrics {
+        node: config.node.clone(),
+        licence_eps,
+        gate: gate.clone(),
+        totals: totals.clone(),
+        names: names.clone(),
+        listeners: listener_stats.clone(),
+        worker: worker_stats.clone(),
+        ingest: ingest.clone(),
+        // Weak, and a receiver: neither keeps a channel open at shutdown.
+        raw_queue: raw_tx.downgrade(),
+        event_queue: event_queue.clone(),
+    });
+    drop(raw_tx);
+    let app = supervisor::api::router(store.clone()).merge(axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()) }
+        }),
+    ));
+    let api = tokio::net::TcpListener::bind(config.api.addr)
+        .await
+        .with_context(|| format!("cannot listen for the API on {}", config.api.addr))?;
+    let api_addr = api.local_addr()?;
+
+    println!("vigil {} (all roles in one process)", env!("CARGO_PKG_VERSION"));
+    println!("licence: {}", licence.describe());
+    println!("syslog: {}", bound.join(" "));
+    println!("api: http://{api_addr}/api/v1 (OpenAPI: http://{api_addr}/api/v1/openapi.json)");
+    println!("metrics: http://{api_addr}/metrics");
+    println!("data: {} (events/ Parquet, vigil.db record store)", config.data_dir.display());
+    match (&new_admin, &admin_token) {
+        (Some(_), Some(_)) => println!("admin: created user admin with the token from VIGIL_ADMIN_TOKEN"),
+        (Some(token), None) => println!("admin token (shown once; keep it): {token}"),
+        (None, _) => {}
+    }
+
+    let mut api_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(api, app)
+            .with_graceful_shutdown(async move {
+                let _ = api_stop.changed().await;
+            })
+            .await
+    });
+
+    super::supervisor::shutdown().await;
+    eprintln!("vigil: stopping: draining listeners, intake and worker");
+    let _ = stop_tx.send(true);
+    for s in serving {
+        let _ = s.await;
+    }
+    let _ = control.await;
+    let intake_done = tokio::task::spawn_blocking(move || intake_thread.join()).await;
+    let stored = tokio::task::spawn_blocking(move || worker_thread.join()).await;
+    ingest.flush().await.ok();
+    drop(ingest);
+    let _ = ingest_task.await;
+    let _ = server.await;
+    store.close().await;
+    if intake_done.is_err() {
+        bail!("the intake thread failed");
+    }
+    let stored = match stored {
+        Ok(Ok(Ok(n))) => n,
+        Ok(Ok(Err(e))) => bail!("writing events failed: {e}"),
+        _ => bail!("the worker thread failed"),
+    };
+    let accepted: u64 = {
+        let t = totals.lock().unwrap_or_else(PoisonError::into_inner);
+        t.done.values().map(|v| v[1]).sum::<u64>() + gate.snapshot().accepted
+    };
+    println!("vigil: stopped; {accepted} events accepted, {stored} written to Parquet");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_the_defaults() {
+        let parsed: RunConfig = toml::from_str(EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed, RunConfig::default());
+        assert!(toml::from_str::<RunConfig>("[syslog]\nadr = \"x\"").is_err(), "unknown keys are refused");
+    }
+}

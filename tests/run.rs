@@ -1,0 +1,344 @@
+//! End to end: the real `vigil run` on ephemeral loopback ports, fed by the
+//! real `vigil send`, administered by the real CLI, read through the API,
+//! `/metrics` and the Parquet files it writes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Vigil {
+    child: Child,
+    dir: PathBuf,
+    tcp: String,
+    api: String,
+    base: String,
+    token: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const CONFIG: &str = "[rules]\nlateness_secs = 1.0\n[orgs]\nrefresh_secs = 0.2\n[storage]\nflush_interval_ms = 200\n";
+
+fn start(tag: &str) -> Vigil {
+    let dir = common::temp_dir(tag);
+    std::fs::File::create(dir.join("vigil.toml")).unwrap().write_all(CONFIG.as_bytes()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--syslog-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--config"])
+        .arg(dir.join("vigil.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env_remove("VIGIL_ADMIN_TOKEN")
+        .env_remove("VIGIL_DATABASE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        // Our own binary's few status lines.
+        #[allow(clippy::disallowed_methods)]
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut tcp, mut api, mut token) = (None, None, None);
+    while api.is_none() || tcp.is_none() || token.is_none() {
+        let line = lines.recv_timeout(Duration::from_secs(60)).expect("vigil run did not start within 60 s");
+        if let Some(rest) = line.strip_prefix("syslog: ") {
+            tcp = rest.split_whitespace().find(|a| a.starts_with("tcp://")).map(str::to_owned);
+        }
+        if let Some(rest) = line.strip_prefix("api: ") {
+            api = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(t) = line.strip_prefix("admin token (shown once; keep it): ") {
+            token = Some(t.to_owned());
+        }
+    }
+    let api = api.unwrap();
+    let base = api.trim_end_matches("/api/v1").to_owned();
+    Vigil { child, dir, tcp: tcp.unwrap(), api, base, token: token.unwrap(), lines }
+}
+
+impl Vigil {
+    fn cli(&self, args: &[&str]) -> String {
+        let mut all = args.to_vec();
+        let data = self.dir.join("data");
+        all.extend(["--data-dir", data.to_str().unwrap()]);
+        let out = common::vigil_with_input(&all, None);
+        assert!(out.status.success(), "vigil {args:?}: {}", common::stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn send(&self, file: &Path, extra: &[&str]) -> String {
+        let mut args = vec!["send", "--to", &self.tcp, "--quiet"];
+        args.extend_from_slice(extra);
+        args.push(file.to_str().unwrap());
+        let out = common::vigil_with_input(&args, None);
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut resp =
+            agent.get(format!("{}{path}", self.api)).header("Authorization", format!("Bearer {token}")).call().unwrap();
+        (resp.status().as_u16(), resp.body_mut().read_json().unwrap_or(Value::Null))
+    }
+
+    fn metrics(&self) -> String {
+        let mut resp = ureq::get(format!("{}/metrics", self.base)).call().unwrap();
+        resp.body_mut().read_to_string().unwrap()
+    }
+
+    /// The sum of a metric's samples whose labels contain all of `with`.
+    fn metric(&self, name: &str, with: &[&str]) -> u64 {
+        self.metrics()
+            .lines()
+            .filter(|l| {
+                l.starts_with(name)
+                    && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' '))
+            })
+            .filter(|l| with.iter().all(|w| l.contains(w)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    fn wait(&self, what: &str, mut done: impl FnMut(&Vigil) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(self) {
+            assert!(Instant::now() < deadline, "{what}: not within 60 s\n{}", self.metrics());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_orgs(&self, n: u64) {
+        self.wait("org table reloaded", |v| v.metric("vigil_orgs", &[]) == n);
+    }
+
+    /// SIGTERM, then the exit status and the final line.
+    fn stop(mut self) -> (bool, String) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "vigil run did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let last = self.lines.try_iter().filter(|l| l.starts_with("vigil: stopped")).last().unwrap_or_default();
+        (status.success(), last)
+    }
+}
+
+/// Rows in every Parquet file under `dir` (recursively), by org directory.
+fn parquet_rows(dir: &Path) -> std::collections::BTreeMap<String, i64> {
+    use parquet::file::reader::FileReader;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "parquet") {
+                let reader =
+                    parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&p).unwrap()).unwrap();
+                let org = p
+                    .ancestors()
+                    .find_map(|a| a.file_name()?.to_str()?.strip_prefix("org=").map(str::to_owned))
+                    .unwrap();
+                *out.entry(org).or_default() += reader.metadata().file_metadata().num_rows();
+            }
+        }
+    }
+    out
+}
+
+fn write_lines(path: &Path, lines: impl Iterator<Item = String>) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // A plain UTC rendering without a date crate: days → civil date.
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Real sshd "Failed password" lines, relayed with the device's address as
+/// HOSTNAME (the org's IP range), timestamped now.
+fn ssh_attack(host: &str, attacker: &str, n: usize) -> Vec<String> {
+    let now = now_rfc3339();
+    (0..n)
+        .map(|i| format!("<38>1 {now} {host} sshd 2311 - - Failed password for invalid user admin{i} from {attacker} port {} ssh2", 40_000 + i))
+        .collect()
+}
+
+#[test]
+fn an_ssh_brute_force_in_two_orgs_is_one_incident_each_seen_only_by_its_org() {
+    let v = start("run-brute");
+    v.cli(&["org", "create", "Acme", "--ip-range", "10.1.0.0/16"]);
+    v.cli(&["org", "create", "Globex", "--ip-range", "10.2.0.0/16"]);
+    v.cli(&["user", "create", "alice", "--org", "Acme", "--role", "analyst"]);
+    v.cli(&["user", "create", "gina", "--org", "Globex", "--role", "analyst"]);
+    let alice = v.cli(&["token", "create", "--user", "alice"]).trim().to_owned();
+    let gina = v.cli(&["token", "create", "--user", "gina"]).trim().to_owned();
+    v.wait_orgs(4);
+    let file = v.dir.join("attack.log");
+    let mut lines = ssh_attack("10.1.0.5", "203.0.113.45", 8);
+    lines.extend(ssh_attack("10.2.0.9", "198.51.100.7", 8));
+    write_lines(&file, lines.into_iter());
+    assert!(v.send(&file, &[]).starts_with("sent 16 lines"));
+    v.wait("two incidents", |v| {
+        v.get("/incidents?rule=ssh-brute-force", &v.token).1["items"].as_array().map_or(0, Vec::len) == 2
+    });
+
+    let (_, mine) = v.get("/incidents", &alice);
+    let mine = mine["items"].as_array().unwrap().clone();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["org"], "Acme");
+    assert_eq!(mine[0]["rule"], "ssh-brute-force");
+    assert!(mine[0]["title"].as_str().unwrap().contains("203.0.113.45"));
+    let (_, theirs) = v.get("/incidents", &gina);
+    let theirs = theirs["items"].as_array().unwrap().clone();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0]["org"], "Globex");
+    assert!(theirs[0]["title"].as_str().unwrap().contains("198.51.100.7"));
+    let (status, _) = v.get(&format!("/incidents/{}", theirs[0]["id"]), &alice);
+    assert_eq!(status, 404, "Acme's analyst cannot open Globex's incident");
+    let (_, one) = v.get(&format!("/incidents/{}", mine[0]["id"]), &alice);
+    assert!(one["event_ids"].as_array().unwrap().len() >= 5, "{one}");
+    let (ok, last) = v.stop();
+    assert!(ok);
+    assert_eq!(last, "vigil: stopped; 16 events accepted, 16 written to Parquet");
+}
+
+#[test]
+fn traffic_above_the_licence_is_dropped_and_counted_and_the_rest_accepted() {
+    let v = start("run-licence");
+    // Unlicensed: 500 EPS × 180 s = 90,000 events per interval.
+    let file = v.dir.join("flood.log");
+    write_lines(&file, (0..100_000).map(|i| format!("<13>Nov 22 10:00:00 web-01 app: flood line {i}")));
+    v.send(&file, &[]);
+    v.wait("all received", |v| v.metric("vigil_syslog_messages_total", &[]) == 100_000);
+    v.wait("all decided", |v| {
+        v.metric("vigil_events_accepted_total", &[]) + v.metric("vigil_events_dropped_total", &[]) == 100_000
+    });
+    let accepted = v.metric("vigil_events_accepted_total", &["org=\"Super/Local\""]);
+    let dropped = v.metric("vigil_events_dropped_total", &["reason=\"licence\""]);
+    assert!(dropped > 0, "over the licence is dropped\n{}", v.metrics());
+    assert!((90_000..=100_000).contains(&accepted), "{accepted} accepted");
+    assert_eq!(accepted + dropped, 100_000);
+    assert_eq!(v.metric("vigil_licence_eps", &[]), 500);
+    v.wait("accepted events stored", |v| v.metric("vigil_events_stored_total", &[]) == accepted);
+    let dir = v.dir.clone();
+    let (ok, _) = v.stop();
+    assert!(ok);
+    assert_eq!(parquet_rows(&dir.join("data/events")).values().sum::<i64>() as u64, accepted);
+}
+
+#[test]
+fn a_disabled_org_has_nothing_stored() {
+    let v = start("run-disabled");
+    let initech = v.cli(&["org", "create", "Initech", "--ip-range", "10.3.0.0/16"]);
+    let id: String = initech.split("(id ").nth(1).unwrap().trim_end_matches(")\n").to_owned();
+    v.cli(&["org", "create", "Acme", "--ip-range", "10.1.0.0/16"]);
+    v.cli(&["org", "disable", "Initech"]);
+    v.wait_orgs(4);
+    let file = v.dir.join("mixed.log");
+    let mut lines = ssh_attack("10.3.0.5", "203.0.113.45", 20);
+    lines.extend(ssh_attack("10.1.0.5", "203.0.113.46", 5));
+    write_lines(&file, lines.into_iter());
+    v.send(&file, &[]);
+    v.wait("all received", |v| v.metric("vigil_syslog_messages_total", &[]) == 25);
+    v.wait("Acme's stored", |v| v.metric("vigil_events_stored_total", &[]) == 5);
+    assert_eq!(v.metric("vigil_events_dropped_total", &["org=\"Initech\"", "reason=\"org_disabled\""]), 20);
+    assert_eq!(v.metric("vigil_events_accepted_total", &["org=\"Initech\""]), 0);
+    let (_, incidents) = v.get("/incidents", &v.token);
+    assert!(incidents["items"].as_array().unwrap().iter().all(|i| i["org"] != "Initech"));
+    let dir = v.dir.clone();
+    let (ok, _) = v.stop();
+    assert!(ok);
+    let rows = parquet_rows(&dir.join("data/events"));
+    assert!(!rows.contains_key(&id), "nothing of the disabled org on disk: {rows:?}");
+    assert_eq!(rows.values().sum::<i64>(), 5);
+}
+
+#[test]
+fn sigterm_mid_stream_writes_every_accepted_event() {
+    let v = start("run-sigterm");
+    let file = v.dir.join("stream.log");
+    write_lines(&file, (0..60_000).map(|i| format!("<13>Nov 22 10:00:00 web-01 app: stream line {i}")));
+    let sender = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["send", "--to", &v.tcp, "--quiet", "--rate", "20000"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    v.wait("the stream under way", |v| v.metric("vigil_syslog_messages_total", &[]) > 5_000);
+    let dir = v.dir.clone();
+    let (ok, last) = v.stop();
+    let mut sender = sender;
+    let _ = sender.wait();
+    assert!(ok);
+    // "vigil: stopped; N events accepted, M written to Parquet"
+    let numbers: Vec<u64> = last.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
+    assert_eq!(numbers.len(), 2, "{last}");
+    assert!(numbers[0] > 5_000 && numbers[0] < 60_000, "stopped mid-stream: {last}");
+    assert_eq!(numbers[0], numbers[1], "{last}");
+    assert_eq!(
+        parquet_rows(&dir.join("data/events")).values().sum::<i64>() as u64,
+        numbers[0],
+        "every accepted event is in Parquet"
+    );
+}
+
+#[test]
+fn kill_9_loses_nothing_accepted_more_than_a_flush_interval_ago() {
+    let mut v = start("run-kill");
+    let file = v.dir.join("batch.log");
+    write_lines(&file, (0..5_000).map(|i| format!("<13>Nov 22 10:00:00 web-01 app: line {i}")));
+    v.send(&file, &[]);
+    v.wait("all accepted", |v| v.metric("vigil_events_accepted_total", &[]) == 5_000);
+    // One flush interval (200 ms) later, plus the time a flush takes.
+    std::thread::sleep(Duration::from_millis(200 + 800));
+    v.child.kill().unwrap();
+    v.child.wait().unwrap();
+    assert_eq!(parquet_rows(&v.dir.join("data/events")).values().sum::<i64>(), 5_000);
+}
