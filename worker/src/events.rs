@@ -21,6 +21,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use parsers::{Event, EventTime, Str};
 
 /// What can go wrong writing events.
@@ -66,6 +67,28 @@ impl EventWriterConfig {
         EventWriterConfig { dir: dir.into(), node: node.to_owned(), roll_rows: 256 * 1024, zstd_level: 3 }
     }
 }
+
+/// Columns whose values repeat enough for dictionary encoding.
+const DICTIONARY_COLUMNS: &[&str] = &[
+    "org",
+    "collector",
+    "reporter_ip",
+    "format",
+    "host",
+    "app",
+    "msgid",
+    "vendor",
+    "product",
+    "product_version",
+    "signature_id",
+    "name",
+    "cef_severity",
+    "event_type",
+    "user",
+    "action",
+    "outcome",
+    "parse_error",
+];
 
 /// What a flush wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -250,7 +273,14 @@ impl EventWriter {
         let root = config.dir.join("events");
         fs::create_dir_all(&root).map_err(io(&root))?;
         let level = ZstdLevel::try_new(config.zstd_level)?;
-        let props = WriterProperties::builder().set_compression(Compression::ZSTD(level)).build();
+        // Dictionaries only where values repeat (orgs, hosts, apps, types);
+        // building one for raw lines and messages costs more than it saves.
+        let mut props =
+            WriterProperties::builder().set_compression(Compression::ZSTD(level)).set_dictionary_enabled(false);
+        for column in DICTIONARY_COLUMNS {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(*column), true);
+        }
+        let props = props.build();
         Ok(EventWriter {
             node: file_safe(&config.node),
             config,
