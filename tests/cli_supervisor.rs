@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -32,24 +31,13 @@ fn start(dir: &std::path::Path) -> Server {
 }
 
 fn start_with(store: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["supervisor", "--api-addr", "127.0.0.1:0"])
-        .args(store)
-        .env_remove("VIGIL_ADMIN_TOKEN")
-        .env_remove("VIGIL_DATABASE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        // Our own binary's few status lines.
-        #[allow(clippy::disallowed_methods)]
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (child, lines) = common::spawn_with_lines(
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["supervisor", "--api-addr", "127.0.0.1:0"])
+            .args(store)
+            .env_remove("VIGIL_ADMIN_TOKEN")
+            .env_remove("VIGIL_DATABASE"),
+    );
     let (mut api, mut token) = (None, None);
     while api.is_none() {
         let line = lines.recv_timeout(Duration::from_secs(60)).expect("supervisor did not start within 60 s");

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -36,26 +36,15 @@ const CONFIG: &str = "[rules]\nlateness_secs = 1.0\n[orgs]\nrefresh_secs = 0.2\n
 fn start(tag: &str) -> Vigil {
     let dir = common::temp_dir(tag);
     std::fs::File::create(dir.join("vigil.toml")).unwrap().write_all(CONFIG.as_bytes()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["run", "--syslog-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--config"])
-        .arg(dir.join("vigil.toml"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env_remove("VIGIL_ADMIN_TOKEN")
-        .env_remove("VIGIL_DATABASE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        // Our own binary's few status lines.
-        #[allow(clippy::disallowed_methods)]
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (child, lines) = common::spawn_with_lines(
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["run", "--syslog-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--config"])
+            .arg(dir.join("vigil.toml"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env_remove("VIGIL_ADMIN_TOKEN")
+            .env_remove("VIGIL_DATABASE"),
+    );
     let (mut tcp, mut api, mut token) = (None, None, None);
     while api.is_none() || tcp.is_none() || token.is_none() {
         let line = lines.recv_timeout(Duration::from_secs(60)).expect("vigil run did not start within 60 s");

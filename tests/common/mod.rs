@@ -2,9 +2,10 @@
 //! fresh scratch directory.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 
 /// Runs `vigil ARGS`, feeding `stdin` if given, and waits for it.
 pub fn vigil_with_input(args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -34,4 +35,20 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 /// Standard error as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Starts `cmd` with its stdout piped and returns the child and its stdout
+/// lines as they come (standard error is passed through).
+pub fn spawn_with_lines(cmd: &mut Command) -> (Child, mpsc::Receiver<String>) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        // Our own binary's few status lines.
+        #[allow(clippy::disallowed_methods)]
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, lines)
 }

@@ -326,31 +326,39 @@ impl EventWriter {
     }
 
     fn write_partition(&mut self, key: PartitionKey) -> Result<FlushReport, WorkerError> {
-        let Some(rows) = self.buffers.get_mut(&key) else { return Ok(FlushReport::default()) };
+        let Some(rows) = self.buffers.get(&key) else { return Ok(FlushReport::default()) };
         if rows.is_empty() {
             return Ok(FlushReport::default());
         }
-        let rows = std::mem::take(rows);
         let dir =
             self.config.dir.join("events").join(format!("org={}", key.0)).join(format!("date={}", day_name(key.1)));
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
         self.seq += 1;
         let name = format!("part-{}-{}-{:06}.parquet", self.node, self.started_ms, self.seq);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let path = dir.join(&name);
-        let batch = to_batch(&rows)?;
-        let file = File::create(&tmp).map_err(io(&tmp))?;
-        let mut writer = ArrowWriter::try_new(file, schema(), Some(self.props.clone()))?;
-        writer.write(&batch)?;
-        let file = writer.into_inner()?;
-        file.sync_all().map_err(io(&tmp))?;
-        let bytes = file.metadata().map_err(io(&tmp))?.len();
-        drop(file);
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
-        self.buffered -= rows.len();
-        Ok(FlushReport { files: 1, events: rows.len(), bytes })
+        // The rows stay buffered until their file is in place: a failed
+        // write loses nothing and is tried again on the next flush.
+        let bytes = write_file(&dir, &name, rows, &self.props)?;
+        let written = self.buffers.get_mut(&key).map(std::mem::take).unwrap_or_default().len();
+        self.buffered -= written;
+        Ok(FlushReport { files: 1, events: written, bytes })
     }
+}
+
+/// Writes `rows` as `dir/name` (via a hidden temporary file), synced.
+fn write_file(dir: &Path, name: &str, rows: &[(u64, Event)], props: &WriterProperties) -> Result<u64, WorkerError> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    let batch = to_batch(rows)?;
+    let file = File::create(&tmp).map_err(io(&tmp))?;
+    let mut writer = ArrowWriter::try_new(file, schema(), Some(props.clone()))?;
+    writer.write(&batch)?;
+    let file = writer.into_inner()?;
+    file.sync_all().map_err(io(&tmp))?;
+    let bytes = file.metadata().map_err(io(&tmp))?.len();
+    drop(file);
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

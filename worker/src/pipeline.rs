@@ -71,7 +71,10 @@ impl Worker {
                         let id = self.next_id;
                         self.next_id += 1;
                         self.engine.process(id, &event, &mut incidents);
-                        self.writer.append(id, event).map(|r| self.count(&r))?;
+                        match self.writer.append(id, event) {
+                            Ok(r) => self.count(&r),
+                            Err(e) => self.write_failed(&e, flush_every),
+                        }
                         self.stats.events.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -82,11 +85,7 @@ impl Worker {
                 next_tick = std::time::Instant::now() + flush_every;
                 match self.writer.flush() {
                     Ok(r) => self.count(&r),
-                    Err(e) => {
-                        // Kept in memory and tried again on the next tick.
-                        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("vigil worker: writing events failed, retrying: {e}");
-                    }
+                    Err(e) => self.write_failed(&e, flush_every),
                 }
                 self.engine.advance(clock.now(), &mut incidents);
                 self.stats.rule_state_bytes.store(self.engine.stats().state_bytes as u64, Ordering::Relaxed);
@@ -106,6 +105,15 @@ impl Worker {
             sink(incidents);
         }
         Ok(self.stats.stored.load(Ordering::Relaxed))
+    }
+
+    /// A write failed: the events stay buffered for the next attempt, and
+    /// the worker slows down so that a full disk pushes back on the
+    /// pipeline (and TCP senders) instead of growing memory without bound.
+    fn write_failed(&self, e: &WorkerError, pause: Duration) {
+        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        eprintln!("vigil worker: writing events failed, keeping them and retrying: {e}");
+        std::thread::sleep(pause);
     }
 
     fn count(&self, r: &crate::events::FlushReport) {

@@ -134,3 +134,22 @@ fn a_full_partition_is_written_at_once_and_ids_are_kept_in_order() {
     assert_eq!(ids, (1..=25).collect::<Vec<u64>>());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_failed_write_keeps_the_events_for_the_next_flush() {
+    let dir = temp("fail");
+    let mut w =
+        EventWriter::open(EventWriterConfig::new(&dir, "n"), EventTime::from_unix(1_795_000_000, 0, 0)).unwrap();
+    // A plain file where the org's partition directory must go.
+    std::fs::write(dir.join("events/org=3"), b"in the way").unwrap();
+    w.append(1, event(SSH, 3)).unwrap();
+    w.append(2, event(SSH, 4)).unwrap();
+    assert!(w.flush().is_err());
+    assert!(w.buffered() >= 1, "nothing is dropped by a failed write");
+    std::fs::remove_file(dir.join("events/org=3")).unwrap();
+    w.flush().unwrap();
+    assert_eq!(w.buffered(), 0);
+    let rows: usize = files(&dir).iter().flat_map(|f| read(f)).map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 2, "each event written exactly once");
+    let _ = std::fs::remove_dir_all(&dir);
+}
