@@ -195,26 +195,20 @@ impl Shard {
 /// interval gives it a slot.
 #[derive(Debug)]
 struct OtherOrg {
-    enabled: AtomicBool,
-    limit: AtomicU64,
-    /// Events of the org admitted against its limit.
-    taken: AtomicU64,
-    received: AtomicU64,
-    dropped_org: AtomicU64,
-    dropped_node: AtomicU64,
-    rejected_disabled: AtomicU64,
+    rule: OrgRule,
+    /// One set of counters and one lease, shared by every thread.
+    counts: OrgShard,
 }
 
 impl Default for OtherOrg {
     fn default() -> OtherOrg {
         OtherOrg {
-            enabled: AtomicBool::new(true),
-            limit: AtomicU64::new(UNLIMITED),
-            taken: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            dropped_org: AtomicU64::new(0),
-            dropped_node: AtomicU64::new(0),
-            rejected_disabled: AtomicU64::new(0),
+            rule: OrgRule {
+                enabled: AtomicBool::new(true),
+                limit: AtomicU64::new(UNLIMITED),
+                leased: AtomicU64::new(0),
+            },
+            counts: OrgShard::default(),
         }
     }
 }
@@ -366,31 +360,7 @@ impl Gate {
                     let mut others = period.others.lock().unwrap_or_else(PoisonError::into_inner);
                     Arc::clone(others.entry(org).or_default())
                 };
-                if !other.enabled.load(Ordering::Acquire) {
-                    other.rejected_disabled.fetch_add(n, Ordering::AcqRel);
-                    return Admission { rejected_disabled: n, ..Admission::default() };
-                }
-                other.received.fetch_add(n, Ordering::AcqRel);
-                let limit = other.limit.load(Ordering::Acquire);
-                let granted_org = if limit == UNLIMITED {
-                    n
-                } else {
-                    let before = other
-                        .taken
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| Some(t + n.min(limit.saturating_sub(t))))
-                        .unwrap_or_else(|t| t);
-                    n.min(limit.saturating_sub(before))
-                };
-                let budget = period.node_budget.load(Ordering::Acquire);
-                let accepted = take(&shard.node_lease, &period.node_leased, budget, granted_org);
-                if limit != UNLIMITED && accepted < granted_org {
-                    // Not taken after all: the node's budget was spent.
-                    other.taken.fetch_sub(granted_org - accepted, Ordering::AcqRel);
-                }
-                let (dropped_org, dropped_node) = (n - granted_org, granted_org - accepted);
-                other.dropped_org.fetch_add(dropped_org, Ordering::AcqRel);
-                other.dropped_node.fetch_add(dropped_node, Ordering::AcqRel);
-                Admission { accepted, dropped_org, dropped_node, ..Admission::default() }
+                admit_org(&period, &shard.node_lease, &other.rule, &other.counts, n)
             }
         }
     }
@@ -438,8 +408,10 @@ impl Gate {
             } else {
                 let mut others = period.others.lock().unwrap_or_else(PoisonError::into_inner);
                 let other = others.entry(rule.org).or_default();
-                other.enabled.store(rule.enabled, Ordering::Release);
-                other.limit.store(rule.events.unwrap_or(UNLIMITED), Ordering::Release);
+                other.rule.enabled.store(rule.enabled, Ordering::Release);
+                other.rule.limit.store(rule.events.unwrap_or(UNLIMITED), Ordering::Release);
+                let lease = other.counts.lease.swap(0, Ordering::AcqRel);
+                other.rule.leased.fetch_sub(lease, Ordering::AcqRel);
             }
         }
         *self.budget.lock().unwrap_or_else(PoisonError::into_inner) = Budget { interval: period.interval, ..budget };
@@ -452,8 +424,12 @@ impl Gate {
 }
 
 fn admit_in(period: &Period, shard: &Shard, slot: usize, n: u64) -> Admission {
-    let rule = &period.rules[slot].1;
-    let counts = shard.org(slot);
+    admit_org(period, &shard.node_lease, &period.rules[slot].1, shard.org(slot), n)
+}
+
+/// Admits `n` events of one org under its `rule`, counting in `counts`
+/// and leasing the node budget through `node_lease`.
+fn admit_org(period: &Period, node_lease: &AtomicU64, rule: &OrgRule, counts: &OrgShard, n: u64) -> Admission {
     if !rule.enabled.load(Ordering::Acquire) {
         counts.rejected_disabled.fetch_add(n, Ordering::AcqRel);
         return Admission { rejected_disabled: n, ..Admission::default() };
@@ -463,7 +439,7 @@ fn admit_in(period: &Period, shard: &Shard, slot: usize, n: u64) -> Admission {
     let limited = limit != UNLIMITED;
     let granted_org = if limited { take(&counts.lease, &rule.leased, limit, n) } else { n };
     let node_budget = period.node_budget.load(Ordering::Acquire);
-    let granted = take(&shard.node_lease, &period.node_leased, node_budget, granted_org);
+    let granted = take(node_lease, &period.node_leased, node_budget, granted_org);
     if limited && granted < granted_org {
         // The node could not take what the org granted: keep it for later.
         counts.lease.fetch_add(granted_org - granted, Ordering::AcqRel);
@@ -483,41 +459,38 @@ fn admit_in(period: &Period, shard: &Shard, slot: usize, n: u64) -> Admission {
     admission
 }
 
+/// An org's report line from a reader of its counters.
+fn org_counts(org: OrgId, sum: impl Fn(fn(&OrgShard) -> &AtomicU64) -> u64) -> OrgCounts {
+    let received = sum(|c| &c.received);
+    let dropped_org = sum(|c| &c.dropped_org);
+    let dropped_node = sum(|c| &c.dropped_node);
+    OrgCounts {
+        org,
+        received,
+        accepted: received - dropped_org - dropped_node,
+        dropped_org,
+        dropped_node,
+        rejected_disabled: sum(|c| &c.rejected_disabled),
+    }
+}
+
 fn report(node: &NodeId, period: &Period) -> IntervalReport {
     let mut orgs: Vec<OrgCounts> = period
         .rules
         .iter()
         .enumerate()
         .map(|(slot, (org, _))| {
-            let sum = |f: fn(&OrgShard) -> &AtomicU64| -> u64 {
-                period.shards.iter().map(|s| f(s.org(slot)).load(Ordering::Acquire)).sum()
-            };
-            let received = sum(|c| &c.received);
-            let dropped_org = sum(|c| &c.dropped_org);
-            let dropped_node = sum(|c| &c.dropped_node);
-            OrgCounts {
-                org: *org,
-                received,
-                accepted: received - dropped_org - dropped_node,
-                dropped_org,
-                dropped_node,
-                rejected_disabled: sum(|c| &c.rejected_disabled),
-            }
+            org_counts(*org, |f| period.shards.iter().map(|s| f(s.org(slot)).load(Ordering::Acquire)).sum())
         })
         .collect();
-    orgs.extend(period.others.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(org, other)| {
-        let received = other.received.load(Ordering::Acquire);
-        let dropped_org = other.dropped_org.load(Ordering::Acquire);
-        let dropped_node = other.dropped_node.load(Ordering::Acquire);
-        OrgCounts {
-            org: *org,
-            received,
-            accepted: received - dropped_org - dropped_node,
-            dropped_org,
-            dropped_node,
-            rejected_disabled: other.rejected_disabled.load(Ordering::Acquire),
-        }
-    }));
+    orgs.extend(
+        period
+            .others
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(org, other)| org_counts(*org, |f| f(&other.counts).load(Ordering::Acquire))),
+    );
     orgs.retain(|c| c.received > 0 || c.rejected_disabled > 0);
     orgs.sort();
     IntervalReport {
