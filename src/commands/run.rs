@@ -258,13 +258,15 @@ fn load_config(args: &RunArgs) -> Result<RunConfig> {
     Ok(config)
 }
 
-/// Cumulative per-org gate counts: finished intervals plus the running one.
-#[derive(Default)]
+/// Cumulative per-org gate counts of the intervals that ended.
+#[derive(Clone, Default)]
 struct Totals {
     done: BTreeMap<OrgId, [u64; 5]>,
 }
 
 impl Totals {
+    /// Adds an interval's counts (received, accepted, dropped over the org
+    /// limit, over the licence, disabled).
     fn add(&mut self, report: &IntervalReport) {
         for o in &report.orgs {
             let t = self.done.entry(o.org).or_default();
@@ -275,6 +277,23 @@ impl Totals {
             }
         }
     }
+
+    /// These totals plus the running interval's counts.
+    fn with_running(totals: &Mutex<Totals>, gate: &Gate) -> Totals {
+        let mut all = totals.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        all.add(&gate.snapshot());
+        all
+    }
+}
+
+/// Org names by id, for metric labels.
+fn names_of(orgs: &[Org]) -> BTreeMap<OrgId, String> {
+    orgs.iter().map(|o| (org_id(o.id), o.name.clone())).collect()
+}
+
+/// The store's org id as the pipeline's.
+fn org_id(id: i64) -> OrgId {
+    OrgId(u32::try_from(id).unwrap_or(u32::MAX))
 }
 
 /// What `/metrics` reads.
@@ -368,16 +387,7 @@ impl Metrics {
             "TCP connections closed for being idle.",
             vec![(nl.clone(), n(&l.connections_idle))],
         );
-        let snapshot = self.gate.snapshot();
-        let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner).done.clone();
-        for o in &snapshot.orgs {
-            let t = totals.entry(o.org).or_default();
-            for (slot, v) in
-                t.iter_mut().zip([o.received, o.accepted, o.dropped_org, o.dropped_node, o.rejected_disabled])
-            {
-                *slot += v;
-            }
-        }
+        let totals = Totals::with_running(&self.totals, &self.gate).done;
         let names = self.names.lock().unwrap_or_else(PoisonError::into_inner).clone();
         metric(
             "vigil_orgs",
@@ -466,7 +476,7 @@ fn budget(k: u64, licence_eps: u64, orgs: &[Org]) -> Budget {
         orgs: orgs
             .iter()
             .map(|o| OrgBudget {
-                org: OrgId(u32::try_from(o.id).unwrap_or(u32::MAX)),
+                org: org_id(o.id),
                 enabled: o.enabled,
                 events: o.eps_limit.map(|l| u64::try_from(l).unwrap_or(0).saturating_mul(INTERVAL_SECS)),
             })
@@ -479,7 +489,7 @@ fn org_table(orgs: &[Org], collector_org: Option<&str>) -> Result<OrgTable> {
         .iter()
         .filter(|o| o.name != "Super/Global")
         .map(|o| OrgRoute {
-            id: OrgId(u32::try_from(o.id).unwrap_or(u32::MAX)),
+            id: org_id(o.id),
             name: o.name.as_str().into(),
             ranges: o.ip_ranges.iter().filter_map(|r| r.parse().ok()).collect(),
         })
@@ -488,7 +498,7 @@ fn org_table(orgs: &[Org], collector_org: Option<&str>) -> Result<OrgTable> {
         Some(name) => Some(
             orgs.iter()
                 .find(|o| o.name.eq_ignore_ascii_case(name))
-                .map(|o| OrgId(u32::try_from(o.id).unwrap_or(u32::MAX)))
+                .map(|o| org_id(o.id))
                 .with_context(|| format!("orgs.collector_org: no org named {name:?}"))?,
         ),
         None => None,
@@ -567,8 +577,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
     let cli = Principal::cli();
     let orgs = store.list_orgs(&cli).await?.items;
     let table = org_table(&orgs, config.orgs.collector_org.as_deref())?;
-    let names: BTreeMap<OrgId, String> =
-        orgs.iter().map(|o| (OrgId(u32::try_from(o.id).unwrap_or(0)), o.name.clone())).collect();
+    let names: BTreeMap<OrgId, String> = names_of(&orgs);
     let names = Arc::new(Mutex::new(names));
 
     // Collector: gate, intake, listeners.
@@ -691,8 +700,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
                         Ok(table) => intake.set_orgs(table),
                         Err(e) => eprintln!("vigil: org ranges not applied: {e:#}"),
                     }
-                    *names.lock().unwrap_or_else(PoisonError::into_inner) =
-                        fresh.iter().map(|o| (OrgId(u32::try_from(o.id).unwrap_or(0)), o.name.clone())).collect();
+                    *names.lock().unwrap_or_else(PoisonError::into_inner) = names_of(&fresh);
                     current = fresh;
                 }
             }
@@ -769,10 +777,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         Ok(Ok(Err(e))) => bail!("writing events failed: {e}"),
         _ => bail!("the worker thread failed"),
     };
-    let accepted: u64 = {
-        let t = totals.lock().unwrap_or_else(PoisonError::into_inner);
-        t.done.values().map(|v| v[1]).sum::<u64>() + gate.snapshot().accepted
-    };
+    let accepted: u64 = Totals::with_running(&totals, &gate).done.values().map(|v| v[1]).sum();
     println!("vigil: stopped; {accepted} events accepted, {stored} written to Parquet");
     Ok(ExitCode::SUCCESS)
 }
