@@ -247,7 +247,9 @@ impl Listeners {
     /// Adds a message to a batch, counting it.
     fn push(&self, batch: &mut Vec<Received>, peer: IpAddr, frame: Frame) {
         ListenerStats::add(&self.stats.messages, 1);
-        ListenerStats::add(&self.stats.truncated, u64::from(frame.truncated));
+        if frame.truncated {
+            ListenerStats::add(&self.stats.truncated, 1);
+        }
         batch.push(Received { peer, frame });
     }
 

@@ -67,6 +67,7 @@ impl Worker {
             let wait = next_tick.saturating_duration_since(std::time::Instant::now());
             match input.recv_timeout(wait) {
                 Ok(events) => {
+                    self.stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
                     for event in events {
                         let id = self.next_id;
                         self.next_id += 1;
@@ -75,7 +76,6 @@ impl Worker {
                             Ok(r) => self.count(&r),
                             Err(e) => self.write_failed(&e, flush_every),
                         }
-                        self.stats.events.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
