@@ -146,20 +146,20 @@ async fn run(name: &str, url: &str, incidents: usize) {
             let body = resp.into_body().collect().await.unwrap().to_bytes();
             let elapsed = t.elapsed();
             if i >= 50 {
-                h.record(elapsed.as_micros() as u64).unwrap();
+                h.record(elapsed.as_nanos() as u64).unwrap();
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 items += v["items"].as_array().map_or(0, Vec::len);
             }
         }
-        let p99 = h.value_at_quantile(0.99) as f64 / 1e3;
+        let p99 = h.value_at_quantile(0.99) as f64 / 1e6;
         if baseline_p99 == 0.0 {
             baseline_p99 = p99;
         }
         println!(
-            "{name}: list as {label:<28} p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms  ({:.0} items/answer, p99 {:.1}x baseline)",
-            h.value_at_quantile(0.5) as f64 / 1e3,
+            "{name}: list as {label:<28} p50 {:>7.3} ms  p99 {:>7.3} ms  max {:>7.3} ms  ({:.0} items/answer, p99 {:.0}x baseline)",
+            h.value_at_quantile(0.5) as f64 / 1e6,
             p99,
-            h.max() as f64 / 1e3,
+            h.max() as f64 / 1e6,
             items as f64 / REQUESTS as f64,
             p99 / baseline_p99
         );
