@@ -34,6 +34,9 @@ enum Command {
     Config(ConfigCommand),
     /// Replay a log file to a syslog listener at a given rate (load generator).
     Send(commands::send::SendArgs),
+    /// End-to-end benchmark: sustained EPS and event→incident latency of
+    /// `vigil run`, compared in the same run with syslog-ng if installed.
+    Bench(commands::bench::BenchArgs),
     /// The supervisor role: record store and incident API.
     Supervisor(commands::supervisor::SupervisorArgs),
     /// Orgs (tenants) in the record store.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Send(args) => commands::send::run(args),
+        Command::Bench(args) => commands::bench::run(args),
         Command::Supervisor(args) => commands::supervisor::run(args),
         Command::Org(cmd) => commands::admin::org(cmd),
         Command::User(cmd) => commands::admin::user(cmd),

@@ -26,11 +26,11 @@ use collector::orgs::{OrgRoute, OrgTable};
 use collector::{Clock, SystemClock};
 use parsers::framing::FramerConfig;
 use parsers::{DeviceParsers, OrgId, Parser};
-use rules::{Engine, EngineConfig, Incident};
+use rules::{Engine, EngineConfig};
 use serde::Deserialize;
 use supervisor::licence::{self, LicenceStatus};
 use supervisor::store::{IncidentUpdate, Ingest, IngestConfig, Org, Principal, Store, StoreConfig};
-use worker::{EventWriter, EventWriterConfig, Worker, WorkerStats};
+use worker::{Detection, EventWriter, EventWriterConfig, Worker, WorkerStats};
 
 /// Length of an EPS interval (SPEC §3).
 const INTERVAL_SECS: u64 = 180;
@@ -433,12 +433,31 @@ impl Metrics {
             vec![(nl.clone(), n(&w.rule_state_bytes))],
         );
         metric(
+            "vigil_rule_late_events",
+            "gauge",
+            "Events that arrived later than the allowed lateness: stored, not correlated.",
+            vec![(nl.clone(), n(&w.late_events))],
+        );
+        metric(
             "vigil_incident_updates_total",
             "counter",
             "Incident updates from the rule engine.",
             vec![(nl.clone(), n(&w.incidents))],
         );
         let s = self.ingest.stats();
+        // A summary from the ingest's hdrhistogram, after the counters.
+        let l = s.latency();
+        let secs = |ms: u64| ms as f64 / 1000.0;
+        let mut latency = String::from(
+            "# HELP vigil_event_to_incident_seconds From receiving the event that completes an incident's first hit \
+             to the incident's creation in the record store.\n# TYPE vigil_event_to_incident_seconds summary\n",
+        );
+        for (q, v) in [("0.5", l.p50_ms), ("0.9", l.p90_ms), ("0.99", l.p99_ms), ("0.999", l.p999_ms), ("1", l.max_ms)]
+        {
+            let _ = writeln!(latency, "vigil_event_to_incident_seconds{{quantile=\"{q}\"}} {}", secs(v));
+        }
+        let _ = writeln!(latency, "vigil_event_to_incident_seconds_sum {}", l.sum_ms / 1000.0);
+        let _ = writeln!(latency, "vigil_event_to_incident_seconds_count {}", l.count);
         metric(
             "vigil_incidents_created_total",
             "counter",
@@ -463,6 +482,7 @@ impl Metrics {
                 (String::from("queue=\"incident_ingest\""), self.ingest.depth() as u64),
             ],
         );
+        out.push_str(&latency);
         out
     }
 }
@@ -506,7 +526,8 @@ fn org_table(orgs: &[Org], collector_org: Option<&str>) -> Result<OrgTable> {
     Ok(OrgTable::new(routes, collector)?)
 }
 
-fn update_of(i: &Incident) -> IncidentUpdate {
+fn update_of(d: &Detection) -> IncidentUpdate {
+    let i = &d.incident;
     let key = i.key.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
     let ms = |t: parsers::EventTime| i64::try_from(t.unix_nanos() / 1_000_000).unwrap_or(0);
     IncidentUpdate {
@@ -520,6 +541,7 @@ fn update_of(i: &Incident) -> IncidentUpdate {
         first_seen_ms: ms(i.first_seen),
         last_seen_ms: ms(i.last_seen),
         event_ids: i.event_ids.clone(),
+        received_at_ms: d.received_at.map(ms),
     }
 }
 
@@ -590,7 +612,9 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         gate.clone(),
         &config.node,
     ));
-    let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel(256);
+    // Short queues: under overload events wait in the senders' TCP buffers,
+    // not here, so the event→incident latency stays low.
+    let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel(64);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let framing = FramerConfig {
         max_frame_len: std::num::NonZeroUsize::new(config.syslog.max_message_bytes)
@@ -624,7 +648,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
     drop(listeners);
 
     // Worker.
-    let (event_tx, event_rx) = crossbeam_channel::bounded::<Vec<parsers::Event>>(64);
+    let (event_tx, event_rx) = crossbeam_channel::bounded::<Vec<parsers::Event>>(16);
     let event_queue = event_rx.clone();
     let writer_config = EventWriterConfig {
         roll_rows: config.storage.roll_rows,

@@ -38,6 +38,10 @@ pub struct SendArgs {
     /// Frame TCP messages with RFC 6587 octet counting instead of LF.
     #[arg(long)]
     octet_counting: bool,
+    /// Replace each line's RFC 5424 or RFC 3164 timestamp with the time it
+    /// is sent (UTC), as a live device would stamp it; other lines go as they are.
+    #[arg(long)]
+    restamp: bool,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -100,6 +104,52 @@ impl Sink {
     }
 }
 
+/// Rewrites syslog header timestamps to the current time. The rendered
+/// stamps are cached per millisecond (RFC 5424) and second (RFC 3164).
+#[derive(Default)]
+struct Restamper {
+    millis: i64,
+    rfc5424: String,
+    secs: i64,
+    rfc3164: String,
+    line: Vec<u8>,
+}
+
+impl Restamper {
+    fn restamp<'a>(&'a mut self, line: &'a [u8]) -> &'a [u8] {
+        // `<PRI>` then either `1 TIMESTAMP ` (RFC 5424) or `Mmm dd hh:mm:ss ` (RFC 3164).
+        let Some(close) = line.iter().take(5).position(|&b| b == b'>').filter(|&i| i > 0 && line[0] == b'<') else {
+            return line;
+        };
+        let rest = &line[close + 1..];
+        let now = jiff::Timestamp::now();
+        let (start, len, rfc5424) = if rest.starts_with(b"1 ") {
+            let Some(len) = rest[2..].iter().position(|&b| b == b' ') else { return line };
+            let millis = now.as_millisecond();
+            if millis != self.millis || self.rfc5424.is_empty() {
+                self.millis = millis;
+                self.rfc5424 = now.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+            }
+            (close + 3, len, true)
+        } else if rest.len() > 16 && rest[3] == b' ' && rest[6] == b' ' && rest[9] == b':' && rest[15] == b' ' {
+            let secs = now.as_second();
+            if secs != self.secs || self.rfc3164.is_empty() {
+                self.secs = secs;
+                self.rfc3164 = now.strftime("%b %e %H:%M:%S").to_string();
+            }
+            (close + 1, 15, false)
+        } else {
+            return line;
+        };
+        let stamp = if rfc5424 { &self.rfc5424 } else { &self.rfc3164 };
+        self.line.clear();
+        self.line.extend_from_slice(&line[..start]);
+        self.line.extend_from_slice(stamp.as_bytes());
+        self.line.extend_from_slice(&line[start + len..]);
+        &self.line
+    }
+}
+
 struct Progress {
     started: Instant,
     last_draw: Instant,
@@ -131,7 +181,10 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     if args.rate == Some(0) {
         bail!("--rate must be at least 1");
     }
-    let per_pass = count_lines(&args.file)?;
+    let show = !args.quiet && io::stderr().is_terminal();
+    // Counting the lines (for the bar) is a pass over the file: not when quiet.
+    File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+    let per_pass = if show || args.repeat { count_lines(&args.file)? } else { 0 };
     let mut sink = Sink::open(&args.to)?;
     if let Sink::Tcp(_, octets) = &mut sink {
         *octets = args.octet_counting;
@@ -139,19 +192,15 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     let deadline = args.duration.map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)));
     let total = match (args.repeat, args.limit) {
         (_, Some(limit)) => Some(limit),
-        (false, None) => Some(per_pass),
+        (false, None) => show.then_some(per_pass),
         (true, None) => None,
     };
-    let mut progress = Progress {
-        started: Instant::now(),
-        last_draw: Instant::now(),
-        total,
-        show: !args.quiet && io::stderr().is_terminal(),
-    };
+    let mut progress = Progress { started: Instant::now(), last_draw: Instant::now(), total, show };
     let started = Instant::now();
     let (mut sent, mut bytes) = (0u64, 0u64);
     let max_line = NonZeroUsize::new(64 * 1024).unwrap_or(NonZeroUsize::MIN);
     let mut failure: Option<io::Error> = None;
+    let mut stamps = Restamper::default();
     'passes: loop {
         let mut file = File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
         let mut stop = false;
@@ -173,7 +222,8 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
                         std::thread::sleep(due - elapsed);
                     }
                 }
-                if let Err(e) = sink.send(&frame.data) {
+                let line = if args.restamp { stamps.restamp(&frame.data) } else { &frame.data[..] };
+                if let Err(e) = sink.send(line) {
                     failure = Some(e);
                     return false;
                 }
@@ -217,4 +267,24 @@ fn count_lines(path: &PathBuf) -> Result<u64> {
     })
     .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restamping_replaces_only_the_header_timestamp() {
+        let mut r = Restamper::default();
+        let out = String::from_utf8(r.restamp(b"<38>1 2020-01-01T00:00:00Z web sshd - - - hi").to_vec()).unwrap();
+        assert!(out.starts_with("<38>1 20") && out.ends_with("Z web sshd - - - hi"), "{out}");
+        assert_eq!(out.len(), "<38>1 2020-01-01T00:00:00.000Z web sshd - - - hi".len(), "{out}");
+        assert!(!out.contains("2020-01-01"), "{out}");
+        let out = String::from_utf8(r.restamp(b"<13>Jan  1 00:00:00 web app: x").to_vec()).unwrap();
+        assert!(out.starts_with("<13>") && out.ends_with(" web app: x") && !out.contains("Jan  1 00:00:00"), "{out}");
+        assert_eq!(out.len(), "<13>Jan  1 00:00:00 web app: x".len());
+        for untouched in [&b"no header"[..], b"<13>short", b"<13>1 nospace", b"", b"<>x"] {
+            assert_eq!(r.restamp(untouched), untouched);
+        }
+    }
 }

@@ -72,6 +72,7 @@ async fn run(name: &str, url: &str, incidents: usize) {
             first_seen_ms: last - 60_000,
             last_seen_ms: last,
             event_ids: vec![i as u64, i as u64 + 1],
+            received_at_ms: None,
         }
     };
     let started = Instant::now();

@@ -127,6 +127,7 @@ async fn world(db: &TestDb) -> World {
                 first_seen_ms: 1_700_000_000_000,
                 last_seen_ms: 1_700_000_060_000,
                 event_ids: vec![1, 2, 3],
+                received_at_ms: None,
             })
             .unwrap();
     }

@@ -22,6 +22,7 @@ fn update(org: i64, key: u32, count: u64, last: i64, ids: Vec<u64>) -> IncidentU
         first_seen_ms: 1_700_000_000_000,
         last_seen_ms: last,
         event_ids: ids,
+        received_at_ms: None,
     }
 }
 
@@ -125,5 +126,28 @@ async fn updates_for_unknown_orgs_are_dropped_not_retried_forever() {
         assert_eq!(stats.errors.load(std::sync::atomic::Ordering::Relaxed), 0);
         let counts = store.count_records(&Principal::cli(), Kind::Incident, ListQuery::default()).await.unwrap();
         assert_eq!(counts.total, 1);
+    }
+}
+
+#[tokio::test]
+async fn created_incidents_record_their_event_to_incident_latency() {
+    for db in backends().await {
+        let store = open(&db, StoreConfig::default()).await;
+        let acme = org(&store, "Acme").await;
+        let (ingest, _task) = Ingest::start(store.clone(), IngestConfig::default());
+        assert_eq!(ingest.stats().latency().count, 0);
+        // Received 250 s ago (the store's clock is the system clock here).
+        let received = store.now_ms() - 250_000;
+        let first = IncidentUpdate { received_at_ms: Some(received), ..update(acme, 1, 5, 1_700_000_010_000, vec![1]) };
+        ingest.try_submit(first.clone()).unwrap();
+        ingest.try_submit(update(acme, 2, 5, 1_700_000_010_000, vec![2])).unwrap();
+        ingest.flush().await.unwrap();
+        // Reporting an existing incident again is not a new detection.
+        ingest.try_submit(IncidentUpdate { count: 6, ..first }).unwrap();
+        ingest.flush().await.unwrap();
+        let l = ingest.stats().latency();
+        assert_eq!(l.count, 1, "{}: one created incident with a known receive time", db.name);
+        assert!((250_000..310_000).contains(&l.p50_ms), "{}: {l:?}", db.name);
+        assert_eq!(l.p50_ms, l.max_ms);
     }
 }

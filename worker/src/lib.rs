@@ -16,4 +16,4 @@ pub mod events;
 pub mod pipeline;
 
 pub use events::{EventWriter, EventWriterConfig, FlushReport, WorkerError, schema};
-pub use pipeline::{Worker, WorkerStats};
+pub use pipeline::{Detection, Worker, WorkerStats};

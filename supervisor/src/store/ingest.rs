@@ -5,10 +5,11 @@
 //! transaction of multi-row upserts.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use rules::Severity;
 use tokio::sync::{mpsc, oneshot};
 
@@ -45,6 +46,10 @@ pub struct IncidentUpdate {
     pub last_seen_ms: i64,
     /// Contributing event ids.
     pub event_ids: Vec<u64>,
+    /// When the pipeline received the newest event of the first hit (ms
+    /// since the epoch), if known: the writer measures event→incident
+    /// latency from it when it creates the incident.
+    pub received_at_ms: Option<i64>,
 }
 
 impl IncidentUpdate {
@@ -58,6 +63,10 @@ impl IncidentUpdate {
         self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
         self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
         merge_ids(&mut self.event_ids, &other.event_ids);
+        self.received_at_ms = match (self.received_at_ms, other.received_at_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -104,6 +113,59 @@ pub struct IngestStats {
     pub batches: AtomicU64,
     /// Failed attempts (retried).
     pub errors: AtomicU64,
+    /// Event→incident latency of created incidents, milliseconds.
+    latency: Mutex<Option<Histogram<u64>>>,
+}
+
+/// Percentiles of a latency histogram, milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LatencySummary {
+    /// Samples.
+    pub count: u64,
+    /// Sum of the samples.
+    pub sum_ms: f64,
+    /// Median.
+    pub p50_ms: u64,
+    /// 90th percentile.
+    pub p90_ms: u64,
+    /// 99th percentile.
+    pub p99_ms: u64,
+    /// 99.9th percentile.
+    pub p999_ms: u64,
+    /// Largest.
+    pub max_ms: u64,
+}
+
+impl IngestStats {
+    fn record_latency(&self, samples: impl Iterator<Item = i64>) {
+        let mut guard = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
+        for ms in samples {
+            // Three significant digits from 1 ms to one hour; longer is clamped.
+            if guard.is_none() {
+                *guard = Histogram::new_with_bounds(1, 3_600_000, 3).ok();
+            }
+            if let Some(h) = guard.as_mut() {
+                h.saturating_record(u64::try_from(ms).unwrap_or(0).max(1));
+            }
+        }
+    }
+
+    /// Event→incident latency of the incidents created so far: from the
+    /// listener receiving the newest event of an incident's first hit to
+    /// the transaction that created the incident committing.
+    pub fn latency(&self) -> LatencySummary {
+        let h = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(h) = h.as_ref().filter(|h| !h.is_empty()) else { return LatencySummary::default() };
+        LatencySummary {
+            count: h.len(),
+            sum_ms: h.mean() * h.len() as f64,
+            p50_ms: h.value_at_quantile(0.5),
+            p90_ms: h.value_at_quantile(0.9),
+            p99_ms: h.value_at_quantile(0.99),
+            p999_ms: h.value_at_quantile(0.999),
+            max_ms: h.max(),
+        }
+    }
 }
 
 enum Msg {
@@ -305,6 +367,10 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
         .collect();
     AuditRow::write_many(w.conn(), now, &Principal::pipeline(), rows, store.rows_per_statement()).await?;
     w.commit().await?;
+    let committed = store.now_ms();
+    stats.record_latency(
+        created.iter().filter_map(|(_, r)| batch.get(r)?.received_at_ms).map(|at| committed.saturating_sub(at)),
+    );
     stats.written.fetch_add(refs.len() as u64, Ordering::Relaxed);
     stats.created.fetch_add(created.len() as u64, Ordering::Relaxed);
     stats.batches.fetch_add(1, Ordering::Relaxed);

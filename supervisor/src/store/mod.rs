@@ -30,7 +30,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
 pub use auth::{Module, Op, Perms, Principal};
 pub use error::{Result, StoreError};
-pub use ingest::{IncidentUpdate, Ingest, IngestConfig, IngestStats};
+pub use ingest::{IncidentUpdate, Ingest, IngestConfig, IngestStats, LatencySummary};
 pub use model::*;
 pub use records::ListQuery;
 pub use sql::Backend;
@@ -178,7 +178,8 @@ impl Store {
         self.pool.close().await;
     }
 
-    pub(crate) fn now_ms(&self) -> i64 {
+    /// The store's clock, milliseconds since the epoch.
+    pub fn now_ms(&self) -> i64 {
         self.clock.now().unix_nanos().div_euclid(1_000_000) as i64
     }
 

@@ -1,0 +1,551 @@
+//! `vigil bench`: the end-to-end benchmark. It writes a workload (a mix of
+//! sshd, firewall, application and CEF lines from many orgs' devices,
+//! with SSH brute-force attacks at known places), starts the real
+//! `vigil run` on loopback ports with a throw-away data directory, creates
+//! the orgs through the API, replays the workload over TCP with
+//! `vigil send --restamp`, and reads `/metrics` until every event is in
+//! Parquet and every attack is an incident. It reports the sustained EPS,
+//! the event→incident latency percentiles, and, when `syslog-ng` is
+//! installed, the EPS of syslog-ng receiving the same file over TCP into a
+//! file, measured in the same run.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+/// Arguments of `vigil bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Licence for the run (the unlicensed allowance is far below a benchmark's rate).
+    #[arg(long, alias = "licence", value_name = "FILE")]
+    license: PathBuf,
+    /// Events in the workload.
+    #[arg(long, default_value_t = 2_000_000)]
+    events: u64,
+    /// Orgs the events come from (each with its own /24 of devices).
+    #[arg(long, default_value_t = 100)]
+    orgs: u32,
+    /// One SSH brute-force attack (6 failed logins from one new address) per this many lines.
+    #[arg(long, default_value_t = 2_000)]
+    attack_every: u64,
+    /// The rule engine's allowed lateness for the run, seconds: every
+    /// incident waits this long for out-of-order events, so it is part of
+    /// the latency.
+    #[arg(long, default_value_t = 10.0)]
+    lateness: f64,
+    /// Rate of the latency run, EPS (default: 70 % of the sustained EPS just measured).
+    #[arg(long, value_name = "EPS")]
+    latency_rate: Option<u64>,
+    /// Seconds of traffic in the latency run.
+    #[arg(long, default_value_t = 20)]
+    latency_secs: u64,
+    /// Work directory (default: a new one under the system temp directory).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// syslog-ng to compare with (default: `syslog-ng` if on PATH).
+    #[arg(long, value_name = "PATH")]
+    syslog_ng: Option<PathBuf>,
+    /// Do not run syslog-ng.
+    #[arg(long)]
+    no_syslog_ng: bool,
+    /// Keep the work directory (workload, data, syslog-ng output).
+    #[arg(long)]
+    keep: bool,
+}
+
+/// What one receiver did with the workload.
+struct Outcome {
+    /// Seconds from the start of sending until everything was stored.
+    secs: f64,
+    /// Seconds `vigil send` took to hand everything to the socket.
+    send_secs: f64,
+}
+
+/// Runs `vigil bench`.
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let exe = std::env::current_exe().context("cannot find the vigil executable")?;
+    let workload = dir.join("workload.log");
+    let attack_starts = write_workload(&workload, args.events, args.orgs.max(1), args.attack_every.max(7))?;
+    let attacks = attack_starts.len() as u64;
+    let bytes = std::fs::metadata(&workload).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "workload: {} events ({:.0} MB), {} orgs, {attacks} SSH brute-force attacks; {}",
+        args.events,
+        bytes as f64 / 1e6,
+        args.orgs,
+        workload.display()
+    );
+
+    let baseline = split_lines(&workload)?;
+    println!("\n1. throughput: vigil send as fast as vigil run takes it");
+    let vigil = bench_vigil(&args, &exe, &dir, &workload, Load { events: args.events, rate: None, attacks })?;
+    let sustained = args.events as f64 / vigil.0.secs;
+    println!("   all {} events stored after {:.2} s: {sustained:.0} EPS", args.events, vigil.0.secs);
+    let rate = args.latency_rate.unwrap_or((sustained * 0.7) as u64).max(1);
+    let events = (rate * args.latency_secs).min(args.events);
+    let attacks_in = attack_starts.iter().filter(|&&start| start + 6 <= events).count() as u64;
+    println!("\n2. latency: {events} events at {rate} EPS");
+    let paced = bench_vigil(&args, &exe, &dir, &workload, Load { events, rate: Some(rate), attacks: attacks_in })?;
+    println!("   all stored after {:.2} s", paced.0.secs);
+    let syslog_ng = match (args.no_syslog_ng, args.syslog_ng.clone().or_else(|| which("syslog-ng"))) {
+        (false, Some(ng)) => Some(bench_syslog_ng(&ng, &exe, &dir, &workload, args.events)?),
+        _ => {
+            println!("syslog-ng: not run (install it, e.g. apt-get install syslog-ng-core, or pass --syslog-ng PATH)");
+            None
+        }
+    };
+
+    let eps = |o: &Outcome| args.events as f64 / o.secs;
+    println!();
+    println!("| receiver | sustained EPS | all stored after | vigil send done after |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| vigil run (parse, orgs, EPS gate, Parquet, rules, incidents) | {:.0} | {:.2} s | {:.2} s |",
+        eps(&vigil.0),
+        vigil.0.secs,
+        vigil.0.send_secs
+    );
+    if let Some(ng) = &syslog_ng {
+        println!(
+            "| syslog-ng (TCP → file, flow control) | {:.0} | {:.2} s | {:.2} s |",
+            eps(ng),
+            ng.secs,
+            ng.send_secs
+        );
+    }
+    println!(
+        "| baseline: memchr line split of the file, one core | {:.0} | {baseline:.3} s | |",
+        args.events as f64 / baseline
+    );
+    if let Some(ng) = &syslog_ng {
+        println!("\nvigil ÷ syslog-ng: {:.2}", eps(&vigil.0) / eps(ng));
+    }
+    println!("vigil ÷ line split: {:.4}", eps(&vigil.0) * baseline / args.events as f64);
+    println!("\nevent→incident latency (allowed lateness {} s included):", args.lateness);
+    println!("| load | incidents (of attacks) | p50 | p90 | p99 | max | drops |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (load, f, expected) in
+        [(format!("{rate} EPS"), &paced.1, attacks_in), ("saturated (run 1)".to_owned(), &vigil.1, attacks)]
+    {
+        println!(
+            "| {load} | {} ({expected}) | {} ms | {} ms | {} ms | {} ms | {} |",
+            f.incidents, f.p50, f.p90, f.p99, f.max, f.dropped
+        );
+    }
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a run sends.
+struct Load {
+    /// Lines from the start of the workload.
+    events: u64,
+    /// Lines per second (`None`: as fast as vigil takes them).
+    rate: Option<u64>,
+    /// Attacks in those lines.
+    attacks: u64,
+}
+
+/// Latency and correctness figures read from `/metrics` after the run.
+struct Figures {
+    p50: u64,
+    p90: u64,
+    p99: u64,
+    max: u64,
+    dropped: u64,
+    incidents: u64,
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// A random public-looking IPv4 address.
+    fn ip(&mut self) -> String {
+        format!("{}.{}.{}.{}", 1 + self.below(223), self.below(256), self.below(256), 1 + self.below(254))
+    }
+}
+
+/// The device address `h` of org `k` (org k owns 10.(k/256).(k%256).0/24).
+fn device(k: u32, h: u64) -> String {
+    format!("10.{}.{}.{}", k >> 8, k & 255, h)
+}
+
+fn org_range(k: u32) -> String {
+    format!("10.{}.{}.0/24", k >> 8, k & 255)
+}
+
+/// Writes `events` lines; returns the line numbers where attacks start. Every
+/// attack is six failed passwords for root from a fresh address, which the
+/// built-in `ssh-brute-force` rule (5 in 60 s) turns into one incident.
+/// Background failures come from random addresses that never repeat
+/// enough to trigger anything.
+fn write_workload(path: &Path, events: u64, orgs: u32, attack_every: u64) -> Result<Vec<u64>> {
+    let mut out = BufWriter::with_capacity(
+        1 << 20,
+        File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut written, mut attacks) = (0u64, 0u64);
+    let mut starts = Vec::new();
+    let users = ["root", "admin", "oracle", "test", "ubuntu", "deploy", "git", "postgres"];
+    while written < events {
+        let org = 1 + (rng.below(u64::from(orgs)) as u32);
+        let host = device(org, 1 + rng.below(250));
+        if written > 0 && written % attack_every == 0 && events - written >= 6 {
+            attacks += 1;
+            starts.push(written);
+            let attacker = format!("198.{}.{}.{}", 18 + (attacks >> 16) % 2, (attacks >> 8) & 255, attacks & 255);
+            for i in 0..6 {
+                writeln!(
+                    out,
+                    "<38>Nov 22 10:00:00 {host} sshd[{}]: Failed password for root from {attacker} port {} ssh2",
+                    2000 + attacks % 30000,
+                    40_000 + i
+                )?;
+            }
+            written += 6;
+            continue;
+        }
+        match rng.below(100) {
+            0..35 => {
+                let src = rng.ip();
+                writeln!(
+                    out,
+                    "<38>Nov 22 10:00:00 {host} sshd[{}]: Failed password for invalid user {} from {src} port {} ssh2",
+                    1000 + rng.below(60000),
+                    users[rng.below(users.len() as u64) as usize],
+                    1024 + rng.below(60000)
+                )?;
+            }
+            35..50 => writeln!(
+                out,
+                "<38>Nov 22 10:00:00 {host} sshd[{}]: Accepted publickey for deploy from {} port {} ssh2: ED25519 SHA256:Zm9vYmFyYmF6cXV4",
+                1000 + rng.below(60000),
+                device(org, 200),
+                1024 + rng.below(60000)
+            )?,
+            50..75 => {
+                let src = rng.ip();
+                writeln!(
+                    out,
+                    "<4>Nov 22 10:00:00 {host} kernel: [{}.{:06}] [UFW BLOCK] IN=eth0 OUT= MAC=00:16:3e:5a:11:02:00:16:3e:9c:44:01:08:00 SRC={src} DST={host} LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID={} DF PROTO=TCP SPT={} DPT={} WINDOW=29200 RES=0x00 SYN URGP=0",
+                    rng.below(9_000_000),
+                    rng.below(1_000_000),
+                    rng.below(65536),
+                    1024 + rng.below(60000),
+                    [22, 23, 80, 443, 3389, 445, 8080][rng.below(7) as usize]
+                )?;
+            }
+            75..95 => writeln!(
+                out,
+                "<134>1 2026-11-22T10:00:00.000Z {host} billing {} REQ [req@32473 id=\"{}\" ms=\"{}\"] GET /api/invoices/{} 200",
+                1000 + rng.below(9000),
+                rng.next() & 0xffff_ffff,
+                rng.below(900),
+                rng.below(1_000_000)
+            )?,
+            _ => writeln!(
+                out,
+                "<134>Nov 22 10:00:00 {host} CEF:0|Acme|WAF|4.2|1003|SQL injection attempt|7|src={} dst={host} spt={} dpt=443 request=/login.php act=blocked",
+                rng.ip(),
+                1024 + rng.below(60000)
+            )?,
+        }
+        written += 1;
+    }
+    out.flush().with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(starts)
+}
+
+/// Same-run baseline: seconds to split the file into lines with memchr.
+fn split_lines(path: &Path) -> Result<f64> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let started = Instant::now();
+    let mut lines = 0u64;
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+    }
+    std::hint::black_box(lines);
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A child process stopped (SIGTERM, then kill) when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        terminate(&mut self.0);
+    }
+}
+
+fn terminate(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// `vigil send --restamp --quiet` of the workload to `to`, started now.
+fn start_send(exe: &Path, to: &str, workload: &Path, load: &Load) -> Result<Child> {
+    let mut cmd = Command::new(exe);
+    cmd.args(["send", "--restamp", "--quiet", "--to", to, "--limit", &load.events.to_string()]);
+    if let Some(rate) = load.rate {
+        cmd.args(["--rate", &rate.to_string()]);
+    }
+    cmd.arg(workload).stdout(Stdio::null()).spawn().context("cannot start vigil send")
+}
+
+/// Waits for `done`, polling every 20 ms, noting when `sender` exits.
+/// Returns (seconds until done, seconds until the sender exited).
+fn measure(started: Instant, sender: &mut Child, mut done: impl FnMut() -> Result<bool>) -> Result<Outcome> {
+    let mut send_secs = None;
+    let deadline = started + Duration::from_secs(1800);
+    loop {
+        if send_secs.is_none()
+            && let Some(status) = sender.try_wait()?
+        {
+            if !status.success() {
+                bail!("vigil send failed: {status}");
+            }
+            send_secs = Some(started.elapsed().as_secs_f64());
+        }
+        if done()? {
+            let secs = started.elapsed().as_secs_f64();
+            let send_secs = match send_secs {
+                Some(s) => s,
+                None => {
+                    let status = sender.wait()?;
+                    if !status.success() {
+                        bail!("vigil send failed: {status}");
+                    }
+                    started.elapsed().as_secs_f64()
+                }
+            };
+            return Ok(Outcome { secs, send_secs });
+        }
+        if Instant::now() > deadline {
+            bail!("not done within 30 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn bench_vigil(args: &BenchArgs, exe: &Path, dir: &Path, workload: &Path, load: Load) -> Result<(Outcome, Figures)> {
+    let data = dir.join("vigil-data");
+    let _ = std::fs::remove_dir_all(&data);
+    let config = dir.join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\nlicense = {:?}\n[syslog]\naddr = \"127.0.0.1:0\"\nudp = false\n[api]\naddr = \"127.0.0.1:0\"\n\
+             [rules]\nlateness_secs = {}\n[orgs]\nrefresh_secs = 0.2\n",
+            args.license.canonicalize().with_context(|| format!("cannot read {}", args.license.display()))?,
+            args.lateness
+        ),
+    )?;
+    let token = format!("vgl_bench_{:016x}", Rng(u64::from(std::process::id()) | 1).next());
+    let mut child = Command::new(exe)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("VIGIL_ADMIN_TOKEN", &token)
+        .env_remove("VIGIL_DATABASE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start vigil run")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut child = Guard(child);
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Our own child's few status lines.
+        #[allow(clippy::disallowed_methods)]
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut tcp, mut base) = (None, None);
+    while tcp.is_none() || base.is_none() {
+        let line = lines.recv_timeout(Duration::from_secs(120)).context("vigil run did not start")?;
+        if line.starts_with("licence:") {
+            println!("vigil run {line}");
+        }
+        if let Some(rest) = line.strip_prefix("syslog: ") {
+            tcp = rest.split_whitespace().find(|a| a.starts_with("tcp://")).map(str::to_owned);
+        }
+        if let Some(rest) = line.strip_prefix("metrics: ") {
+            base = rest.strip_suffix("/metrics").map(str::to_owned);
+        }
+    }
+    let (tcp, base) = (tcp.unwrap_or_default(), base.unwrap_or_default());
+    let http: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(30))).build().into();
+    for k in 1..=args.orgs {
+        http.post(format!("{base}/api/v1/orgs"))
+            .header("Authorization", format!("Bearer {token}"))
+            .send_json(serde_json::json!({ "name": format!("org-{k:03}"), "ip_ranges": [org_range(k)] }))
+            .with_context(|| format!("cannot create org {k}"))?;
+    }
+    let metrics = || -> Result<String> {
+        Ok(http.get(format!("{base}/metrics")).call().context("GET /metrics")?.body_mut().read_to_string()?)
+    };
+    // Super/Local and Super/Global are in the table too.
+    let wanted = u64::from(args.orgs) + 2;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sum(&metrics()?, "vigil_orgs", "") < wanted as f64 {
+        if Instant::now() > deadline {
+            bail!("vigil run did not load the orgs");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let started = Instant::now();
+    let mut sender = Guard(start_send(exe, &tcp, workload, &load)?);
+    let outcome = measure(started, &mut sender.0, || {
+        let m = metrics()?;
+        Ok(sum(&m, "vigil_events_stored_total", "") + sum(&m, "vigil_events_dropped_total", "") >= load.events as f64)
+    })?;
+    let attacks = load.attacks;
+    // Incidents wait out the allowed lateness before the engine releases them.
+    let deadline = Instant::now() + Duration::from_secs_f64(args.lateness + 60.0);
+    let mut m = metrics()?;
+    while sum(&m, "vigil_incidents_created_total", "") < attacks as f64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        m = metrics()?;
+    }
+    let q = |quantile: &str| {
+        (sum(&m, "vigil_event_to_incident_seconds", &format!("quantile=\"{quantile}\"")) * 1000.0).round() as u64
+    };
+    let figures = Figures {
+        p50: q("0.5"),
+        p90: q("0.9"),
+        p99: q("0.99"),
+        max: q("1"),
+        dropped: sum(&m, "vigil_events_dropped_total", "") as u64
+            + sum(&m, "vigil_syslog_udp_dropped_total", "") as u64,
+        incidents: sum(&m, "vigil_incidents_created_total", "") as u64,
+    };
+    terminate(&mut child.0);
+    Ok((outcome, figures))
+}
+
+/// The sum of the samples of metric `name` whose labels contain `with`.
+fn sum(metrics: &str, name: &str, with: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))
+        .filter(|l| l.contains(with))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn bench_syslog_ng(ng: &Path, exe: &Path, dir: &Path, workload: &Path, events: u64) -> Result<Outcome> {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let out = dir.join("syslog-ng.out");
+    let _ = std::fs::remove_file(&out);
+    let config = dir.join("syslog-ng.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "@version: 3.38\n\
+             options {{ keep-hostname(yes); chain-hostnames(no); use-dns(no); stats-freq(0); }};\n\
+             source s_bench {{ network(ip(\"127.0.0.1\") port({port}) transport(\"tcp\") log-iw-size(100000) max-connections(10)); }};\n\
+             destination d_bench {{ file(\"{}\"); }};\n\
+             log {{ source(s_bench); destination(d_bench); flags(flow-control); }};\n",
+            out.display()
+        ),
+    )?;
+    let version = Command::new(ng)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_owned));
+    let child = Command::new(ng)
+        .args(["-F", "--no-caps", "-f"])
+        .arg(&config)
+        .arg("-R")
+        .arg(dir.join("syslog-ng.persist"))
+        .arg("-p")
+        .arg(dir.join("syslog-ng.pid"))
+        .arg("-c")
+        .arg(dir.join("syslog-ng.ctl"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {}", ng.display()))?;
+    let mut child = Guard(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline || !matches!(child.0.try_wait(), Ok(None)) {
+            bail!("syslog-ng did not start listening on 127.0.0.1:{port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("syslog-ng: {}", version.unwrap_or_else(|| ng.display().to_string()));
+    let started = Instant::now();
+    let load = Load { events, rate: None, attacks: 0 };
+    let mut sender = Guard(start_send(exe, &format!("tcp://127.0.0.1:{port}"), workload, &load)?);
+    let mut counted = 0u64;
+    let mut offset = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let outcome = measure(started, &mut sender.0, || {
+        let Ok(mut f) = File::open(&out) else { return Ok(false) };
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset))?;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            offset += n as u64;
+            counted += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+        }
+        Ok(counted >= events)
+    })?;
+    terminate(&mut child.0);
+    Ok(outcome)
+}
