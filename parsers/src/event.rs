@@ -496,6 +496,11 @@ impl StructuredData {
     pub fn to_json(&self) -> String {
         serde_json::to_string(&SdAsObject(self)).unwrap_or_default()
     }
+
+    /// [`Self::to_json`] appended to `out` (no allocation of its own).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let _ = serde_json::to_writer(out, &SdAsObject(self));
+    }
 }
 
 impl Pairs {
@@ -503,6 +508,11 @@ impl Pairs {
     /// key becomes an array of its values).
     pub fn to_json(&self) -> String {
         serde_json::to_string(&PairsAsObject(self)).unwrap_or_default()
+    }
+
+    /// [`Self::to_json`] appended to `out` (no allocation of its own).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let _ = serde_json::to_writer(out, &PairsAsObject(self));
     }
 }
 

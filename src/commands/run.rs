@@ -479,6 +479,7 @@ impl Metrics {
                 (format!("{nl},queue=\"intake\""), raw as u64),
                 (format!("{nl},queue=\"worker\""), self.event_queue.len() as u64),
                 (format!("{nl},queue=\"buffered_events\""), n(&w.buffered)),
+                (format!("{nl},queue=\"sealed_events\""), n(&w.sealed)),
                 (String::from("queue=\"incident_ingest\""), self.ingest.depth() as u64),
             ],
         );

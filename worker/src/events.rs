@@ -6,7 +6,9 @@
 //! disk: the file is synced before it is renamed into place and the
 //! directory after.
 
+use std::fmt::Write as _;
 use std::fs::{self, File};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,6 +44,9 @@ pub enum WorkerError {
     /// Writing Parquet failed.
     #[error("parquet: {0}")]
     Parquet(#[from] ParquetError),
+    /// The thread writing Parquet files stopped.
+    #[error("the Parquet writer thread stopped")]
+    WriterFailed,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorkerError + '_ {
@@ -150,95 +155,209 @@ fn nanos(t: EventTime) -> i64 {
     i64::try_from(t.unix_nanos()).unwrap_or(if t.unix_nanos() < 0 { i64::MIN } else { i64::MAX })
 }
 
-fn text_column(rows: &[(u64, Event)], get: impl Fn(&Event) -> Option<&str>) -> ArrayRef {
-    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
-    for (_, e) in rows {
-        b.append_option(get(e));
-    }
-    Arc::new(b.finish())
+/// Text columns, in schema order.
+const TEXT: [&str; 24] = [
+    "org",
+    "collector",
+    "reporter_ip",
+    "format",
+    "host",
+    "app",
+    "procid",
+    "msgid",
+    "sd",
+    "message",
+    "vendor",
+    "product",
+    "product_version",
+    "signature_id",
+    "name",
+    "cef_severity",
+    "ext",
+    "event_type",
+    "src_ip",
+    "dst_ip",
+    "user",
+    "action",
+    "outcome",
+    "parse_error",
+];
+
+/// One partition's rows as Arrow column builders, filled as events arrive
+/// (events are not kept: appending copies their fields into the columns).
+struct Columns {
+    rows: usize,
+    raw_bytes: usize,
+    id: UInt64Builder,
+    time: TimestampNanosecondBuilder,
+    offset: Int32Builder,
+    received: TimestampNanosecondBuilder,
+    org_id: UInt32Builder,
+    facility: UInt8Builder,
+    severity: UInt8Builder,
+    src_port: UInt16Builder,
+    dst_port: UInt16Builder,
+    truncated: BooleanBuilder,
+    raw: BinaryBuilder,
+    text: Vec<StringBuilder>,
 }
 
-fn opt(s: &Option<Str>) -> Option<&str> {
-    s.as_deref()
-}
-
-/// One record batch of `rows`, in the column order of [`schema`].
-fn to_batch(rows: &[(u64, Event)]) -> Result<RecordBatch, WorkerError> {
-    let n = rows.len();
-    let mut id = UInt64Builder::with_capacity(n);
-    let mut time = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut offset = Int32Builder::with_capacity(n);
-    let mut received = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut org_id = UInt32Builder::with_capacity(n);
-    let mut facility = UInt8Builder::with_capacity(n);
-    let mut severity = UInt8Builder::with_capacity(n);
-    let mut src_port = UInt16Builder::with_capacity(n);
-    let mut dst_port = UInt16Builder::with_capacity(n);
-    let mut truncated = BooleanBuilder::with_capacity(n);
-    let mut raw = BinaryBuilder::with_capacity(n, rows.iter().map(|(_, e)| e.raw.len()).sum());
-    for (i, e) in rows {
-        id.append_value(*i);
-        time.append_value(nanos(e.time));
-        offset.append_value(e.time.offset_secs());
-        received.append_value(nanos(e.received_at));
-        org_id.append_option(e.org_id.map(|o| o.0));
-        facility.append_option(e.facility);
-        severity.append_option(e.severity);
-        src_port.append_option(e.src_port);
-        dst_port.append_option(e.dst_port);
-        truncated.append_value(e.truncated);
-        raw.append_value(&e.raw);
-    }
-    let reporter: Vec<Option<String>> = rows.iter().map(|(_, e)| e.reporter_ip.map(|ip| ip.to_string())).collect();
-    let src_ip: Vec<Option<String>> = rows.iter().map(|(_, e)| e.src_ip.map(|ip| ip.to_string())).collect();
-    let dst_ip: Vec<Option<String>> = rows.iter().map(|(_, e)| e.dst_ip.map(|ip| ip.to_string())).collect();
-    let sd: Vec<Option<String>> = rows.iter().map(|(_, e)| (!e.sd.is_empty()).then(|| e.sd.to_json())).collect();
-    let ext: Vec<Option<String>> = rows.iter().map(|(_, e)| (!e.ext.is_empty()).then(|| e.ext.to_json())).collect();
-    let owned = |v: &[Option<String>]| -> ArrayRef {
-        let mut b = StringBuilder::with_capacity(v.len(), v.len() * 16);
-        for s in v {
-            b.append_option(s.as_deref());
+impl Columns {
+    fn new() -> Columns {
+        let ts = || TimestampNanosecondBuilder::new().with_timezone("UTC");
+        Columns {
+            rows: 0,
+            raw_bytes: 0,
+            id: UInt64Builder::new(),
+            time: ts(),
+            offset: Int32Builder::new(),
+            received: ts(),
+            org_id: UInt32Builder::new(),
+            facility: UInt8Builder::new(),
+            severity: UInt8Builder::new(),
+            src_port: UInt16Builder::new(),
+            dst_port: UInt16Builder::new(),
+            truncated: BooleanBuilder::new(),
+            raw: BinaryBuilder::new(),
+            text: TEXT.iter().map(|_| StringBuilder::new()).collect(),
         }
-        Arc::new(b.finish())
-    };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(id.finish()),
-        Arc::new(time.finish()),
-        Arc::new(offset.finish()),
-        Arc::new(received.finish()),
-        Arc::new(org_id.finish()),
-        text_column(rows, |e| opt(&e.org)),
-        text_column(rows, |e| opt(&e.collector)),
-        owned(&reporter),
-        text_column(rows, |e| Some(e.format.as_str())),
-        Arc::new(facility.finish()),
-        Arc::new(severity.finish()),
-        text_column(rows, |e| opt(&e.host)),
-        text_column(rows, |e| opt(&e.app)),
-        text_column(rows, |e| opt(&e.procid)),
-        text_column(rows, |e| opt(&e.msgid)),
-        owned(&sd),
-        text_column(rows, |e| opt(&e.message)),
-        text_column(rows, |e| opt(&e.vendor)),
-        text_column(rows, |e| opt(&e.product)),
-        text_column(rows, |e| opt(&e.product_version)),
-        text_column(rows, |e| opt(&e.signature_id)),
-        text_column(rows, |e| opt(&e.name)),
-        text_column(rows, |e| opt(&e.cef_severity)),
-        owned(&ext),
-        text_column(rows, |e| opt(&e.event_type)),
-        owned(&src_ip),
-        Arc::new(src_port.finish()),
-        owned(&dst_ip),
-        Arc::new(dst_port.finish()),
-        text_column(rows, |e| opt(&e.user)),
-        text_column(rows, |e| opt(&e.action)),
-        text_column(rows, |e| opt(&e.outcome)),
-        text_column(rows, |e| opt(&e.parse_error)),
-        Arc::new(truncated.finish()),
-        Arc::new(raw.finish()),
-    ];
-    Ok(RecordBatch::try_new(schema(), columns)?)
+    }
+
+    fn push(&mut self, id: u64, e: &Event, scratch: &mut Vec<u8>) {
+        self.rows += 1;
+        self.raw_bytes += e.raw.len();
+        self.id.append_value(id);
+        self.time.append_value(nanos(e.time));
+        self.offset.append_value(e.time.offset_secs());
+        self.received.append_value(nanos(e.received_at));
+        self.org_id.append_option(e.org_id.map(|o| o.0));
+        self.facility.append_option(e.facility);
+        self.severity.append_option(e.severity);
+        self.src_port.append_option(e.src_port);
+        self.dst_port.append_option(e.dst_port);
+        self.truncated.append_value(e.truncated);
+        self.raw.append_value(&e.raw);
+        let [
+            org,
+            collector,
+            reporter_ip,
+            format,
+            host,
+            app,
+            procid,
+            msgid,
+            sd,
+            message,
+            vendor,
+            product,
+            product_version,
+            signature_id,
+            name,
+            cef_severity,
+            ext,
+            event_type,
+            src_ip,
+            dst_ip,
+            user,
+            action,
+            outcome,
+            parse_error,
+        ] = &mut self.text[..]
+        else {
+            return;
+        };
+        let opt = |b: &mut StringBuilder, v: &Option<Str>| b.append_option(v.as_deref());
+        let ip = |b: &mut StringBuilder, v: Option<IpAddr>| match v {
+            Some(ip) => {
+                let _ = write!(b, "{ip}");
+                b.append_value("");
+            }
+            None => b.append_null(),
+        };
+        opt(org, &e.org);
+        opt(collector, &e.collector);
+        ip(reporter_ip, e.reporter_ip);
+        format.append_value(e.format.as_str());
+        opt(host, &e.host);
+        opt(app, &e.app);
+        opt(procid, &e.procid);
+        opt(msgid, &e.msgid);
+        if e.sd.is_empty() {
+            sd.append_null();
+        } else {
+            scratch.clear();
+            e.sd.write_json(scratch);
+            sd.append_value(String::from_utf8_lossy(scratch));
+        }
+        opt(message, &e.message);
+        opt(vendor, &e.vendor);
+        opt(product, &e.product);
+        opt(product_version, &e.product_version);
+        opt(signature_id, &e.signature_id);
+        opt(name, &e.name);
+        opt(cef_severity, &e.cef_severity);
+        if e.ext.is_empty() {
+            ext.append_null();
+        } else {
+            scratch.clear();
+            e.ext.write_json(scratch);
+            ext.append_value(String::from_utf8_lossy(scratch));
+        }
+        opt(event_type, &e.event_type);
+        ip(src_ip, e.src_ip);
+        ip(dst_ip, e.dst_ip);
+        opt(user, &e.user);
+        opt(action, &e.action);
+        opt(outcome, &e.outcome);
+        opt(parse_error, &e.parse_error);
+    }
+
+    /// The rows as one record batch in the column order of [`schema`];
+    /// the builders start empty again.
+    fn finish(&mut self) -> Result<RecordBatch, WorkerError> {
+        let mut text = self.text.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
+        let mut next = || text.next().ok_or_else(|| ArrowError::SchemaError("text columns".into()));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.id.finish()),
+            Arc::new(self.time.finish()),
+            Arc::new(self.offset.finish()),
+            Arc::new(self.received.finish()),
+            Arc::new(self.org_id.finish()),
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            Arc::new(self.facility.finish()),
+            Arc::new(self.severity.finish()),
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            Arc::new(self.src_port.finish()),
+            next()?,
+            Arc::new(self.dst_port.finish()),
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            Arc::new(self.truncated.finish()),
+            Arc::new(self.raw.finish()),
+        ];
+        self.rows = 0;
+        self.raw_bytes = 0;
+        Ok(RecordBatch::try_new(schema(), columns)?)
+    }
 }
 
 /// Org id and UTC day of an event: its partition.
@@ -256,20 +375,81 @@ fn file_safe(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
-/// Buffers events per partition and writes them as Parquet files.
-pub struct EventWriter {
-    config: EventWriterConfig,
+/// One partition's rows, sealed: ready to be written as one file.
+pub struct Sealed {
+    key: PartitionKey,
+    batch: RecordBatch,
+}
+
+impl Sealed {
+    /// Events in it.
+    pub fn rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+}
+
+/// Buffers accepted events per partition, as Arrow columns.
+pub struct EventBuffer {
+    roll_rows: usize,
+    parts: HashMap<PartitionKey, Columns>,
+    buffered: usize,
+    scratch: Vec<u8>,
+}
+
+impl EventBuffer {
+    /// A buffer that seals a partition when it holds `roll_rows` events.
+    pub fn new(roll_rows: usize) -> EventBuffer {
+        EventBuffer { roll_rows: roll_rows.max(1), parts: HashMap::new(), buffered: 0, scratch: Vec::new() }
+    }
+
+    /// Events buffered.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Adds one accepted event under its id; a partition that reaches the
+    /// row limit is sealed and returned.
+    pub fn append(&mut self, id: u64, event: &Event) -> Result<Option<Sealed>, WorkerError> {
+        let key = (event.org_id.map_or(1, |o| o.0), event.time.unix_secs().div_euclid(86_400));
+        let part = self.parts.entry(key).or_insert_with(Columns::new);
+        part.push(id, event, &mut self.scratch);
+        self.buffered += 1;
+        if part.rows >= self.roll_rows {
+            self.buffered -= part.rows;
+            return Ok(Some(Sealed { key, batch: part.finish()? }));
+        }
+        Ok(None)
+    }
+
+    /// Seals every partition that holds events, in partition order.
+    pub fn seal(&mut self) -> Result<Vec<Sealed>, WorkerError> {
+        let mut keys: Vec<PartitionKey> = self.parts.iter().filter(|(_, c)| c.rows > 0).map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(part) = self.parts.get_mut(&key) {
+                self.buffered -= part.rows;
+                out.push(Sealed { key, batch: part.finish()? });
+            }
+        }
+        // Partitions idle for a whole flush interval give their memory back.
+        self.parts.retain(|k, _| out.iter().any(|s| s.key == *k));
+        Ok(out)
+    }
+}
+
+/// Writes sealed partitions as Parquet files.
+pub struct FileWriter {
+    dir: PathBuf,
     node: String,
     started_ms: i64,
     seq: u64,
-    buffers: HashMap<PartitionKey, Vec<(u64, Event)>>,
-    buffered: usize,
     props: WriterProperties,
 }
 
-impl EventWriter {
+impl FileWriter {
     /// A writer under `config.dir/events`, created if missing.
-    pub fn open(config: EventWriterConfig, now: EventTime) -> Result<EventWriter, WorkerError> {
+    pub fn open(config: &EventWriterConfig, now: EventTime) -> Result<FileWriter, WorkerError> {
         let root = config.dir.join("events");
         fs::create_dir_all(&root).map_err(io(&root))?;
         let level = ZstdLevel::try_new(config.zstd_level)?;
@@ -280,85 +460,98 @@ impl EventWriter {
         for column in DICTIONARY_COLUMNS {
             props = props.set_column_dictionary_enabled(ColumnPath::from(*column), true);
         }
-        let props = props.build();
-        Ok(EventWriter {
+        Ok(FileWriter {
+            dir: root,
             node: file_safe(&config.node),
-            config,
             started_ms: i64::try_from(now.unix_nanos() / 1_000_000).unwrap_or(0),
             seq: 0,
-            buffers: HashMap::new(),
-            buffered: 0,
-            props,
+            props: props.build(),
         })
+    }
+
+    /// Writes one sealed partition as `org=<id>/date=<day>/part-<node>-<start>-<seq>.parquet`
+    /// (via a hidden temporary file), synced: when this returns, it is on disk.
+    pub fn write(&mut self, sealed: &Sealed) -> Result<FlushReport, WorkerError> {
+        let (org, day) = sealed.key;
+        let dir = self.dir.join(format!("org={org}")).join(format!("date={}", day_name(day)));
+        self.seq += 1;
+        let name = format!("part-{}-{}-{:06}.parquet", self.node, self.started_ms, self.seq);
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let path = dir.join(&name);
+        let file = File::create(&tmp).map_err(io(&tmp))?;
+        let mut writer = ArrowWriter::try_new(file, sealed.batch.schema(), Some(self.props.clone()))?;
+        writer.write(&sealed.batch)?;
+        let file = writer.into_inner()?;
+        file.sync_all().map_err(io(&tmp))?;
+        let bytes = file.metadata().map_err(io(&tmp))?.len();
+        drop(file);
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
+        Ok(FlushReport { files: 1, events: sealed.rows(), bytes })
+    }
+}
+
+/// An [`EventBuffer`] and a [`FileWriter`] on one thread: buffers events
+/// per partition and writes them as Parquet files.
+pub struct EventWriter {
+    buffer: EventBuffer,
+    files: FileWriter,
+    /// Sealed partitions whose write failed, tried again first.
+    unwritten: Vec<Sealed>,
+}
+
+impl EventWriter {
+    /// A writer under `config.dir/events`, created if missing.
+    pub fn open(config: EventWriterConfig, now: EventTime) -> Result<EventWriter, WorkerError> {
+        Ok(EventWriter {
+            files: FileWriter::open(&config, now)?,
+            buffer: EventBuffer::new(config.roll_rows),
+            unwritten: Vec::new(),
+        })
+    }
+
+    /// Its parts, for a caller that writes on another thread: the buffer,
+    /// the file writer, and partitions sealed but not yet written.
+    pub fn into_parts(self) -> (EventBuffer, FileWriter, Vec<Sealed>) {
+        (self.buffer, self.files, self.unwritten)
     }
 
     /// Events buffered and not yet on disk.
     pub fn buffered(&self) -> usize {
-        self.buffered
+        self.buffer.buffered() + self.unwritten.iter().map(Sealed::rows).sum::<usize>()
     }
 
     /// Buffers one accepted event under its id. A partition that reaches
     /// the row limit is written now.
-    pub fn append(&mut self, id: u64, event: Event) -> Result<FlushReport, WorkerError> {
-        let key = (event.org_id.map_or(1, |o| o.0), event.time.unix_secs().div_euclid(86_400));
-        let rows = self.buffers.entry(key).or_default();
-        rows.push((id, event));
-        self.buffered += 1;
-        if rows.len() >= self.config.roll_rows {
-            return self.write_partition(key);
+    pub fn append(&mut self, id: u64, event: &Event) -> Result<FlushReport, WorkerError> {
+        if let Some(sealed) = self.buffer.append(id, event)? {
+            self.unwritten.push(sealed);
+            return self.write_unwritten();
         }
         Ok(FlushReport::default())
     }
 
     /// Writes every buffered partition; when this returns, they are on disk.
     pub fn flush(&mut self) -> Result<FlushReport, WorkerError> {
-        let mut keys: Vec<PartitionKey> = self.buffers.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| *k).collect();
-        keys.sort_unstable();
+        let sealed = self.buffer.seal()?;
+        self.unwritten.extend(sealed);
+        self.write_unwritten()
+    }
+
+    /// Writes the sealed partitions; one that fails stays for the next
+    /// attempt, so a failed write loses nothing.
+    fn write_unwritten(&mut self) -> Result<FlushReport, WorkerError> {
         let mut total = FlushReport::default();
-        for key in keys {
-            let r = self.write_partition(key)?;
+        while let Some(sealed) = self.unwritten.first() {
+            let r = self.files.write(sealed)?;
+            self.unwritten.remove(0);
             total.files += r.files;
             total.events += r.events;
             total.bytes += r.bytes;
         }
-        self.buffers.retain(|_, v| !v.is_empty());
         Ok(total)
     }
-
-    fn write_partition(&mut self, key: PartitionKey) -> Result<FlushReport, WorkerError> {
-        let Some(rows) = self.buffers.get(&key) else { return Ok(FlushReport::default()) };
-        if rows.is_empty() {
-            return Ok(FlushReport::default());
-        }
-        let dir =
-            self.config.dir.join("events").join(format!("org={}", key.0)).join(format!("date={}", day_name(key.1)));
-        self.seq += 1;
-        let name = format!("part-{}-{}-{:06}.parquet", self.node, self.started_ms, self.seq);
-        // The rows stay buffered until their file is in place: a failed
-        // write loses nothing and is tried again on the next flush.
-        let bytes = write_file(&dir, &name, rows, &self.props)?;
-        let written = self.buffers.get_mut(&key).map(std::mem::take).unwrap_or_default().len();
-        self.buffered -= written;
-        Ok(FlushReport { files: 1, events: written, bytes })
-    }
-}
-
-/// Writes `rows` as `dir/name` (via a hidden temporary file), synced.
-fn write_file(dir: &Path, name: &str, rows: &[(u64, Event)], props: &WriterProperties) -> Result<u64, WorkerError> {
-    fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let path = dir.join(name);
-    let batch = to_batch(rows)?;
-    let file = File::create(&tmp).map_err(io(&tmp))?;
-    let mut writer = ArrowWriter::try_new(file, schema(), Some(props.clone()))?;
-    writer.write(&batch)?;
-    let file = writer.into_inner()?;
-    file.sync_all().map_err(io(&tmp))?;
-    let bytes = file.metadata().map_err(io(&tmp))?.len();
-    drop(file);
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    Ok(bytes)
 }
 
 #[cfg(test)]

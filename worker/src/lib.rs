@@ -15,5 +15,5 @@
 pub mod events;
 pub mod pipeline;
 
-pub use events::{EventWriter, EventWriterConfig, FlushReport, WorkerError, schema};
+pub use events::{EventBuffer, EventWriter, EventWriterConfig, FileWriter, FlushReport, Sealed, WorkerError, schema};
 pub use pipeline::{Detection, Worker, WorkerStats};

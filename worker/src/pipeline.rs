@@ -7,15 +7,15 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use collector::Clock;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parsers::{Event, EventTime};
 use rules::{Engine, Incident};
 
-use crate::events::{EventWriter, WorkerError};
+use crate::events::{EventBuffer, EventWriter, FileWriter, Sealed, WorkerError};
 
 /// What the worker has done, for metrics.
 #[derive(Debug, Default)]
@@ -30,8 +30,10 @@ pub struct WorkerStats {
     pub bytes: AtomicU64,
     /// Incident updates produced.
     pub incidents: AtomicU64,
-    /// Events waiting to be written.
+    /// Events buffered in partitions, not yet sealed.
     pub buffered: AtomicU64,
+    /// Events sealed and waiting for the writer thread.
+    pub sealed: AtomicU64,
     /// The engine's state estimate, bytes.
     pub rule_state_bytes: AtomicU64,
     /// Events too late for the rule engine (stored, not correlated).
@@ -78,9 +80,11 @@ impl Arrivals {
     }
 }
 
-/// The worker: a writer, an engine, and an id sequence.
+/// The worker: an event buffer, a file writer, an engine, and an id sequence.
 pub struct Worker {
-    writer: EventWriter,
+    buffer: EventBuffer,
+    /// Moves to the writer thread when the worker runs.
+    files: Option<(FileWriter, Vec<Sealed>)>,
     engine: Engine,
     next_id: u64,
     stats: Arc<WorkerStats>,
@@ -93,11 +97,26 @@ impl Worker {
     /// A worker whose event ids start at `first_id` (make it unique per
     /// run, e.g. start time in seconds << 32).
     pub fn new(writer: EventWriter, engine: Engine, first_id: u64, stats: Arc<WorkerStats>) -> Worker {
-        Worker { writer, engine, next_id: first_id, stats, arrivals: Arrivals::default(), frontier: None }
+        let (buffer, files, unwritten) = writer.into_parts();
+        Worker {
+            buffer,
+            files: Some((files, unwritten)),
+            engine,
+            next_id: first_id,
+            stats,
+            arrivals: Arrivals::default(),
+            frontier: None,
+        }
     }
 
     /// Runs until `input` closes; `sink` receives incident updates.
     /// Returns the number of events written in all.
+    ///
+    /// Two threads: this one assigns ids, runs the engine and fills the
+    /// partitions' columns; a second one (`vigil-parquet`) encodes and
+    /// writes the sealed partitions, so zstd and fsync overlap with the
+    /// next events. Between them is a queue of two flushes: a slow or
+    /// failing disk stops this thread, and with it the pipeline upstream.
     pub fn run(
         mut self,
         input: &Receiver<Vec<Event>>,
@@ -105,6 +124,34 @@ impl Worker {
         flush_every: Duration,
         mut sink: impl FnMut(Vec<Detection>),
     ) -> Result<u64, WorkerError> {
+        let (to_disk, from_worker) = crossbeam_channel::bounded::<Vec<Sealed>>(2);
+        let closing = AtomicBool::new(false);
+        let (files, unwritten) = self.files.take().ok_or(WorkerError::WriterFailed)?;
+        let unwritten = VecDeque::from(unwritten);
+        let stats = self.stats.clone();
+        std::thread::scope(|scope| {
+            let disk = std::thread::Builder::new()
+                .name("vigil-parquet".into())
+                .spawn_scoped(scope, || write_loop(files, unwritten, &from_worker, &stats, &closing, flush_every))
+                .map_err(|e| WorkerError::Io { path: "vigil-parquet thread".into(), source: e })?;
+            let pumped = self.pump(input, clock, flush_every, &mut sink, &to_disk);
+            closing.store(true, Ordering::Relaxed);
+            drop(to_disk);
+            let written = disk.join().unwrap_or(Err(WorkerError::WriterFailed));
+            pumped?;
+            written
+        })?;
+        Ok(self.stats.stored.load(Ordering::Relaxed))
+    }
+
+    fn pump(
+        &mut self,
+        input: &Receiver<Vec<Event>>,
+        clock: &dyn Clock,
+        flush_every: Duration,
+        sink: &mut impl FnMut(Vec<Detection>),
+        to_disk: &Sender<Vec<Sealed>>,
+    ) -> Result<(), WorkerError> {
         let mut incidents = Vec::new();
         let mut next_tick = std::time::Instant::now() + flush_every;
         loop {
@@ -115,14 +162,13 @@ impl Worker {
                     if let Some(last) = events.last() {
                         self.frontier = Some((last.received_at, clock.now()));
                     }
-                    for event in events {
+                    for event in &events {
                         let id = self.next_id;
                         self.next_id += 1;
                         self.arrivals.note(id, event.received_at);
-                        self.engine.process(id, &event, &mut incidents);
-                        match self.writer.append(id, event) {
-                            Ok(r) => self.count(&r),
-                            Err(e) => self.write_failed(&e, flush_every),
+                        self.engine.process(id, event, &mut incidents);
+                        if let Some(sealed) = self.buffer.append(id, event)? {
+                            self.ship(vec![sealed], to_disk)?;
                         }
                     }
                 }
@@ -131,29 +177,38 @@ impl Worker {
             }
             if std::time::Instant::now() >= next_tick {
                 next_tick = std::time::Instant::now() + flush_every;
-                match self.writer.flush() {
-                    Ok(r) => self.count(&r),
-                    Err(e) => self.write_failed(&e, flush_every),
-                }
+                let sealed = self.buffer.seal()?;
+                self.ship(sealed, to_disk)?;
                 self.engine.advance(self.horizon(clock.now()), &mut incidents);
                 let engine = self.engine.stats();
                 self.stats.rule_state_bytes.store(engine.state_bytes as u64, Ordering::Relaxed);
                 self.stats.late_events.store(engine.late_events, Ordering::Relaxed);
             }
-            self.stats.buffered.store(self.writer.buffered() as u64, Ordering::Relaxed);
+            self.stats.buffered.store(self.buffer.buffered() as u64, Ordering::Relaxed);
             if !incidents.is_empty() {
                 sink(self.detections(&mut incidents));
             }
         }
-        let r = self.writer.flush()?;
-        self.count(&r);
+        let sealed = self.buffer.seal()?;
+        self.ship(sealed, to_disk)?;
         self.stats.buffered.store(0, Ordering::Relaxed);
         self.engine.flush(&mut incidents);
         self.stats.late_events.store(self.engine.stats().late_events, Ordering::Relaxed);
         if !incidents.is_empty() {
             sink(self.detections(&mut incidents));
         }
-        Ok(self.stats.stored.load(Ordering::Relaxed))
+        Ok(())
+    }
+
+    /// Hands sealed partitions to the writer thread, waiting while it is
+    /// two flushes behind.
+    fn ship(&self, sealed: Vec<Sealed>, to_disk: &Sender<Vec<Sealed>>) -> Result<(), WorkerError> {
+        if sealed.is_empty() {
+            return Ok(());
+        }
+        let rows: usize = sealed.iter().map(Sealed::rows).sum();
+        self.stats.sealed.fetch_add(rows as u64, Ordering::Relaxed);
+        to_disk.send(sealed).map_err(|_| WorkerError::WriterFailed)
     }
 
     /// How far the rule engine's clock may advance: the receive time of the
@@ -182,20 +237,48 @@ impl Worker {
             })
             .collect()
     }
+}
 
-    /// A write failed: the events stay buffered for the next attempt, and
-    /// the worker slows down so that a full disk pushes back on the
-    /// pipeline (and TCP senders) instead of growing memory without bound.
-    fn write_failed(&self, e: &WorkerError, pause: Duration) {
-        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-        eprintln!("vigil worker: writing events failed, keeping them and retrying: {e}");
-        std::thread::sleep(pause);
-    }
-
-    fn count(&self, r: &crate::events::FlushReport) {
-        self.stats.stored.fetch_add(r.events as u64, Ordering::Relaxed);
-        self.stats.files.fetch_add(r.files as u64, Ordering::Relaxed);
-        self.stats.bytes.fetch_add(r.bytes, Ordering::Relaxed);
+/// The writer thread: writes sealed partitions in order. A failed write is
+/// retried after a pause (nothing is dropped; the worker waits meanwhile);
+/// once the worker has finished, three failures in a row give up.
+fn write_loop(
+    mut files: FileWriter,
+    mut pending: VecDeque<Sealed>,
+    input: &Receiver<Vec<Sealed>>,
+    stats: &WorkerStats,
+    closing: &AtomicBool,
+    pause: Duration,
+) -> Result<(), WorkerError> {
+    let mut failures = 0;
+    loop {
+        if pending.is_empty() {
+            match input.recv() {
+                Ok(batch) => pending.extend(batch),
+                Err(_) => return Ok(()),
+            }
+        }
+        while let Some(sealed) = pending.front() {
+            match files.write(sealed) {
+                Ok(r) => {
+                    failures = 0;
+                    stats.sealed.fetch_sub(r.events as u64, Ordering::Relaxed);
+                    stats.stored.fetch_add(r.events as u64, Ordering::Relaxed);
+                    stats.files.fetch_add(r.files as u64, Ordering::Relaxed);
+                    stats.bytes.fetch_add(r.bytes, Ordering::Relaxed);
+                    pending.pop_front();
+                }
+                Err(e) => {
+                    stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                    failures += 1;
+                    if closing.load(Ordering::Relaxed) && failures >= 3 {
+                        return Err(e);
+                    }
+                    eprintln!("vigil worker: writing events failed, keeping them and retrying: {e}");
+                    std::thread::sleep(pause);
+                }
+            }
+        }
     }
 }
 

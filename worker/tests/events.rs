@@ -64,11 +64,11 @@ fn events_land_in_org_and_date_partitions_with_every_column() {
     for org in [3, 4] {
         for _ in 0..5 {
             id += 1;
-            w.append(id, event(SSH, org)).unwrap();
+            w.append(id, &event(SSH, org)).unwrap();
         }
     }
     id += 1;
-    w.append(id, event(OTHER_DAY, 3)).unwrap();
+    w.append(id, &event(OTHER_DAY, 3)).unwrap();
     assert_eq!(w.buffered(), 11);
     let report = w.flush().unwrap();
     assert_eq!((report.files, report.events), (3, 11));
@@ -117,7 +117,7 @@ fn a_full_partition_is_written_at_once_and_ids_are_kept_in_order() {
     let mut w = EventWriter::open(config, EventTime::from_unix(1_795_000_000, 0, 0)).unwrap();
     let mut written = 0;
     for id in 1..=25 {
-        written += w.append(id, event(SSH, 3)).unwrap().events;
+        written += w.append(id, &event(SSH, 3)).unwrap().events;
     }
     assert_eq!(written, 20, "two files of 10 rolled on size");
     assert_eq!(w.buffered(), 5);
@@ -142,8 +142,8 @@ fn a_failed_write_keeps_the_events_for_the_next_flush() {
         EventWriter::open(EventWriterConfig::new(&dir, "n"), EventTime::from_unix(1_795_000_000, 0, 0)).unwrap();
     // A plain file where the org's partition directory must go.
     std::fs::write(dir.join("events/org=3"), b"in the way").unwrap();
-    w.append(1, event(SSH, 3)).unwrap();
-    w.append(2, event(SSH, 4)).unwrap();
+    w.append(1, &event(SSH, 3)).unwrap();
+    w.append(2, &event(SSH, 4)).unwrap();
     assert!(w.flush().is_err());
     assert!(w.buffered() >= 1, "nothing is dropped by a failed write");
     std::fs::remove_file(dir.join("events/org=3")).unwrap();

@@ -66,3 +66,76 @@ fn waiting_in_vigils_own_queues_never_makes_an_event_late() {
     assert_eq!(brute[0].received_at, Some(EventTime::from_unix(T0 + 1, 0, 0)), "first hit completed by event {ids:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn plain_worker(dir: &std::path::Path) -> (Worker, Arc<WorkerStats>) {
+    let (rules, _) = Compiler::new().finish().unwrap();
+    let engine = Engine::new(Arc::new(rules), EngineConfig::default());
+    let writer = EventWriter::open(EventWriterConfig::new(dir, "node-1"), EventTime::from_unix(T0, 0, 0)).unwrap();
+    let stats = Arc::new(WorkerStats::default());
+    (Worker::new(writer, engine, 1, stats.clone()), stats)
+}
+
+fn parquet_rows(dir: &std::path::Path) -> usize {
+    let mut rows = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "parquet") {
+                let file = std::fs::File::open(&p).unwrap();
+                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+                rows += reader.map(|b| b.unwrap().num_rows()).sum::<usize>();
+            }
+        }
+    }
+    rows
+}
+
+#[test]
+fn a_failing_disk_holds_the_events_until_it_recovers_and_loses_none() {
+    let dir = std::env::temp_dir().join(format!("vigil-worker-disk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (worker, stats) = plain_worker(&dir);
+    // A plain file where org 3's partition directory must go.
+    let blocker = dir.join("events/org=3");
+    std::fs::write(&blocker, b"in the way").unwrap();
+    let clock = ManualClock::new(EventTime::from_unix(T0, 0, 0));
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    let run = std::thread::spawn(move || worker.run(&rx, &clock, Duration::from_millis(5), |_| {}));
+    let mut org4 = failure(T0, 1);
+    org4.org_id = Some(OrgId(4));
+    tx.send(vec![failure(T0, 1), failure(T0, 2), org4]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stats.write_errors.load(Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the write never failed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::remove_file(&blocker).unwrap();
+    tx.send(vec![failure(T0, 3)]).unwrap();
+    drop(tx);
+    assert_eq!(run.join().unwrap().unwrap(), 4, "every event written once the disk recovered");
+    assert_eq!(parquet_rows(&dir), 4, "and exactly once");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_disk_still_failing_at_shutdown_is_an_error_not_a_hang() {
+    let dir = std::env::temp_dir().join(format!("vigil-worker-dead-disk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (worker, stats) = plain_worker(&dir);
+    std::fs::write(dir.join("events/org=3"), b"in the way").unwrap();
+    let clock = ManualClock::new(EventTime::from_unix(T0, 0, 0));
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    tx.send(vec![failure(T0, 1)]).unwrap();
+    drop(tx);
+    let result = worker.run(&rx, &clock, Duration::from_millis(5), |_| {});
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(stats.stored.load(Ordering::Relaxed), 0);
+    assert!(stats.write_errors.load(Ordering::Relaxed) >= 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
