@@ -16,7 +16,7 @@ use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, Int32Builder, StringBuilder, TimestampNanosecondBuilder, UInt8Builder,
     UInt16Builder, UInt32Builder, UInt64Builder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use hashbrown::HashMap;
 use parquet::arrow::ArrowWriter;
@@ -69,7 +69,7 @@ pub struct EventWriterConfig {
 impl EventWriterConfig {
     /// Defaults for `dir` and `node`.
     pub fn new(dir: impl Into<PathBuf>, node: &str) -> EventWriterConfig {
-        EventWriterConfig { dir: dir.into(), node: node.to_owned(), roll_rows: 256 * 1024, zstd_level: 3 }
+        EventWriterConfig { dir: dir.into(), node: node.to_owned(), roll_rows: 256 * 1024, zstd_level: 1 }
     }
 }
 
@@ -183,6 +183,15 @@ const TEXT: [&str; 24] = [
     "parse_error",
 ];
 
+/// Where the [`TEXT`] columns are in [`schema`].
+const TEXT_AT: [usize; 24] =
+    [5, 6, 7, 8, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 29, 30, 31, 32];
+
+/// Bytes of string data in a text column.
+fn text_len(column: &ArrayRef) -> usize {
+    column.as_any().downcast_ref::<StringArray>().map_or(0, |a| a.value_data().len())
+}
+
 /// One partition's rows as Arrow column builders, filled as events arrive
 /// (events are not kept: appending copies their fields into the columns).
 struct Columns {
@@ -204,22 +213,30 @@ struct Columns {
 
 impl Columns {
     fn new() -> Columns {
-        let ts = || TimestampNanosecondBuilder::new().with_timezone("UTC");
+        Columns::with_capacity(1024, 1024 * 160, &[])
+    }
+
+    /// Builders with room for `rows` rows, `raw_bytes` of raw lines and
+    /// `text_bytes[i]` bytes of text column `i`.
+    fn with_capacity(rows: usize, raw_bytes: usize, text_bytes: &[usize]) -> Columns {
+        let ts = || TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC");
         Columns {
             rows: 0,
             raw_bytes: 0,
-            id: UInt64Builder::new(),
+            id: UInt64Builder::with_capacity(rows),
             time: ts(),
-            offset: Int32Builder::new(),
+            offset: Int32Builder::with_capacity(rows),
             received: ts(),
-            org_id: UInt32Builder::new(),
-            facility: UInt8Builder::new(),
-            severity: UInt8Builder::new(),
-            src_port: UInt16Builder::new(),
-            dst_port: UInt16Builder::new(),
-            truncated: BooleanBuilder::new(),
-            raw: BinaryBuilder::new(),
-            text: TEXT.iter().map(|_| StringBuilder::new()).collect(),
+            org_id: UInt32Builder::with_capacity(rows),
+            facility: UInt8Builder::with_capacity(rows),
+            severity: UInt8Builder::with_capacity(rows),
+            src_port: UInt16Builder::with_capacity(rows),
+            dst_port: UInt16Builder::with_capacity(rows),
+            truncated: BooleanBuilder::with_capacity(rows),
+            raw: BinaryBuilder::with_capacity(rows, raw_bytes),
+            text: (0..TEXT.len())
+                .map(|i| StringBuilder::with_capacity(rows, text_bytes.get(i).copied().unwrap_or(rows * 8)))
+                .collect(),
         }
     }
 
@@ -354,8 +371,11 @@ impl Columns {
             Arc::new(self.truncated.finish()),
             Arc::new(self.raw.finish()),
         ];
-        self.rows = 0;
-        self.raw_bytes = 0;
+        // The next interval of a partition is usually like this one:
+        // start from this one's sizes instead of growing by doubling.
+        let rows = self.rows;
+        let text_bytes: Vec<usize> = TEXT_AT.iter().map(|&i| text_len(&columns[i])).collect();
+        *self = Columns::with_capacity(rows, self.raw_bytes, &text_bytes);
         Ok(RecordBatch::try_new(schema(), columns)?)
     }
 }
@@ -557,6 +577,17 @@ impl EventWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_columns_are_where_the_schema_has_them() {
+        let schema = schema();
+        for (name, at) in TEXT.iter().zip(TEXT_AT) {
+            assert_eq!(schema.field(at).name(), name);
+            assert_eq!(schema.field(at).data_type(), &DataType::Utf8);
+        }
+        let strings = schema.fields().iter().filter(|f| f.data_type() == &DataType::Utf8).count();
+        assert_eq!(strings, TEXT.len());
+    }
 
     #[test]
     fn day_names() {
