@@ -89,6 +89,7 @@ fn bad_targets_are_clear_errors() {
         ("127.0.0.1:1", "expected tcp://HOST:PORT"),
         ("ftp://127.0.0.1:1", "unknown scheme"),
         ("tcp://127.0.0.1:1", "cannot connect"),
+        ("tls://127.0.0.1:1", "tls:// needs --ca FILE"),
     ] {
         let out = common::vigil_with_input(&["send", "--to", to, FILE], None);
         assert!(!out.status.success());

@@ -18,6 +18,8 @@ struct Vigil {
     child: Child,
     dir: PathBuf,
     tcp: String,
+    tls: String,
+    ca: String,
     api: String,
     base: String,
     token: String,
@@ -38,18 +40,23 @@ fn start(tag: &str) -> Vigil {
     std::fs::File::create(dir.join("vigil.toml")).unwrap().write_all(CONFIG.as_bytes()).unwrap();
     let (child, lines) = common::spawn_with_lines(
         Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args(["run", "--syslog-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--config"])
+            .args(["run", "--syslog-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--tls-addr", "127.0.0.1:0"])
+            .arg("--config")
             .arg(dir.join("vigil.toml"))
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env_remove("VIGIL_ADMIN_TOKEN")
             .env_remove("VIGIL_DATABASE"),
     );
-    let (mut tcp, mut api, mut token) = (None, None, None);
+    let (mut tcp, mut tls, mut ca, mut api, mut token) = (None, None, None, None, None);
     while api.is_none() || tcp.is_none() || token.is_none() {
         let line = lines.recv_timeout(Duration::from_secs(60)).expect("vigil run did not start within 60 s");
         if let Some(rest) = line.strip_prefix("syslog: ") {
             tcp = rest.split_whitespace().find(|a| a.starts_with("tcp://")).map(str::to_owned);
+            tls = rest.split_whitespace().find(|a| a.starts_with("tls://")).map(str::to_owned);
+        }
+        if let Some(rest) = line.strip_prefix("tls certificate: ") {
+            ca = rest.split_whitespace().next().map(str::to_owned);
         }
         if let Some(rest) = line.strip_prefix("api: ") {
             api = rest.split_whitespace().next().map(str::to_owned);
@@ -60,7 +67,8 @@ fn start(tag: &str) -> Vigil {
     }
     let api = api.unwrap();
     let base = api.trim_end_matches("/api/v1").to_owned();
-    Vigil { child, dir, tcp: tcp.unwrap(), api, base, token: token.unwrap(), lines }
+    let (tcp, tls, ca, token) = (tcp.unwrap(), tls.unwrap(), ca.unwrap(), token.unwrap());
+    Vigil { child, dir, tcp, tls, ca, api, base, token, lines }
 }
 
 impl Vigil {
@@ -74,7 +82,11 @@ impl Vigil {
     }
 
     fn send(&self, file: &Path, extra: &[&str]) -> String {
-        let mut args = vec!["send", "--to", &self.tcp, "--quiet"];
+        self.send_to(&self.tcp, file, extra)
+    }
+
+    fn send_to(&self, to: &str, file: &Path, extra: &[&str]) -> String {
+        let mut args = vec!["send", "--to", to, "--quiet"];
         args.extend_from_slice(extra);
         args.push(file.to_str().unwrap());
         let out = common::vigil_with_input(&args, None);
@@ -331,4 +343,32 @@ fn kill_9_loses_nothing_accepted_more_than_a_flush_interval_ago() {
     v.child.kill().unwrap();
     v.child.wait().unwrap();
     assert_eq!(parquet_rows(&v.dir.join("data/events")).values().sum::<i64>(), 5_000);
+}
+
+#[test]
+fn syslog_over_tls_with_the_self_signed_certificate_is_stored() {
+    let v = start("run-tls");
+    let file = v.dir.join("tls.log");
+    write_lines(&file, (0..3_000).map(|i| format!("<13>Nov 22 10:00:00 web-01 app: over tls {i}")));
+    // The certificate vigil made is in the data directory, its key private.
+    assert!(v.ca.ends_with("syslog-cert.pem"), "{}", v.ca);
+    let key = Path::new(&v.ca).with_file_name("syslog-key.pem");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let report = v.send_to(&v.tls, &file, &["--ca", &v.ca]);
+    assert!(report.starts_with("sent 3000 lines"), "{report}");
+    v.wait("3,000 TLS events stored", |v| v.metric("vigil_events_stored_total", &[]) == 3_000);
+    assert_eq!(parquet_rows(&v.dir.join("data")).values().sum::<i64>(), 3_000);
+    // Without trusting that certificate, the sender refuses the session.
+    let other = v.dir.join("other.pem");
+    std::fs::write(&other, rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap().cert.pem())
+        .unwrap();
+    let out = common::vigil_with_input(
+        &["send", "--to", &v.tls, "--ca", other.to_str().unwrap(), "--quiet", file.to_str().unwrap()],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(common::stderr(&out).contains("TLS handshake"), "{}", common::stderr(&out));
+    let (ok, last) = v.stop();
+    assert!(ok, "{last}");
 }

@@ -1,6 +1,7 @@
-//! Syslog listeners: UDP (one datagram, one message) and TCP (RFC 6587
-//! framing per connection). They only receive and frame; parsing, org
-//! assignment and the EPS gate run downstream on batches.
+//! Syslog listeners: UDP (one datagram, one message), TCP (RFC 6587
+//! framing per connection) and TLS (RFC 5425: TCP framing inside a TLS
+//! session). They only receive and frame; parsing, org assignment and the
+//! EPS gate run downstream on batches.
 //!
 //! Every connection is its own task with its own framer, so a slow, silent
 //! or malformed client stalls nobody else. Memory is bounded: a
@@ -17,11 +18,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use parsers::EventTime;
 use parsers::framing::{Frame, FramerConfig, datagram};
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use crate::Clock;
 
@@ -32,6 +34,8 @@ pub enum Transport {
     Udp,
     /// A TCP stream.
     Tcp,
+    /// A TLS session over TCP (RFC 5425).
+    Tls,
 }
 
 /// One received message and who sent it.
@@ -94,6 +98,8 @@ pub struct ListenerStats {
     pub connections_idle: AtomicU64,
     /// TCP connections closed on a framing error (strict octet counting).
     pub framing_errors: AtomicU64,
+    /// TLS connections closed because the handshake failed or took too long.
+    pub tls_handshake_failures: AtomicU64,
     /// Messages received (both transports).
     pub messages: AtomicU64,
     /// Bytes received (both transports).
@@ -140,6 +146,18 @@ impl Listeners {
     /// Accepts TCP connections until shutdown, then waits for every
     /// connection to hand over what it has read.
     pub async fn serve_tcp(self, listener: TcpListener) {
+        self.serve(listener, None).await;
+    }
+
+    /// Accepts TLS connections (RFC 5425) until shutdown, then waits for
+    /// every connection to hand over what it has read. A handshake that
+    /// fails or takes longer than the idle timeout (at most 10 s) closes
+    /// the connection.
+    pub async fn serve_tls(self, listener: TcpListener, acceptor: TlsAcceptor) {
+        self.serve(listener, Some(acceptor)).await;
+    }
+
+    async fn serve(self, listener: TcpListener, tls: Option<TlsAcceptor>) {
         let slots = Arc::new(Semaphore::new(self.config.max_connections));
         let mut connections = JoinSet::new();
         let mut shutdown = self.shutdown.clone();
@@ -154,9 +172,20 @@ impl Listeners {
                     };
                     ListenerStats::add(&self.stats.connections_accepted, 1);
                     let this = self.clone();
+                    let tls = tls.clone();
                     connections.spawn(async move {
                         this.stats.connections_open.fetch_add(1, Ordering::Relaxed);
-                        this.connection(stream, peer).await;
+                        let _ = stream.set_nodelay(true);
+                        match tls {
+                            None => this.connection(stream, peer, Transport::Tcp).await,
+                            Some(acceptor) => {
+                                let limit = this.config.idle_timeout.min(Duration::from_secs(10));
+                                match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                                    Ok(Ok(session)) => this.connection(session, peer, Transport::Tls).await,
+                                    _ => ListenerStats::add(&this.stats.tls_handshake_failures, 1),
+                                }
+                            }
+                        }
                         this.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
                         drop(slot);
                     });
@@ -177,8 +206,7 @@ impl Listeners {
         self.out.send(RawBatch { transport, received_at, items }).await.is_ok()
     }
 
-    async fn connection(&self, mut stream: TcpStream, peer: SocketAddr) {
-        let _ = stream.set_nodelay(true);
+    async fn connection(&self, mut stream: impl AsyncRead + Unpin, peer: SocketAddr, transport: Transport) {
         let peer = peer.ip();
         let max = self.config.framing.max_frame_len.get();
         let mut framer = self.config.framing.build();
@@ -195,7 +223,7 @@ impl Listeners {
                 _ = shutdown.changed() => break,
                 () = sleep_until(deadline), if deadline.is_some() => {
                     flush_at = None;
-                    if !self.send(&mut batch, Transport::Tcp, first_at).await {
+                    if !self.send(&mut batch, transport, first_at).await {
                         return;
                     }
                     continue;
@@ -219,7 +247,7 @@ impl Listeners {
                     Err(e) => {
                         if e.is_fatal() {
                             ListenerStats::add(&self.stats.framing_errors, 1);
-                            self.send(&mut batch, Transport::Tcp, first_at).await;
+                            self.send(&mut batch, transport, first_at).await;
                             return;
                         }
                     }
@@ -229,7 +257,7 @@ impl Listeners {
                 flush_at = None;
                 // Waits while the pipeline is full: this connection stops
                 // reading and TCP pushes back on the sender.
-                if !self.send(&mut batch, Transport::Tcp, first_at).await {
+                if !self.send(&mut batch, transport, first_at).await {
                     return;
                 }
             } else if !batch.is_empty() && flush_at.is_none() {
@@ -241,7 +269,7 @@ impl Listeners {
         if let Some(frame) = framer.finish() {
             self.push(&mut batch, peer, frame);
         }
-        self.send(&mut batch, Transport::Tcp, first_at).await;
+        self.send(&mut batch, transport, first_at).await;
     }
 
     /// Adds a message to a batch, counting it.

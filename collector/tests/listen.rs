@@ -207,3 +207,52 @@ async fn shutdown_hands_over_everything_already_read() {
     assert_eq!(got.len(), 100);
     assert_eq!(got[99], "line 99");
 }
+
+/// A TLS acceptor with a fresh self-signed certificate for 127.0.0.1, and
+/// a connector that trusts it.
+fn tls_pair() -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector) {
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let der = cert.der().clone();
+    let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(signing_key.serialize_der()).unwrap();
+    let server = ServerConfig::builder().with_no_client_auth().with_single_cert(vec![der.clone()], key).unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(der).unwrap();
+    let client = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    (tokio_rustls::TlsAcceptor::from(Arc::new(server)), tokio_rustls::TlsConnector::from(Arc::new(client)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_frames_each_session_and_a_client_that_never_handshakes_holds_up_nobody() {
+    let mut s = setup(ListenerConfig { idle_timeout: Duration::from_millis(500), ..ListenerConfig::default() }, 64);
+    let (acceptor, connector) = tls_pair();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(s.listeners.clone().serve_tls(l, acceptor));
+    // A client that connects and says nothing, and one that speaks plain syslog.
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain.write_all(b"<13>Nov 22 10:00:00 h app: not TLS\n").await.unwrap();
+    // RFC 5425: octet counting inside the session; LF framing works too.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut session = connector.connect(name, stream).await.unwrap();
+    for i in 0..500 {
+        let msg = format!("<13>1 2026-11-22T10:00:00Z h app - - - tls {i}");
+        session.write_all(format!("{} {msg}", msg.len()).as_bytes()).await.unwrap();
+    }
+    session.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 500 {
+        let batch = timeout(Duration::from_secs(20), s.rx.recv()).await.expect("messages within 20 s").unwrap();
+        assert_eq!(batch.transport, collector::listen::Transport::Tls);
+        got.extend(batch.items.iter().map(|r| String::from_utf8_lossy(&r.frame.data).into_owned()));
+    }
+    assert_eq!(got.len(), 500);
+    assert!(got.iter().enumerate().all(|(i, m)| m.ends_with(&format!(" tls {i}"))), "in order, whole: {got:?}");
+    let stats = s.listeners.stats().clone();
+    wait_for("both bad clients closed", || stats.tls_handshake_failures.load(Ordering::Relaxed) == 2).await;
+    assert!(s.rx.try_recv().is_err(), "nothing from the clients that never completed a handshake");
+    let _ = s.stop.send(true);
+}

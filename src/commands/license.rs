@@ -88,7 +88,8 @@ fn keygen(out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn write_private(path: &Path, content: &[u8]) -> Result<()> {
+/// Writes a new file only its owner can read (refuses to overwrite).
+pub(super) fn write_private(path: &Path, content: &[u8]) -> Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

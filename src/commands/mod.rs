@@ -8,3 +8,4 @@ pub mod rules;
 pub mod run;
 pub mod send;
 pub mod supervisor;
+pub mod tls;

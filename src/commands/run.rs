@@ -47,6 +47,11 @@ pub struct RunArgs {
     /// Syslog address for UDP and TCP (port 0: any free port, printed).
     #[arg(long, value_name = "HOST:PORT")]
     syslog_addr: Option<SocketAddr>,
+    /// TLS syslog address (RFC 5425; port 0: any free port, printed). Uses
+    /// tls.cert/tls.key from the config, or a self-signed certificate made
+    /// in DATA_DIR/tls/.
+    #[arg(long, value_name = "HOST:PORT")]
+    tls_addr: Option<SocketAddr>,
     /// HTTP API and /metrics address (port 0: any free port, printed).
     #[arg(long, value_name = "HOST:PORT")]
     api_addr: Option<SocketAddr>,
@@ -72,6 +77,8 @@ pub struct RunConfig {
     pub node: String,
     /// Syslog listeners.
     pub syslog: SyslogConfig,
+    /// The TLS syslog listener.
+    pub tls: TlsConfig,
     /// The HTTP API.
     pub api: ApiConfig,
     /// Event storage.
@@ -98,6 +105,20 @@ pub struct SyslogConfig {
     pub idle_timeout_secs: u64,
     /// Longest message kept (longer ones are cut and flagged).
     pub max_message_bytes: usize,
+}
+
+/// `[tls]`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Address of the TLS listener (none: no TLS listener).
+    pub addr: Option<SocketAddr>,
+    /// PEM certificate chain (default: self-signed, made in data_dir/tls/).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// More names or addresses for the self-signed certificate.
+    pub names: Vec<String>,
 }
 
 /// `[api]`.
@@ -148,6 +169,7 @@ impl Default for RunConfig {
             license: None,
             node: "node-1".into(),
             syslog: SyslogConfig::default(),
+            tls: TlsConfig::default(),
             api: ApiConfig::default(),
             storage: StorageConfig::default(),
             rules: RulesConfig::default(),
@@ -209,6 +231,12 @@ max_connections = 10000          # more TCP connections are closed at once
 idle_timeout_secs = 300          # silent TCP connections are closed after this
 max_message_bytes = 65536        # longer messages are cut and flagged truncated
 
+[tls]                            # syslog over TLS (RFC 5425: octet counting in a TLS session)
+# addr = "127.0.0.1:6514"        # off unless set here or with --tls-addr
+# cert = "/etc/vigil/syslog.crt" # PEM chain; default: self-signed, made once as data_dir/tls/syslog-cert.pem
+# key = "/etc/vigil/syslog.key"  # PEM private key of cert
+names = []                       # extra names/addresses for the self-signed certificate (localhost, 127.0.0.1, ::1 always)
+
 [api]
 addr = "127.0.0.1:8080"          # incident API (/api/v1) and Prometheus metrics (/metrics)
 
@@ -242,6 +270,9 @@ fn load_config(args: &RunArgs) -> Result<RunConfig> {
     }
     if let Some(a) = args.api_addr {
         config.api.addr = a;
+    }
+    if let Some(a) = args.tls_addr {
+        config.tls.addr = Some(a);
     }
     if let Some(l) = &args.license {
         config.license = Some(l.clone());
@@ -380,6 +411,12 @@ impl Metrics {
             "counter",
             "TCP connections closed at the connection limit.",
             vec![(nl.clone(), n(&l.connections_refused))],
+        );
+        metric(
+            "vigil_tls_handshake_failures_total",
+            "counter",
+            "TLS connections closed because the handshake failed or took too long.",
+            vec![(nl.clone(), n(&l.tls_handshake_failures))],
         );
         metric(
             "vigil_tcp_connections_idle_total",
@@ -645,6 +682,24 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         bound.push(format!("udp://{}", udp.local_addr()?));
         serving.push(tokio::spawn(listeners.clone().serve_udp(udp)));
     }
+    let mut tls_note = None;
+    if let Some(addr) = config.tls.addr {
+        let mut names = config.tls.names.clone();
+        if !addr.ip().is_unspecified() {
+            names.push(addr.ip().to_string());
+        }
+        let tls = super::tls::server(config.tls.cert.as_deref(), config.tls.key.as_deref(), &config.data_dir, &names)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for syslog on tls://{addr}"))?;
+        bound.push(format!("tls://{}", listener.local_addr()?));
+        tls_note = Some(if tls.self_signed {
+            format!("{} (self-signed; senders trust it: vigil send --ca {0})", tls.cert.display())
+        } else {
+            tls.cert.display().to_string()
+        });
+        serving.push(tokio::spawn(listeners.clone().serve_tls(listener, tls.acceptor)));
+    }
     let listener_stats = listeners.stats().clone();
     drop(listeners);
 
@@ -762,6 +817,9 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
     println!("vigil {} (all roles in one process)", env!("CARGO_PKG_VERSION"));
     println!("licence: {}", licence.describe());
     println!("syslog: {}", bound.join(" "));
+    if let Some(note) = &tls_note {
+        println!("tls certificate: {note}");
+    }
     println!("api: http://{api_addr}/api/v1 (OpenAPI: http://{api_addr}/api/v1/openapi.json)");
     println!("metrics: http://{api_addr}/metrics");
     println!("data: {} (events/ Parquet, vigil.db record store)", config.data_dir.display());

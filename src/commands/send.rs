@@ -20,9 +20,13 @@ use super::parse::read_batches;
 /// Arguments of `vigil send`.
 #[derive(Args)]
 pub struct SendArgs {
-    /// Where to: tcp://HOST:PORT or udp://HOST:PORT.
+    /// Where to: tcp://HOST:PORT, udp://HOST:PORT or tls://HOST:PORT.
     #[arg(long, value_name = "URL")]
     to: String,
+    /// For tls://: the certificate (or CA) to trust, PEM. `vigil run`
+    /// prints the path of its self-signed one.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// Lines per second (default: as fast as the listener takes them).
     #[arg(long, value_name = "EPS")]
     rate: Option<u64>,
@@ -51,14 +55,15 @@ pub struct SendArgs {
 
 enum Sink {
     Tcp(BufWriter<TcpStream>, bool),
+    Tls(Box<BufWriter<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>>),
     Udp(UdpSocket),
 }
 
 impl Sink {
-    fn open(to: &str) -> Result<Sink> {
+    fn open(to: &str, ca: Option<&std::path::Path>) -> Result<Sink> {
         let (scheme, addr) = to
             .split_once("://")
-            .with_context(|| format!("--to {to:?}: expected tcp://HOST:PORT or udp://HOST:PORT"))?;
+            .with_context(|| format!("--to {to:?}: expected tcp://HOST:PORT, udp://HOST:PORT or tls://HOST:PORT"))?;
         let target = addr
             .to_socket_addrs()
             .with_context(|| format!("--to {to:?}: cannot resolve {addr}"))?
@@ -71,13 +76,35 @@ impl Sink {
                 let _ = stream.set_nodelay(true);
                 Ok(Sink::Tcp(BufWriter::with_capacity(256 * 1024, stream), false))
             }
+            "tls" => {
+                let ca = ca.with_context(|| {
+                    format!("--to {to:?}: tls:// needs --ca FILE (the listener's certificate or its CA, PEM)")
+                })?;
+                let config = super::tls::client(ca)?;
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .with_context(|| format!("--to {to:?}: {host} is not a valid TLS server name"))?;
+                let connection = rustls::ClientConnection::new(config, name).context("cannot start a TLS session")?;
+                let tcp = TcpStream::connect_timeout(&target, Duration::from_secs(10))
+                    .with_context(|| format!("cannot connect to {target}"))?;
+                let _ = tcp.set_nodelay(true);
+                let mut stream = rustls::StreamOwned::new(connection, tcp);
+                // Handshake now, so a certificate problem is reported as one.
+                while stream.conn.is_handshaking() {
+                    stream
+                        .conn
+                        .complete_io(&mut stream.sock)
+                        .with_context(|| format!("TLS handshake with {target} failed"))?;
+                }
+                Ok(Sink::Tls(Box::new(BufWriter::with_capacity(256 * 1024, stream))))
+            }
             "udp" => {
                 let local = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
                 let socket = UdpSocket::bind(local).context("cannot open a UDP socket")?;
                 socket.connect(target).with_context(|| format!("cannot address {target}"))?;
                 Ok(Sink::Udp(socket))
             }
-            other => bail!("--to {to:?}: unknown scheme {other:?} (tcp or udp)"),
+            other => bail!("--to {to:?}: unknown scheme {other:?} (tcp, udp or tls)"),
         }
     }
 
@@ -92,6 +119,11 @@ impl Sink {
                     w.write_all(b"\n")
                 }
             }
+            // RFC 5425: octet counting inside the TLS session.
+            Sink::Tls(w) => {
+                write!(w, "{} ", line.len())?;
+                w.write_all(line)
+            }
             Sink::Udp(s) => s.send(line).map(drop),
         }
     }
@@ -99,8 +131,20 @@ impl Sink {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Sink::Tcp(w, _) => w.flush(),
+            Sink::Tls(w) => w.flush(),
             Sink::Udp(_) => Ok(()),
         }
+    }
+
+    /// Flushes and, for TLS, ends the session properly (close_notify).
+    fn finish(&mut self) -> io::Result<()> {
+        self.flush()?;
+        if let Sink::Tls(w) = self {
+            let stream = w.get_mut();
+            stream.conn.send_close_notify();
+            stream.flush()?;
+        }
+        Ok(())
     }
 }
 
@@ -185,7 +229,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     // Counting the lines (for the bar) is a pass over the file: not when quiet.
     File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let per_pass = if show || args.repeat { count_lines(&args.file)? } else { 0 };
-    let mut sink = Sink::open(&args.to)?;
+    let mut sink = Sink::open(&args.to, args.ca.as_deref())?;
     if let Sink::Tcp(_, octets) = &mut sink {
         *octets = args.octet_counting;
     }
@@ -240,7 +284,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
             break 'passes;
         }
     }
-    let flushed = sink.flush();
+    let flushed = sink.finish();
     let secs = started.elapsed().as_secs_f64();
     progress.draw(sent, true);
     if progress.show {
