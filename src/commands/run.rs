@@ -28,6 +28,7 @@ use parsers::framing::FramerConfig;
 use parsers::{DeviceParsers, OrgId, Parser};
 use rules::{Engine, EngineConfig};
 use serde::Deserialize;
+use supervisor::allocation::{AllocatorConfig, AllocatorState, MILLI, OrgQuota, allocate};
 use supervisor::licence::{self, LicenceStatus};
 use supervisor::store::{IncidentUpdate, Ingest, IngestConfig, Org, Principal, Store, StoreConfig};
 use worker::{Detection, EventWriter, EventWriterConfig, Worker, WorkerStats};
@@ -330,6 +331,8 @@ fn org_id(id: i64) -> OrgId {
 /// What `/metrics` reads.
 struct Metrics {
     node: String,
+    /// Unused-EPS pool and the burst granted, EPS.
+    pool: Arc<Mutex<(u64, u64)>>,
     licence_eps: u64,
     gate: Arc<Gate>,
     totals: Arc<Mutex<Totals>>,
@@ -370,11 +373,18 @@ impl Metrics {
             "EPS allocated to the node for this interval.",
             vec![(nl.clone(), budget.node_events / INTERVAL_SECS)],
         );
+        let (pool, burst) = *self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         metric(
             "vigil_unused_pool_eps",
             "gauge",
-            "Unused-EPS pool (single node: burst pool not used).",
-            vec![(nl.clone(), 0)],
+            "Unused-EPS pool: licensed EPS left unused, available for bursts.",
+            vec![(String::new(), pool)],
+        );
+        metric(
+            "vigil_burst_eps",
+            "gauge",
+            "EPS granted from the pool above the allocation for this interval.",
+            vec![(nl.clone(), burst)],
         );
         metric(
             "vigil_syslog_messages_total",
@@ -525,12 +535,12 @@ impl Metrics {
     }
 }
 
-/// The budget for interval `k`: the whole licence for this node, and the
+/// The budget for interval `k`: `node_events` for this node, and the
 /// store's org rules.
-fn budget(k: u64, licence_eps: u64, orgs: &[Org]) -> Budget {
+fn budget(k: u64, node_events: u64, orgs: &[Org]) -> Budget {
     Budget {
         interval: k,
-        node_events: licence_eps.saturating_mul(INTERVAL_SECS),
+        node_events,
         orgs: orgs
             .iter()
             .map(|o| OrgBudget {
@@ -539,6 +549,53 @@ fn budget(k: u64, licence_eps: u64, orgs: &[Org]) -> Budget {
                 events: o.eps_limit.map(|l| u64::try_from(l).unwrap_or(0).saturating_mul(INTERVAL_SECS)),
             })
             .collect(),
+    }
+}
+
+/// The EPS allocator (SPEC §3) for this one node: it is guaranteed the
+/// whole licence; what it leaves unused accrues to the pool, from which it
+/// may burst above the licence when its traffic exceeds it.
+struct Allocation {
+    config: AllocatorConfig,
+    state: AllocatorState,
+    /// Pool and burst of the last plan, EPS, for /metrics.
+    figures: Arc<Mutex<(u64, u64)>>,
+}
+
+impl Allocation {
+    fn new(node: &NodeId, licence_eps: u64) -> Allocation {
+        let config = AllocatorConfig {
+            licensed_eps: licence_eps,
+            interval_secs: std::num::NonZeroU32::new(INTERVAL_SECS as u32).unwrap_or(std::num::NonZeroU32::MIN),
+            guarantees: [(node.clone(), licence_eps)].into_iter().collect(),
+            burst_cap_eps: licence_eps,
+            zone: parsers::SourceZone::utc(),
+            orgs: Vec::new(),
+        };
+        Allocation { config, state: AllocatorState::default(), figures: Arc::new(Mutex::new((0, 0))) }
+    }
+
+    /// Plans interval `k` from the report of the one that ended: this
+    /// node's budget (allocation plus burst) with the store's org rules.
+    fn plan(&mut self, k: u64, report: IntervalReport, orgs: &[Org]) -> Budget {
+        self.config.orgs = orgs
+            .iter()
+            .map(|o| OrgQuota {
+                org: org_id(o.id),
+                enabled: o.enabled,
+                eps_limit: o.eps_limit.map(|l| u64::try_from(l).unwrap_or(0)),
+            })
+            .collect();
+        let node = report.node.clone();
+        let start = parsers::EventTime::from_unix(i64::try_from(k * INTERVAL_SECS).unwrap_or(i64::MAX), 0, 0);
+        let (plan, next) = allocate(&self.config, &self.state, &[report], start);
+        self.state = next;
+        *self.figures.lock().unwrap_or_else(PoisonError::into_inner) =
+            (self.state.pool / MILLI, plan.burst_granted / MILLI);
+        match plan.nodes.into_iter().find(|p| p.node == node) {
+            Some(p) => p.budget,
+            None => budget(k, self.config.licensed_eps.saturating_mul(INTERVAL_SECS), orgs),
+        }
     }
 }
 
@@ -642,7 +699,10 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
 
     // Collector: gate, intake, listeners.
     let interval = u64::try_from(clock.now().unix_secs()).unwrap_or(0) / INTERVAL_SECS;
-    let gate = Arc::new(Gate::new(NodeId::new(&config.node), budget(interval, licence_eps, &orgs)));
+    let node_id = NodeId::new(&config.node);
+    let mut allocation = Allocation::new(&node_id, licence_eps);
+    let pool = allocation.figures.clone();
+    let gate = Arc::new(Gate::new(node_id, budget(interval, licence_eps.saturating_mul(INTERVAL_SECS), &orgs)));
     let intake = Arc::new(Intake::new(
         Parser::new(),
         Some(DeviceParsers::builtin().context("cannot load the built-in device parsers")?),
@@ -770,10 +830,12 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
                 };
                 if now_k > k {
                     k = now_k;
-                    let report = gate.begin_interval(k, Some(budget(k, licence_eps, &fresh)));
+                    // The node keeps its last budget while the next is planned.
+                    let report = gate.begin_interval(k, None);
                     totals.lock().unwrap_or_else(PoisonError::into_inner).add(&report);
+                    gate.set_budget(allocation.plan(k, report, &fresh));
                 } else if fresh != current {
-                    gate.set_budget(budget(k, licence_eps, &fresh));
+                    gate.set_budget(budget(k, gate.budget().node_events, &fresh));
                 }
                 if fresh != current {
                     match org_table(&fresh, collector_org.as_deref()) {
@@ -790,6 +852,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
     // API and metrics.
     let metrics = Arc::new(Metrics {
         node: config.node.clone(),
+        pool,
         licence_eps,
         gate: gate.clone(),
         totals: totals.clone(),
@@ -868,6 +931,29 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unused_licence_accrues_to_the_pool_and_pays_for_a_burst_above_it() {
+        let node = NodeId::new("node-1");
+        let mut a = Allocation::new(&node, 1_000);
+        let report = |k: u64, eps: u64| IntervalReport {
+            node: node.clone(),
+            interval: k,
+            received: eps * INTERVAL_SECS,
+            accepted: eps.min(1_000) * INTERVAL_SECS,
+            orgs: Vec::new(),
+        };
+        // Two quiet intervals at 100 EPS of 1,000: 900 EPS unused each.
+        assert_eq!(a.plan(1, report(0, 100), &[]).node_events, 1_000 * INTERVAL_SECS);
+        assert_eq!(a.plan(2, report(1, 100), &[]).node_events, 1_000 * INTERVAL_SECS);
+        let (pool, burst) = *a.figures.lock().unwrap();
+        assert_eq!((pool, burst), (900, 0));
+        // Then 1,500 EPS arrive: the pool pays for what the licence cannot.
+        let b = a.plan(3, report(2, 1_500), &[]);
+        let (pool, burst) = *a.figures.lock().unwrap();
+        assert!(burst > 0 && b.node_events == (1_000 + burst) * INTERVAL_SECS, "{b:?} burst {burst}");
+        assert!(burst <= 900 && pool < 1_800, "the burst comes out of the pool: {pool} {burst}");
+    }
 
     #[test]
     fn the_example_config_is_the_defaults() {

@@ -143,6 +143,13 @@ impl Sink {
             let stream = w.get_mut();
             stream.conn.send_close_notify();
             stream.flush()?;
+            // Closing a socket with unread input (e.g. TLS 1.3 session
+            // tickets) resets the connection, and a reset can discard what
+            // the listener has not read yet: half-close and read to the end.
+            stream.sock.shutdown(std::net::Shutdown::Write)?;
+            stream.sock.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let mut sink = [0u8; 4096];
+            while matches!(io::Read::read(stream, &mut sink), Ok(n) if n > 0) {}
         }
         Ok(())
     }

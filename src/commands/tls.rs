@@ -39,10 +39,13 @@ pub fn server(cert: Option<&Path>, key: Option<&Path>, data_dir: &Path, extra_na
     }
     let private =
         PrivateKeyDer::from_pem_file(&key).with_context(|| format!("cannot read the TLS key {}", key.display()))?;
-    let config = ServerConfig::builder()
+    let mut config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, private)
         .with_context(|| format!("{} and {} do not make a usable pair", cert.display(), key.display()))?;
+    // Senders never resume sessions; unread tickets only make a sender's
+    // close a reset, which can cost the last lines it sent.
+    config.send_tls13_tickets = 0;
     Ok(ServerTls { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)), cert, self_signed })
 }
 
