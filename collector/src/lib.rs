@@ -6,17 +6,18 @@
 //! `Clock` trait with a system and a manual implementation, so everything
 //! that waits or windows runs on virtual time in tests), and the node-side
 //! protocol types ([`gate::Budget`], [`gate::IntervalReport`]); and the
-//! syslog listeners ([`listen`]: UDP and TCP with per-connection framing,
-//! a connection limit, idle timeouts, batching into a bounded channel with
-//! backpressure on TCP and counted drops on UDP).
+//! syslog listeners ([`listen`]: UDP, TCP and TLS (RFC 5425) with
+//! per-connection framing, a connection limit, idle and handshake
+//! timeouts, batching into a bounded channel with backpressure on streams
+//! and counted drops on UDP).
 //!
 //! Also: org assignment ([`orgs`]: collector org, then longest-prefix IP
 //! ranges, then Super/Local) and the intake ([`intake`]: parse, classify,
 //! assign, admit through the gate, batch by batch).
 //!
 //! Does not own: deciding budgets (the supervisor's allocator does), the
-//! grammars (in `parsers`), storing events (the worker), TLS listeners
-//! (they arrive with the rest of the collector role).
+//! grammars (in `parsers`), storing events (the worker), certificates
+//! (the caller builds the `TlsAcceptor`).
 
 pub mod clock;
 pub mod gate;

@@ -284,6 +284,15 @@ impl Columns {
             return;
         };
         let opt = |b: &mut StringBuilder, v: &Option<Str>| b.append_option(v.as_deref());
+        let json = |b: &mut StringBuilder, scratch: &mut Vec<u8>, empty: bool, write: &dyn Fn(&mut Vec<u8>)| {
+            if empty {
+                b.append_null();
+            } else {
+                scratch.clear();
+                write(scratch);
+                b.append_value(String::from_utf8_lossy(scratch));
+            }
+        };
         let ip = |b: &mut StringBuilder, v: Option<IpAddr>| match v {
             Some(ip) => {
                 let _ = write!(b, "{ip}");
@@ -299,13 +308,7 @@ impl Columns {
         opt(app, &e.app);
         opt(procid, &e.procid);
         opt(msgid, &e.msgid);
-        if e.sd.is_empty() {
-            sd.append_null();
-        } else {
-            scratch.clear();
-            e.sd.write_json(scratch);
-            sd.append_value(String::from_utf8_lossy(scratch));
-        }
+        json(sd, scratch, e.sd.is_empty(), &|out| e.sd.write_json(out));
         opt(message, &e.message);
         opt(vendor, &e.vendor);
         opt(product, &e.product);
@@ -313,13 +316,7 @@ impl Columns {
         opt(signature_id, &e.signature_id);
         opt(name, &e.name);
         opt(cef_severity, &e.cef_severity);
-        if e.ext.is_empty() {
-            ext.append_null();
-        } else {
-            scratch.clear();
-            e.ext.write_json(scratch);
-            ext.append_value(String::from_utf8_lossy(scratch));
-        }
+        json(ext, scratch, e.ext.is_empty(), &|out| e.ext.write_json(out));
         opt(event_type, &e.event_type);
         ip(src_ip, e.src_ip);
         ip(dst_ip, e.dst_ip);

@@ -5,8 +5,11 @@
 //! batches written to zstd Parquet files partitioned
 //! `events/org=<id>/date=YYYY-MM-DD/`, each file written under a temporary
 //! name, synced and renamed, so a reader never sees half a file), and the
-//! worker loop ([`pipeline`]: event ids, storage, the rule engine advanced
-//! on a flush-interval tick, incidents handed to a sink).
+//! worker loop ([`pipeline`]: event ids, Arrow columns filled as events
+//! arrive, Parquet encoded and written on a second thread, the rule engine
+//! advanced to the receive-time horizon on a flush-interval tick,
+//! incidents handed to a sink with the receive time that starts their
+//! latency).
 //!
 //! Does not own: receiving, parsing and admitting events (the collector),
 //! the rule language and engine (in `rules`; the worker drives one),

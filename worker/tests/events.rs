@@ -3,12 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{files, read};
+
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use arrow_array::{Array, BinaryArray, StringArray, UInt64Array};
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::FileReader;
 use parsers::{DeviceParsers, Event, EventTime, OrgId, Parser};
 use worker::{EventWriter, EventWriterConfig};
@@ -27,28 +30,6 @@ fn event(line: &str, org: u32) -> Event {
     e.org = Some(format!("org-{org}").into());
     e.reporter_ip = Some("10.1.0.7".parse().unwrap());
     e
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn read(path: &Path) -> Vec<arrow_array::RecordBatch> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap();
-    reader.map(|b| b.unwrap()).collect()
 }
 
 const SSH: &str =

@@ -2,6 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::parquet_rows;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -73,27 +77,6 @@ fn plain_worker(dir: &std::path::Path) -> (Worker, Arc<WorkerStats>) {
     let writer = EventWriter::open(EventWriterConfig::new(dir, "node-1"), EventTime::from_unix(T0, 0, 0)).unwrap();
     let stats = Arc::new(WorkerStats::default());
     (Worker::new(writer, engine, 1, stats.clone()), stats)
-}
-
-fn parquet_rows(dir: &std::path::Path) -> usize {
-    let mut rows = 0;
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "parquet") {
-                let file = std::fs::File::open(&p).unwrap();
-                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .unwrap()
-                    .build()
-                    .unwrap();
-                rows += reader.map(|b| b.unwrap().num_rows()).sum::<usize>();
-            }
-        }
-    }
-    rows
 }
 
 #[test]
