@@ -6,6 +6,7 @@
 //! disk: the file is synced before it is renamed into place and the
 //! directory after.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::net::IpAddr;
@@ -16,7 +17,7 @@ use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, Int32Builder, StringBuilder, TimestampNanosecondBuilder, UInt8Builder,
     UInt16Builder, UInt32Builder, UInt64Builder,
 };
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use hashbrown::HashMap;
 use parquet::arrow::ArrowWriter;
@@ -155,42 +156,9 @@ fn nanos(t: EventTime) -> i64 {
     i64::try_from(t.unix_nanos()).unwrap_or(if t.unix_nanos() < 0 { i64::MIN } else { i64::MAX })
 }
 
-/// Text columns, in schema order.
-const TEXT: [&str; 24] = [
-    "org",
-    "collector",
-    "reporter_ip",
-    "format",
-    "host",
-    "app",
-    "procid",
-    "msgid",
-    "sd",
-    "message",
-    "vendor",
-    "product",
-    "product_version",
-    "signature_id",
-    "name",
-    "cef_severity",
-    "ext",
-    "event_type",
-    "src_ip",
-    "dst_ip",
-    "user",
-    "action",
-    "outcome",
-    "parse_error",
-];
-
-/// Where the [`TEXT`] columns are in [`schema`].
-const TEXT_AT: [usize; 24] =
-    [5, 6, 7, 8, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 29, 30, 31, 32];
-
-/// Bytes of string data in a text column.
-fn text_len(column: &ArrayRef) -> usize {
-    column.as_any().downcast_ref::<StringArray>().map_or(0, |a| a.value_data().len())
-}
+/// Text (`Utf8`) columns in the schema; [`Columns::push`] fills them in
+/// schema order.
+const TEXT_COLUMNS: usize = 24;
 
 /// One partition's rows as Arrow column builders, filled as events arrive
 /// (events are not kept: appending copies their fields into the columns).
@@ -208,7 +176,7 @@ struct Columns {
     dst_port: UInt16Builder,
     truncated: BooleanBuilder,
     raw: BinaryBuilder,
-    text: Vec<StringBuilder>,
+    text: [StringBuilder; TEXT_COLUMNS],
 }
 
 impl Columns {
@@ -234,9 +202,9 @@ impl Columns {
             dst_port: UInt16Builder::with_capacity(rows),
             truncated: BooleanBuilder::with_capacity(rows),
             raw: BinaryBuilder::with_capacity(rows, raw_bytes),
-            text: (0..TEXT.len())
-                .map(|i| StringBuilder::with_capacity(rows, text_bytes.get(i).copied().unwrap_or(rows * 8)))
-                .collect(),
+            text: std::array::from_fn(|i| {
+                StringBuilder::with_capacity(rows, text_bytes.get(i).copied().unwrap_or(rows * 8))
+            }),
         }
     }
 
@@ -279,10 +247,7 @@ impl Columns {
             action,
             outcome,
             parse_error,
-        ] = &mut self.text[..]
-        else {
-            return;
-        };
+        ] = &mut self.text;
         let opt = |b: &mut StringBuilder, v: &Option<Str>| b.append_option(v.as_deref());
         let json = |b: &mut StringBuilder, scratch: &mut Vec<u8>, empty: bool, write: &dyn Fn(&mut Vec<u8>)| {
             if empty {
@@ -326,54 +291,37 @@ impl Columns {
         opt(parse_error, &e.parse_error);
     }
 
-    /// The rows as one record batch in the column order of [`schema`];
-    /// the builders start empty again.
+    /// The rows as one record batch in the column order of [`schema`]
+    /// (its `Utf8` columns taken from the text builders in order); the
+    /// builders start again at this batch's sizes, since a partition's
+    /// next interval is usually like this one.
     fn finish(&mut self) -> Result<RecordBatch, WorkerError> {
-        let mut text = self.text.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
-        let mut next = || text.next().ok_or_else(|| ArrowError::SchemaError("text columns".into()));
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.id.finish()),
-            Arc::new(self.time.finish()),
-            Arc::new(self.offset.finish()),
-            Arc::new(self.received.finish()),
-            Arc::new(self.org_id.finish()),
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            Arc::new(self.facility.finish()),
-            Arc::new(self.severity.finish()),
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            Arc::new(self.src_port.finish()),
-            next()?,
-            Arc::new(self.dst_port.finish()),
-            next()?,
-            next()?,
-            next()?,
-            next()?,
-            Arc::new(self.truncated.finish()),
-            Arc::new(self.raw.finish()),
-        ];
-        // The next interval of a partition is usually like this one:
-        // start from this one's sizes instead of growing by doubling.
-        let rows = self.rows;
-        let text_bytes: Vec<usize> = TEXT_AT.iter().map(|&i| text_len(&columns[i])).collect();
-        *self = Columns::with_capacity(rows, self.raw_bytes, &text_bytes);
-        Ok(RecordBatch::try_new(schema(), columns)?)
+        let text: Vec<StringArray> = self.text.iter_mut().map(|b| b.finish()).collect();
+        let text_bytes: Vec<usize> = text.iter().map(|a| a.value_data().len()).collect();
+        let mut text = text.into_iter();
+        let schema = schema();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            columns.push(match field.name().as_str() {
+                "id" => Arc::new(self.id.finish()),
+                "time" => Arc::new(self.time.finish()),
+                "time_offset_s" => Arc::new(self.offset.finish()),
+                "received_at" => Arc::new(self.received.finish()),
+                "org_id" => Arc::new(self.org_id.finish()),
+                "facility" => Arc::new(self.facility.finish()),
+                "severity" => Arc::new(self.severity.finish()),
+                "src_port" => Arc::new(self.src_port.finish()),
+                "dst_port" => Arc::new(self.dst_port.finish()),
+                "truncated" => Arc::new(self.truncated.finish()),
+                "raw" => Arc::new(self.raw.finish()),
+                other => match text.next() {
+                    Some(a) => Arc::new(a),
+                    None => return Err(ArrowError::SchemaError(format!("no builder for column {other}")).into()),
+                },
+            });
+        }
+        *self = Columns::with_capacity(self.rows, self.raw_bytes, &text_bytes);
+        Ok(RecordBatch::try_new(schema, columns)?)
     }
 }
 
@@ -515,7 +463,7 @@ pub struct EventWriter {
     buffer: EventBuffer,
     files: FileWriter,
     /// Sealed partitions whose write failed, tried again first.
-    unwritten: Vec<Sealed>,
+    unwritten: VecDeque<Sealed>,
 }
 
 impl EventWriter {
@@ -524,13 +472,13 @@ impl EventWriter {
         Ok(EventWriter {
             files: FileWriter::open(&config, now)?,
             buffer: EventBuffer::new(config.roll_rows),
-            unwritten: Vec::new(),
+            unwritten: VecDeque::new(),
         })
     }
 
     /// Its parts, for a caller that writes on another thread: the buffer,
     /// the file writer, and partitions sealed but not yet written.
-    pub fn into_parts(self) -> (EventBuffer, FileWriter, Vec<Sealed>) {
+    pub fn into_parts(self) -> (EventBuffer, FileWriter, VecDeque<Sealed>) {
         (self.buffer, self.files, self.unwritten)
     }
 
@@ -543,7 +491,7 @@ impl EventWriter {
     /// the row limit is written now.
     pub fn append(&mut self, id: u64, event: &Event) -> Result<FlushReport, WorkerError> {
         if let Some(sealed) = self.buffer.append(id, event)? {
-            self.unwritten.push(sealed);
+            self.unwritten.push_back(sealed);
             return self.write_unwritten();
         }
         Ok(FlushReport::default())
@@ -560,9 +508,9 @@ impl EventWriter {
     /// attempt, so a failed write loses nothing.
     fn write_unwritten(&mut self) -> Result<FlushReport, WorkerError> {
         let mut total = FlushReport::default();
-        while let Some(sealed) = self.unwritten.first() {
+        while let Some(sealed) = self.unwritten.front() {
             let r = self.files.write(sealed)?;
-            self.unwritten.remove(0);
+            self.unwritten.pop_front();
             total.files += r.files;
             total.events += r.events;
             total.bytes += r.bytes;
@@ -575,15 +523,41 @@ impl EventWriter {
 mod tests {
     use super::*;
 
+    /// The order `Columns::push` destructures its text builders in.
+    const TEXT: [&str; 24] = [
+        "org",
+        "collector",
+        "reporter_ip",
+        "format",
+        "host",
+        "app",
+        "procid",
+        "msgid",
+        "sd",
+        "message",
+        "vendor",
+        "product",
+        "product_version",
+        "signature_id",
+        "name",
+        "cef_severity",
+        "ext",
+        "event_type",
+        "src_ip",
+        "dst_ip",
+        "user",
+        "action",
+        "outcome",
+        "parse_error",
+    ];
+
     #[test]
     fn text_columns_are_where_the_schema_has_them() {
         let schema = schema();
-        for (name, at) in TEXT.iter().zip(TEXT_AT) {
-            assert_eq!(schema.field(at).name(), name);
-            assert_eq!(schema.field(at).data_type(), &DataType::Utf8);
-        }
-        let strings = schema.fields().iter().filter(|f| f.data_type() == &DataType::Utf8).count();
-        assert_eq!(strings, TEXT.len());
+        let strings: Vec<&str> =
+            schema.fields().iter().filter(|f| f.data_type() == &DataType::Utf8).map(|f| f.name().as_str()).collect();
+        assert_eq!(strings, TEXT);
+        assert_eq!(TEXT.len(), TEXT_COLUMNS);
     }
 
     #[test]

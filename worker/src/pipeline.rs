@@ -84,7 +84,7 @@ impl Arrivals {
 pub struct Worker {
     buffer: EventBuffer,
     /// Moves to the writer thread when the worker runs.
-    files: Option<(FileWriter, Vec<Sealed>)>,
+    files: Option<(FileWriter, VecDeque<Sealed>)>,
     engine: Engine,
     next_id: u64,
     stats: Arc<WorkerStats>,
@@ -127,7 +127,6 @@ impl Worker {
         let (to_disk, from_worker) = crossbeam_channel::bounded::<Vec<Sealed>>(2);
         let closing = AtomicBool::new(false);
         let (files, unwritten) = self.files.take().ok_or(WorkerError::WriterFailed)?;
-        let unwritten = VecDeque::from(unwritten);
         let stats = self.stats.clone();
         std::thread::scope(|scope| {
             let disk = std::thread::Builder::new()
