@@ -149,14 +149,21 @@ pub(crate) enum Output {
     Agg(usize),
 }
 
+/// Watch-list tests one pattern may make (each doubles the filter
+/// evaluations on arrival; see [`Pattern::list_tests`]).
+pub(crate) const MAX_LIST_TESTS: usize = 6;
+
 /// A compiled sub-pattern.
 #[derive(Debug)]
 pub(crate) struct Pattern {
     pub name: String,
     pub filter: Filter,
-    /// The filter consults watch lists, so it runs when the event is
-    /// released in event-time order, not on arrival.
-    pub deferred: bool,
+    /// The filter consults watch lists, whose contents are only known when
+    /// the event is released in event-time order: the (field, list) pairs
+    /// it tests, at most [`MAX_LIST_TESTS`]. On arrival the filter is
+    /// evaluated for every outcome of these tests; at release the lists
+    /// are looked up and the precomputed answer read.
+    pub list_tests: Vec<(Field, usize)>,
     pub group_by: Vec<Field>,
     /// The fields giving the rule's key, in the order of `Rule::key_names`.
     pub key_fields: Vec<Field>,
@@ -926,12 +933,22 @@ fn compile_pattern(name: &str, line: u32, node: &Node, cx: &mut RuleCx<'_, '_>) 
         }
         (_, w) => w.unwrap_or(0),
     };
+    let list_tests = filter.list_tests();
+    if list_tests.len() > MAX_LIST_TESTS {
+        cx.diags.error(
+            line,
+            format!(
+                "pattern '{name}' tests {} different field and watch-list pairs; at most {MAX_LIST_TESTS} are supported",
+                list_tests.len()
+            ),
+        );
+    }
     if cx.diags.error_count() > errors_before {
         return None;
     }
     let mut pattern = Pattern {
         name: name.to_owned(),
-        deferred: filter.uses_lists(),
+        list_tests,
         filter,
         group_by,
         key_fields: Vec::new(),

@@ -30,9 +30,8 @@
 //! windows at most `max_window_events`, and pending NOT FOLLOWED BY starts at
 //! most `max_pending` per key.
 
-use std::cmp::{Ordering, Reverse};
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::mem::size_of;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +46,7 @@ use crate::compile::{
 use crate::field::{Field, Value};
 use crate::filter::Env;
 use crate::key::{Key, Part};
+use crate::reorder::{Extracted, Ids, ListCheck, Record, Reorder};
 use crate::table::Table;
 use crate::window::{General, Ring, Val, Values, Window};
 
@@ -59,11 +59,27 @@ pub struct EngineConfig {
     /// How far behind the newest event of its org an event may arrive and
     /// still be evaluated in order. Incidents wait this long too.
     pub lateness: Duration,
-    /// With a clock (see [`Engine::advance`]), events stamped further than
-    /// this into the clock's future are counted and skipped, so one bad
-    /// timestamp cannot push an org's watermark ahead and make every later
-    /// event late.
-    pub max_future: Duration,
+    /// How far an event's time may be ahead of its receive time. An event
+    /// stamped further ahead is correlated at its receive time plus this
+    /// (and counted), so no source's clock can move its org's watermark
+    /// past what has been received: a future-stamped line cannot make
+    /// other sources' events late. `None` trusts event times as stamped,
+    /// for replaying files whose receive time is not a real one
+    /// (`vigil rules test`).
+    pub max_ahead: Option<Duration>,
+    /// Bytes the reorder buffers may hold across orgs. Past it, the org
+    /// whose event arrives releases its oldest records early: its
+    /// watermark moves up to them, so under memory pressure the allowed
+    /// lateness shrinks instead of memory growing (counted as early
+    /// releases; events then behind the watermark are counted late).
+    pub max_buffer_bytes: usize,
+    /// Window keys (rule, pattern, group) held across orgs at most. Past
+    /// it, the org holding the most keys loses its stalest: of a few
+    /// sampled keys, the one whose newest event is oldest (counted as
+    /// evicted keys). Keys come from the events (source addresses, user
+    /// names), so without a ceiling a flood of distinct sources would grow
+    /// state without bound.
+    pub max_window_keys: usize,
     /// An org whose newest event is this far behind the newest of all orgs
     /// no longer holds back the cross-org watermark.
     pub idle_after: Duration,
@@ -83,7 +99,9 @@ impl Default for EngineConfig {
     fn default() -> EngineConfig {
         EngineConfig {
             lateness: Duration::from_secs(10),
-            max_future: Duration::from_secs(300),
+            max_ahead: Some(Duration::ZERO),
+            max_buffer_bytes: 256 << 20,
+            max_window_keys: 1_000_000,
             idle_after: Duration::from_secs(300),
             max_event_ids: 100,
             max_depth: 4,
@@ -171,8 +189,16 @@ pub struct Stats {
     pub events: u64,
     /// Events older than their partition's watermark (not evaluated).
     pub late_events: u64,
-    /// Events too far in the clock's future (not evaluated).
+    /// Events stamped ahead of their receive time by more than
+    /// `max_ahead`, correlated at their receive time.
     pub future_events: u64,
+    /// Records released before the allowed lateness had passed, because
+    /// the reorder buffers reached `max_buffer_bytes`.
+    pub early_releases: u64,
+    /// Bytes held by the reorder buffers (part of `state_bytes`).
+    pub buffer_bytes: usize,
+    /// Window keys dropped at the `max_window_keys` ceiling.
+    pub evicted_keys: u64,
     /// Rule hits.
     pub hits: u64,
     /// Incidents opened.
@@ -201,124 +227,6 @@ pub struct Stats {
     /// the cross-org partition is reported under Super/Local's id with the
     /// name `cross-org`.
     pub orgs: Vec<(OrgId, Str, u64, usize, usize)>,
-}
-
-/// Contributing event ids of a record.
-#[derive(Clone, Debug)]
-enum Ids {
-    One(u64),
-    Many(Arc<[u64]>),
-}
-
-impl Ids {
-    fn first(&self) -> u64 {
-        match self {
-            Ids::One(id) => *id,
-            Ids::Many(ids) => ids.first().copied().unwrap_or(0),
-        }
-    }
-
-    fn to_vec(&self) -> Vec<u64> {
-        match self {
-            Ids::One(id) => vec![*id],
-            Ids::Many(ids) => ids.to_vec(),
-        }
-    }
-}
-
-/// What a pattern takes from an event.
-#[derive(Debug)]
-struct Extracted {
-    weight: u32,
-    /// The value a small distinct-count window counts.
-    distinct: Option<Part>,
-    group: Key,
-    key: Key,
-    vals: Box<[Val]>,
-    outputs: Vec<Str>,
-}
-
-#[derive(Debug)]
-enum Body {
-    Ready(Extracted),
-    /// The filter needs watch lists: evaluated at release.
-    Deferred(Arc<Event>),
-}
-
-#[derive(Debug)]
-struct Record {
-    time: i64,
-    seq: u64,
-    rule: u32,
-    pattern: u16,
-    depth: u8,
-    ids: Ids,
-    body: Body,
-}
-
-impl PartialEq for Record {
-    fn eq(&self, other: &Record) -> bool {
-        (self.time, self.seq) == (other.time, other.seq)
-    }
-}
-impl Eq for Record {}
-impl PartialOrd for Record {
-    fn partial_cmp(&self, other: &Record) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Record {
-    fn cmp(&self, other: &Record) -> Ordering {
-        (self.time, self.seq).cmp(&(other.time, other.seq))
-    }
-}
-
-/// Records waiting for the watermark, released in (time, arrival) order.
-///
-/// Most events arrive in time order, so a record at or after the newest
-/// buffered one is appended to a queue (constant time, no reordering); only
-/// records that arrive out of order go to a heap. Release takes the smaller
-/// head of the two.
-#[derive(Debug, Default)]
-struct Reorder {
-    in_order: VecDeque<Record>,
-    out_of_order: BinaryHeap<Reverse<Record>>,
-}
-
-impl Reorder {
-    fn push(&mut self, record: Record) {
-        if self.in_order.back().is_none_or(|last| *last <= record) {
-            self.in_order.push_back(record);
-        } else {
-            self.out_of_order.push(Reverse(record));
-        }
-    }
-
-    fn next_time(&self) -> Option<i64> {
-        match (self.in_order.front(), self.out_of_order.peek()) {
-            (Some(a), Some(Reverse(b))) => Some(a.time.min(b.time)),
-            (Some(a), None) => Some(a.time),
-            (None, Some(Reverse(b))) => Some(b.time),
-            (None, None) => None,
-        }
-    }
-
-    fn pop(&mut self) -> Option<Record> {
-        let heap_first = match (self.in_order.front(), self.out_of_order.peek()) {
-            (Some(a), Some(Reverse(b))) => b < a,
-            (None, Some(_)) => true,
-            _ => false,
-        };
-        if heap_first { self.out_of_order.pop().map(|Reverse(r)| r) } else { self.in_order.pop_front() }
-    }
-
-    fn len(&self) -> usize {
-        self.in_order.len() + self.out_of_order.len()
-    }
-
-    fn bytes(&self) -> usize {
-        (self.in_order.capacity() + self.out_of_order.capacity()) * size_of::<Record>()
-    }
 }
 
 /// A pattern match: the input of a rule's condition.
@@ -480,6 +388,18 @@ struct Shared {
     /// Arrival order of records and timers.
     seq: u64,
     next_incident: u64,
+    /// Bytes held by every partition's reorder buffer.
+    buffer_bytes: usize,
+    /// Records of the event being matched.
+    matched: Vec<Record>,
+    /// Records of the entry being released.
+    released: Vec<Record>,
+    /// Window keys across partitions.
+    window_keys: usize,
+    /// Sampling for evictions (deterministic, so replay evicts alike).
+    rng: u64,
+    /// The partition evictions take from, while it holds the most.
+    victim: Option<OrgId>,
 }
 
 /// Everything a partition's processing reads or writes besides the partition.
@@ -495,7 +415,9 @@ struct Sink<'a> {
 #[derive(Clone, Debug)]
 struct Limits {
     lateness: i64,
-    max_future: i64,
+    max_ahead: Option<i64>,
+    max_buffer_bytes: usize,
+    max_window_keys: usize,
     idle_after: i64,
     max_event_ids: usize,
     max_depth: u8,
@@ -516,7 +438,6 @@ pub struct Engine {
     orgs: hashbrown::HashMap<OrgId, Partition>,
     cross: Option<Partition>,
     shared: Shared,
-    clock: Option<i64>,
     global_max: i64,
     since_cross_update: u32,
 }
@@ -527,7 +448,9 @@ impl Engine {
         let has_cross = rules.rules.iter().any(|r| r.scope == Scope::CrossOrg);
         let limits = Limits {
             lateness: nanos(config.lateness),
-            max_future: nanos(config.max_future),
+            max_ahead: config.max_ahead.map(nanos),
+            max_buffer_bytes: config.max_buffer_bytes,
+            max_window_keys: config.max_window_keys.max(1),
             idle_after: nanos(config.idle_after),
             max_event_ids: config.max_event_ids.max(1),
             max_depth: config.max_depth,
@@ -546,8 +469,13 @@ impl Engine {
                 counters: Stats::default(),
                 seq: 0,
                 next_incident: 1,
+                buffer_bytes: 0,
+                matched: Vec::new(),
+                released: Vec::new(),
+                window_keys: 0,
+                rng: 0x9e37_79b9_7f4a_7c15,
+                victim: None,
             },
-            clock: None,
             global_max: i64::MIN,
             since_cross_update: 0,
         }
@@ -557,12 +485,13 @@ impl Engine {
     /// Incidents opened or incremented are appended to `out`.
     pub fn process(&mut self, id: u64, event: &Event, out: &mut Vec<Incident>) {
         self.shared.counters.events += 1;
-        let time = time_of(event.time);
-        if let Some(now) = self.clock
-            && time > now.saturating_add(self.limits.max_future)
-        {
-            self.shared.counters.future_events += 1;
-            return;
+        let mut time = time_of(event.time);
+        if let Some(ahead) = self.limits.max_ahead {
+            let bound = time_of(event.received_at).saturating_add(ahead);
+            if time > bound {
+                self.shared.counters.future_events += 1;
+                time = bound;
+            }
         }
         let org_id = event.org_id.unwrap_or(OrgId::SUPER_LOCAL);
         self.global_max = self.global_max.max(time);
@@ -583,15 +512,36 @@ impl Engine {
             }
         }
         self.shared.feeds.clear();
+        self.enforce_key_ceiling();
+    }
+
+    /// Evicts window keys while there are more than `max_window_keys`,
+    /// from the partition that holds the most.
+    fn enforce_key_ceiling(&mut self) {
+        while self.shared.window_keys > self.limits.max_window_keys {
+            let fair = self.shared.window_keys / (self.orgs.len() + 1).max(1);
+            let victim = match self.shared.victim {
+                Some(id) if self.orgs.get(&id).is_some_and(|p| p.windows.len() > fair) => id,
+                _ => match self.orgs.values().max_by_key(|p| (p.windows.len(), p.org_id)) {
+                    Some(p) if p.windows.len() > 0 => p.org_id,
+                    _ => break,
+                },
+            };
+            self.shared.victim = Some(victim);
+            let Some(part) = self.orgs.get_mut(&victim) else { break };
+            if !part.windows.evict_sampled(&mut self.shared.rng, 8, |w| w.newest().unwrap_or(i64::MIN)) {
+                break;
+            }
+            self.shared.window_keys -= 1;
+            self.shared.counters.evicted_keys += 1;
+        }
     }
 
     /// Moves time forward to `now` (a clock reading): every org's watermark
     /// advances to at least `now - lateness`, so quiet orgs' windows close
-    /// and their NOT FOLLOWED BY timers fire. Also enables the
-    /// `max_future` check.
+    /// and their NOT FOLLOWED BY timers fire.
     pub fn advance(&mut self, now: EventTime, out: &mut Vec<Incident>) {
         let now = time_of(now);
-        self.clock = Some(self.clock.map_or(now, |c| c.max(now)));
         let floor = now.saturating_sub(self.limits.lateness);
         self.advance_all(floor, out);
     }
@@ -620,6 +570,7 @@ impl Engine {
             advance_to(cross, wm, &mut sink);
         }
         self.shared.feeds.clear();
+        self.enforce_key_ceiling();
     }
 
     /// Counters and state size.
@@ -637,6 +588,7 @@ impl Engine {
             stats.open_incidents += p.incidents.len();
             stats.watch_entries += p.lists.len();
             stats.state_bytes += bytes;
+            stats.buffer_bytes += p.buffer.bytes();
             stats.orgs.push((p.org_id, p.name.clone(), p.late, p.keys(), bytes));
         }
         stats.state_bytes += self.orgs.capacity() * (size_of::<(OrgId, Partition)>() + 1);
@@ -676,13 +628,25 @@ fn arrive(part: &mut Partition, event: &Event, time: i64, ids: Ids, depth: u8, s
         part.late += 1;
         return;
     }
-    matching_records(event, time, &ids, depth, sink, part.cross, &part.name, &mut part.buffer);
+    let mut matched = std::mem::take(&mut sink.shared.matched);
+    matching_records(event, time, &ids, depth, sink, part.cross, &part.name, &mut matched);
+    let grew = part.buffer.push(&matched);
+    matched.clear();
+    sink.shared.matched = matched;
+    sink.shared.buffer_bytes += grew;
     part.max_time = part.max_time.max(time);
     // The cross-org partition's watermark follows the orgs' (see
     // `cross_watermark`), so incidents fed from an org are never late there.
     if !part.cross {
         let wm = part.max_time.saturating_sub(sink.config.lateness);
         advance_to(part, wm, sink);
+    }
+    // Past the memory ceiling, this org releases its oldest records now.
+    while sink.shared.buffer_bytes > sink.config.max_buffer_bytes {
+        let Some(oldest) = part.buffer.next_time() else { break };
+        let before = part.buffer.len();
+        advance_to(part, oldest, sink);
+        sink.shared.counters.early_releases += before.saturating_sub(part.buffer.len()) as u64;
     }
 }
 
@@ -767,9 +731,20 @@ fn advance_to(part: &mut Partition, watermark: i64, sink: &mut Sink<'_>) {
             (Some(t), Some(d)) if d < t => fire_timer(part, sink),
             (None, Some(_)) => fire_timer(part, sink),
             (Some(_), _) => {
-                if let Some(record) = part.buffer.pop() {
+                // One event's records, each followed by the incident events
+                // its hits feed back, as if they had been released one by one.
+                let mut released = std::mem::take(&mut sink.shared.released);
+                let before = part.buffer.bytes();
+                part.buffer.pop(&mut released);
+                sink.shared.buffer_bytes =
+                    sink.shared.buffer_bytes.saturating_sub(before.saturating_sub(part.buffer.bytes()));
+                for record in released.drain(..) {
                     handle(part, record, sink);
+                    while let Some(fed) = part.immediate.pop_front() {
+                        handle(part, fed, sink);
+                    }
                 }
+                sink.shared.released = released;
             }
             (None, None) => break,
         }
@@ -788,26 +763,14 @@ fn handle(part: &mut Partition, record: Record, sink: &mut Sink<'_>) {
     let rules = sink.rules;
     let rule = &rules.rules[record.rule as usize];
     let pattern = &rule.patterns[record.pattern as usize];
-    let extracted = match record.body {
-        Body::Ready(x) => x,
-        Body::Deferred(ref event) => {
-            let lists = &part.lists;
-            let now = record.time;
-            let member = |list: usize, value: Part| {
-                let list = u32::try_from(list).unwrap_or(u32::MAX);
-                lists.get(&(list, value)).is_some_and(|expires| *expires >= now)
-            };
-            let mut env = Env { sets: &rules.regex_sets, cache: &mut sink.shared.cache, lists: Some(&member) };
-            env.reset();
-            if !pattern.filter.eval(event, &mut env) {
-                return;
-            }
-            match extract(pattern, event) {
-                Some(x) => x,
-                None => return,
-            }
+    if let Some(check) = &record.lists {
+        let lists = &part.lists;
+        let now = record.time;
+        if !check.passes(|list, value| lists.get(&(list, value.clone())).is_some_and(|expires| *expires >= now)) {
+            return;
         }
-    };
+    }
+    let extracted = record.body;
     let matched = match pattern.kind {
         WindowKind::None => {
             Some(Match { time: record.time, ids: record.ids.to_vec(), key: extracted.key, outputs: extracted.outputs })
@@ -847,13 +810,20 @@ fn handle(part: &mut Partition, record: Record, sink: &mut Sink<'_>) {
             let wkey = (record.rule, record.pattern, extracted.group);
             let overflows = &mut sink.shared.counters.window_overflows;
             // A window that reaches its thresholds matches and starts afresh.
+            let keys_before = part.windows.len();
             let slot = part.windows.get_or_insert_with(wkey, || match kind {
                 WindowKind::Count { .. } => Window::Count(Ring::new()),
                 WindowKind::Distinct { .. } => Window::Distinct(Values::default()),
                 _ => Window::General(Box::new(General::new(&pattern.aggs))),
             });
+            if part.windows.len() > keys_before {
+                sink.shared.window_keys += 1;
+            }
             update(part.windows.value_mut(slot), overflows);
-            let fired = holds(part.windows.value(slot)).then(|| part.windows.remove(slot));
+            let fired = if holds(part.windows.value(slot)) { part.windows.remove(slot) } else { None };
+            if fired.is_some() {
+                sink.shared.window_keys -= 1;
+            }
             fired.map(|((_, _, group), window)| Match {
                 time: record.time,
                 ids: window.ids(limits.max_event_ids),
@@ -1117,29 +1087,15 @@ fn incident_event(rule: &Rule, incident: &Incident, key: &Key) -> Event {
 /// Runs a fed-back event through this partition's patterns now: its time is
 /// the partition's current time, so it joins the stream in order.
 fn feed_here(part: &mut Partition, event: &Event, time: i64, ids: &Ids, depth: u8, sink: &mut Sink<'_>) {
-    matching_records(event, time, ids, depth, sink, part.cross, &part.name, &mut part.immediate);
-}
-
-/// Where records go: the reorder buffer, or the queue of records to handle
-/// now.
-trait Records {
-    fn add(&mut self, record: Record);
-}
-
-impl Records for Reorder {
-    fn add(&mut self, record: Record) {
-        self.push(record);
-    }
-}
-
-impl Records for VecDeque<Record> {
-    fn add(&mut self, record: Record) {
-        self.push_back(record);
-    }
+    let mut matched = std::mem::take(&mut sink.shared.matched);
+    matching_records(event, time, ids, depth, sink, part.cross, &part.name, &mut matched);
+    part.immediate.extend(matched.drain(..));
+    sink.shared.matched = matched;
 }
 
 /// Runs the filters of every pattern the index offers for `event` and the
-/// partition (`cross`, org `name`) runs, and adds a record for each match.
+/// partition (`cross`, org `name`) runs, and adds a record for each match
+/// to `out`.
 #[allow(clippy::too_many_arguments)]
 fn matching_records(
     event: &Event,
@@ -1149,37 +1105,73 @@ fn matching_records(
     sink: &mut Sink<'_>,
     cross: bool,
     name: &str,
-    out: &mut impl Records,
+    out: &mut Vec<Record>,
 ) {
     let rules = sink.rules;
     let index = &rules.index;
     let typed = event.event_type.as_ref().and_then(|t| index.by_type.get(t.as_str()));
     let candidates =
         typed.into_iter().flatten().chain(index.by_format[format_slot(event.format)].iter()).chain(index.rest.iter());
-    // Filters that consult watch lists run at release, on a shared copy.
-    let mut shared: Option<Arc<Event>> = None;
     // Regex-set results are kept for this event's filters only.
-    let mut env = Env { sets: &rules.regex_sets, cache: &mut sink.shared.cache, lists: None };
-    env.reset();
+    let cache = &mut sink.shared.cache;
+    Env { sets: &rules.regex_sets, cache: &mut *cache, lists: None }.reset();
     for &(r, p) in candidates {
         let rule = &rules.rules[r as usize];
         if !applies(rule, cross, name) {
             continue;
         }
         let pattern = &rule.patterns[p as usize];
-        let body = if pattern.deferred {
-            Body::Deferred(Arc::clone(shared.get_or_insert_with(|| Arc::new(event.clone()))))
-        } else {
+        let lists = if pattern.list_tests.is_empty() {
+            let mut env = Env { sets: &rules.regex_sets, cache: &mut *cache, lists: None };
             if !pattern.filter.eval(event, &mut env) {
                 continue;
             }
-            match extract(pattern, event) {
-                Some(x) => Body::Ready(x),
+            None
+        } else {
+            match list_check(pattern, event, &rules.regex_sets, cache) {
+                Some(check) => check,
                 None => continue,
             }
         };
+        let Some(body) = extract(pattern, event) else { continue };
         sink.shared.seq += 1;
-        out.add(Record { time, seq: sink.shared.seq, rule: r, pattern: p, depth, ids: ids.clone(), body });
+        out.push(Record { time, seq: sink.shared.seq, rule: r, pattern: p, depth, ids: ids.clone(), body, lists });
+    }
+}
+
+/// Evaluates a filter that tests watch lists for every outcome of its
+/// list tests. `None`: it fails whatever the lists hold; `Some(None)`: it
+/// passes whatever they hold; otherwise the check to make at release.
+fn list_check(
+    pattern: &Pattern,
+    event: &Event,
+    sets: &[(Field, regex::RegexSet)],
+    cache: &mut Vec<Option<SetMatches>>,
+) -> Option<Option<ListCheck>> {
+    let slots: Vec<(u32, Option<Part>)> = pattern
+        .list_tests
+        .iter()
+        .map(|(field, list)| (u32::try_from(*list).unwrap_or(u32::MAX), field.get(event).map(Part::normalized)))
+        .collect();
+    let outcomes = 1u32 << slots.len();
+    let mut mask = 0u64;
+    for outcome in 0..outcomes {
+        let member = |list: usize, value: Part| {
+            slots
+                .iter()
+                .enumerate()
+                .any(|(i, (l, part))| outcome >> i & 1 == 1 && *l as usize == list && part.as_ref() == Some(&value))
+        };
+        let mut env = Env { sets, cache: &mut *cache, lists: Some(&member) };
+        if pattern.filter.eval(event, &mut env) {
+            mask |= 1 << outcome;
+        }
+    }
+    let all = if outcomes == 64 { u64::MAX } else { (1u64 << outcomes) - 1 };
+    match mask {
+        0 => None,
+        m if m == all => Some(None),
+        _ => Some(Some(ListCheck { mask, slots })),
     }
 }
 
@@ -1210,10 +1202,12 @@ fn render_title(rule: &Rule, org: &str, key: &Key, outputs: &[Vec<Str>]) -> Stri
 fn sweep(part: &mut Partition, sink: &mut Sink<'_>) {
     let rules = &sink.rules.rules;
     let clock = part.clock;
+    let keys_before = part.windows.len();
     part.windows.retain(|(r, p, _), window| {
         let span = rules[*r as usize].patterns[usize::from(*p)].window;
         window.newest().is_some_and(|t| t >= clock.saturating_sub(span))
     });
+    sink.shared.window_keys -= keys_before - part.windows.len();
     part.joins.retain(|(r, _), join| {
         let horizon = clock.saturating_sub(rules[*r as usize].within);
         match join {
@@ -1225,6 +1219,19 @@ fn sweep(part: &mut Partition, sink: &mut Sink<'_>) {
     });
     part.incidents.retain(|(r, _), open| clock.saturating_sub(open.last) <= rules[*r as usize].suppress);
     part.lists.retain(|_, expires| *expires >= clock);
+    // After a burst, give the memory back.
+    shrink(&mut part.joins);
+    shrink(&mut part.incidents);
+    shrink(&mut part.lists);
+    if part.immediate.capacity() > 1024 && part.immediate.len() < part.immediate.capacity() / 4 {
+        part.immediate.shrink_to(part.immediate.len() * 2);
+    }
+}
+
+fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
 }
 #[cfg(test)]
 mod tests {
@@ -1237,6 +1244,5 @@ mod tests {
         assert_eq!(size_of::<Key>(), 24);
         assert_eq!(size_of::<WinKey>(), 32);
         assert_eq!(size_of::<Window>(), 32);
-        assert!(size_of::<Record>() <= 160, "{}", size_of::<Record>());
     }
 }

@@ -593,13 +593,24 @@ impl Filter {
         }
     }
 
-    /// Whether the filter consults watch lists.
-    pub fn uses_lists(&self) -> bool {
-        match self {
-            Filter::All(items) | Filter::Any(items) => items.iter().any(Filter::uses_lists),
-            Filter::Not(inner) => inner.uses_lists(),
-            Filter::Test(_, test) => matches!(test, Test::InList(_)),
+    /// The distinct (field, watch list) pairs the filter tests, in the
+    /// order they first appear.
+    pub fn list_tests(&self) -> Vec<(Field, usize)> {
+        fn collect(filter: &Filter, out: &mut Vec<(Field, usize)>) {
+            match filter {
+                Filter::All(items) | Filter::Any(items) => items.iter().for_each(|f| collect(f, out)),
+                Filter::Not(inner) => collect(inner, out),
+                Filter::Test(field, Test::InList(list)) => {
+                    if !out.iter().any(|(f, l)| f == field && l == list) {
+                        out.push((field.clone(), *list));
+                    }
+                }
+                Filter::Test(..) => {}
+            }
         }
+        let mut out = Vec::new();
+        collect(self, &mut out);
+        out
     }
 }
 

@@ -33,6 +33,7 @@ mod engine;
 mod field;
 mod filter;
 mod key;
+mod reorder;
 mod syntax;
 mod table;
 mod window;

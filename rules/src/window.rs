@@ -25,19 +25,27 @@ pub(crate) enum Window {
     General(Box<General>),
 }
 
-/// The last (time, event id) pairs up to a limit, oldest first. The buffer
-/// grows with use up to the limit (most keys never see more than a few
-/// events), then wraps around.
+/// The last (time, event id) pairs up to a limit, oldest first. The first
+/// entry is kept inline (most keys — one-off source addresses — never see a
+/// second event, and a heap allocation per key would cost more than the
+/// entry and scatter long-lived blocks); past it the buffer grows with use
+/// up to the limit, then wraps around.
 #[derive(Debug)]
 pub(crate) struct Ring {
-    buf: Box<[(i64, u64)]>,
+    buf: RingBuf,
     head: u32,
     len: u32,
 }
 
+#[derive(Debug)]
+enum RingBuf {
+    One((i64, u64)),
+    Many(Box<[(i64, u64)]>),
+}
+
 impl Ring {
     pub fn new() -> Ring {
-        Ring { buf: Box::new([]), head: 0, len: 0 }
+        Ring { buf: RingBuf::One((0, 0)), head: 0, len: 0 }
     }
 
     /// Makes room for one more entry, up to `limit` entries in all.
@@ -50,16 +58,30 @@ impl Ring {
         let mut buf = Vec::with_capacity(new_cap);
         buf.extend((0..self.len as usize).map(|i| self.at(i)));
         buf.resize(new_cap, (0, 0));
-        self.buf = buf.into_boxed_slice();
+        self.buf = RingBuf::Many(buf.into_boxed_slice());
         self.head = 0;
     }
 
+    fn slots(&self) -> &[(i64, u64)] {
+        match &self.buf {
+            RingBuf::One(one) => std::slice::from_ref(one),
+            RingBuf::Many(many) => many,
+        }
+    }
+
+    fn slots_mut(&mut self) -> &mut [(i64, u64)] {
+        match &mut self.buf {
+            RingBuf::One(one) => std::slice::from_mut(one),
+            RingBuf::Many(many) => many,
+        }
+    }
+
     fn capacity(&self) -> usize {
-        self.buf.len()
+        self.slots().len()
     }
 
     fn at(&self, i: usize) -> (i64, u64) {
-        self.buf[(self.head as usize + i) % self.capacity()]
+        self.slots()[(self.head as usize + i) % self.capacity()]
     }
 
     /// Appends `weight` occurrences, keeping at most `limit` entries.
@@ -74,11 +96,12 @@ impl Ring {
         self.grow(limit);
         let cap = self.capacity();
         if self.len as usize == cap {
-            self.buf[self.head as usize] = (time, id);
-            self.head = ((self.head as usize + 1) % cap) as u32;
+            let head = self.head as usize;
+            self.slots_mut()[head] = (time, id);
+            self.head = ((head + 1) % cap) as u32;
         } else {
             let tail = (self.head as usize + self.len as usize) % cap;
-            self.buf[tail] = (time, id);
+            self.slots_mut()[tail] = (time, id);
             self.len += 1;
         }
     }
@@ -104,7 +127,10 @@ impl Ring {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.capacity() * size_of::<(i64, u64)>()
+        match &self.buf {
+            RingBuf::One(_) => 0,
+            RingBuf::Many(many) => many.len() * size_of::<(i64, u64)>(),
+        }
     }
 }
 
@@ -119,6 +145,9 @@ pub(crate) struct Values {
 impl Values {
     pub fn evict_before(&mut self, limit: i64) {
         self.items.retain(|(_, time, _)| *time >= limit);
+        if self.items.capacity() > 2 * self.items.len() {
+            self.items.shrink_to_fit();
+        }
     }
 
     pub fn push(&mut self, value: Part, time: i64, id: u64) {
@@ -127,7 +156,12 @@ impl Values {
                 item.1 = time;
                 item.2 = id;
             }
-            None => self.items.push((value, time, id)),
+            None => {
+                // Exactly as many as needed: a Vec would start at room for
+                // four, and most keys keep one value.
+                self.items.reserve_exact(1);
+                self.items.push((value, time, id));
+            }
         }
     }
 
@@ -376,7 +410,9 @@ mod tests {
         let mut ring = Ring::new();
         assert_eq!(ring.heap_bytes(), 0);
         ring.push(1, 10, 3);
-        assert_eq!(ring.heap_bytes(), 16);
+        assert_eq!(ring.heap_bytes(), 0, "the first entry is inline");
+        ring.push(2, 20, 3);
+        assert_eq!(ring.heap_bytes(), 32);
         for t in 2..=5 {
             ring.push(t, t as u64 * 10, 3);
         }

@@ -454,20 +454,114 @@ fn incidents_of_per_org_rules_feed_cross_org_rules() {
     assert_eq!(campaign[0].title, "10.0.0.1 attacks 2 orgs");
 }
 
+/// An event received at `T0 + received` and stamped `ahead` seconds later.
+fn received(mut event: parsers::Event, received: f64) -> parsers::Event {
+    event.received_at = ev(received, &[]).time;
+    event
+}
+
 #[test]
-fn future_events_are_skipped_once_a_clock_is_known() {
+fn a_future_stamped_event_does_not_make_its_orgs_events_late() {
+    // Issue 11, defect 1: one line stamped 290 s ahead used to move acme's
+    // watermark, so every real event of acme for ~5 minutes was late.
     let rules = compile(BRUTE);
-    let mut engine = Engine::new(rules, config(10));
+    let mut events = vec![received(ev(290.0, &[("org", "acme"), ("event_type", "x")]), 0.0)];
+    events.extend(
+        failures("acme", "10.0.0.1", 1.0, 1.0, 5).into_iter().enumerate().map(|(i, e)| received(e, 1.0 + i as f64)),
+    );
+    let (hits, stats) = run_with(&rules, &events, config(10));
+    assert_eq!((stats.future_events, stats.late_events), (1, 0));
+    assert_eq!(summary(&hits), vec![("brute".into(), "acme".into(), vec!["10.0.0.1".into()], 1)]);
+    // Trusting stamps as written (a replayed file) restores the old reading.
+    let trusting = EngineConfig { max_ahead: None, ..config(10) };
+    let (hits, stats) = run_with(&rules, &events, trusting);
+    assert_eq!((stats.future_events, stats.late_events), (0, 5));
+    assert!(hits.is_empty());
+}
+
+#[test]
+fn the_reorder_buffer_is_small_per_event_and_shrinks_after_a_burst() {
+    let rules = compile(BRUTE);
+    let mut engine = Engine::new(rules, config(3600));
     let mut out = Vec::new();
-    engine.advance(EventTime::from_unix(T0, 0, 0), &mut out);
-    engine.process(1, &ev(86_400.0 * 365.0, &[("org", "acme"), ("event_type", "x")]), &mut out);
-    for (i, e) in failures("acme", "10.0.0.1", 1.0, 1.0, 5).iter().enumerate() {
-        engine.process(i as u64 + 2, e, &mut out);
+    // 200,000 failures from distinct addresses, all within the lateness:
+    // every one waits in the buffer.
+    for i in 0..200_000u32 {
+        let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+        engine.process(u64::from(i), &failures("acme", &ip, f64::from(i) * 0.001, 0.0, 1)[0], &mut out);
+    }
+    let stats = engine.stats();
+    assert_eq!(stats.buffered, 200_000);
+    let per_event = stats.buffer_bytes / 200_000;
+    assert!(per_event <= 40, "{per_event} bytes per buffered event");
+    // Released, the buffer gives its memory back.
+    engine.advance(ev(7_200.0, &[]).time, &mut out);
+    let stats = engine.stats();
+    assert_eq!(stats.buffered, 0);
+    assert!(stats.buffer_bytes <= 256 * 1024, "{} bytes after release", stats.buffer_bytes);
+}
+
+#[test]
+fn past_the_buffer_ceiling_the_oldest_records_are_released_early_and_counted() {
+    let rules = compile(BRUTE);
+    let limited = EngineConfig { max_buffer_bytes: 1 << 20, ..config(3600) };
+    let mut engine = Engine::new(rules, limited);
+    let mut out = Vec::new();
+    let mut id = 0;
+    for i in 0..200_000u32 {
+        let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+        id += 1;
+        engine.process(id, &failures("acme", &ip, f64::from(i) * 0.001, 0.0, 1)[0], &mut out);
+    }
+    // An attack in the middle of the flood is still found.
+    for e in failures("acme", "203.0.113.9", 200.0, 1.0, 5) {
+        id += 1;
+        engine.process(id, &e, &mut out);
     }
     engine.flush(&mut out);
     let stats = engine.stats();
-    assert_eq!((stats.future_events, stats.late_events), (1, 0));
-    assert_eq!(out.len(), 1);
+    assert!(stats.early_releases > 100_000, "{stats:?}");
+    assert!(stats.buffer_bytes <= 2 << 20);
+    assert_eq!(finals(out).len(), 1);
+}
+
+#[test]
+fn filters_over_two_watch_lists_decide_at_release_as_before() {
+    // A login from a listed address by a user not on the allow list.
+    let yaml = r#"
+- id: mark
+  patterns:
+    bad: {filter: {event_type: mark.bad}, group_by: [src_ip]}
+  actions:
+    - watchlist_add: {list: bad, field: src_ip, ttl: 1h}
+- id: allow
+  patterns:
+    ok: {filter: {event_type: mark.ok}, group_by: [user]}
+  actions:
+    - watchlist_add: {list: allowed, field: user, ttl: 1h}
+- id: hit
+  patterns:
+    login:
+      filter:
+        event_type: ssh.auth.success
+        src_ip|in_list: bad
+        not: {user|in_list: allowed}
+      group_by: [src_ip, user]
+"#;
+    let mark = |t: f64, ip: &str| ev(t, &[("org", "acme"), ("event_type", "mark.bad"), ("src_ip", ip)]);
+    let allow = |t: f64, user: &str| ev(t, &[("org", "acme"), ("event_type", "mark.ok"), ("user", user)]);
+    // Arrival order differs from time order: the lists are filled by
+    // earlier events that arrive after the logins.
+    let events = vec![
+        login(10.0, "acme", "10.0.0.1", "eve"),
+        login(11.0, "acme", "10.0.0.1", "bob"),
+        login(12.0, "acme", "10.0.0.2", "eve"),
+        mark(5.0, "10.0.0.1"),
+        allow(6.0, "bob"),
+    ];
+    let hits = run(yaml, &events);
+    let hit: Vec<_> = summary(&hits).into_iter().filter(|h| h.0 == "hit").collect();
+    assert_eq!(hit, vec![("hit".into(), "acme".into(), vec!["10.0.0.1".into(), "eve".into()], 1)]);
 }
 
 #[test]
@@ -529,4 +623,28 @@ fn patterns_without_a_fixed_event_type_see_incidents_too() {
     let hits = run(&rules, &failures("acme", "10.0.0.1", 0.0, 1.0, 5));
     assert_eq!(hits.iter().map(|i| i.rule.as_str()).collect::<Vec<_>>(), vec!["brute", "any-incident"]);
     assert_eq!(hits[1].title, "brute from 10.0.0.1");
+}
+
+#[test]
+fn past_the_key_ceiling_the_stalest_keys_go_and_fresh_attacks_are_still_found() {
+    let rules = compile(BRUTE);
+    let limited = EngineConfig { max_window_keys: 1_000, ..config(0) };
+    let mut engine = Engine::new(rules, limited);
+    let mut out = Vec::new();
+    let mut id = 0;
+    // 10,000 one-off sources, then an attack: the sources' keys are older.
+    for i in 0..10_000u32 {
+        let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+        id += 1;
+        engine.process(id, &failures("acme", &ip, f64::from(i) * 0.001, 0.0, 1)[0], &mut out);
+    }
+    for e in failures("acme", "203.0.113.9", 20.0, 1.0, 5) {
+        id += 1;
+        engine.process(id, &e, &mut out);
+    }
+    let stats = engine.stats();
+    assert!(stats.window_keys <= 1_000, "{stats:?}");
+    assert!(stats.evicted_keys >= 9_000, "{stats:?}");
+    engine.flush(&mut out);
+    assert_eq!(summary(&finals(out)), vec![("brute".into(), "acme".into(), vec!["203.0.113.9".into()], 1)]);
 }
