@@ -351,6 +351,11 @@ impl Sealed {
     pub fn rows(&self) -> usize {
         self.batch.num_rows()
     }
+
+    /// Memory its columns hold.
+    pub fn bytes(&self) -> usize {
+        self.batch.get_array_memory_size()
+    }
 }
 
 /// Buffers accepted events per partition, as Arrow columns.
@@ -358,18 +363,35 @@ pub struct EventBuffer {
     roll_rows: usize,
     parts: HashMap<PartitionKey, Columns>,
     buffered: usize,
+    /// Estimated bytes of the buffered rows.
+    buffered_bytes: usize,
     scratch: Vec<u8>,
 }
+
+/// Column bytes an event takes besides its raw line, roughly: the message
+/// (most of the raw line again), two dozen offsets and the short fields.
+const ROW_OVERHEAD: usize = 200;
 
 impl EventBuffer {
     /// A buffer that seals a partition when it holds `roll_rows` events.
     pub fn new(roll_rows: usize) -> EventBuffer {
-        EventBuffer { roll_rows: roll_rows.max(1), parts: HashMap::new(), buffered: 0, scratch: Vec::new() }
+        EventBuffer {
+            roll_rows: roll_rows.max(1),
+            parts: HashMap::new(),
+            buffered: 0,
+            buffered_bytes: 0,
+            scratch: Vec::new(),
+        }
     }
 
     /// Events buffered.
     pub fn buffered(&self) -> usize {
         self.buffered
+    }
+
+    /// Estimated bytes of the buffered events' columns.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
     }
 
     /// Adds one accepted event under its id; a partition that reaches the
@@ -379,8 +401,10 @@ impl EventBuffer {
         let part = self.parts.entry(key).or_insert_with(Columns::new);
         part.push(id, event, &mut self.scratch);
         self.buffered += 1;
+        self.buffered_bytes += ROW_OVERHEAD + 2 * event.raw.len();
         if part.rows >= self.roll_rows {
             self.buffered -= part.rows;
+            self.buffered_bytes = self.buffered_bytes.saturating_sub(part.rows * ROW_OVERHEAD + 2 * part.raw_bytes);
             return Ok(Some(Sealed { key, batch: part.finish()? }));
         }
         Ok(None)
@@ -397,6 +421,7 @@ impl EventBuffer {
                 out.push(Sealed { key, batch: part.finish()? });
             }
         }
+        self.buffered_bytes = 0;
         // Partitions idle for a whole flush interval give their memory back.
         self.parts.retain(|k, _| out.iter().any(|s| s.key == *k));
         Ok(out)

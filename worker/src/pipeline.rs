@@ -6,8 +6,8 @@
 //! window closed before the loop returns.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use collector::Clock;
@@ -38,6 +38,17 @@ pub struct WorkerStats {
     pub rule_state_bytes: AtomicU64,
     /// Events too late for the rule engine (stored, not correlated).
     pub late_events: AtomicU64,
+    /// Events stamped ahead of their receive time, correlated at it.
+    pub future_events: AtomicU64,
+    /// Records the engine released before the allowed lateness had passed
+    /// because its reorder buffers reached their ceiling.
+    pub early_releases: AtomicU64,
+    /// Bytes in the engine's reorder buffers (part of `rule_state_bytes`).
+    pub rule_buffer_bytes: AtomicU64,
+    /// Window keys the engine holds.
+    pub rule_window_keys: AtomicU64,
+    /// Window keys the engine dropped at its ceiling.
+    pub rule_evicted_keys: AtomicU64,
     /// Failed writes (retried on the next tick).
     pub write_errors: AtomicU64,
 }
@@ -80,6 +91,51 @@ impl Arrivals {
     }
 }
 
+/// Default for [`Worker::with_max_buffer_bytes`].
+pub const DEFAULT_MAX_BUFFER_BYTES: usize = 64 << 20;
+
+/// Bytes of sealed partitions handed to the writer thread and not yet
+/// written: the worker waits while they are over the limit, so a slow disk
+/// holds back the pipeline instead of letting sealed batches pile up.
+struct InFlight {
+    bytes: Mutex<usize>,
+    freed: Condvar,
+    limit: usize,
+}
+
+impl InFlight {
+    /// Waits until `n` more bytes fit (or nothing is in flight, so one
+    /// seal larger than the limit still goes), then counts them. False if
+    /// the writer is gone.
+    fn acquire(&self, n: usize, writer_gone: &AtomicBool) -> bool {
+        let mut bytes = self.bytes.lock().unwrap_or_else(PoisonError::into_inner);
+        while *bytes > 0 && *bytes + n > self.limit {
+            if writer_gone.load(Ordering::Relaxed) {
+                return false;
+            }
+            bytes =
+                self.freed.wait_timeout(bytes, Duration::from_millis(100)).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        *bytes += n;
+        true
+    }
+
+    fn release(&self, n: usize) {
+        let mut bytes = self.bytes.lock().unwrap_or_else(PoisonError::into_inner);
+        *bytes = bytes.saturating_sub(n);
+        self.freed.notify_all();
+    }
+}
+
+/// Sets a flag when dropped: the writer thread is gone, however it ended.
+struct Gone<'a>(&'a AtomicBool);
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The worker: an event buffer, a file writer, an engine, and an id sequence.
 pub struct Worker {
     buffer: EventBuffer,
@@ -91,6 +147,8 @@ pub struct Worker {
     arrivals: Arrivals,
     /// Receive time of the last event taken, and the clock then.
     frontier: Option<(EventTime, EventTime)>,
+    /// Column bytes buffered, and sealed in flight, at most each.
+    max_buffer_bytes: usize,
 }
 
 impl Worker {
@@ -106,7 +164,16 @@ impl Worker {
             stats,
             arrivals: Arrivals::default(),
             frontier: None,
+            max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
         }
+    }
+
+    /// Bounds the worker's memory for events: partitions are sealed when
+    /// their columns reach about `bytes` (besides every flush interval), and
+    /// at most about `bytes` of sealed partitions wait for the disk.
+    pub fn with_max_buffer_bytes(mut self, bytes: usize) -> Worker {
+        self.max_buffer_bytes = bytes.max(1 << 20);
+        self
     }
 
     /// Runs until `input` closes; `sink` receives incident updates.
@@ -124,15 +191,22 @@ impl Worker {
         flush_every: Duration,
         mut sink: impl FnMut(Vec<Detection>),
     ) -> Result<u64, WorkerError> {
-        let (to_disk, from_worker) = crossbeam_channel::bounded::<Vec<Sealed>>(2);
+        // The queue's length is loose: `InFlight` bounds it in bytes.
+        let (to_disk, from_worker) = crossbeam_channel::bounded::<Vec<Sealed>>(64);
         let closing = AtomicBool::new(false);
+        let writer_gone = AtomicBool::new(false);
+        let in_flight = InFlight { bytes: Mutex::new(0), freed: Condvar::new(), limit: self.max_buffer_bytes };
         let (files, unwritten) = self.files.take().ok_or(WorkerError::WriterFailed)?;
         let stats = self.stats.clone();
         std::thread::scope(|scope| {
             let disk = std::thread::Builder::new()
                 .name("vigil-parquet".into())
-                .spawn_scoped(scope, || write_loop(files, unwritten, &from_worker, &stats, &closing, flush_every))
+                .spawn_scoped(scope, || {
+                    let _gone = Gone(&writer_gone);
+                    write_loop(files, unwritten, &from_worker, &stats, &closing, flush_every, &in_flight)
+                })
                 .map_err(|e| WorkerError::Io { path: "vigil-parquet thread".into(), source: e })?;
+            let to_disk = Disk { queue: to_disk, in_flight: &in_flight, writer_gone: &writer_gone };
             let pumped = self.pump(input, clock, flush_every, &mut sink, &to_disk);
             closing.store(true, Ordering::Relaxed);
             drop(to_disk);
@@ -149,7 +223,7 @@ impl Worker {
         clock: &dyn Clock,
         flush_every: Duration,
         sink: &mut impl FnMut(Vec<Detection>),
-        to_disk: &Sender<Vec<Sealed>>,
+        to_disk: &Disk<'_>,
     ) -> Result<(), WorkerError> {
         let mut incidents = Vec::new();
         let mut next_tick = std::time::Instant::now() + flush_every;
@@ -170,6 +244,11 @@ impl Worker {
                             self.ship(vec![sealed], to_disk)?;
                         }
                     }
+                    // Past the memory bound, seal now rather than at the tick.
+                    if self.buffer.buffered_bytes() >= self.max_buffer_bytes {
+                        let sealed = self.buffer.seal()?;
+                        self.ship(sealed, to_disk)?;
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -179,9 +258,7 @@ impl Worker {
                 let sealed = self.buffer.seal()?;
                 self.ship(sealed, to_disk)?;
                 self.engine.advance(self.horizon(clock.now()), &mut incidents);
-                let engine = self.engine.stats();
-                self.stats.rule_state_bytes.store(engine.state_bytes as u64, Ordering::Relaxed);
-                self.stats.late_events.store(engine.late_events, Ordering::Relaxed);
+                self.publish_engine_stats();
             }
             self.stats.buffered.store(self.buffer.buffered() as u64, Ordering::Relaxed);
             if !incidents.is_empty() {
@@ -192,22 +269,38 @@ impl Worker {
         self.ship(sealed, to_disk)?;
         self.stats.buffered.store(0, Ordering::Relaxed);
         self.engine.flush(&mut incidents);
-        self.stats.late_events.store(self.engine.stats().late_events, Ordering::Relaxed);
+        self.publish_engine_stats();
         if !incidents.is_empty() {
             sink(self.detections(&mut incidents));
         }
         Ok(())
     }
 
-    /// Hands sealed partitions to the writer thread, waiting while it is
-    /// two flushes behind.
-    fn ship(&self, sealed: Vec<Sealed>, to_disk: &Sender<Vec<Sealed>>) -> Result<(), WorkerError> {
+    fn publish_engine_stats(&self) {
+        let engine = self.engine.stats();
+        let s = &self.stats;
+        s.rule_state_bytes.store(engine.state_bytes as u64, Ordering::Relaxed);
+        s.rule_buffer_bytes.store(engine.buffer_bytes as u64, Ordering::Relaxed);
+        s.late_events.store(engine.late_events, Ordering::Relaxed);
+        s.future_events.store(engine.future_events, Ordering::Relaxed);
+        s.early_releases.store(engine.early_releases, Ordering::Relaxed);
+        s.rule_window_keys.store(engine.window_keys as u64, Ordering::Relaxed);
+        s.rule_evicted_keys.store(engine.evicted_keys, Ordering::Relaxed);
+    }
+
+    /// Hands sealed partitions to the writer thread, waiting while more
+    /// than the memory bound of earlier ones is still being written.
+    fn ship(&self, sealed: Vec<Sealed>, to_disk: &Disk<'_>) -> Result<(), WorkerError> {
         if sealed.is_empty() {
             return Ok(());
         }
         let rows: usize = sealed.iter().map(Sealed::rows).sum();
+        let bytes: usize = sealed.iter().map(Sealed::bytes).sum();
+        if !to_disk.in_flight.acquire(bytes, to_disk.writer_gone) {
+            return Err(WorkerError::WriterFailed);
+        }
         self.stats.sealed.fetch_add(rows as u64, Ordering::Relaxed);
-        to_disk.send(sealed).map_err(|_| WorkerError::WriterFailed)
+        to_disk.queue.send(sealed).map_err(|_| WorkerError::WriterFailed)
     }
 
     /// How far the rule engine's clock may advance: the receive time of the
@@ -238,6 +331,13 @@ impl Worker {
     }
 }
 
+/// The way to the writer thread: its queue and the bytes in flight on it.
+struct Disk<'a> {
+    queue: Sender<Vec<Sealed>>,
+    in_flight: &'a InFlight,
+    writer_gone: &'a AtomicBool,
+}
+
 /// The writer thread: writes sealed partitions in order. A failed write is
 /// retried after a pause (nothing is dropped; the worker waits meanwhile);
 /// once the worker has finished, three failures in a row give up.
@@ -248,6 +348,7 @@ fn write_loop(
     stats: &WorkerStats,
     closing: &AtomicBool,
     pause: Duration,
+    in_flight: &InFlight,
 ) -> Result<(), WorkerError> {
     let mut failures = 0;
     loop {
@@ -265,7 +366,9 @@ fn write_loop(
                     stats.stored.fetch_add(r.events as u64, Ordering::Relaxed);
                     stats.files.fetch_add(r.files as u64, Ordering::Relaxed);
                     stats.bytes.fetch_add(r.bytes, Ordering::Relaxed);
-                    pending.pop_front();
+                    if let Some(done) = pending.pop_front() {
+                        in_flight.release(done.bytes());
+                    }
                 }
                 Err(e) => {
                     stats.write_errors.fetch_add(1, Ordering::Relaxed);
