@@ -12,8 +12,10 @@
 //! and counted drops on UDP).
 //!
 //! Also: org assignment ([`orgs`]: collector org, then longest-prefix IP
-//! ranges, then Super/Local) and the intake ([`intake`]: parse, classify,
-//! assign, admit through the gate, batch by batch).
+//! ranges, then Super/Local), the intake ([`intake`]: parse, classify,
+//! assign, admit through the gate, batch by batch) and clock-skew
+//! detection ([`skew`]: events stamped ahead of their receive time counted
+//! per org and announced per source with a system event).
 //!
 //! Does not own: deciding budgets (the supervisor's allocator does), the
 //! grammars (in `parsers`), storing events (the worker), certificates
@@ -24,6 +26,7 @@ pub mod gate;
 pub mod intake;
 pub mod listen;
 pub mod orgs;
+pub mod skew;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use gate::{Admission, Budget, Gate, IntervalReport, NodeId, OrgBudget, OrgCounts};

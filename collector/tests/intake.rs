@@ -81,3 +81,28 @@ fn the_gate_drops_over_budget_and_disabled_orgs() {
     let orgs: Vec<_> = out.iter().map(|e| e.org.as_deref().unwrap()).collect();
     assert_eq!(orgs, ["Acme", "Acme", "Super/Local"]);
 }
+
+#[test]
+fn future_stamped_events_are_counted_per_org_and_announced_once_per_source() {
+    let intake = intake(Budget::node_only(0, 1_000));
+    let mut out = Vec::new();
+    // Received at 1_795_000_000 (2026-11-18T11:06:40Z); stamped 290 s later.
+    let ahead = "<13>1 2026-11-18T11:11:30Z 10.1.0.9 app - - - x";
+    let on_time = "<13>1 2026-11-18T11:06:40Z 10.1.0.9 app - - - y";
+    intake.process(batch(&[("10.1.0.9", ahead), ("10.1.0.9", ahead), ("10.2.0.7", on_time)]), &mut out);
+    assert_eq!(out.len(), 4, "three events and one system event");
+    let system = &out[3];
+    assert_eq!(system.event_type.as_deref(), Some("vigil.clock_skew"));
+    assert_eq!(system.org.as_deref(), Some("Acme"));
+    assert_eq!(system.reporter_ip, Some("10.1.0.9".parse().unwrap()));
+    assert_eq!(system.app.as_deref(), Some("vigil"));
+    let message = system.message.as_deref().unwrap();
+    assert!(message.contains("10.1.0.9") && message.contains("290 s ahead"), "{message}");
+    assert_eq!(intake.skewed_events().get(&OrgId(3)), Some(&2));
+    assert_eq!(intake.skewed_events().get(&OrgId(4)), None);
+    // The same source again within the period: counted, not announced.
+    out.clear();
+    intake.process(batch(&[("10.1.0.9", ahead)]), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(intake.skewed_events().get(&OrgId(3)), Some(&3));
+}

@@ -45,6 +45,15 @@ async fn collect(rx: &mut mpsc::Receiver<RawBatch>, n: usize) -> Vec<String> {
     out
 }
 
+/// A connection to `addr` is refused: reset as it connects, or closed
+/// before anything is read.
+async fn assert_refused(addr: std::net::SocketAddr) {
+    let Ok(mut c) = TcpStream::connect(addr).await else { return };
+    let mut buf = [0u8; 1];
+    let r = timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut c, &mut buf)).await.unwrap();
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+}
+
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     timeout(Duration::from_secs(10), async {
         while !done() {
@@ -106,13 +115,11 @@ async fn the_connection_limit_refuses_extra_connections_and_idle_ones_are_closed
     let mut a = TcpStream::connect(addr).await.unwrap();
     let _b = TcpStream::connect(addr).await.unwrap();
     wait_for("two connections accepted", || stats.connections_accepted.load(Ordering::Relaxed) == 2).await;
-    let mut c = TcpStream::connect(addr).await.unwrap();
-    // The third is closed by the server: a read sees EOF (or a reset).
-    let mut buf = [0u8; 1];
-    let r = timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut c, &mut buf)).await.unwrap();
-    assert!(matches!(r, Ok(0) | Err(_)));
+    // The third is reset by the server: its connect or first read fails.
+    assert_refused(addr).await;
     assert_eq!(stats.connections_refused.load(Ordering::Relaxed), 1);
     // Idle connections are closed after the timeout.
+    let mut buf = [0u8; 1];
     let r = timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut a, &mut buf)).await.unwrap();
     assert!(matches!(r, Ok(0) | Err(_)));
     wait_for("both idle connections closed", || stats.connections_idle.load(Ordering::Relaxed) == 2).await;
@@ -255,4 +262,106 @@ async fn tls_frames_each_session_and_a_client_that_never_handshakes_holds_up_nob
     wait_for("both bad clients closed", || stats.tls_handshake_failures.load(Ordering::Relaxed) == 2).await;
     assert!(s.rx.try_recv().is_err(), "nothing from the clients that never completed a handshake");
     let _ = s.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_cannot_hold_every_slot_and_refusals_are_counted_by_reason() {
+    let config = ListenerConfig { max_connections: 10, max_connections_per_source: 2, ..ListenerConfig::default() };
+    let s = setup(config, 64);
+    let addr = tcp(&s.listeners).await;
+    let stats = s.listeners.stats().clone();
+    let _a = TcpStream::connect(addr).await.unwrap();
+    let _b = TcpStream::connect(addr).await.unwrap();
+    wait_for("two connections open", || stats.connections_open.load(Ordering::Relaxed) == 2).await;
+    // Refused with a reset: the sender's writes fail instead of vanishing.
+    assert_refused(addr).await;
+    wait_for("refused per source", || stats.connections_refused_per_source.load(Ordering::Relaxed) == 1).await;
+    assert_eq!(stats.connections_refused.load(Ordering::Relaxed), 0, "the global limit was not reached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_lines_share_one_memory_budget_and_are_cut_past_it() {
+    // 16 KiB for all partial frames beyond 4 KiB each: the third client's
+    // 12 KiB unfinished line does not fit once two hold 8 KiB of budget each.
+    let config = ListenerConfig { max_partial_bytes: 16 * 1024, ..ListenerConfig::default() };
+    let mut s = setup(config, 64);
+    let addr = tcp(&s.listeners).await;
+    let stats = s.listeners.stats().clone();
+    let long = |c: char| format!("<13>Nov 22 10:00:00 h app: {}", c.to_string().repeat(12 * 1024));
+    let mut clients = Vec::new();
+    for c in ['a', 'b', 'c'] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(long(c).as_bytes()).await.unwrap();
+        clients.push(stream);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for("a partial line cut", || stats.partial_cut.load(Ordering::Relaxed) >= 1).await;
+    assert!(stats.partial_bytes.load(Ordering::Relaxed) <= 16 * 1024);
+    // Every client finishes its line and sends one more. A cut line's rest
+    // is skipped and the connection goes on with the next line; a line
+    // that fitted is whole.
+    for (i, client) in clients.iter_mut().enumerate() {
+        client
+            .write_all(format!(" rest of the long line\n<13>Nov 22 10:00:00 h app: next {i}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    let mut long_lines = Vec::new();
+    let mut next = 0;
+    while next < 3 {
+        let batch = timeout(Duration::from_secs(20), s.rx.recv()).await.expect("messages within 20 s").unwrap();
+        for r in batch.items {
+            let text = String::from_utf8_lossy(&r.frame.data).into_owned();
+            if text.contains(": next ") {
+                next += 1;
+            } else {
+                long_lines.push((text.ends_with(" rest of the long line"), r.frame.truncated));
+            }
+        }
+    }
+    assert_eq!(long_lines.len(), 3);
+    assert!(
+        long_lines.iter().all(|(whole, cut)| whole != cut),
+        "a line is either whole or cut and flagged: {long_lines:?}"
+    );
+    assert!(long_lines.iter().any(|(_, cut)| *cut));
+    assert_eq!(stats.partial_bytes.load(Ordering::Relaxed), 0, "nothing unfinished is held any more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_cut_off_by_an_idle_timeout_or_shutdown_is_truncated_and_the_rest_drained() {
+    let config = ListenerConfig {
+        idle_timeout: Duration::from_millis(300),
+        drain_idle: Duration::from_millis(300),
+        ..ListenerConfig::default()
+    };
+    let mut s = setup(config, 64);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = tokio::spawn(s.listeners.clone().serve_tcp(l));
+    // Idle: the unfinished line is delivered flagged.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"<13>whole\n<13>Failed password for invalid user al").await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let batch = timeout(Duration::from_secs(20), s.rx.recv()).await.unwrap().unwrap();
+        got.extend(
+            batch.items.into_iter().map(|r| (String::from_utf8_lossy(&r.frame.data).into_owned(), r.frame.truncated)),
+        );
+    }
+    assert_eq!(got, [("<13>whole".to_owned(), false), ("<13>Failed password for invalid user al".to_owned(), true)]);
+    // Shutdown: an open connection is still read until it falls silent, so
+    // what it sent after the signal arrives too.
+    let mut open = TcpStream::connect(addr).await.unwrap();
+    open.write_all(b"<13>before\n").await.unwrap();
+    let stats = s.listeners.stats().clone();
+    wait_for("read before the signal", || stats.messages.load(Ordering::Relaxed) == 3).await;
+    s.stop.send(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    open.write_all(b"<13>after the signal\n").await.unwrap();
+    timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
+    let got = collect(&mut s.rx, 2).await;
+    assert_eq!(got, ["<13>before", "<13>after the signal"]);
+    // And no new connection is taken once the signal is given.
+    assert!(TcpStream::connect(addr).await.is_err() || stats.connections_accepted.load(Ordering::Relaxed) == 2);
 }

@@ -227,6 +227,33 @@ impl Framer {
         (!data.is_empty() || truncated).then_some(Frame { data, truncated })
     }
 
+    /// Cuts the frame being received short: what is buffered of it is
+    /// delivered flagged `truncated`, and the rest of it is discarded as it
+    /// arrives (the stream resynchronises at the next frame). For a
+    /// connection that ends before its last frame does (shutdown, idle
+    /// timeout), or whose partial frame may not grow (the listeners' memory
+    /// budget): a cut line is never passed off as a whole one.
+    pub fn cut_partial(&mut self) -> Option<Frame> {
+        if self.state != State::Framing || self.buf.is_empty() {
+            return None;
+        }
+        let rest = match self.octet_count() {
+            Ok(Decision::Octets { header, len }) => {
+                self.advance(header);
+                State::SkipBytes(len.saturating_sub(self.buf.len().min(self.max)))
+            }
+            _ => State::SkipLine,
+        };
+        let take = self.buf.len().min(self.max);
+        let data = self.buf.split_to(take).freeze();
+        self.consumed += take as u64;
+        self.buf.clear();
+        self.scanned = 0;
+        self.state = if rest == State::SkipBytes(0) { State::Framing } else { rest };
+        self.n_truncated += 1;
+        Some(Frame { data, truncated: true })
+    }
+
     fn advance(&mut self, n: usize) {
         self.buf.advance(n);
         self.consumed += n as u64;
@@ -363,6 +390,33 @@ mod tests {
 
     fn plain(v: &[&str]) -> Vec<(String, bool)> {
         v.iter().map(|s| ((*s).to_owned(), false)).collect()
+    }
+
+    #[test]
+    fn a_cut_partial_frame_is_flagged_and_its_rest_skipped() {
+        let next = |f: &mut Framer| {
+            f.next_frame().unwrap().map(|f| (String::from_utf8_lossy(&f.data).into_owned(), f.truncated))
+        };
+        // A line: the half read is truncated, the rest of it up to LF dropped.
+        let mut f = Framer::new(FramingMode::Auto, nz(1024));
+        f.push(b"<13>whole\n<13>Failed password for invalid user al");
+        assert_eq!(next(&mut f), Some(("<13>whole".into(), false)));
+        assert_eq!(next(&mut f), None);
+        let cut = f.cut_partial().unwrap();
+        assert_eq!((&cut.data[..], cut.truncated), (&b"<13>Failed password for invalid user al"[..], true));
+        f.push(b"ice from 10.0.0.1\n<13>next\n");
+        assert_eq!(next(&mut f), Some(("<13>next".into(), false)));
+        // Octet counting: the body read so far, then exactly the rest skipped.
+        let mut f = Framer::new(FramingMode::Auto, nz(1024));
+        f.push(b"10 <13>ab");
+        assert_eq!(next(&mut f), None);
+        let cut = f.cut_partial().unwrap();
+        assert_eq!((&cut.data[..], cut.truncated), (&b"<13>ab"[..], true));
+        f.push(b"cdef5 <13>x");
+        assert_eq!(next(&mut f), Some(("<13>x".into(), false)));
+        assert_eq!(f.n_truncated(), 1);
+        // Nothing buffered: nothing to cut.
+        assert_eq!(f.cut_partial(), None);
     }
 
     #[test]
