@@ -1,21 +1,23 @@
 #!/usr/bin/env python3
-"""The README's run command, checked: start `vigil run` (release build) on
+"""The README's run command, checked: start `vigil run` (the binary the tests
+built, or $VIGIL) on
 ephemeral loopback ports, create an org, send an SSH brute force with
 `vigil send`, expect one incident through the API and the counts in
 /metrics, then SIGTERM and expect every accepted event written."""
 import json, os, re, signal, subprocess, sys, tempfile, time, urllib.request
 
-VIGIL = "target/release/vigil"
+VIGIL = os.environ.get("VIGIL", "target/debug/vigil")
 data = tempfile.mkdtemp(prefix="vigil-smoke-")
 cfg = os.path.join(data, "vigil.toml")
 with open(cfg, "w") as f:
     f.write("[rules]\nlateness_secs = 1.0\n[orgs]\nrefresh_secs = 0.2\n")
 proc = subprocess.Popen([VIGIL, "run", "--config", cfg, "--data-dir", os.path.join(data, "d"),
-                         "--syslog-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"],
+                         "--syslog-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0",
+                         "--metrics-addr", "127.0.0.1:0"],
                         stdout=subprocess.PIPE, text=True)
 out = {}
 deadline = time.time() + 60
-while not {"tcp", "api", "token"} <= out.keys():
+while not {"tcp", "api", "token", "metrics"} <= out.keys():
     line = proc.stdout.readline()
     if not line or time.time() > deadline:
         sys.exit("vigil run did not start")
@@ -24,6 +26,8 @@ while not {"tcp", "api", "token"} <= out.keys():
         out["tcp"] = re.search(r"tcp://\S+", line).group(0)
     if line.startswith("api: "):
         out["api"] = line.split()[1]
+    if line.startswith("metrics: "):
+        out["metrics"] = line.split()[1]
     if line.startswith("admin token"):
         out["token"] = line.split()[-1]
 
@@ -35,7 +39,7 @@ def get(path):
     return json.load(urllib.request.urlopen(req, timeout=30))
 
 run("org", "create", "Acme", "--ip-range", "10.1.0.0/16")
-metrics_url = out["api"].rsplit("/api/v1", 1)[0] + "/metrics"
+metrics_url = out["metrics"]
 while "vigil_orgs{node=\"node-1\"} 3" not in urllib.request.urlopen(metrics_url).read().decode():
     if time.time() > deadline:
         sys.exit("orgs not reloaded")

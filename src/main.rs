@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
+/// mimalloc returns freed pages to the system within milliseconds, so the
+/// resident memory of `vigil run` comes back down after a burst; glibc's
+/// allocator kept gigabytes in per-thread arenas after the load was gone.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// vigil: a multi-tenant SIEM pipeline. Collects syslog (RFC 5424/3164,
 /// CEF, LEEF), stores events and correlates them into incidents.
 #[derive(Parser)]

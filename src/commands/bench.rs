@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// Keep the work directory (workload, data, syslog-ng output).
     #[arg(long)]
     keep: bool,
+    /// After the throughput run, keep vigil running this many seconds
+    /// with no load and report its resident memory every 30 s (does memory
+    /// come back after the load?).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    memory_after: u64,
 }
 
 /// What one receiver did with the workload.
@@ -136,14 +141,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     println!("vigil ÷ line split: {:.4}", eps(&vigil.0) * baseline / args.events as f64);
     println!("\nevent→incident latency (allowed lateness {} s included):", args.lateness);
-    println!("| load | incidents (of attacks) | p50 | p90 | p99 | max | drops | late events |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| load | incidents (of attacks) | p50 | p90 | p99 | max | drops | late events | peak RSS |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (load, f, expected) in
         [(format!("{rate} EPS"), &paced.1, attacks_in), ("saturated (run 1)".to_owned(), &vigil.1, attacks)]
     {
         println!(
-            "| {load} | {} ({expected}) | {} ms | {} ms | {} ms | {} ms | {} | {} |",
-            f.incidents, f.p50, f.p90, f.p99, f.max, f.dropped, f.late
+            "| {load} | {} ({expected}) | {} ms | {} ms | {} ms | {} ms | {} | {} | {:.0} MB |",
+            f.incidents, f.p50, f.p90, f.p99, f.max, f.dropped, f.late, f.peak_rss_mb
         );
     }
     if !args.keep {
@@ -171,6 +176,10 @@ struct Figures {
     dropped: u64,
     late: u64,
     incidents: u64,
+    /// Largest resident memory of vigil run, MB.
+    peak_rss_mb: f64,
+    /// The rule engine's state at the end, MB.
+    state_mb: f64,
 }
 
 /// A small deterministic generator (xorshift64*).
@@ -384,7 +393,7 @@ fn bench_vigil(args: &BenchArgs, exe: &Path, dir: &Path, workload: &Path, load: 
     std::fs::write(
         &config,
         format!(
-            "data_dir = {data:?}\nlicense = {:?}\n[syslog]\naddr = \"127.0.0.1:0\"\nudp = false\n[api]\naddr = \"127.0.0.1:0\"\n\
+            "data_dir = {data:?}\nlicense = {:?}\n[syslog]\naddr = \"127.0.0.1:0\"\nudp = false\n[api]\naddr = \"127.0.0.1:0\"\n[metrics]\naddr = \"127.0.0.1:0\"\n\
              [rules]\nlateness_secs = {}\n[orgs]\nrefresh_secs = 0.2\n",
             args.license.canonicalize().with_context(|| format!("cannot read {}", args.license.display()))?,
             args.lateness
@@ -410,8 +419,8 @@ fn bench_vigil(args: &BenchArgs, exe: &Path, dir: &Path, workload: &Path, load: 
             let _ = tx.send(line);
         }
     });
-    let (mut tcp, mut base) = (None, None);
-    while tcp.is_none() || base.is_none() {
+    let (mut tcp, mut base, mut metrics_url) = (None, None, None);
+    while tcp.is_none() || base.is_none() || metrics_url.is_none() {
         let line = lines.recv_timeout(Duration::from_secs(120)).context("vigil run did not start")?;
         if line.starts_with("licence:") {
             println!("vigil run {line}");
@@ -419,11 +428,14 @@ fn bench_vigil(args: &BenchArgs, exe: &Path, dir: &Path, workload: &Path, load: 
         if let Some(rest) = line.strip_prefix("syslog: ") {
             tcp = rest.split_whitespace().find(|a| a.starts_with("tcp://")).map(str::to_owned);
         }
+        if let Some(rest) = line.strip_prefix("api: ") {
+            base = rest.split_whitespace().next().and_then(|a| a.strip_suffix("/api/v1")).map(str::to_owned);
+        }
         if let Some(rest) = line.strip_prefix("metrics: ") {
-            base = rest.strip_suffix("/metrics").map(str::to_owned);
+            metrics_url = rest.split_whitespace().next().map(str::to_owned);
         }
     }
-    let (tcp, base) = (tcp.unwrap_or_default(), base.unwrap_or_default());
+    let (tcp, base, metrics_url) = (tcp.unwrap_or_default(), base.unwrap_or_default(), metrics_url.unwrap_or_default());
     let http: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(30))).build().into();
     for k in 1..=args.orgs {
         http.post(format!("{base}/api/v1/orgs"))
@@ -432,7 +444,7 @@ fn bench_vigil(args: &BenchArgs, exe: &Path, dir: &Path, workload: &Path, load: 
             .with_context(|| format!("cannot create org {k}"))?;
     }
     let metrics = || -> Result<String> {
-        Ok(http.get(format!("{base}/metrics")).call().context("GET /metrics")?.body_mut().read_to_string()?)
+        Ok(http.get(&metrics_url).call().context("GET /metrics")?.body_mut().read_to_string()?)
     };
     // Super/Local and Super/Global are in the table too.
     let wanted = u64::from(args.orgs) + 2;
@@ -470,7 +482,28 @@ fn bench_vigil(args: &BenchArgs, exe: &Path, dir: &Path, workload: &Path, load: 
             + sum(&m, "vigil_syslog_udp_dropped_total", "") as u64,
         incidents: sum(&m, "vigil_incidents_created_total", "") as u64,
         late: sum(&m, "vigil_rule_late_events", "") as u64,
+        peak_rss_mb: sum(&m, "vigil_process_resident_memory_peak_bytes", "") / 1e6,
+        state_mb: sum(&m, "vigil_rule_state_bytes", "") / 1e6,
     };
+    if load.rate.is_none() && args.memory_after > 0 {
+        println!(
+            "   memory: peak RSS {:.0} MB; rule state {:.0} MB; now RSS {:.0} MB",
+            figures.peak_rss_mb,
+            figures.state_mb,
+            sum(&m, "vigil_process_resident_memory_bytes", "") / 1e6
+        );
+        let idle_from = Instant::now();
+        while idle_from.elapsed() < Duration::from_secs(args.memory_after) {
+            std::thread::sleep(Duration::from_secs(30).min(Duration::from_secs(args.memory_after)));
+            let m = metrics()?;
+            println!(
+                "   {:>4.0} s after the load: RSS {:.0} MB, rule state {:.0} MB",
+                idle_from.elapsed().as_secs_f64(),
+                sum(&m, "vigil_process_resident_memory_bytes", "") / 1e6,
+                sum(&m, "vigil_rule_state_bytes", "") / 1e6
+            );
+        }
+    }
     terminate(&mut child.0);
     Ok((outcome, figures))
 }

@@ -23,6 +23,7 @@ use collector::gate::{Budget, Gate, IntervalReport, NodeId, OrgBudget};
 use collector::intake::Intake;
 use collector::listen::{ListenerConfig, ListenerStats, Listeners};
 use collector::orgs::{OrgRoute, OrgTable};
+use collector::skew::SkewConfig;
 use collector::{Clock, SystemClock};
 use parsers::framing::FramerConfig;
 use parsers::{DeviceParsers, OrgId, Parser};
@@ -53,9 +54,13 @@ pub struct RunArgs {
     /// in DATA_DIR/tls/.
     #[arg(long, value_name = "HOST:PORT")]
     tls_addr: Option<SocketAddr>,
-    /// HTTP API and /metrics address (port 0: any free port, printed).
+    /// HTTP API address (port 0: any free port, printed).
     #[arg(long, value_name = "HOST:PORT")]
     api_addr: Option<SocketAddr>,
+    /// Prometheus /metrics address, for operators only: metrics name every
+    /// tenant (port 0: any free port, printed).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
     /// Licence file (default: the unlicensed allowance).
     #[arg(long, alias = "licence", value_name = "FILE")]
     license: Option<PathBuf>,
@@ -82,6 +87,8 @@ pub struct RunConfig {
     pub tls: TlsConfig,
     /// The HTTP API.
     pub api: ApiConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
     /// Event storage.
     pub storage: StorageConfig,
     /// Correlation.
@@ -106,6 +113,18 @@ pub struct SyslogConfig {
     pub idle_timeout_secs: u64,
     /// Longest message kept (longer ones are cut and flagged).
     pub max_message_bytes: usize,
+    /// Open TCP connections from one source address at most.
+    pub max_connections_per_source: usize,
+    /// Bytes of unfinished lines held across all connections (beyond 4 KiB
+    /// each); past it, a growing unfinished line is cut and flagged.
+    pub max_partial_bytes: usize,
+    /// At shutdown, connections silent this long are closed…
+    pub drain_idle_ms: u64,
+    /// …and all are closed this long after shutdown at most.
+    pub drain_timeout_secs: u64,
+    /// Events stamped this far ahead of their receive time count as clock
+    /// skew (counted per org; one system event per source per 10 minutes).
+    pub clock_skew_alert_secs: f64,
 }
 
 /// `[tls]`.
@@ -126,8 +145,39 @@ pub struct TlsConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Address of the API and /metrics.
+    /// Address of the API.
     pub addr: SocketAddr,
+}
+
+/// `[metrics]`: a listener of its own, since metrics name every tenant and
+/// the API promises a tenant that nothing reveals another one exists.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of /metrics (loopback by default).
+    pub addr: SocketAddr,
+    /// A bearer token scrapers must present (none: the listener's address
+    /// is the only protection; keep it on loopback or a private network).
+    pub token: Option<Secret>,
+}
+
+/// A secret from the config: compared, never printed.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Secret {
+    /// Whether `offered` is this secret, in time independent of where they differ.
+    fn matches(&self, offered: &[u8]) -> bool {
+        let ours = self.0.as_bytes();
+        ours.len() == offered.len() && ours.iter().zip(offered).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
 }
 
 /// `[storage]`.
@@ -138,6 +188,9 @@ pub struct StorageConfig {
     pub flush_interval_ms: u64,
     /// Events per Parquet file at most.
     pub roll_rows: usize,
+    /// Megabytes of events buffered before they are sealed for writing,
+    /// and at most as many sealed and waiting for the disk.
+    pub max_buffer_mb: usize,
 }
 
 /// `[rules]`.
@@ -150,6 +203,12 @@ pub struct RulesConfig {
     pub paths: Vec<PathBuf>,
     /// Seconds an event may arrive late and still be evaluated in order.
     pub lateness_secs: f64,
+    /// Megabytes the records waiting out the lateness may hold; past it
+    /// the oldest are released early (the lateness shrinks, counted).
+    pub max_buffer_mb: usize,
+    /// Window keys (rule, pattern, group value) held at most; past it the
+    /// org with the most loses its stalest (counted).
+    pub max_keys: usize,
 }
 
 /// `[orgs]`.
@@ -172,6 +231,7 @@ impl Default for RunConfig {
             syslog: SyslogConfig::default(),
             tls: TlsConfig::default(),
             api: ApiConfig::default(),
+            metrics: MetricsConfig::default(),
             storage: StorageConfig::default(),
             rules: RulesConfig::default(),
             orgs: OrgsConfig::default(),
@@ -188,6 +248,11 @@ impl Default for SyslogConfig {
             max_connections: 10_000,
             idle_timeout_secs: 300,
             max_message_bytes: 64 * 1024,
+            max_connections_per_source: 256,
+            max_partial_bytes: 64 << 20,
+            drain_idle_ms: 1_000,
+            drain_timeout_secs: 10,
+            clock_skew_alert_secs: 2.0,
         }
     }
 }
@@ -198,15 +263,21 @@ impl Default for ApiConfig {
     }
 }
 
+impl Default for MetricsConfig {
+    fn default() -> MetricsConfig {
+        MetricsConfig { addr: SocketAddr::from(([127, 0, 0, 1], 9464)), token: None }
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> StorageConfig {
-        StorageConfig { flush_interval_ms: 1_000, roll_rows: 256 * 1024 }
+        StorageConfig { flush_interval_ms: 1_000, roll_rows: 256 * 1024, max_buffer_mb: 64 }
     }
 }
 
 impl Default for RulesConfig {
     fn default() -> RulesConfig {
-        RulesConfig { builtin: true, paths: Vec::new(), lateness_secs: 10.0 }
+        RulesConfig { builtin: true, paths: Vec::new(), lateness_secs: 10.0, max_buffer_mb: 256, max_keys: 1_000_000 }
     }
 }
 
@@ -228,9 +299,14 @@ node = "node-1"                  # this node's name, in events and file names
 addr = "127.0.0.1:5514"          # UDP and TCP; use 0.0.0.0:514 to receive from the network
 udp = true
 tcp = true
-max_connections = 10000          # more TCP connections are closed at once
-idle_timeout_secs = 300          # silent TCP connections are closed after this
+max_connections = 10000          # more TCP connections are reset at once (lowered to fit `ulimit -n`)
+max_connections_per_source = 256 # so one host cannot hold every slot
+idle_timeout_secs = 300          # silent TCP connections are closed after this (a line in progress is cut)
 max_message_bytes = 65536        # longer messages are cut and flagged truncated
+max_partial_bytes = 67108864     # unfinished lines held across connections (beyond 4 KiB each); then cut and flagged
+drain_idle_ms = 1000             # at shutdown, connections silent this long are closed...
+drain_timeout_secs = 10          # ...and every connection this long after shutdown at most
+clock_skew_alert_secs = 2.0      # events stamped this far ahead of their receive time are clock skew
 
 [tls]                            # syslog over TLS (RFC 5425: octet counting in a TLS session)
 # addr = "127.0.0.1:6514"        # off unless set here or with --tls-addr
@@ -239,16 +315,23 @@ max_message_bytes = 65536        # longer messages are cut and flagged truncated
 names = []                       # extra names/addresses for the self-signed certificate (localhost, 127.0.0.1, ::1 always)
 
 [api]
-addr = "127.0.0.1:8080"          # incident API (/api/v1) and Prometheus metrics (/metrics)
+addr = "127.0.0.1:8080"          # incident API (/api/v1)
+
+[metrics]                        # Prometheus /metrics: names every tenant, so operators only
+addr = "127.0.0.1:9464"          # keep it on loopback or a private network
+# token = "a long random string" # then scrapers must send Authorization: Bearer <token>
 
 [storage]
 flush_interval_ms = 1000         # buffered events are written this often: the most kill -9 can lose
 roll_rows = 262144               # events per Parquet file at most
+max_buffer_mb = 64               # events buffered before they are sealed early; as much again may wait for the disk
 
 [rules]
 builtin = true                   # the built-in pack (rules/packs)
 paths = []                       # more rule files or directories
 lateness_secs = 10.0             # how late an event may arrive and still be evaluated in order
+max_buffer_mb = 256              # memory for events waiting out the lateness; past it the oldest are released early
+max_keys = 1000000               # window keys (rule, pattern, group value); past it the stalest of the largest org go
 
 [orgs]
 refresh_secs = 2.0               # orgs, IP ranges, limits and enabled flags are reloaded this often
@@ -272,6 +355,9 @@ fn load_config(args: &RunArgs) -> Result<RunConfig> {
     if let Some(a) = args.api_addr {
         config.api.addr = a;
     }
+    if let Some(a) = args.metrics_addr {
+        config.metrics.addr = a;
+    }
     if let Some(a) = args.tls_addr {
         config.tls.addr = Some(a);
     }
@@ -286,6 +372,21 @@ fn load_config(args: &RunArgs) -> Result<RunConfig> {
     }
     if !(0.0..=3600.0).contains(&config.rules.lateness_secs) || !(0.1..=3600.0).contains(&config.orgs.refresh_secs) {
         bail!("rules.lateness_secs must be 0-3600 and orgs.refresh_secs 0.1-3600");
+    }
+    if config.rules.max_buffer_mb == 0
+        || config.rules.max_keys == 0
+        || config.storage.max_buffer_mb == 0
+        || config.syslog.max_connections_per_source == 0
+    {
+        bail!(
+            "rules.max_buffer_mb, rules.max_keys, storage.max_buffer_mb and syslog.max_connections_per_source must be positive"
+        );
+    }
+    if !(0.0..=86_400.0).contains(&config.syslog.clock_skew_alert_secs) {
+        bail!("syslog.clock_skew_alert_secs must be 0-86400");
+    }
+    if config.metrics.token.as_ref().is_some_and(|t| t.0.len() < 16) {
+        bail!("metrics.token must be at least 16 characters");
     }
     Ok(config)
 }
@@ -338,6 +439,7 @@ struct Metrics {
     totals: Arc<Mutex<Totals>>,
     names: Arc<Mutex<BTreeMap<OrgId, String>>>,
     listeners: Arc<ListenerStats>,
+    intake: Arc<Intake>,
     worker: Arc<WorkerStats>,
     ingest: Ingest,
     raw_queue: tokio::sync::mpsc::WeakSender<collector::listen::RawBatch>,
@@ -417,10 +519,46 @@ impl Metrics {
             vec![(nl.clone(), n(&l.connections_open))],
         );
         metric(
+            "vigil_tcp_connections_accepted_total",
+            "counter",
+            "TCP and TLS connections accepted.",
+            vec![(nl.clone(), n(&l.connections_accepted))],
+        );
+        metric(
             "vigil_tcp_connections_refused_total",
             "counter",
-            "TCP connections closed at the connection limit.",
-            vec![(nl.clone(), n(&l.connections_refused))],
+            "TCP connections reset at once, by reason: the connection limit, or the limit per source address.",
+            vec![
+                (format!("{nl},reason=\"limit\""), n(&l.connections_refused)),
+                (format!("{nl},reason=\"per_source\""), n(&l.connections_refused_per_source)),
+            ],
+        );
+        metric(
+            "vigil_tcp_accept_errors_total",
+            "counter",
+            "Failed accepts (e.g. out of file descriptors); the listener backs off.",
+            vec![(nl.clone(), n(&l.accept_errors))],
+        );
+        metric(
+            "vigil_syslog_framing_errors_total",
+            "counter",
+            "Connections closed because their octet counting broke (RFC 5425).",
+            vec![(nl.clone(), n(&l.framing_errors))],
+        );
+        metric(
+            "vigil_syslog_cut_total",
+            "counter",
+            "Unfinished messages delivered truncated, by reason: the partial-message memory budget, or the connection closing (shutdown, idle).",
+            vec![
+                (format!("{nl},reason=\"partial_budget\""), n(&l.partial_cut)),
+                (format!("{nl},reason=\"close\""), n(&l.cut_at_close)),
+            ],
+        );
+        metric(
+            "vigil_syslog_partial_bytes",
+            "gauge",
+            "Bytes of unfinished messages held beyond the per-connection allowance.",
+            vec![(nl.clone(), l.partial_bytes.load(Ordering::Relaxed) as u64)],
         );
         metric(
             "vigil_tls_handshake_failures_total",
@@ -459,6 +597,19 @@ impl Metrics {
             per_org(0, None),
         );
         metric("vigil_events_accepted_total", "counter", "Events accepted per org.", per_org(1, None));
+        let skewed = self.intake.skewed_events();
+        metric(
+            "vigil_events_clock_skew_total",
+            "counter",
+            "Accepted events stamped ahead of their receive time by more than syslog.clock_skew_alert_secs, per org (correlated at their receive time).",
+            totals
+                .keys()
+                .map(|org| {
+                    let name = label(names.get(org).map_or("", String::as_str));
+                    (format!("{nl},org_id=\"{}\",org=\"{name}\"", org.0), skewed.get(org).copied().unwrap_or(0))
+                })
+                .collect(),
+        );
         let mut dropped = per_org(2, Some("org_limit"));
         dropped.extend(per_org(3, Some("licence")));
         dropped.extend(per_org(4, Some("org_disabled")));
@@ -480,11 +631,55 @@ impl Metrics {
             vec![(nl.clone(), n(&w.rule_state_bytes))],
         );
         metric(
+            "vigil_rule_buffer_bytes",
+            "gauge",
+            "Correlation records waiting out the allowed lateness (part of vigil_rule_state_bytes).",
+            vec![(nl.clone(), n(&w.rule_buffer_bytes))],
+        );
+        metric(
+            "vigil_rule_window_keys",
+            "gauge",
+            "Window keys (rule, pattern, group value) the engine holds.",
+            vec![(nl.clone(), n(&w.rule_window_keys))],
+        );
+        metric(
+            "vigil_rule_evicted_keys",
+            "gauge",
+            "Window keys dropped at the rules.max_keys ceiling (the stalest of the org holding the most).",
+            vec![(nl.clone(), n(&w.rule_evicted_keys))],
+        );
+        metric(
             "vigil_rule_late_events",
             "gauge",
             "Events that arrived later than the allowed lateness: stored, not correlated.",
             vec![(nl.clone(), n(&w.late_events))],
         );
+        metric(
+            "vigil_rule_future_events",
+            "gauge",
+            "Events stamped ahead of their receive time: correlated at their receive time.",
+            vec![(nl.clone(), n(&w.future_events))],
+        );
+        metric(
+            "vigil_rule_early_releases",
+            "gauge",
+            "Records released before the allowed lateness had passed, because the reorder buffers reached rules.max_buffer_mb.",
+            vec![(nl.clone(), n(&w.early_releases))],
+        );
+        if let Some((rss, peak)) = resident_memory() {
+            metric(
+                "vigil_process_resident_memory_bytes",
+                "gauge",
+                "Resident set size of the process.",
+                vec![(String::new(), rss)],
+            );
+            metric(
+                "vigil_process_resident_memory_peak_bytes",
+                "gauge",
+                "Largest resident set size of the process so far.",
+                vec![(String::new(), peak)],
+            );
+        }
         metric(
             "vigil_incident_updates_total",
             "counter",
@@ -533,6 +728,16 @@ impl Metrics {
         out.push_str(&latency);
         out
     }
+}
+
+/// Resident and peak resident memory, bytes (Linux: /proc/self/status).
+fn resident_memory() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |field: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line[field.len()..].trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
+    };
+    Some((kib("VmRSS:")?, kib("VmHWM:")?))
 }
 
 /// The budget for interval `k`: `node_events` for this node, and the
@@ -597,6 +802,53 @@ impl Allocation {
             None => budget(k, self.config.licensed_eps.saturating_mul(INTERVAL_SECS), orgs),
         }
     }
+}
+
+/// `/metrics` on a router of its own; with a token, only for who presents it.
+fn metrics_router(metrics: Arc<Metrics>, token: Option<Secret>) -> axum::Router {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move |headers: HeaderMap| {
+            let (m, token) = (metrics.clone(), token.clone());
+            async move {
+                if let Some(token) = token {
+                    let offered = headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .unwrap_or("");
+                    if !token.matches(offered.as_bytes()) {
+                        return (
+                            StatusCode::UNAUTHORIZED,
+                            [(header::WWW_AUTHENTICATE, "Bearer")],
+                            "metrics need the bearer token configured as metrics.token\n",
+                        )
+                            .into_response();
+                    }
+                }
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
+            }
+        }),
+    )
+}
+
+/// The syslog connection limit that fits the process's file descriptors:
+/// the soft limit is raised as far as the hard limit allows, and what is
+/// left after a reserve (API, files, database) bounds the connections, so
+/// accept never runs out of descriptors and the API keeps answering.
+fn fit_to_descriptors(wanted: usize) -> (usize, Option<String>) {
+    const RESERVED: u64 = 128;
+    let Ok(limit) = collector::listen::raise_descriptor_limit() else { return (wanted, None) };
+    let room = usize::try_from(limit.saturating_sub(RESERVED)).unwrap_or(usize::MAX).max(1);
+    if wanted <= room {
+        return (wanted, None);
+    }
+    let note = format!(
+        "syslog.max_connections lowered from {wanted} to {room}: the process may open {limit} files (ulimit -n), {RESERVED} of them kept for the API, storage and the record store"
+    );
+    (room, Some(note))
 }
 
 fn org_table(orgs: &[Org], collector_org: Option<&str>) -> Result<OrgTable> {
@@ -677,8 +929,12 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
             bail!("the rules do not compile");
         }
     };
-    let engine_config =
-        EngineConfig { lateness: Duration::from_secs_f64(config.rules.lateness_secs), ..EngineConfig::default() };
+    let engine_config = EngineConfig {
+        lateness: Duration::from_secs_f64(config.rules.lateness_secs),
+        max_buffer_bytes: config.rules.max_buffer_mb.saturating_mul(1 << 20),
+        max_window_keys: config.rules.max_keys,
+        ..EngineConfig::default()
+    };
     let engine = Engine::new(Arc::new(rules), engine_config);
 
     // The record store.
@@ -703,13 +959,20 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
     let mut allocation = Allocation::new(&node_id, licence_eps);
     let pool = allocation.figures.clone();
     let gate = Arc::new(Gate::new(node_id, budget(interval, licence_eps.saturating_mul(INTERVAL_SECS), &orgs)));
-    let intake = Arc::new(Intake::new(
-        Parser::new(),
-        Some(DeviceParsers::builtin().context("cannot load the built-in device parsers")?),
-        table,
-        gate.clone(),
-        &config.node,
-    ));
+    let skew = SkewConfig {
+        alert_after: Duration::from_secs_f64(config.syslog.clock_skew_alert_secs),
+        ..SkewConfig::default()
+    };
+    let intake = Arc::new(
+        Intake::new(
+            Parser::new(),
+            Some(DeviceParsers::builtin().context("cannot load the built-in device parsers")?),
+            table,
+            gate.clone(),
+            &config.node,
+        )
+        .with_skew(skew),
+    );
     // Short queues: under overload events wait in the senders' TCP buffers,
     // not here, so the event→incident latency stays low.
     let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel(64);
@@ -719,9 +982,17 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
             .context("syslog.max_message_bytes must be positive")?,
         ..FramerConfig::default()
     };
+    let (max_connections, fd_note) = fit_to_descriptors(config.syslog.max_connections);
+    if let Some(note) = fd_note {
+        eprintln!("vigil: {note}");
+    }
     let listener_config = ListenerConfig {
-        max_connections: config.syslog.max_connections,
+        max_connections,
+        max_connections_per_source: config.syslog.max_connections_per_source,
+        max_partial_bytes: config.syslog.max_partial_bytes,
         idle_timeout: Duration::from_secs(config.syslog.idle_timeout_secs.max(1)),
+        drain_idle: Duration::from_millis(config.syslog.drain_idle_ms),
+        drain_timeout: Duration::from_secs(config.syslog.drain_timeout_secs),
         framing,
         ..ListenerConfig::default()
     };
@@ -773,7 +1044,8 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
     let writer = EventWriter::open(writer_config, clock.now()).context("cannot open the event store")?;
     let worker_stats = Arc::new(WorkerStats::default());
     let first_id = u64::try_from(clock.now().unix_secs()).unwrap_or(0) << 32;
-    let worker = Worker::new(writer, engine, first_id, worker_stats.clone());
+    let worker = Worker::new(writer, engine, first_id, worker_stats.clone())
+        .with_max_buffer_bytes(config.storage.max_buffer_mb.saturating_mul(1 << 20));
     let (ingest, ingest_task) = Ingest::start(store.clone(), IngestConfig::default());
     let worker_thread = {
         let ingest = ingest.clone();
@@ -858,6 +1130,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         totals: totals.clone(),
         names: names.clone(),
         listeners: listener_stats.clone(),
+        intake: intake.clone(),
         worker: worker_stats.clone(),
         ingest: ingest.clone(),
         // Weak, and a receiver: neither keeps a channel open at shutdown.
@@ -865,17 +1138,16 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         event_queue: event_queue.clone(),
     });
     drop(raw_tx);
-    let app = supervisor::api::router(store.clone()).merge(axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let m = metrics.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()) }
-        }),
-    ));
+    let app = supervisor::api::router(store.clone());
     let api = tokio::net::TcpListener::bind(config.api.addr)
         .await
         .with_context(|| format!("cannot listen for the API on {}", config.api.addr))?;
     let api_addr = api.local_addr()?;
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics.addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", config.metrics.addr))?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    let metrics_app = metrics_router(metrics, config.metrics.token.clone());
 
     println!("vigil {} (all roles in one process)", env!("CARGO_PKG_VERSION"));
     println!("licence: {}", licence.describe());
@@ -884,7 +1156,10 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         println!("tls certificate: {note}");
     }
     println!("api: http://{api_addr}/api/v1 (OpenAPI: http://{api_addr}/api/v1/openapi.json)");
-    println!("metrics: http://{api_addr}/metrics");
+    println!(
+        "metrics: http://{metrics_addr}/metrics{}",
+        if config.metrics.token.is_some() { " (bearer token: metrics.token)" } else { "" }
+    );
     println!("data: {} (events/ Parquet, vigil.db record store)", config.data_dir.display());
     match (&new_admin, &admin_token) {
         (Some(_), Some(_)) => println!("admin: created user admin with the token from VIGIL_ADMIN_TOKEN"),
@@ -897,6 +1172,14 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         axum::serve(api, app)
             .with_graceful_shutdown(async move {
                 let _ = api_stop.changed().await;
+            })
+            .await
+    });
+    let mut metrics_stop = stop_rx.clone();
+    let metrics_server = tokio::spawn(async move {
+        axum::serve(metrics_listener, metrics_app)
+            .with_graceful_shutdown(async move {
+                let _ = metrics_stop.changed().await;
             })
             .await
     });
@@ -914,6 +1197,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
     drop(ingest);
     let _ = ingest_task.await;
     let _ = server.await;
+    let _ = metrics_server.await;
     store.close().await;
     if intake_done.is_err() {
         bail!("the intake thread failed");

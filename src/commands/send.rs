@@ -136,27 +136,69 @@ impl Sink {
         }
     }
 
-    /// Flushes and, for TLS, ends the session properly (close_notify).
+    /// Flushes, closes our side and waits for the listener to close its
+    /// side: a listener closes after it has read everything, so a clean
+    /// end means every line was taken. A reset (a listener that refused
+    /// the connection, or went away) is an error: the lines may be lost.
     fn finish(&mut self) -> io::Result<()> {
         self.flush()?;
-        if let Sink::Tls(w) = self {
-            let stream = w.get_mut();
-            stream.conn.send_close_notify();
-            stream.flush()?;
-            // Closing a socket with unread input (e.g. TLS 1.3 session
-            // tickets) resets the connection, and a reset can discard what
-            // the listener has not read yet: half-close and read to the end.
-            stream.sock.shutdown(std::net::Shutdown::Write)?;
-            stream.sock.set_read_timeout(Some(Duration::from_secs(30)))?;
-            let mut sink = [0u8; 4096];
-            while matches!(io::Read::read(stream, &mut sink), Ok(n) if n > 0) {}
+        match self {
+            Sink::Tcp(w, _) => {
+                let stream = w.get_mut();
+                stream.shutdown(std::net::Shutdown::Write)?;
+                read_to_close(stream, false)
+            }
+            Sink::Tls(w) => {
+                let stream = w.get_mut();
+                stream.conn.send_close_notify();
+                stream.flush()?;
+                // Closing a socket with unread input (e.g. TLS 1.3 session
+                // tickets) resets the connection, and a reset can discard what
+                // the listener has not read yet: half-close and read to the end.
+                stream.sock.shutdown(std::net::Shutdown::Write)?;
+                read_to_close(stream, true)
+            }
+            Sink::Udp(_) => Ok(()),
         }
-        Ok(())
     }
 }
 
-/// Rewrites syslog header timestamps to the current time. The rendered
-/// stamps are cached per millisecond (RFC 5424) and second (RFC 3164).
+/// Reads until the peer closes (within 60 s). A TLS peer may close without
+/// a close_notify of its own: that is still a clean end.
+fn read_to_close(stream: &mut (impl io::Read + AsSocket), tls: bool) -> io::Result<()> {
+    stream.socket().set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut sink = [0u8; 4096];
+    loop {
+        match io::Read::read(stream, &mut sink) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if tls && e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Err(io::Error::new(e.kind(), "the listener did not close the connection within 60 s"));
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("the listener reset the connection ({e})"))),
+        }
+    }
+}
+
+/// The TCP socket under a stream.
+trait AsSocket {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl AsSocket for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl AsSocket for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
 #[derive(Default)]
 struct Restamper {
     millis: i64,
@@ -297,14 +339,14 @@ pub fn run(args: SendArgs) -> Result<ExitCode> {
     if progress.show {
         eprintln!();
     }
+    if let Some(e) = failure.or(flushed.err()) {
+        bail!("sending to {} failed after writing {sent} lines ({bytes} bytes) in {secs:.2} s: {e}", args.to);
+    }
     println!(
         "sent {sent} lines ({bytes} bytes) to {} in {secs:.2} s: {:.0} lines/s",
         args.to,
         sent as f64 / secs.max(1e-9)
     );
-    if let Some(e) = failure.or(flushed.err()) {
-        bail!("sending to {} failed after {sent} lines: {e}", args.to);
-    }
     Ok(ExitCode::SUCCESS)
 }
 

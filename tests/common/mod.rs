@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 
+pub mod run;
+
 /// Runs `vigil ARGS`, feeding `stdin` if given, and waits for it.
 pub fn vigil_with_input(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
