@@ -118,7 +118,7 @@ impl Store {
         let total = others.saturating_add(if enabled { limit.unwrap_or(0) } else { 0 });
         let licensed = i64::try_from(self.config().licence_eps).unwrap_or(i64::MAX);
         if total > licensed {
-            return Err(StoreError::invalid(
+            return Err(StoreError::refused(
                 "eps_limit",
                 format!("enabled orgs' EPS limits would add up to {total}, more than the {licensed} licensed"),
             ));

@@ -143,7 +143,7 @@ impl Store {
             }
             let id = self.resolve_org(conn, who, r).await?;
             if id == SUPER_GLOBAL {
-                return Err(StoreError::invalid("scope", "lists tenant orgs; Super/Global is not one"));
+                return Err(StoreError::refused("scope", "lists tenant orgs; Super/Global is not one"));
             }
             if !ids.contains(&id) {
                 ids.push(id);
@@ -218,7 +218,7 @@ impl Store {
         let role = self.resolve_role(w.conn(), who, org, &new.role).await?;
         let scope = match &new.scope {
             Some(_) if org != SUPER_GLOBAL => {
-                return Err(StoreError::invalid("scope", "only Super/Global users have a scope"));
+                return Err(StoreError::refused("scope", "only Super/Global users have a scope"));
             }
             Some(s) => Some(self.resolve_scope(w.conn(), who, s).await?),
             None => None,
@@ -260,7 +260,7 @@ impl Store {
         q.build().execute(w.conn()).await?;
         if let Some(scope) = &patch.scope {
             if before.org_id != SUPER_GLOBAL {
-                return Err(StoreError::invalid("scope", "only Super/Global users have a scope"));
+                return Err(StoreError::refused("scope", "only Super/Global users have a scope"));
             }
             let ids = match scope {
                 Some(s) => Some(self.resolve_scope(w.conn(), who, s).await?),
@@ -449,7 +449,7 @@ impl Store {
             q.bind(*user);
             let user_org = q.build().fetch_optional(&mut *conn).await?.map(|r| r.int("org_id")).transpose()?;
             if user_org != Some(org) {
-                return Err(StoreError::invalid("members", format!("user {user} is not a user of the team's org")));
+                return Err(StoreError::refused("members", format!("user {user} is not a user of the team's org")));
             }
             let mut q = Sql::new("INSERT INTO team_members (team_id, user_id) VALUES (");
             q.bind(team).push(", ").bind(*user).push(") ON CONFLICT DO NOTHING");

@@ -325,7 +325,7 @@ impl Store {
     async fn check_assignee(&self, conn: &mut AnyConnection, org: Option<i64>, user: i64) -> Result<()> {
         let mut q = Sql::new("SELECT org_id, scoped FROM users WHERE id = ");
         q.bind(user);
-        let bad = || StoreError::invalid("assignee", format!("user {user} cannot see this record"));
+        let bad = || StoreError::refused("assignee", format!("user {user} cannot see this record"));
         let row = q.build().fetch_optional(&mut *conn).await?.ok_or_else(bad)?;
         let scope =
             if row.int("scoped")? != 0 { Some(super::people::scope_of(self.pool(), user).await?) } else { None };
@@ -344,7 +344,7 @@ impl Store {
     async fn tenant(&self, conn: &mut AnyConnection, who: &Principal, r: &OrgRef) -> Result<i64> {
         let id = self.resolve_org(conn, who, r).await?;
         if id == SUPER_GLOBAL {
-            return Err(StoreError::invalid("org", "Super/Global holds no records; leave org out for a Self record"));
+            return Err(StoreError::refused("org", "Super/Global holds no records; leave org out for a Self record"));
         }
         Ok(id)
     }
