@@ -74,6 +74,45 @@ fn keygen_sign_verify_and_every_failure_reason() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Issue 11, defect 9: bytes after the signature line (a trailing space,
+/// blank lines, a comment), CRLF line ends or a missing final line feed
+/// used to verify. What `sign` writes verifies; any such change fails with
+/// one line saying what was changed.
+#[test]
+fn bytes_after_the_signature_line_are_not_covered() {
+    let dir = temp_dir("tail");
+    let out = vigil(&["license", "keygen", "--out", s(&dir)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (key, public) = (dir.join("licence-signing.key"), dir.join("licence-signing.pub"));
+    std::fs::write(dir.join("body.toml"), BODY).unwrap();
+    let signed = vigil(&["license", "sign", "--key", s(&key), s(&dir.join("body.toml"))]);
+    assert!(signed.status.success(), "{}", stderr(&signed));
+    let licence = String::from_utf8(signed.stdout).unwrap();
+    assert!(licence.ends_with("\"\n"), "the signer ends the file with one line feed: {licence:?}");
+    let verify = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        vigil(&["license", "verify", "--pubkey", s(&public), "--today", "2026-11-22", s(&path)])
+    };
+    let ok = verify("as-signed.licence", &licence);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let cut = licence.trim_end_matches('\n');
+    for (name, text, why) in [
+        ("space", format!("{licence} "), "1 byte after the signature line"),
+        ("blank", format!("{licence}\n\n"), "2 bytes after the signature line"),
+        ("comment", format!("{licence}# issued by hand\n"), "after the signature line"),
+        ("crlf", licence.replace('\n', "\r\n"), "CRLF line ends"),
+        ("no-final-newline", cut.to_owned(), "line feed after the signature line is missing"),
+    ] {
+        let o = verify(&format!("{name}.licence"), &text);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert_eq!(e.lines().count(), 1, "{name}: not one line: {e}");
+        assert!(e.contains("altered licence") && e.contains(why), "{name}: {e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn the_test_key_is_trusted_only_in_test_builds() {
     // The test command builds with `--all-features`, which trusts the

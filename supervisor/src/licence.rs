@@ -2,10 +2,14 @@
 //! signed with Ed25519 by the vendor.
 //!
 //! A licence file is TOML written by `vigil license sign`: the body fields
-//! in a fixed order, the signing key's id, and last a `signature` line. The
-//! signature covers every byte before that line, exactly as written, so
-//! changing any byte of a licence (a digit, a space, a comment) makes it
-//! fail, and a licence cannot be forged by editing configuration.
+//! in a fixed order, the signing key's id, and last a `signature` line,
+//! `signature = "<base64>"` and one line feed. The signature covers every
+//! byte before that line, exactly as written, and the signature line must
+//! be exactly what `sign` writes and the end of the file, so changing,
+//! adding or removing any byte anywhere (a digit, a trailing space, a
+//! comment or blank line after the signature, CRLF line ends, the final
+//! line feed) makes the licence fail, and a licence cannot be forged by
+//! editing configuration.
 //!
 //! The public key that verifies licences is compiled into the binary; its
 //! private key is the vendor's and is not in this repository. With the
@@ -57,6 +61,10 @@ pub enum LicenceError {
     /// The signature does not match the content.
     #[error("bad signature: the licence was changed after it was signed")]
     BadSignature,
+    /// The file is not byte for byte what `vigil license sign` wrote, in a
+    /// part the signature cannot vouch for: its signature line or after.
+    #[error("altered licence: {0}")]
+    Altered(String),
     /// Past its expiry date.
     #[error("licence expired on {0}")]
     Expired(Date),
@@ -295,15 +303,19 @@ pub fn verify(text: &str, keys: &[PublicKey], today: Date) -> Result<Licence, Li
         let trusted: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
         return Err(LicenceError::WrongKey { key_id: f.key_id, trusted: trusted.join(", ") });
     };
-    // The signature covers every byte before the signature line.
+    if text.contains('\r') {
+        return Err(LicenceError::Altered(
+            "it has CRLF line ends; a licence is verified byte for byte, as signed, with LF line ends".into(),
+        ));
+    }
+    // The signature covers every byte before the signature line; the line
+    // itself must be the one `sign` writes, and nothing may follow it.
     let signed = text
         .rfind("\nsignature = ")
         .map(|i| &text[..=i])
         .ok_or_else(|| LicenceError::Malformed("field `signature` must be the last line".into()))?;
-    if !text[signed.len()..].starts_with("signature = ") {
-        return Err(LicenceError::Malformed("field `signature` must be the last line".into()));
-    }
     let signature = BASE64.decode(f.signature.as_bytes()).map_err(|_| LicenceError::BadSignature)?;
+    check_signature_line(&text[signed.len()..], &signature)?;
     UnparsedPublicKey::new(&ED25519, &key.bytes)
         .verify(signed.as_bytes(), &signature)
         .map_err(|_| LicenceError::BadSignature)?;
@@ -321,6 +333,35 @@ pub fn verify(text: &str, keys: &[PublicKey], today: Date) -> Result<Licence, Li
         expires,
         key_id: f.key_id,
     })
+}
+
+/// The signature line as `sign` writes it.
+fn signature_line(signature: &[u8]) -> String {
+    format!("signature = \"{}\"\n", BASE64.encode(signature))
+}
+
+/// Fails unless `rest` (the file from its signature line on) is exactly
+/// the signature line `sign` writes for `signature`.
+fn check_signature_line(rest: &str, signature: &[u8]) -> Result<(), LicenceError> {
+    let expected = signature_line(signature);
+    if rest == expected {
+        return Ok(());
+    }
+    let altered = |why: &str| Err(LicenceError::Altered(why.to_owned()));
+    match rest.strip_prefix(expected.trim_end_matches('\n')) {
+        Some("") => altered("the line feed after the signature line is missing; the licence ends with it"),
+        Some(after) if after.starts_with('\n') => {
+            let extra = after.len() - 1;
+            Err(LicenceError::Altered(format!(
+                "{extra} byte{} after the signature line; a licence ends with its signature line",
+                if extra == 1 { "" } else { "s" }
+            )))
+        }
+        Some(_) => {
+            altered("the signature line has bytes after the signature; it must end right after the closing quote")
+        }
+        None => altered("the signature line is not written as `vigil license sign` writes it"),
+    }
 }
 
 /// "line N: message (field `x`)" for a TOML error, naming the field the
@@ -466,6 +507,41 @@ mod tests {
                 bytes[i] ^= flip;
                 let Ok(text) = String::from_utf8(bytes) else { continue };
                 assert!(verify(&text, &keys, today).is_err(), "byte {i} ^ {flip:#x} still verifies");
+            }
+        }
+    }
+
+    /// Issue 11, defect 9: a trailing space, blank lines or a comment after
+    /// the signature line, CRLF line ends or a missing final line feed
+    /// used to verify, since the signature covers only the bytes before
+    /// its line.
+    #[test]
+    fn bytes_after_the_signature_line_are_not_covered() {
+        let key = SigningKey::generate().unwrap();
+        let licence = sign(BODY, &key).unwrap();
+        let (keys, today) = ([key.public()], day("2026-11-22"));
+        assert!(licence.ends_with("\"\n"), "the signer ends with one line feed");
+        assert!(verify(&licence, &keys, today).is_ok());
+        let body = licence.trim_end_matches('\n');
+        // The opening quote of the signature: the same line as a TOML
+        // literal string, which parses to the same signature.
+        let quote = body.rfind("signature = \"").unwrap() + "signature = ".len();
+        for (altered, why) in [
+            (format!("{licence} "), "1 byte after the signature line"),
+            (format!("{licence}\n"), "1 byte after the signature line"),
+            (format!("{licence}\n\n\n"), "3 bytes after the signature line"),
+            (format!("{licence}# a comment\n"), "12 bytes after the signature line"),
+            (format!("{body} \n"), "bytes after the signature"),
+            (format!("{body} # note\n"), "bytes after the signature"),
+            (body.to_owned(), "line feed after the signature line is missing"),
+            (licence.replace('\n', "\r\n"), "CRLF line ends"),
+            (format!("{body}\r\n"), "CRLF line ends"),
+            (licence.replace("signature = \"", "signature =  \""), "not written as"),
+            (format!("{}'{}'\n", &body[..quote], &body[quote + 1..body.len() - 1]), "not written as"),
+        ] {
+            match verify(&altered, &keys, today) {
+                Err(e) => assert!(e.to_string().contains(why), "{altered:?}: {e}"),
+                Ok(_) => panic!("{altered:?} still verifies"),
             }
         }
     }

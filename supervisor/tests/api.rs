@@ -186,7 +186,13 @@ async fn org_users_get_nothing_of_other_orgs() {
         for path in &b_objects {
             for method in ["GET", "PATCH", "DELETE"] {
                 let body = (method == "PATCH").then(|| json!({}));
-                let (status, v) = call(app, method, path, Some(a), body).await;
+                // Deboarding takes confirm=true (a request without it is
+                // refused before anyone is looked up).
+                let path = match (method, path.starts_with("/orgs/")) {
+                    ("DELETE", true) => format!("{path}?confirm=true"),
+                    _ => path.clone(),
+                };
+                let (status, v) = call(app, method, &path, Some(a), body).await;
                 assert_eq!(status, StatusCode::NOT_FOUND, "{}: {method} {path} as org A: {v}", db.name);
                 assert_eq!(v["error"]["code"], "not_found");
             }
@@ -258,11 +264,11 @@ async fn org_users_get_nothing_of_other_orgs() {
         let (s, v) =
             call(app, "PATCH", &format!("/incidents/{}", w.inc_a), Some(a), Some(json!({ "assignee": w.b_admin_id })))
                 .await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert_eq!((s, &v["error"]["field"]), (StatusCode::CONFLICT, &json!("assignee")), "{v}");
         let (s, _) =
             call(app, "PATCH", &format!("/teams/{}", w.team_a), Some(a), Some(json!({ "members": [w.b_admin_id] })))
                 .await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(s, StatusCode::CONFLICT);
         let (s, _) =
             call(app, "POST", "/users", Some(a), Some(json!({ "name": "x2", "org": w.org_a, "role": w.role_b }))).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "another org's custom role");
@@ -436,7 +442,7 @@ async fn self_records_take_a_tenant_once() {
         assert_eq!(rec["self"], true);
         assert!(rec["org"].is_null());
         let (s, _) = call(app, "PATCH", &path, Some(&w.root), Some(json!({ "org": "Super/Global" }))).await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(s, StatusCode::CONFLICT);
         let rec = ok(app, "PATCH", &path, &w.root, Some(json!({ "org": "Acme" }))).await;
         assert_eq!(rec["org"], "Acme");
         assert_eq!(rec["self"], false);
@@ -476,7 +482,7 @@ async fn deboarding_deletes_an_org_irreversibly_and_only_when_confirmed() {
         let (s, v) = call(app, "DELETE", &path, Some(&w.root), None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
         assert!(v["error"]["message"].as_str().unwrap().contains("confirm=true"));
-        let (s, _) = call(app, "DELETE", &path, Some(&w.b_admin), None).await;
+        let (s, _) = call(app, "DELETE", &format!("{path}?confirm=true"), Some(&w.b_admin), None).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "an org cannot deboard itself");
         let (s, _) = call(app, "DELETE", "/orgs/2?confirm=true", Some(&w.root), None).await;
         assert_eq!(s, StatusCode::CONFLICT, "built-in orgs stay");
@@ -515,13 +521,13 @@ async fn eps_limits_stay_within_the_licence() {
         let app = supervisor::api::router(store.clone());
         let a = id(&ok(&app, "POST", "/orgs", &root, Some(json!({ "name": "A", "eps_limit": 600 }))).await);
         let (s, v) = call(&app, "POST", "/orgs", Some(&root), Some(json!({ "name": "B", "eps_limit": 500 }))).await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
         assert_eq!(v["error"]["field"], "eps_limit");
         let b = id(&ok(&app, "POST", "/orgs", &root, Some(json!({ "name": "B", "eps_limit": 400 }))).await);
         ok(&app, "POST", &format!("/orgs/{a}/disable"), &root, None).await;
         ok(&app, "PATCH", &format!("/orgs/{b}"), &root, Some(json!({ "eps_limit": 900 }))).await;
         let (s, _) = call(&app, "POST", &format!("/orgs/{a}/enable"), Some(&root), None).await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "enabling A would exceed the licence");
+        assert_eq!(s, StatusCode::CONFLICT, "enabling A would exceed the licence");
         ok(&app, "PATCH", &format!("/orgs/{b}"), &root, Some(json!({ "eps_limit": null }))).await;
         let org = ok(&app, "POST", &format!("/orgs/{a}/enable"), &root, None).await;
         assert_eq!(org["enabled"], true);
@@ -544,11 +550,11 @@ async fn bad_requests_get_clear_json_errors() {
             ("GET", "/incidents/abc", Some(&w.root), None, 400, "bad_request"),
             ("GET", "/incidents/999999", Some(&w.root), None, 404, "not_found"),
             ("GET", "/incidents?stauts=open", Some(&w.root), None, 400, "bad_request"),
-            ("GET", "/incidents?status=opne", Some(&w.root), None, 422, "invalid"),
-            ("GET", "/incidents?limit=0", Some(&w.root), None, 422, "invalid"),
-            ("GET", "/incidents?sort=title", Some(&w.root), None, 422, "invalid"),
-            ("GET", "/incidents?cursor=zzz", Some(&w.root), None, 422, "invalid"),
-            ("GET", "/incidents?since=yesterday", Some(&w.root), None, 422, "invalid"),
+            ("GET", "/incidents?status=opne", Some(&w.root), None, 400, "bad_request"),
+            ("GET", "/incidents?limit=0", Some(&w.root), None, 400, "bad_request"),
+            ("GET", "/incidents?sort=title", Some(&w.root), None, 400, "bad_request"),
+            ("GET", "/incidents?cursor=zzz", Some(&w.root), None, 400, "bad_request"),
+            ("GET", "/incidents?since=yesterday", Some(&w.root), None, 400, "bad_request"),
             ("POST", "/orgs", Some(&w.root), Some(json!({ "name": "x", "colour": "red" })), 422, "invalid"),
             ("POST", "/orgs", Some(&w.root), Some(json!({ "name": "é".repeat(129) })), 422, "invalid"),
             ("POST", "/orgs", Some(&w.root), Some(json!({ "name": "" })), 422, "invalid"),
@@ -634,7 +640,10 @@ async fn every_documented_route_is_served() {
         let store = open(&db, StoreConfig::default()).await;
         let app = supervisor::api::router(store);
         for (method, path) in supervisor::api::ROUTES {
-            let path = path.replace("{id}", "1");
+            let mut path = path.replace("{id}", "1");
+            if (*method, path.as_str()) == ("delete", "/orgs/1") {
+                path.push_str("?confirm=true");
+            }
             let (s, v) = call(&app, &method.to_uppercase(), &path, None, None).await;
             let public = matches!(path.as_str(), "/openapi.json" | "/health");
             let expect = if public { StatusCode::OK } else { StatusCode::UNAUTHORIZED };
@@ -686,5 +695,321 @@ async fn lists_paginate_and_sort_without_gaps_or_repeats() {
         assert!(items(&none).is_empty(), "LIKE wildcards in q are literal");
         let old = ok(app, "GET", "/incidents?until=2000-01-01T00:00:00Z", &w.a_admin, None).await;
         assert!(items(&old).is_empty());
+    }
+}
+
+/// Every (method, path) of the OpenAPI document that takes a JSON body.
+fn body_operations() -> Vec<(String, String)> {
+    let doc = supervisor::api::openapi_document();
+    let mut out = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            if op.get("requestBody").is_some() {
+                out.push((method.to_uppercase(), path.trim_start_matches("/api/v1").to_owned()));
+            }
+        }
+    }
+    assert!(out.len() >= 15, "{out:?}");
+    out
+}
+
+/// Issue 11, defect 7: serde reads a struct from an array of its field
+/// values in order, so `PATCH /incidents/ID` with `["closed", "critical"]`
+/// set the status and the severity, past the unknown-field check. Every
+/// operation that takes a body now refuses anything but a JSON object.
+#[tokio::test]
+async fn json_arrays_are_accepted_in_place_of_objects() {
+    for db in backends().await {
+        let w = world(&db).await;
+        let app = &w.app;
+        let path = format!("/incidents/{}", w.inc_a);
+        let (s, v) = call(app, "PATCH", &path, Some(&w.root), Some(json!(["closed", "critical"]))).await;
+        assert_eq!((s.as_u16(), v["error"]["code"].as_str()), (422, Some("invalid")), "{}: {v}", db.name);
+        assert_eq!(v["error"]["message"], "the request body must be a JSON object, not an array");
+        let rec = ok(app, "GET", &path, &w.root, None).await;
+        assert_eq!((rec["status"].as_str(), rec["severity"].as_str()), (Some("open"), Some("high")));
+        for (method, path) in body_operations() {
+            let path = path.replace("{id}", &w.inc_a.to_string());
+            for body in [json!([]), json!(["x", "high"]), json!("x"), json!(1), json!(true), Value::Null] {
+                let (s, v) = call(app, &method, &path, Some(&w.root), Some(body.clone())).await;
+                assert_eq!(s.as_u16(), 422, "{}: {method} {path} {body}: {v}", db.name);
+                let message = v["error"]["message"].as_str().unwrap_or_default();
+                assert!(message.starts_with("the request body must be a JSON object, not "), "{message}");
+            }
+        }
+        let counts = ok(app, "GET", "/incidents/counts", &w.root, None).await;
+        assert_eq!(counts["total"], 6, "{}: nothing was created", db.name);
+    }
+}
+
+/// The routes of `ROUTES` with ids of objects the root user sees.
+fn concrete_routes(w: &World) -> Vec<(String, String)> {
+    supervisor::api::ROUTES
+        .iter()
+        .map(|(method, path)| {
+            let id = match path.split('/').nth(1) {
+                Some("incidents") => w.inc_a,
+                Some("alerts") => w.alert_b,
+                Some("orgs") => w.org_a,
+                Some("users") => w.a_admin_id,
+                Some("teams") => w.team_a,
+                Some("roles") => w.role_a,
+                _ => w.b_token_id,
+            };
+            (method.to_uppercase(), path.replace("{id}", &id.to_string()))
+        })
+        .collect()
+}
+
+/// Issue 11, defect 8: `?bogus=1` and `limit=-5` answered 200 on `/orgs`,
+/// `/users`, `/teams`, `/roles`, `/tokens` and the comment lists, which
+/// ignored their query strings. Every endpoint now refuses a parameter it
+/// does not take, and every list a value out of range, with a 400 naming
+/// the parameter.
+#[tokio::test]
+async fn unknown_query_parameters_are_ignored() {
+    for db in backends().await {
+        let w = world(&db).await;
+        let app = &w.app;
+        for (method, path) in concrete_routes(&w) {
+            // The query is checked before anything else, body included.
+            let (s, v) = call(app, &method, &format!("{path}?bogus=1"), Some(&w.root), None).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{}: {method} {path}?bogus=1: {v}", db.name);
+            assert_eq!(v["error"]["field"], "bogus", "{method} {path}: {v}");
+            assert!(v["error"]["message"].as_str().unwrap().contains("unknown query parameter `bogus`"), "{v}");
+        }
+        let lists = [
+            "/incidents".to_owned(),
+            "/alerts".into(),
+            "/incidents/counts".into(),
+            "/orgs".into(),
+            "/users".into(),
+            "/teams".into(),
+            "/roles".into(),
+            "/tokens".into(),
+            "/audit".into(),
+            format!("/incidents/{}/comments", w.inc_a),
+            format!("/alerts/{}/comments", w.alert_b),
+        ];
+        for list in &lists {
+            for bad in ["limit=-5", "limit=0", "limit=1001", "limit=ten", "limit=5&limit=6"] {
+                let (s, v) = call(app, "GET", &format!("{list}?{bad}"), Some(&w.root), None).await;
+                assert_eq!(s, StatusCode::BAD_REQUEST, "{}: {list}?{bad}: {v}", db.name);
+                assert_eq!(v["error"]["field"], "limit", "{list}?{bad}: {v}");
+                assert!(v["error"]["message"].as_str().unwrap().contains("`limit`"), "{v}");
+            }
+        }
+        for ok_query in ["/incidents?limit=1000", "/incidents?limit=1", "/audit?limit=1000", "/alerts?limit=7"] {
+            ok(app, "GET", ok_query, &w.root, None).await;
+        }
+    }
+}
+
+/// What the OpenAPI document says about every query parameter is what
+/// the API enforces: a value outside the documented type or range is a
+/// 400 naming the parameter, for each parameter of each operation.
+#[tokio::test]
+async fn every_documented_query_parameter_is_enforced() {
+    for db in backends().await {
+        let w = world(&db).await;
+        let doc = supervisor::api::openapi_document();
+        let mut checked = 0;
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                for param in op["parameters"].as_array().unwrap().iter().filter(|p| p["in"] == "query") {
+                    let name = param["name"].as_str().unwrap();
+                    let schema = &param["schema"];
+                    let bad: Vec<String> = match schema["type"].as_str().unwrap() {
+                        "integer" => vec![
+                            format!("{}", schema["maximum"].as_i64().unwrap() as i128 + 1),
+                            format!("{}", schema["minimum"].as_i64().unwrap() as i128 - 1),
+                            "1.5".into(),
+                        ],
+                        "boolean" => vec!["false".into(), "yes".into()],
+                        "array" => vec!["".into(), "nope".into(), format!("{},", schema["items"]["enum"][0])],
+                        "string" if schema.get("enum").is_some() => vec!["nope".into()],
+                        "string" if schema["format"] == "date-time" => {
+                            vec!["2026-02-30T00:00:00Z".into(), "now".into()]
+                        }
+                        "string" => vec!["a%00b".into(), "a%1Bb".into()],
+                        other => panic!("{path} {name}: type {other}"),
+                    };
+                    let path = path.trim_start_matches("/api/v1").replace("{id}", "1");
+                    for value in bad {
+                        let value = value.replace('"', "");
+                        let (s, v) = call(
+                            &w.app,
+                            &method.to_uppercase(),
+                            &format!("{path}?{name}={value}"),
+                            Some(&w.root),
+                            None,
+                        )
+                        .await;
+                        assert_eq!(s, StatusCode::BAD_REQUEST, "{}: {method} {path}?{name}={value}: {v}", db.name);
+                        assert_eq!(v["error"]["field"], name, "{v}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 50, "{checked}");
+    }
+}
+
+/// Issue 11 (text fields accept NUL): PostgreSQL refuses NUL in text (a
+/// 500 there) while SQLite stored it. Every text field now refuses control
+/// characters on every back-end with an error naming the field; only
+/// descriptions and comment bodies, which are multi-line, take tab, line
+/// feed and carriage return.
+#[tokio::test]
+async fn text_fields_accept_nul() {
+    for db in backends().await {
+        let w = world(&db).await;
+        let app = &w.app;
+        let inc = format!("/incidents/{}", w.inc_a);
+        let org = format!("/orgs/{}", w.org_a);
+        for bad in ["\u{0}", "\u{1b}[2J", "\u{7f}", "\u{85}"] {
+            let cases: Vec<(&str, String, Value, &str)> = vec![
+                ("POST", "/orgs".into(), json!({ "name": format!("a{bad}b") }), "name"),
+                ("POST", "/orgs".into(), json!({ "name": "fine", "description": format!("a{bad}") }), "description"),
+                ("PATCH", org.clone(), json!({ "name": format!("a{bad}") }), "name"),
+                ("PATCH", org.clone(), json!({ "description": format!("a{bad}") }), "description"),
+                (
+                    "POST",
+                    "/users".into(),
+                    json!({ "name": format!("u{bad}"), "org": "Acme", "role": "viewer" }),
+                    "name",
+                ),
+                ("POST", "/users".into(), json!({ "name": "u", "org": format!("Acme{bad}"), "role": "viewer" }), "org"),
+                (
+                    "POST",
+                    "/users".into(),
+                    json!({ "name": "u", "org": "Acme", "role": format!("viewer{bad}") }),
+                    "role",
+                ),
+                (
+                    "POST",
+                    "/users".into(),
+                    json!({ "name": "u", "org": "Super/Global", "role": "viewer", "scope": [format!("Acme{bad}")] }),
+                    "scope",
+                ),
+                ("POST", "/teams".into(), json!({ "name": format!("t{bad}") }), "name"),
+                ("POST", "/teams".into(), json!({ "name": "t", "org": format!("Acme{bad}") }), "org"),
+                ("POST", "/roles".into(), json!({ "name": format!("r{bad}"), "permissions": {} }), "name"),
+                ("POST", "/tokens".into(), json!({ "name": format!("k{bad}") }), "name"),
+                ("POST", "/incidents".into(), json!({ "title": format!("x{bad}"), "severity": "low" }), "title"),
+                (
+                    "POST",
+                    "/incidents".into(),
+                    json!({ "title": "x", "severity": "low", "description": format!("d{bad}") }),
+                    "description",
+                ),
+                (
+                    "POST",
+                    "/incidents".into(),
+                    json!({ "title": "x", "severity": "low", "org": format!("Ac{bad}me") }),
+                    "org",
+                ),
+                ("PATCH", inc.clone(), json!({ "title": format!("x{bad}") }), "title"),
+                ("PATCH", inc.clone(), json!({ "description": format!("x{bad}") }), "description"),
+                ("POST", format!("{inc}/comments"), json!({ "body": format!("c{bad}") }), "body"),
+            ];
+            for (method, path, body, field) in cases {
+                let (s, v) = call(app, method, &path, Some(&w.root), Some(body.clone())).await;
+                assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{}: {method} {path} {body}: {v}", db.name);
+                assert_eq!(v["error"]["field"], field, "{}: {method} {path} {body}: {v}", db.name);
+                assert!(v["error"]["message"].as_str().unwrap().contains("control characters"), "{v}");
+            }
+            let encoded: String = bad.bytes().map(|b| format!("%{b:02X}")).collect();
+            for (list, name) in [
+                ("/incidents", "q"),
+                ("/incidents", "rule"),
+                ("/incidents", "org"),
+                ("/alerts/counts", "q"),
+                ("/audit", "object_type"),
+            ] {
+                let (s, v) = call(app, "GET", &format!("{list}?{name}=x{encoded}"), Some(&w.root), None).await;
+                assert_eq!(s, StatusCode::BAD_REQUEST, "{}: {list}?{name}: {v}", db.name);
+                assert_eq!(v["error"]["field"], name, "{v}");
+            }
+        }
+        // Single-line fields refuse line breaks; multi-line ones keep them.
+        let (s, v) = call(app, "PATCH", &inc, Some(&w.root), Some(json!({ "title": "two\nlines" }))).await;
+        assert_eq!((s, &v["error"]["field"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("title")), "{v}");
+        let text = "first line\r\n\tsecond line\n";
+        let rec = ok(app, "PATCH", &inc, &w.root, Some(json!({ "description": text }))).await;
+        assert_eq!(rec["description"], text);
+        let c = ok(app, "POST", &format!("{inc}/comments"), &w.root, Some(json!({ "body": text }))).await;
+        assert_eq!(c["body"], text);
+        let o = ok(app, "PATCH", &org, &w.root, Some(json!({ "description": "Acme\nInc." }))).await;
+        assert_eq!(o["description"], "Acme\nInc.");
+        // The admin CLI goes through the same checks.
+        let e = w
+            .store
+            .create_org(
+                &supervisor::store::Principal::cli(),
+                supervisor::store::NewOrg { name: "Nul".into(), description: "a\u{0}".into(), ..Default::default() },
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, supervisor::store::StoreError::Invalid { field: "description", .. }), "{e}");
+        assert_eq!(items(&ok(app, "GET", "/orgs", &w.root, None).await).len(), 5, "{}: no org was created", db.name);
+    }
+}
+
+/// `null` is taken exactly where the document says a field is nullable
+/// (`eps_limit`, `assignee`, `scope`: "none"); anywhere else it is refused
+/// like any other wrong type, not read as "field left out".
+#[tokio::test]
+async fn null_is_refused_where_the_schema_forbids_it() {
+    for db in backends().await {
+        let w = world(&db).await;
+        let app = &w.app;
+        let (inc, org) = (format!("/incidents/{}", w.inc_a), format!("/orgs/{}", w.org_a));
+        for (method, path, body) in [
+            ("PATCH", org.as_str(), json!({ "name": null })),
+            ("PATCH", org.as_str(), json!({ "description": null })),
+            ("PATCH", org.as_str(), json!({ "ip_ranges": null })),
+            ("POST", "/orgs", json!({ "name": "n", "description": null })),
+            ("PATCH", inc.as_str(), json!({ "status": null })),
+            ("PATCH", inc.as_str(), json!({ "title": null })),
+            ("PATCH", inc.as_str(), json!({ "org": null })),
+            ("POST", "/incidents", json!({ "title": "t", "severity": "low", "org": null })),
+            ("POST", "/tokens", json!({ "name": null })),
+            ("POST", "/teams", json!({ "name": "t", "members": null })),
+            ("PATCH", "/roles/1", json!({ "permissions": null })),
+        ] {
+            let (s, v) = call(app, method, path, Some(&w.root), Some(body.clone())).await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{}: {method} {path} {body}: {v}", db.name);
+        }
+        ok(app, "PATCH", &org, &w.root, Some(json!({ "eps_limit": null }))).await;
+        ok(app, "PATCH", &inc, &w.root, Some(json!({ "assignee": null }))).await;
+        ok(app, "POST", "/incidents", &w.root, Some(json!({ "title": "t", "severity": "low", "assignee": null })))
+            .await;
+        let user = json!({ "name": "nully", "org": "Super/Global", "role": "viewer", "scope": null });
+        assert!(ok(app, "POST", "/users", &w.root, Some(user)).await["scope"].is_null());
+    }
+}
+
+/// JSON has one number type and JSON Schema's `integer` is any number
+/// without a fraction, so `5.0` and `5e0` are integers; `5.5` is not.
+#[tokio::test]
+async fn integers_may_be_written_with_a_zero_fraction() {
+    for db in backends().await {
+        let w = world(&db).await;
+        let app = &w.app;
+        let body = format!(r#"{{"user_id": {}.0, "expires_in_days": 3e1}}"#, w.a_admin_id);
+        let req = axum::http::Request::builder()
+            .method("POST")
+            .uri("/api/v1/tokens")
+            .header("authorization", format!("Bearer {}", w.root))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let (s, v) = common::raw(app, req).await;
+        assert_eq!(s, StatusCode::CREATED, "{}: {v}", db.name);
+        assert_eq!(v["user_id"], w.a_admin_id);
+        let (s, _) = call(app, "POST", "/tokens", Some(&w.root), Some(json!({ "user_id": 1.5 }))).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     }
 }

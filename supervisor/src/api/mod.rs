@@ -6,22 +6,33 @@
 //! Errors are `{"error": {"code": "...", "message": "..."}}` with the
 //! status the code names: 400 `bad_request`, 401 `unauthorized`, 403
 //! `forbidden`, 404 `not_found`, 409 `conflict`, 413 `payload_too_large`,
-//! 415 `unsupported_media_type`, 422 `invalid` (with the offending `field`
-//! where there is one), 503 `unavailable`, 500 `internal`.
+//! 415 `unsupported_media_type`, 422 `invalid`, 503 `unavailable`, 500
+//! `internal`; `field` names the offending field or query parameter where
+//! there is one.
+//!
+//! Requests are held to their documentation in two places, not per
+//! handler: every JSON body goes through `Body` (a JSON object, nothing
+//! else) and every query string through `query::check` (the parameters
+//! the endpoint takes, typed and in range, nothing else).
 
 mod openapi;
+mod query;
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use query::Params;
 
 use crate::store::{
     AuditQuery, Kind, ListQuery, NewComment, NewOrg, NewRecord, NewRole, NewTeam, NewToken, NewUser, OrgPatch, OrgRef,
@@ -30,8 +41,11 @@ use crate::store::{
 
 pub use openapi::document as openapi_document;
 
-/// Largest request body accepted (bytes).
-pub const MAX_BODY: usize = 64 * 1024;
+/// Largest request body accepted (bytes). It must hold the largest valid
+/// request in any JSON spelling: a record's 10,000-character description
+/// and 512-character title written as `\u` escapes of surrogate pairs (12
+/// bytes a character) are about 126,000 bytes.
+pub const MAX_BODY: usize = 256 * 1024;
 
 /// An error answer.
 #[derive(Debug)]
@@ -39,7 +53,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    field: Option<&'static str>,
+    field: Option<String>,
 }
 
 impl ApiError {
@@ -55,9 +69,13 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
             StoreError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
             StoreError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
-            StoreError::Invalid { field, .. } => {
-                ApiError { field: Some(field), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message) }
+            StoreError::Refused { field, .. } => {
+                ApiError { field: Some(field.to_owned()), ..ApiError::new(StatusCode::CONFLICT, "conflict", message) }
             }
+            StoreError::Invalid { field, .. } => ApiError {
+                field: Some(field.to_owned()),
+                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+            },
             StoreError::BadRequest(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message),
             StoreError::Unauthorized(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message),
             StoreError::QueueFull(_) | StoreError::Closed => {
@@ -106,12 +124,6 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-impl From<QueryRejection> for ApiError {
-    fn from(r: QueryRejection) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
-    }
-}
-
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
@@ -120,23 +132,99 @@ impl From<PathRejection> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// A JSON body whose rejections are API errors.
+/// Whether the request says its body is JSON (`application/json` or
+/// `application/*+json`, with or without parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(essence) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = essence.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || essence.strip_prefix("application/").is_some_and(|sub| sub.ends_with("+json"))
+}
+
+/// The JSON type of a value, for messages.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Rewrites numbers written with a zero fraction or an exponent (`7.0`,
+/// `1e3`) as the integers they are: JSON has one number type, and JSON
+/// Schema's `integer` is any number without a fraction, so a client may
+/// send either spelling; serde would refuse the first for an integer field.
+fn integral_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return };
+            // 2^63 and 2^64: the i64 and u64 ranges, exactly representable.
+            const I64_END: f64 = 9_223_372_036_854_775_808.0;
+            const U64_END: f64 = 18_446_744_073_709_551_616.0;
+            if f.fract() != 0.0 {
+                return;
+            }
+            if (-I64_END..I64_END).contains(&f) {
+                *value = Value::from(f as i64);
+            } else if (0.0..U64_END).contains(&f) {
+                *value = Value::from(f as u64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
+}
+
+/// A JSON body whose rejections are API errors. Every request body is a
+/// JSON object: serde would otherwise read a struct from an array of its
+/// field values in order (`["closed", "critical"]` as a status and a
+/// severity), past the unknown-field check and the documented schema.
 struct Body<T>(T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Body(Json::<T>::from_request(req, state).await?.0))
-    }
-}
-
-/// Query parameters whose rejections are API errors.
-struct Params<T>(T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Params(Query::<T>::from_request_parts(parts, state).await?.0))
+        if !is_json(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            let status = r.status();
+            let message = match status {
+                StatusCode::PAYLOAD_TOO_LARGE => format!("request body is larger than {MAX_BODY} bytes"),
+                _ => r.body_text(),
+            };
+            ApiError::new(status, status_code_name(status), message)
+        })?;
+        let mut value: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            // Not JSON: axum's rejection says where it broke.
+            Err(e) => {
+                return Err(match Json::<T>::from_bytes(&bytes) {
+                    Err(rejection) => rejection.into(),
+                    Ok(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+                });
+            }
+        };
+        if !value.is_object() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("the request body must be a JSON object, not {}", json_kind(&value)),
+            ));
+        }
+        integral_numbers(&mut value);
+        // Through bytes again (at most MAX_BODY of them) so the error for
+        // a wrong field names its path, as axum's JSON rejections do.
+        let bytes = serde_json::to_vec(&value)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+        Ok(Body(Json::<T>::from_bytes(&bytes)?.0))
     }
 }
 
@@ -204,7 +292,10 @@ pub fn router(store: Arc<Store>) -> Router {
             get(async |State(s): State<Arc<Store>>, Caller(c): Caller, Params(q): Params<AuditQuery>| {
                 ApiResult::Ok(ok(s.list_audit(&c, q).await?))
             }),
-        );
+        )
+        // Every matched route, and only those: unmatched paths answer 404
+        // whatever their query.
+        .route_layer(axum::middleware::from_fn(query::check));
     Router::new()
         .nest("/api/v1", api)
         .fallback(async || {
@@ -265,11 +356,11 @@ fn records(kind: Kind) -> Router<Arc<Store>> {
         )
 }
 
-/// `DELETE /orgs/{id}?confirm=true`.
+/// `DELETE /orgs/{id}?confirm=true` (the query check makes `confirm`
+/// required and true; the store checks it again).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Deboard {
-    #[serde(default)]
     confirm: bool,
 }
 

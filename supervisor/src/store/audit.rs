@@ -112,8 +112,8 @@ impl Store {
     pub async fn list_audit(&self, who: &Principal, query: AuditQuery) -> Result<Page<AuditEntry>> {
         who.require(Module::Orgs, Op::Read)?;
         let limit = query.limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(StoreError::invalid("limit", "must be between 1 and 1000"));
+        if !(1..=super::MAX_LIMIT).contains(&limit) {
+            return Err(StoreError::invalid("limit", format!("must be between 1 and {}", super::MAX_LIMIT)));
         }
         let mut q = Sql::new(&format!("SELECT {COLUMNS} FROM audit WHERE 1 = 1"));
         if who.is_super() {
@@ -124,6 +124,7 @@ impl Store {
             q.push(" AND org_id = ").bind(who.org_id);
         }
         if let Some(t) = query.object_type {
+            super::check_text("object_type", &t, 64, super::Lines::Single)?;
             q.push(" AND object_type = ").bind(t);
         }
         if let Some(id) = query.object_id {

@@ -24,6 +24,17 @@ pub enum StoreError {
         /// Why it is invalid.
         message: String,
     },
+    /// A field's value is well-formed, but what the store holds refuses
+    /// it: EPS limits over the licence, an assignee who cannot see the
+    /// record, Super/Global named as a tenant. A conflict with the current
+    /// state, not a malformed request; `field` names the field.
+    #[error("{field}: {message}")]
+    Refused {
+        /// The field whose value is refused.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
     /// The request is understood but refused as asked (e.g. a deboarding
     /// without `confirm=true`).
     #[error("{0}")]
@@ -60,6 +71,11 @@ impl StoreError {
     /// An [`StoreError::Invalid`] for `field`.
     pub fn invalid(field: &'static str, message: impl Into<String>) -> StoreError {
         StoreError::Invalid { field, message: message.into() }
+    }
+
+    /// A [`StoreError::Refused`] for `field`.
+    pub fn refused(field: &'static str, message: impl Into<String>) -> StoreError {
+        StoreError::Refused { field, message: message.into() }
     }
 
     /// A [`StoreError::Forbidden`] naming the missing permission.

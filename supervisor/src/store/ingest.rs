@@ -239,8 +239,13 @@ async fn writer(store: Arc<Store>, mut rx: mpsc::Receiver<Msg>, stats: Arc<Inges
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Update(u) => {
+                Msg::Update(mut u) => {
                     taken += 1;
+                    // Keys and titles quote log lines: a NUL in one would
+                    // make PostgreSQL refuse the whole batch, forever.
+                    for text in [&mut u.rule, &mut u.key, &mut u.title] {
+                        super::text::escape_controls(text);
+                    }
                     match batch.entry(u.source_ref()) {
                         std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(u),
                         std::collections::hash_map::Entry::Vacant(e) => {

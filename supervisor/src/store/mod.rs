@@ -20,6 +20,7 @@ mod orgs;
 mod people;
 mod records;
 mod sql;
+mod text;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,8 +33,10 @@ pub use auth::{Module, Op, Perms, Principal};
 pub use error::{Result, StoreError};
 pub use ingest::{IncidentUpdate, Ingest, IngestConfig, IngestStats, LatencySummary};
 pub use model::*;
-pub use records::ListQuery;
+pub use records::{ListQuery, MAX_EVENT_IDS, MAX_LIMIT};
 pub use sql::Backend;
+pub use text::{CIDR_PATTERN, MULTI_LINE_PATTERN, NAME_PATTERN, NOT_BLANK_PATTERN, SINGLE_LINE_PATTERN, rfc3339_ms};
+pub(crate) use text::{Lines, check_lookup, check_name, check_text};
 
 use audit::AuditRow;
 use sql::{RowExt, Sql};
@@ -297,34 +300,6 @@ async fn seed(conn: &mut AnyConnection, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// Checks a display name: 1–`max` characters, no control characters, no
-/// leading or trailing space. Returns its case-insensitive key.
-pub(crate) fn check_name(field: &'static str, value: &str, max: usize) -> Result<String> {
-    let chars = value.chars().count();
-    if chars == 0 {
-        return Err(StoreError::invalid(field, "must not be empty"));
-    }
-    if chars > max {
-        return Err(StoreError::invalid(field, format!("is {chars} characters; at most {max} are allowed")));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(StoreError::invalid(field, "must not contain control characters"));
-    }
-    if value.trim() != value {
-        return Err(StoreError::invalid(field, "must not start or end with whitespace"));
-    }
-    Ok(value.to_lowercase())
-}
-
-/// Checks free text of at most `max` characters.
-pub(crate) fn check_text(field: &'static str, value: &str, max: usize) -> Result<()> {
-    let chars = value.chars().count();
-    if chars > max {
-        return Err(StoreError::invalid(field, format!("is {chars} characters; at most {max} are allowed")));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,15 +307,5 @@ mod tests {
     #[test]
     fn event_org_ids_are_store_org_ids() {
         assert_eq!(SUPER_LOCAL, i64::from(parsers::OrgId::SUPER_LOCAL.0));
-    }
-
-    #[test]
-    fn names_are_checked_and_keyed() {
-        assert_eq!(check_name("name", "Ácme Corp", 128).ok().as_deref(), Some("ácme corp"));
-        assert!(check_name("name", "", 128).is_err());
-        assert!(check_name("name", " x", 128).is_err());
-        assert!(check_name("name", "a\u{7}b", 128).is_err());
-        assert!(check_name("name", &"é".repeat(128), 128).is_ok());
-        assert!(check_name("name", &"é".repeat(129), 128).is_err());
     }
 }

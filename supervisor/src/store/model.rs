@@ -38,6 +38,15 @@ impl std::fmt::Display for OrgRef {
     }
 }
 
+/// For an optional field that must not be `null`: absent is `None`, a
+/// value is `Some`, and `null` is refused like any other wrong type. Only
+/// the fields whose value may be "none" (`eps_limit`, `assignee`, `scope`)
+/// take `null`; everywhere else it would be a second, undocumented way of
+/// leaving a field out.
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 /// `Some(None)` for an explicit `null`, `None` for an absent field.
 fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
@@ -88,16 +97,16 @@ pub struct NewOrg {
 #[serde(deny_unknown_fields)]
 pub struct OrgPatch {
     /// A new name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
     /// A new description.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub description: Option<String>,
     /// A new limit, or `null` to remove it.
     #[serde(default, deserialize_with = "nullable")]
     pub eps_limit: Option<Option<i64>>,
     /// Replaces the IP ranges.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub ip_ranges: Option<Vec<String>>,
 }
 
@@ -124,7 +133,7 @@ pub struct NewRole {
     /// Its name.
     pub name: String,
     /// Its org (default: the caller's).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub org: Option<OrgRef>,
     /// Module → operations.
     pub permissions: Perms,
@@ -135,10 +144,10 @@ pub struct NewRole {
 #[serde(deny_unknown_fields)]
 pub struct RolePatch {
     /// A new name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
     /// New permissions.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub permissions: Option<Perms>,
 }
 
@@ -187,10 +196,10 @@ pub struct NewUser {
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
     /// A new role.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub role: Option<RoleRef>,
     /// Enable or disable.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub enabled: Option<bool>,
     /// A new scope, or `null` for all orgs (Super/Global users only).
     #[serde(default, deserialize_with = "nullable")]
@@ -229,7 +238,7 @@ pub struct NewTeam {
     /// Its name.
     pub name: String,
     /// Its org (default: the caller's).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub org: Option<OrgRef>,
     /// Member user ids (users of the same org).
     #[serde(default)]
@@ -241,10 +250,10 @@ pub struct NewTeam {
 #[serde(deny_unknown_fields)]
 pub struct TeamPatch {
     /// A new name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
     /// Replaces the members.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub members: Option<Vec<i64>>,
 }
 
@@ -280,13 +289,13 @@ pub struct NewTokenSecret {
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     /// A label.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
     /// The user to act as (default: the caller).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub user_id: Option<i64>,
     /// Lifetime in days (default: no expiry).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub expires_in_days: Option<i64>,
 }
 
@@ -420,7 +429,7 @@ pub struct NewRecord {
     pub severity: String,
     /// Its tenant; a Super user may leave it out to create a Self record,
     /// an org user's records are always their org's.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub org: Option<OrgRef>,
     /// Free text.
     #[serde(default)]
@@ -438,22 +447,22 @@ pub struct NewRecord {
 #[serde(deny_unknown_fields)]
 pub struct RecordPatch {
     /// A new status.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub status: Option<String>,
     /// A new severity.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub severity: Option<String>,
     /// A new assignee, or `null` to unassign.
     #[serde(default, deserialize_with = "nullable")]
     pub assignee: Option<Option<i64>>,
     /// A new title.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub title: Option<String>,
     /// A new description.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub description: Option<String>,
     /// The tenant of a Self record (once).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub org: Option<OrgRef>,
 }
 

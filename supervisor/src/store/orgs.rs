@@ -9,7 +9,7 @@ use super::auth::{Module, Op, Principal};
 use super::error::{Result, StoreError};
 use super::model::{NewOrg, Org, OrgPatch, OrgRef, Page, SUPER_GLOBAL, fmt_ms};
 use super::sql::{RowExt, Sql};
-use super::{AuditRow, Store, check_name, check_text, insert_id};
+use super::{AuditRow, Lines, Store, check_lookup, check_name, check_text, insert_id};
 
 const COLUMNS: &str = "id, name, description, eps_limit, enabled, builtin, created_at, updated_at";
 
@@ -30,6 +30,7 @@ fn org(row: &AnyRow, ip_ranges: Vec<String>) -> Result<Org> {
 fn check_ranges(ranges: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::with_capacity(ranges.len());
     for r in ranges {
+        super::text::check_cidr(r)?;
         let net: parsers::Network =
             r.parse().map_err(|e| StoreError::invalid("ip_ranges", format!("{r:?} is not a CIDR range: {e}")))?;
         let canonical = net.to_string();
@@ -68,7 +69,10 @@ impl Store {
         let mut q = Sql::new("SELECT id FROM orgs WHERE ");
         match r {
             OrgRef::Id(id) => q.push("id = ").bind(*id),
-            OrgRef::Name(name) => q.push("name_key = ").bind(name.to_lowercase()),
+            OrgRef::Name(name) => {
+                check_lookup("org", name)?;
+                q.push("name_key = ").bind(name.to_lowercase())
+            }
         };
         let id = q.build().fetch_optional(&mut *conn).await?.map(|r| r.int("id")).transpose()?;
         id.filter(|id| who.sees_org(*id)).ok_or(StoreError::NotFound("organization"))
@@ -111,10 +115,10 @@ impl Store {
         );
         q.bind(org);
         let others = q.build().fetch_one(&mut *conn).await?.int("total")?;
-        let total = others + if enabled { limit.unwrap_or(0) } else { 0 };
+        let total = others.saturating_add(if enabled { limit.unwrap_or(0) } else { 0 });
         let licensed = i64::try_from(self.config().licence_eps).unwrap_or(i64::MAX);
         if total > licensed {
-            return Err(StoreError::invalid(
+            return Err(StoreError::refused(
                 "eps_limit",
                 format!("enabled orgs' EPS limits would add up to {total}, more than the {licensed} licensed"),
             ));
@@ -148,7 +152,7 @@ impl Store {
         who.require(Module::Orgs, Op::Create)?;
         who.require_unscoped_super("create organizations")?;
         let key = check_name("name", &new.name, 128)?;
-        check_text("description", &new.description, 256)?;
+        check_text("description", &new.description, 256, Lines::Multi)?;
         check_limit(new.eps_limit)?;
         let ranges = check_ranges(&new.ip_ranges)?;
         let now = self.now_ms();
@@ -172,7 +176,7 @@ impl Store {
         who.require(Module::Orgs, Op::Update)?;
         let key = patch.name.as_deref().map(|n| check_name("name", n, 128)).transpose()?;
         if let Some(d) = &patch.description {
-            check_text("description", d, 256)?;
+            check_text("description", d, 256, Lines::Multi)?;
         }
         if let Some(l) = patch.eps_limit {
             check_limit(l)?;

@@ -14,7 +14,7 @@ use super::model::{
     Team, TeamPatch, Token, User, UserPatch, fmt_ms,
 };
 use super::sql::{RowExt, Sql};
-use super::{AuditRow, Store, check_name, insert_id};
+use super::{AuditRow, Store, check_lookup, check_name, insert_id};
 
 /// The orgs a scoped Super/Global user sees.
 pub(crate) async fn scope_of(pool: &AnyPool, user: i64) -> Result<Vec<i64>> {
@@ -121,7 +121,10 @@ impl Store {
         q.bind(org).push(") AND ");
         match r {
             RoleRef::Id(id) => q.push("id = ").bind(*id),
-            RoleRef::Name(name) => q.push("name_key = ").bind(name.to_lowercase()),
+            RoleRef::Name(name) => {
+                check_lookup("role", name)?;
+                q.push("name_key = ").bind(name.to_lowercase())
+            }
         };
         q.push(" ORDER BY builtin LIMIT 1");
         let found = q.build().fetch_optional(&mut *conn).await?.map(|r| role(&r)).transpose()?;
@@ -135,9 +138,12 @@ impl Store {
     async fn resolve_scope(&self, conn: &mut AnyConnection, who: &Principal, scope: &[OrgRef]) -> Result<Vec<i64>> {
         let mut ids = Vec::with_capacity(scope.len());
         for r in scope {
+            if let OrgRef::Name(name) = r {
+                check_lookup("scope", name)?;
+            }
             let id = self.resolve_org(conn, who, r).await?;
             if id == SUPER_GLOBAL {
-                return Err(StoreError::invalid("scope", "lists tenant orgs; Super/Global is not one"));
+                return Err(StoreError::refused("scope", "lists tenant orgs; Super/Global is not one"));
             }
             if !ids.contains(&id) {
                 ids.push(id);
@@ -191,6 +197,7 @@ impl Store {
 
     /// The id of the user named `name` (case-insensitive), for the CLI.
     pub async fn user_id_by_name(&self, who: &Principal, name: &str) -> Result<i64> {
+        check_lookup("user", name)?;
         let mut q = Sql::new("SELECT id, org_id FROM users WHERE name_key = ");
         q.bind(name.to_lowercase());
         let row = q.build().fetch_optional(self.pool()).await?.ok_or(StoreError::NotFound("user"))?;
@@ -211,7 +218,7 @@ impl Store {
         let role = self.resolve_role(w.conn(), who, org, &new.role).await?;
         let scope = match &new.scope {
             Some(_) if org != SUPER_GLOBAL => {
-                return Err(StoreError::invalid("scope", "only Super/Global users have a scope"));
+                return Err(StoreError::refused("scope", "only Super/Global users have a scope"));
             }
             Some(s) => Some(self.resolve_scope(w.conn(), who, s).await?),
             None => None,
@@ -253,7 +260,7 @@ impl Store {
         q.build().execute(w.conn()).await?;
         if let Some(scope) = &patch.scope {
             if before.org_id != SUPER_GLOBAL {
-                return Err(StoreError::invalid("scope", "only Super/Global users have a scope"));
+                return Err(StoreError::refused("scope", "only Super/Global users have a scope"));
             }
             let ids = match scope {
                 Some(s) => Some(self.resolve_scope(w.conn(), who, s).await?),
@@ -442,7 +449,7 @@ impl Store {
             q.bind(*user);
             let user_org = q.build().fetch_optional(&mut *conn).await?.map(|r| r.int("org_id")).transpose()?;
             if user_org != Some(org) {
-                return Err(StoreError::invalid("members", format!("user {user} is not a user of the team's org")));
+                return Err(StoreError::refused("members", format!("user {user} is not a user of the team's org")));
             }
             let mut q = Sql::new("INSERT INTO team_members (team_id, user_id) VALUES (");
             q.bind(team).push(", ").bind(*user).push(") ON CONFLICT DO NOTHING");

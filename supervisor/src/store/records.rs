@@ -15,7 +15,10 @@ use super::model::{
     Comment, Kind, NewComment, NewRecord, OrgRef, Page, Record, RecordPatch, SUPER_GLOBAL, Status, UserRef, fmt_ms,
 };
 use super::sql::{RowExt, Sql};
-use super::{AuditRow, Store, check_name, check_text};
+use super::{AuditRow, Lines, Store, check_name, check_text, rfc3339_ms};
+
+/// Largest page a list hands out.
+pub const MAX_LIMIT: i64 = 1000;
 
 /// Most event ids a record keeps.
 pub const MAX_EVENT_IDS: usize = 100;
@@ -109,9 +112,7 @@ fn parse_status(field: &'static str, s: &str) -> Result<i64> {
 }
 
 fn parse_time(field: &'static str, s: &str) -> Result<i64> {
-    let t: jiff::Timestamp =
-        s.parse().map_err(|e| StoreError::invalid(field, format!("{s:?} is not an RFC 3339 time: {e}")))?;
-    Ok(t.as_millisecond())
+    rfc3339_ms(s).ok_or_else(|| StoreError::invalid(field, format!("{s:?} is not an RFC 3339 time")))
 }
 
 fn record(kind: Kind, row: &AnyRow) -> Result<Record> {
@@ -206,6 +207,7 @@ impl Store {
             q.push(" AND r.severity IN ").bind_list(&v);
         }
         if let Some(rule) = &query.rule {
+            check_text("rule", rule, 256, Lines::Single)?;
             q.push(" AND r.rule_id = ").bind(rule.clone());
         }
         if let Some(org) = &query.org {
@@ -221,7 +223,7 @@ impl Store {
             q.push(" AND r.first_seen < ").bind(parse_time("until", t)?);
         }
         if let Some(text) = &query.q {
-            check_text("q", text, 256)?;
+            check_text("q", text, 256, Lines::Single)?;
             let escaped = text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
             q.push(" AND lower(r.title) LIKE ").bind(format!("%{escaped}%")).push(" ESCAPE '\\'");
         }
@@ -235,8 +237,8 @@ impl Store {
     pub async fn list_records(&self, who: &Principal, kind: Kind, query: ListQuery) -> Result<Page<Record>> {
         who.require(kind.module(), Op::Read)?;
         let limit = query.limit.unwrap_or(50);
-        if !(1..=1000).contains(&limit) {
-            return Err(StoreError::invalid("limit", "must be between 1 and 1000"));
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(StoreError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}")));
         }
         let sort = Sort::parse(query.sort.as_deref())?;
         let mut q = Sql::new(SELECT);
@@ -323,7 +325,7 @@ impl Store {
     async fn check_assignee(&self, conn: &mut AnyConnection, org: Option<i64>, user: i64) -> Result<()> {
         let mut q = Sql::new("SELECT org_id, scoped FROM users WHERE id = ");
         q.bind(user);
-        let bad = || StoreError::invalid("assignee", format!("user {user} cannot see this record"));
+        let bad = || StoreError::refused("assignee", format!("user {user} cannot see this record"));
         let row = q.build().fetch_optional(&mut *conn).await?.ok_or_else(bad)?;
         let scope =
             if row.int("scoped")? != 0 { Some(super::people::scope_of(self.pool(), user).await?) } else { None };
@@ -342,7 +344,7 @@ impl Store {
     async fn tenant(&self, conn: &mut AnyConnection, who: &Principal, r: &OrgRef) -> Result<i64> {
         let id = self.resolve_org(conn, who, r).await?;
         if id == SUPER_GLOBAL {
-            return Err(StoreError::invalid("org", "Super/Global holds no records; leave org out for a Self record"));
+            return Err(StoreError::refused("org", "Super/Global holds no records; leave org out for a Self record"));
         }
         Ok(id)
     }
@@ -352,7 +354,7 @@ impl Store {
     pub async fn create_record(&self, who: &Principal, kind: Kind, new: NewRecord) -> Result<Record> {
         who.require(kind.module(), Op::Create)?;
         check_name("title", &new.title, 512)?;
-        check_text("description", &new.description, 10_000)?;
+        check_text("description", &new.description, 10_000, Lines::Multi)?;
         let severity = parse_severity("severity", &new.severity)?;
         if new.event_ids.len() > MAX_EVENT_IDS {
             return Err(StoreError::invalid("event_ids", format!("at most {MAX_EVENT_IDS} event ids")));
@@ -428,7 +430,7 @@ impl Store {
             q.push(", title = ").bind(t.clone());
         }
         if let Some(d) = &patch.description {
-            check_text("description", d, 10_000)?;
+            check_text("description", d, 10_000, Lines::Multi)?;
             q.push(", description = ").bind(d.clone());
         }
         if let Some(a) = patch.assignee {
@@ -516,7 +518,7 @@ impl Store {
         if new.body.trim().is_empty() {
             return Err(StoreError::invalid("body", "must not be empty"));
         }
-        check_text("body", &new.body, 10_000)?;
+        check_text("body", &new.body, 10_000, Lines::Multi)?;
         let now = self.now_ms();
         let mut w = self.write().await?;
         let rec = self.load_record(w.conn(), who, kind, id).await?;

@@ -1,0 +1,342 @@
+//! Query parameters, in one place: [`params_for`] says which parameters
+//! each endpoint takes, of what type and range; a middleware ([`check`])
+//! holds every request to that table before any handler runs, and the
+//! OpenAPI document describes the parameters from the same table, so what
+//! is documented and what is accepted cannot drift apart.
+//!
+//! Anything the table does not allow is a 400 naming the parameter: an
+//! unknown parameter (on every endpoint, including those that take none),
+//! one given twice, a missing required one, or a value of the wrong type,
+//! out of range, not in the allowed set, or holding a control character.
+
+use axum::extract::{FromRequestParts, MatchedPath, Query, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use super::ApiError;
+use crate::store::{MAX_LIMIT, SINGLE_LINE_PATTERN, rfc3339_ms};
+
+/// What a parameter's value must be.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
+    /// A decimal integer in `min..=max`.
+    Int { min: i64, max: i64 },
+    /// `true` (the only value: a confirmation).
+    True,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+    /// A comma-separated list of at least one of these words.
+    ListOf(&'static [&'static str]),
+    /// Text of `min..=max` characters without control characters.
+    Text { min: usize, max: usize },
+    /// An RFC 3339 date and time with an offset.
+    Time,
+    /// A page cursor: `N:N` (two integers) or `N`, as lists hand them out.
+    Cursor { pair: bool },
+}
+
+/// One query parameter of an endpoint.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Param {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub required: bool,
+    pub description: &'static str,
+}
+
+const fn opt(name: &'static str, kind: Kind, description: &'static str) -> Param {
+    Param { name, kind, required: false, description }
+}
+
+const ID: Kind = Kind::Int { min: 1, max: i64::MAX };
+const STATUSES: &[&str] = &["open", "investigating", "resolved", "closed"];
+const SEVERITIES: &[&str] = &["info", "low", "medium", "high", "critical"];
+const SORTS: &[&str] = &[
+    "last_seen",
+    "-last_seen",
+    "first_seen",
+    "-first_seen",
+    "created_at",
+    "-created_at",
+    "severity",
+    "-severity",
+    "count",
+    "-count",
+    "id",
+    "-id",
+];
+const OBJECT_TYPES: &[&str] = &["org", "user", "team", "role", "token", "incident", "alert"];
+const LIMIT: Kind = Kind::Int { min: 1, max: MAX_LIMIT };
+
+/// The filters incident and alert lists and their counts share.
+const RECORD_FILTERS: [Param; 8] = [
+    opt("status", Kind::ListOf(STATUSES), "comma-separated statuses; any of them matches"),
+    opt("severity", Kind::ListOf(SEVERITIES), "comma-separated severities; any of them matches"),
+    opt("rule", Kind::Text { min: 1, max: 256 }, "a rule id"),
+    opt("org", Kind::Text { min: 1, max: 128 }, "an org's id or name"),
+    opt("since", Kind::Time, "last seen at or after this time"),
+    opt("until", Kind::Time, "first seen before this time"),
+    opt("q", Kind::Text { min: 0, max: 256 }, "text in the title (case-insensitive)"),
+    opt("assignee", ID, "the assignee's user id"),
+];
+
+const RECORD_COUNTS: &[Param] = &RECORD_FILTERS;
+
+const RECORD_LIST: &[Param] = &[
+    RECORD_FILTERS[0],
+    RECORD_FILTERS[1],
+    RECORD_FILTERS[2],
+    RECORD_FILTERS[3],
+    RECORD_FILTERS[4],
+    RECORD_FILTERS[5],
+    RECORD_FILTERS[6],
+    RECORD_FILTERS[7],
+    opt("sort", Kind::OneOf(SORTS), "sort key; a leading - sorts descending (default -last_seen)"),
+    opt("limit", LIMIT, "page size (default 50)"),
+    opt("cursor", Kind::Cursor { pair: true }, "the previous page's next_cursor"),
+];
+
+const AUDIT: &[Param] = &[
+    opt("object_type", Kind::OneOf(OBJECT_TYPES), "only entries about this kind of object"),
+    opt("object_id", ID, "only entries about the object with this id"),
+    opt("limit", LIMIT, "page size (default 100)"),
+    opt("cursor", Kind::Cursor { pair: false }, "the previous page's next_cursor"),
+];
+
+const DEBOARD: &[Param] = &[Param {
+    name: "confirm",
+    kind: Kind::True,
+    required: true,
+    description: "deboarding deletes the org and all its records irreversibly; true confirms it",
+}];
+
+/// The query parameters `method` on `path` (as in [`super::ROUTES`]) takes;
+/// every other endpoint takes none.
+pub(crate) fn params_for(method: &str, path: &str) -> &'static [Param] {
+    match (method, path) {
+        ("get" | "head", "/incidents" | "/alerts") => RECORD_LIST,
+        ("get" | "head", "/incidents/counts" | "/alerts/counts") => RECORD_COUNTS,
+        ("get" | "head", "/audit") => AUDIT,
+        ("delete", "/orgs/{id}") => DEBOARD,
+        _ => &[],
+    }
+}
+
+fn bad(name: &str, message: String) -> ApiError {
+    ApiError { field: Some(name.to_owned()), ..ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message) }
+}
+
+/// Whether `s` is a decimal integer as the cursor pattern allows: an
+/// optional `-` (when `signed`) and 1–18 digits, so it always fits an i64.
+fn cursor_number(s: &str, signed: bool) -> bool {
+    let digits = if signed { s.strip_prefix('-').unwrap_or(s) } else { s };
+    (1..=18).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The value of `param` as the handler will see it, or why it is refused.
+fn check_value(param: &Param, value: &str) -> Result<Value, ApiError> {
+    let name = param.name;
+    if value.chars().any(char::is_control) {
+        return Err(bad(name, format!("query parameter `{name}` must not contain control characters")));
+    }
+    match param.kind {
+        Kind::Int { min, max } => match value.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) && !value.starts_with('+') => Ok(json!(n)),
+            _ => Err(bad(name, format!("query parameter `{name}` must be an integer from {min} to {max}"))),
+        },
+        Kind::True => match value {
+            "true" => Ok(json!(true)),
+            _ => Err(bad(name, format!("query parameter `{name}` must be true: send {name}=true"))),
+        },
+        Kind::OneOf(words) => match words.contains(&value) {
+            true => Ok(json!(value)),
+            false => Err(bad(name, format!("query parameter `{name}`: {value:?} is not one of {}", words.join(", ")))),
+        },
+        Kind::ListOf(words) => match value.split(',').find(|w| !words.contains(w)) {
+            None => Ok(json!(value)),
+            Some(w) => Err(bad(
+                name,
+                format!("query parameter `{name}`: {w:?} is not one of {} (a comma-separated list)", words.join(", ")),
+            )),
+        },
+        Kind::Text { min, max } => {
+            let n = value.chars().count();
+            if (min..=max).contains(&n) {
+                Ok(json!(value))
+            } else {
+                Err(bad(name, format!("query parameter `{name}` must be {min} to {max} characters; it is {n}")))
+            }
+        }
+        Kind::Time => match rfc3339_ms(value) {
+            Some(_) => Ok(json!(value)),
+            None => Err(bad(
+                name,
+                format!("query parameter `{name}`: {value:?} is not an RFC 3339 time (e.g. 2026-11-22T10:15:42Z)"),
+            )),
+        },
+        Kind::Cursor { pair } => {
+            let ok = match (pair, value.split_once(':')) {
+                (true, Some((v, id))) => cursor_number(v, true) && cursor_number(id, false),
+                (false, None) => cursor_number(value, false),
+                _ => false,
+            };
+            match ok {
+                true => Ok(json!(value)),
+                false => Err(bad(name, format!("query parameter `{name}` is not a cursor from this list"))),
+            }
+        }
+    }
+}
+
+/// Checks a query string against `params`: the named, typed values.
+pub(crate) fn validate(params: &[Param], query: Option<&str>) -> Result<Map<String, Value>, ApiError> {
+    let pairs = match query {
+        Some(q) => {
+            Query::<Vec<(String, String)>>::try_from_uri(&format!("/?{q}").parse().map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "the query string cannot be decoded")
+            })?)
+            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "the query string cannot be decoded"))?
+            .0
+        }
+        None => Vec::new(),
+    };
+    let mut out = Map::new();
+    for (name, value) in pairs {
+        let Some(param) = params.iter().find(|p| p.name == name) else {
+            let accepted = match params.len() {
+                0 => "this endpoint takes no query parameters".to_owned(),
+                _ => format!("this endpoint takes {}", params.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")),
+            };
+            let shown: String = name.chars().take(64).flat_map(char::escape_debug).collect();
+            return Err(bad(&shown, format!("unknown query parameter `{shown}`; {accepted}")));
+        };
+        if out.contains_key(&name) {
+            return Err(bad(param.name, format!("query parameter `{name}` is given more than once")));
+        }
+        out.insert(name, check_value(param, &value)?);
+    }
+    if let Some(missing) = params.iter().find(|p| p.required && !out.contains_key(p.name)) {
+        let name = missing.name;
+        let hint = match missing.kind {
+            Kind::True => format!("send {name}=true; "),
+            _ => String::new(),
+        };
+        return Err(bad(name, format!("query parameter `{name}` is required: {hint}{}", missing.description)));
+    }
+    Ok(out)
+}
+
+/// A request's query, checked by [`check`].
+#[derive(Clone, Debug)]
+struct Checked(Map<String, Value>);
+
+/// The middleware: refuses a request whose query string its endpoint does
+/// not take, before authentication and before the handler.
+pub(crate) async fn check(mut req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_ascii_lowercase();
+    let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let path = path.strip_prefix("/api/v1").unwrap_or(&path);
+    match validate(params_for(&method, path), req.uri().query()) {
+        Ok(values) => {
+            req.extensions_mut().insert(Checked(values));
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Query parameters, as [`check`] let them through, deserialized.
+pub(crate) struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(Checked(values)) = parts.extensions.get::<Checked>() else {
+            // A route outside the checked router: a wiring mistake, never
+            // the caller's.
+            eprintln!("vigil api: query parameters read on a route the query check does not cover");
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"));
+        };
+        serde_json::from_value(Value::Object(values.clone()))
+            .map(Params)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("query: {e}")))
+    }
+}
+
+/// The OpenAPI parameter objects of `method` on `path`.
+pub(crate) fn openapi(method: &str, path: &str) -> Vec<Value> {
+    params_for(method, path)
+        .iter()
+        .map(|p| {
+            let mut out =
+                json!({ "name": p.name, "in": "query", "required": p.required, "description": p.description });
+            out["schema"] = match p.kind {
+                Kind::Int { min, max } => {
+                    json!({ "type": "integer", "format": "int64", "minimum": min, "maximum": max })
+                }
+                Kind::True => json!({ "type": "boolean", "enum": [true] }),
+                Kind::OneOf(words) => json!({ "type": "string", "enum": words }),
+                Kind::ListOf(words) => {
+                    out["style"] = json!("form");
+                    out["explode"] = json!(false);
+                    json!({ "type": "array", "minItems": 1, "items": { "type": "string", "enum": words } })
+                }
+                Kind::Text { min, max } => json!({ "type": "string", "minLength": min, "maxLength": max,
+                    "pattern": SINGLE_LINE_PATTERN }),
+                Kind::Time => json!({ "type": "string", "format": "date-time" }),
+                Kind::Cursor { pair: true } => json!({ "type": "string", "pattern": "^-?[0-9]{1,18}:[0-9]{1,18}$" }),
+                Kind::Cursor { pair: false } => json!({ "type": "string", "pattern": "^[0-9]{1,18}$" }),
+            };
+            out
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(r: Result<Map<String, Value>, ApiError>) -> Option<String> {
+        r.err().and_then(|e| e.field)
+    }
+
+    #[test]
+    fn values_are_typed_and_checked() {
+        let q = validate(RECORD_LIST, Some("limit=5&status=open,closed&since=2026-11-22T10:15:42.5%2B01:00"));
+        let q = q.unwrap_or_default();
+        assert_eq!(q["limit"], json!(5));
+        assert_eq!(q["status"], json!("open,closed"));
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "limit=-5",
+            "limit=%2B5",
+            "limit=5x",
+            "status=",
+            "status=open,",
+            "status=open,%20closed",
+            "sort=title",
+            "since=yesterday",
+            "since=2026-02-30T00:00:00Z",
+            "cursor=1",
+            "cursor=1:-2",
+            "cursor=1234567890123456789:1",
+            "q=a%00b",
+            "rule=",
+            "assignee=0",
+        ] {
+            let name = bad.split('=').next().unwrap_or_default().to_owned();
+            assert_eq!(field(validate(RECORD_LIST, Some(bad))), Some(name), "{bad}");
+        }
+        assert_eq!(field(validate(RECORD_LIST, Some("limit=1&limit=2"))).as_deref(), Some("limit"));
+        assert_eq!(field(validate(&[], Some("bogus=1"))).as_deref(), Some("bogus"));
+        assert_eq!(field(validate(DEBOARD, None)).as_deref(), Some("confirm"));
+        assert_eq!(field(validate(DEBOARD, Some("confirm=false"))).as_deref(), Some("confirm"));
+        assert!(validate(DEBOARD, Some("confirm=true")).is_ok());
+        assert!(validate(AUDIT, Some("cursor=17&object_type=incident")).is_ok());
+    }
+}
