@@ -101,7 +101,7 @@ impl Default for EngineConfig {
             lateness: Duration::from_secs(10),
             max_ahead: Some(Duration::ZERO),
             max_buffer_bytes: 256 << 20,
-            max_window_keys: 1_000_000,
+            max_window_keys: 500_000,
             idle_after: Duration::from_secs(300),
             max_event_ids: 100,
             max_depth: 4,

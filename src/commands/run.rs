@@ -188,8 +188,8 @@ pub struct StorageConfig {
     pub flush_interval_ms: u64,
     /// Events per Parquet file at most.
     pub roll_rows: usize,
-    /// Megabytes of events buffered before they are sealed for writing,
-    /// and at most as many sealed and waiting for the disk.
+    /// Megabytes of events on their way to Parquet: columns being filled
+    /// are sealed at half of it, and at most the other half wait for the disk.
     pub max_buffer_mb: usize,
 }
 
@@ -271,13 +271,13 @@ impl Default for MetricsConfig {
 
 impl Default for StorageConfig {
     fn default() -> StorageConfig {
-        StorageConfig { flush_interval_ms: 1_000, roll_rows: 256 * 1024, max_buffer_mb: 64 }
+        StorageConfig { flush_interval_ms: 1_000, roll_rows: 256 * 1024, max_buffer_mb: 128 }
     }
 }
 
 impl Default for RulesConfig {
     fn default() -> RulesConfig {
-        RulesConfig { builtin: true, paths: Vec::new(), lateness_secs: 10.0, max_buffer_mb: 256, max_keys: 1_000_000 }
+        RulesConfig { builtin: true, paths: Vec::new(), lateness_secs: 10.0, max_buffer_mb: 256, max_keys: 500_000 }
     }
 }
 
@@ -324,14 +324,14 @@ addr = "127.0.0.1:9464"          # keep it on loopback or a private network
 [storage]
 flush_interval_ms = 1000         # buffered events are written this often: the most kill -9 can lose
 roll_rows = 262144               # events per Parquet file at most
-max_buffer_mb = 64               # events buffered before they are sealed early; as much again may wait for the disk
+max_buffer_mb = 128              # memory for events on their way to Parquet: half being filled, half waiting for the disk
 
 [rules]
 builtin = true                   # the built-in pack (rules/packs)
 paths = []                       # more rule files or directories
 lateness_secs = 10.0             # how late an event may arrive and still be evaluated in order
 max_buffer_mb = 256              # memory for events waiting out the lateness; past it the oldest are released early
-max_keys = 1000000               # window keys (rule, pattern, group value); past it the stalest of the largest org go
+max_keys = 500000                # window keys (rule, pattern, group value); past it the stalest of the largest org go
 
 [orgs]
 refresh_secs = 2.0               # orgs, IP ranges, limits and enabled flags are reloaded this often

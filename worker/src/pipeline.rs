@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parsers::{Event, EventTime};
 use rules::{Engine, Incident};
 
-use crate::events::{EventBuffer, EventWriter, FileWriter, Sealed, WorkerError};
+use crate::events::{EventBuffer, EventWriter, FileWriter, FlushReport, Sealed, WorkerError};
 
 /// What the worker has done, for metrics.
 #[derive(Debug, Default)]
@@ -92,7 +92,7 @@ impl Arrivals {
 }
 
 /// Default for [`Worker::with_max_buffer_bytes`].
-pub const DEFAULT_MAX_BUFFER_BYTES: usize = 64 << 20;
+pub const DEFAULT_MAX_BUFFER_BYTES: usize = 128 << 20;
 
 /// Bytes of sealed partitions handed to the writer thread and not yet
 /// written: the worker waits while they are over the limit, so a slow disk
@@ -168,9 +168,10 @@ impl Worker {
         }
     }
 
-    /// Bounds the worker's memory for events: partitions are sealed when
-    /// their columns reach about `bytes` (besides every flush interval), and
-    /// at most about `bytes` of sealed partitions wait for the disk.
+    /// Bounds the worker's memory for events to about `bytes`: partitions
+    /// are sealed when their columns reach half of it (besides every flush
+    /// interval), and at most the other half of sealed partitions wait for
+    /// the disk.
     pub fn with_max_buffer_bytes(mut self, bytes: usize) -> Worker {
         self.max_buffer_bytes = bytes.max(1 << 20);
         self
@@ -195,7 +196,8 @@ impl Worker {
         let (to_disk, from_worker) = crossbeam_channel::bounded::<Vec<Sealed>>(64);
         let closing = AtomicBool::new(false);
         let writer_gone = AtomicBool::new(false);
-        let in_flight = InFlight { bytes: Mutex::new(0), freed: Condvar::new(), limit: self.max_buffer_bytes };
+        // Half the bound for columns being filled, half for sealed ones.
+        let in_flight = InFlight { bytes: Mutex::new(0), freed: Condvar::new(), limit: self.max_buffer_bytes / 2 };
         let (files, unwritten) = self.files.take().ok_or(WorkerError::WriterFailed)?;
         let stats = self.stats.clone();
         std::thread::scope(|scope| {
@@ -245,7 +247,7 @@ impl Worker {
                         }
                     }
                     // Past the memory bound, seal now rather than at the tick.
-                    if self.buffer.buffered_bytes() >= self.max_buffer_bytes {
+                    if self.buffer.buffered_bytes() >= self.max_buffer_bytes / 2 {
                         let sealed = self.buffer.seal()?;
                         self.ship(sealed, to_disk)?;
                     }
@@ -338,11 +340,18 @@ struct Disk<'a> {
     writer_gone: &'a AtomicBool,
 }
 
-/// The writer thread: writes sealed partitions in order. A failed write is
-/// retried after a pause (nothing is dropped; the worker waits meanwhile);
-/// once the worker has finished, three failures in a row give up.
+/// Files a batch of sealed partitions is written with at once: writing a
+/// file is mostly waiting for its fsync, and concurrent syncs are committed
+/// together by the filesystem, so a flush of a hundred orgs' partitions
+/// does not wait for a hundred syncs in a row.
+const WRITERS: usize = 4;
+
+/// The writer thread: writes sealed partitions, a batch at a time on up to
+/// [`WRITERS`] threads. A failed write is retried after a pause (nothing
+/// is dropped; the worker waits meanwhile); once the worker has finished,
+/// three failures in a row give up.
 fn write_loop(
-    mut files: FileWriter,
+    files: FileWriter,
     mut pending: VecDeque<Sealed>,
     input: &Receiver<Vec<Sealed>>,
     stats: &WorkerStats,
@@ -358,30 +367,74 @@ fn write_loop(
                 Err(_) => return Ok(()),
             }
         }
-        while let Some(sealed) = pending.front() {
-            match files.write(sealed) {
+        let batch: Vec<Sealed> = pending.drain(..).collect();
+        let results = write_batch(&files, &batch);
+        let mut error = None;
+        for (sealed, result) in batch.into_iter().zip(results) {
+            match result {
                 Ok(r) => {
-                    failures = 0;
                     stats.sealed.fetch_sub(r.events as u64, Ordering::Relaxed);
                     stats.stored.fetch_add(r.events as u64, Ordering::Relaxed);
                     stats.files.fetch_add(r.files as u64, Ordering::Relaxed);
                     stats.bytes.fetch_add(r.bytes, Ordering::Relaxed);
-                    if let Some(done) = pending.pop_front() {
-                        in_flight.release(done.bytes());
-                    }
+                    in_flight.release(sealed.bytes());
                 }
                 Err(e) => {
-                    stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                    failures += 1;
-                    if closing.load(Ordering::Relaxed) && failures >= 3 {
-                        return Err(e);
-                    }
-                    eprintln!("vigil worker: writing events failed, keeping them and retrying: {e}");
-                    std::thread::sleep(pause);
+                    // Kept, in order, for the next try.
+                    pending.push_back(sealed);
+                    error = Some(e);
                 }
             }
         }
+        match error {
+            None => failures = 0,
+            Some(e) => {
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                failures += 1;
+                if closing.load(Ordering::Relaxed) && failures >= 3 {
+                    return Err(e);
+                }
+                eprintln!("vigil worker: writing events failed, keeping them and retrying: {e}");
+                std::thread::sleep(pause);
+            }
+        }
     }
+}
+
+/// Writes every partition of `batch` as its own file, on up to [`WRITERS`]
+/// threads; the results are in the order of `batch`.
+fn write_batch(files: &FileWriter, batch: &[Sealed]) -> Vec<Result<FlushReport, WorkerError>> {
+    if batch.len() <= 1 {
+        return batch.iter().map(|s| files.write(s)).collect();
+    }
+    let next = AtomicU64::new(0);
+    let results: Mutex<Vec<Option<Result<FlushReport, WorkerError>>>> =
+        Mutex::new((0..batch.len()).map(|_| None).collect());
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+            let Some(sealed) = batch.get(i) else { break };
+            let result = files.write(sealed);
+            results.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(result);
+        }
+    };
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..WRITERS.min(batch.len()))
+            .filter_map(|n| {
+                std::thread::Builder::new().name(format!("vigil-parquet-{n}")).spawn_scoped(scope, work).ok()
+            })
+            .collect();
+        work();
+        for h in helpers {
+            let _ = h.join();
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(WorkerError::WriterFailed)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -134,3 +134,20 @@ fn a_failed_write_keeps_the_events_for_the_next_flush() {
     assert_eq!(rows, 2, "each event written exactly once");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_buffers_byte_estimate_is_close_to_the_columns_it_seals() {
+    // The worker seals on this estimate to bound its memory; it must not
+    // be far below what the columns really take.
+    let mut buffer = worker::EventBuffer::new(1 << 20);
+    let ufw = "<4>Nov 22 10:00:00 10.0.1.7 kernel: [12.000001] [UFW BLOCK] IN=eth0 OUT= MAC=00:16:3e:5a:11:02:00:16:3e:9c:44:01:08:00 SRC=198.51.100.4 DST=10.0.1.7 LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID=4 DF PROTO=TCP SPT=4000 DPT=22 WINDOW=29200 RES=0x00 SYN URGP=0";
+    let events: Vec<Event> = [SSH, OTHER_DAY, ufw].iter().map(|l| event(l, 1)).collect();
+    for i in 0..30_000u64 {
+        let mut e = events[(i % 3) as usize].clone();
+        e.org_id = Some(OrgId(1 + (i % 10) as u32));
+        buffer.append(i, &e).unwrap();
+    }
+    let estimate = buffer.buffered_bytes();
+    let actual: usize = buffer.seal().unwrap().iter().map(worker::Sealed::bytes).sum();
+    assert!(estimate * 10 >= actual * 8 && estimate <= actual * 2, "estimate {estimate}, columns {actual}");
+}
