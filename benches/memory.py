@@ -22,6 +22,23 @@ p.add_argument("--lateness", type=float, default=10.0)
 p.add_argument("--after", type=int, default=300, help="seconds to watch after the load")
 a = p.parse_args()
 
+def state():
+    """The rule engine's state and window keys, when the binary exports them."""
+    url = out.get("metrics") or out["api"].rsplit("/api/v1", 1)[0] + "/metrics"
+    try:
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+    except OSError:
+        return ""
+    got = {}
+    for line in text.splitlines():
+        for name in ("vigil_rule_state_bytes", "vigil_rule_window_keys"):
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                got[name] = float(line.rsplit(" ", 1)[1])
+    if not got:
+        return ""
+    return (f"; rule state {got.get('vigil_rule_state_bytes', 0) / 2**20:.0f} MiB, "
+            f"{got.get('vigil_rule_window_keys', 0):.0f} window keys")
+
 def rss_kib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -46,7 +63,8 @@ token = "vgl_memory_0123456789abcdef"
 proc = subprocess.Popen([a.vigil, "run", "--config", cfg], stdout=subprocess.PIPE, text=True,
                         env={**os.environ, "VIGIL_ADMIN_TOKEN": token})
 out = {}
-while not {"tcp", "api"} <= out.keys():
+wanted = {"tcp", "api", "metrics"} if "--metrics-addr" in help_text else {"tcp", "api"}
+while not wanted <= out.keys():
     line = proc.stdout.readline()
     if not line:
         sys.exit("vigil run did not start")
@@ -54,6 +72,8 @@ while not {"tcp", "api"} <= out.keys():
         out["tcp"] = re.search(r"tcp://\S+", line).group(0)
     if line.startswith("api: "):
         out["api"] = line.split()[1]
+    if line.startswith("metrics: "):
+        out["metrics"] = line.split()[1]
 threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
 for k in range(1, a.orgs + 1):
     body = json.dumps({"name": f"org-{k:03}", "ip_ranges": [f"10.{k >> 8}.{k & 255}.0/24"]}).encode()
@@ -70,20 +90,22 @@ started = time.time()
 while sender.poll() is None:
     peak = max(peak, rss_kib(proc.pid) or 0)
     time.sleep(0.2)
+sent = time.time() - started
+with open(a.workload, "rb") as f:
+    lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 # vigil holds the tail of the load for the lateness and the last flush.
 until = time.time() + a.lateness + 5
 while time.time() < until:
     peak = max(peak, rss_kib(proc.pid) or 0)
     time.sleep(0.2)
-sent = time.time() - started
 print(f"{a.vigil}: RSS before the load {base / 1024:.0f} MiB; peak {peak / 1024:.0f} MiB "
-      f"(load sent in {sent:.1f} s)", flush=True)
+      f"(load sent in {sent:.1f} s: {lines / sent:.0f} EPS)", flush=True)
 done = time.time()
 next_report = 60
 while time.time() - done < a.after:
     time.sleep(1)
     if time.time() - done >= next_report:
-        print(f"  {next_report:>4} s after the load: RSS {rss_kib(proc.pid) / 1024:.0f} MiB", flush=True)
+        print(f"  {next_report:>4} s after the load: RSS {rss_kib(proc.pid) / 1024:.0f} MiB{state()}", flush=True)
         next_report += 60
 proc.send_signal(signal.SIGTERM)
 proc.wait(timeout=120)

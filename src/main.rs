@@ -7,11 +7,12 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
-/// mimalloc returns freed pages to the system within milliseconds, so the
-/// resident memory of `vigil run` comes back down after a burst; glibc's
-/// allocator kept gigabytes in per-thread arenas after the load was gone.
+/// jemalloc returns freed pages to the system as they decay, so the
+/// resident memory of `vigil run` comes back down after a burst and stays
+/// flat while idle; glibc's allocator kept gigabytes after the load was
+/// gone, and mimalloc's crept up while idle (see `benches/memory.py`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// vigil: a multi-tenant SIEM pipeline. Collects syslog (RFC 5424/3164,
 /// CEF, LEEF), stores events and correlates them into incidents.
