@@ -14,34 +14,23 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::run::{CONFIG, now_rfc3339, ssh_attack, start, start_with, write_lines};
+use common::run::{CONFIG, now_rfc3339, parquet_files, ssh_attack, start, start_with, write_lines};
 
 /// The string column `name` of every stored event, with its `truncated` flag.
 fn stored(dir: &Path, name: &str) -> Vec<(String, bool)> {
     use arrow_array::BooleanArray;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for entry in entries {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "parquet") {
-                let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&p).unwrap())
-                    .unwrap()
-                    .build()
-                    .unwrap();
-                for batch in reader {
-                    let batch = batch.unwrap();
-                    let strings = strings(batch.column_by_name(name).unwrap().as_ref());
-                    let cut = batch.column_by_name("truncated").unwrap();
-                    let cut = cut.as_any().downcast_ref::<BooleanArray>().unwrap();
-                    for (i, s) in strings.into_iter().enumerate() {
-                        out.push((s, cut.value(i)));
-                    }
-                }
+    for p in parquet_files(dir) {
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&p).unwrap()).unwrap().build().unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let strings = strings(batch.column_by_name(name).unwrap().as_ref());
+            let cut = batch.column_by_name("truncated").unwrap();
+            let cut = cut.as_any().downcast_ref::<BooleanArray>().unwrap();
+            for (i, s) in strings.into_iter().enumerate() {
+                out.push((s, cut.value(i)));
             }
         }
     }

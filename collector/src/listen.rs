@@ -436,7 +436,10 @@ impl Listeners {
                     Ok(Err(_)) => break End::Cut,
                     Ok(Ok(n)) => {
                         ListenerStats::add(&self.stats.bytes, n as u64);
-                        read_size = if n >= read_size { (read_size * 2).min(BUSY_READ) } else { QUIET_READ.max(n) };
+                        // A read that filled its room asks for more next time; one
+                        // that did not goes back to a small read, so a connection
+                        // waiting for its next bytes holds 4 KiB of buffer.
+                        read_size = if n >= read_size { (read_size * 2).min(BUSY_READ) } else { QUIET_READ };
                     }
                 }
             }
@@ -455,6 +458,16 @@ impl Listeners {
                     self.push(&mut batch, peer, frame);
                 }
                 partial.fit(framer.buffered());
+            }
+            // Nothing unfinished: let go of a grown read buffer (the frames cut
+            // from it keep what they need), so a connection that falls quiet
+            // after a burst or a cut line holds a few KiB, not 64.
+            // The next read starts small too: a read that filled its room
+            // may have emptied the socket, and a connection blocked in a
+            // read holds the room it reserved.
+            if framer.buffered() == 0 {
+                *framer.buffer_mut() = bytes::BytesMut::new();
+                read_size = QUIET_READ;
             }
             if batch.len() >= self.config.batch_messages {
                 flush_at = None;

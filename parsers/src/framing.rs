@@ -126,7 +126,8 @@ impl Framer {
     /// A framer with the given mode and maximum frame length.
     pub fn new(mode: FramingMode, max_frame_len: NonZeroUsize) -> Framer {
         Framer {
-            buf: BytesMut::with_capacity(8 * 1024),
+            // Nothing until the first read: an idle connection costs no buffer.
+            buf: BytesMut::new(),
             mode,
             max: max_frame_len.get(),
             state: State::Framing,

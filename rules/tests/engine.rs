@@ -479,6 +479,16 @@ fn a_future_stamped_event_does_not_make_its_orgs_events_late() {
     assert!(hits.is_empty());
 }
 
+/// Feeds `n` failed logins from distinct addresses, 1 ms apart, with ids
+/// from `*id + 1`; none repeats, so each is a window key of its own.
+fn one_off_sources(engine: &mut Engine, n: u32, id: &mut u64, out: &mut Vec<rules::Incident>) {
+    for i in 0..n {
+        let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+        *id += 1;
+        engine.process(*id, &failures("acme", &ip, f64::from(i) * 0.001, 0.0, 1)[0], out);
+    }
+}
+
 #[test]
 fn the_reorder_buffer_is_small_per_event_and_shrinks_after_a_burst() {
     let rules = compile(BRUTE);
@@ -486,10 +496,7 @@ fn the_reorder_buffer_is_small_per_event_and_shrinks_after_a_burst() {
     let mut out = Vec::new();
     // 200,000 failures from distinct addresses, all within the lateness:
     // every one waits in the buffer.
-    for i in 0..200_000u32 {
-        let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
-        engine.process(u64::from(i), &failures("acme", &ip, f64::from(i) * 0.001, 0.0, 1)[0], &mut out);
-    }
+    one_off_sources(&mut engine, 200_000, &mut 0, &mut out);
     let stats = engine.stats();
     assert_eq!(stats.buffered, 200_000);
     let per_event = stats.buffer_bytes / 200_000;
@@ -508,11 +515,7 @@ fn past_the_buffer_ceiling_the_oldest_records_are_released_early_and_counted() {
     let mut engine = Engine::new(rules, limited);
     let mut out = Vec::new();
     let mut id = 0;
-    for i in 0..200_000u32 {
-        let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
-        id += 1;
-        engine.process(id, &failures("acme", &ip, f64::from(i) * 0.001, 0.0, 1)[0], &mut out);
-    }
+    one_off_sources(&mut engine, 200_000, &mut id, &mut out);
     // An attack in the middle of the flood is still found.
     for e in failures("acme", "203.0.113.9", 200.0, 1.0, 5) {
         id += 1;
@@ -633,11 +636,7 @@ fn past_the_key_ceiling_the_stalest_keys_go_and_fresh_attacks_are_still_found() 
     let mut out = Vec::new();
     let mut id = 0;
     // 10,000 one-off sources, then an attack: the sources' keys are older.
-    for i in 0..10_000u32 {
-        let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
-        id += 1;
-        engine.process(id, &failures("acme", &ip, f64::from(i) * 0.001, 0.0, 1)[0], &mut out);
-    }
+    one_off_sources(&mut engine, 10_000, &mut id, &mut out);
     for e in failures("acme", "203.0.113.9", 20.0, 1.0, 5) {
         id += 1;
         engine.process(id, &e, &mut out);

@@ -172,10 +172,9 @@ impl Vigil {
     }
 }
 
-/// Rows in every Parquet file under `dir` (recursively), by org directory.
-pub fn parquet_rows(dir: &Path) -> std::collections::BTreeMap<String, i64> {
-    use parquet::file::reader::FileReader;
-    let mut out = std::collections::BTreeMap::new();
+/// Every Parquet file under `dir`, recursively.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else { continue };
@@ -184,15 +183,21 @@ pub fn parquet_rows(dir: &Path) -> std::collections::BTreeMap<String, i64> {
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|e| e == "parquet") {
-                let reader =
-                    parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&p).unwrap()).unwrap();
-                let org = p
-                    .ancestors()
-                    .find_map(|a| a.file_name()?.to_str()?.strip_prefix("org=").map(str::to_owned))
-                    .unwrap();
-                *out.entry(org).or_default() += reader.metadata().file_metadata().num_rows();
+                files.push(p);
             }
         }
+    }
+    files
+}
+
+/// Rows in every Parquet file under `dir` (recursively), by org directory.
+pub fn parquet_rows(dir: &Path) -> std::collections::BTreeMap<String, i64> {
+    use parquet::file::reader::FileReader;
+    let mut out = std::collections::BTreeMap::new();
+    for p in parquet_files(dir) {
+        let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&p).unwrap()).unwrap();
+        let org = p.ancestors().find_map(|a| a.file_name()?.to_str()?.strip_prefix("org=").map(str::to_owned)).unwrap();
+        *out.entry(org).or_default() += reader.metadata().file_metadata().num_rows();
     }
     out
 }
