@@ -22,64 +22,12 @@
 //! org with a limit, accepted ≤ org budget.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use parsers::{OrgId, Str};
-
-/// Name of an entry node (a collector, or a worker/supervisor that receives
-/// syslog directly).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub Str);
-
-impl NodeId {
-    /// A node id from its name.
-    pub fn new(name: &str) -> NodeId {
-        NodeId(Str::from(name))
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// One org's admission rule on this node for one interval.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OrgBudget {
-    /// The organization.
-    pub org: OrgId,
-    /// A disabled org's events are dropped at entry and not counted as EPS.
-    pub enabled: bool,
-    /// At most this many of its events; `None` when the org has no limit.
-    pub events: Option<u64>,
-}
-
-/// What a node may accept in one interval, as sent by the supervisor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Budget {
-    /// Interval number (start time / T).
-    pub interval: u64,
-    /// Events the node may accept: (allocated + burst EPS) × T.
-    pub node_events: u64,
-    /// Per-org rules; orgs not listed are enabled and unlimited.
-    pub orgs: Vec<OrgBudget>,
-}
-
-impl Budget {
-    /// A budget with no org rules.
-    pub fn node_only(interval: u64, node_events: u64) -> Budget {
-        Budget { interval, node_events, orgs: Vec::new() }
-    }
-}
+use parsers::OrgId;
+pub use parsers::protocol::{Budget, IntervalReport, NodeId, OrgBudget, OrgCounts};
 
 /// The outcome of admitting a run of `n` events of one org.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -92,38 +40,6 @@ pub struct Admission {
     pub dropped_node: u64,
     /// Dropped because the org is disabled (not counted as received).
     pub rejected_disabled: u64,
-}
-
-/// One org's counters for one interval.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct OrgCounts {
-    /// The organization.
-    pub org: OrgId,
-    /// Events received (accepted or dropped); excludes a disabled org's.
-    pub received: u64,
-    /// Events accepted.
-    pub accepted: u64,
-    /// Dropped over the org's budget.
-    pub dropped_org: u64,
-    /// Dropped over the node's budget.
-    pub dropped_node: u64,
-    /// Dropped because the org is disabled.
-    pub rejected_disabled: u64,
-}
-
-/// What a node reports at the end of an interval.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IntervalReport {
-    /// The reporting node.
-    pub node: NodeId,
-    /// The interval the counts are for.
-    pub interval: u64,
-    /// Events received (accepted or not), the node's incoming EPS × T.
-    pub received: u64,
-    /// Events accepted.
-    pub accepted: u64,
-    /// Per-org counters, by org id.
-    pub orgs: Vec<OrgCounts>,
 }
 
 /// `limit` value meaning "no limit".

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use parsers::{DeviceParsers, Event, EventTime, OrgId, Parser, Str};
+use parsers::{DeviceParsers, Event, EventIds, EventTime, OrgId, Parser, Str};
 
 use crate::gate::{Admission, Gate};
 use crate::listen::RawBatch;
@@ -30,6 +30,7 @@ pub struct Intake {
     collector: Str,
     skew_config: SkewConfig,
     skew: Mutex<SkewWatch>,
+    ids: Mutex<EventIds>,
 }
 
 /// A skewed event of the run being admitted: its place in the run.
@@ -56,7 +57,15 @@ impl Intake {
             collector: collector.into(),
             skew_config: SkewConfig::default(),
             skew: Mutex::new(SkewWatch::default()),
+            ids: Mutex::new(EventIds::new(0, EventTime::from_unix(0, 0, 0))),
         }
+    }
+
+    /// Sets where this collector's event ids come from (its node slot and
+    /// start time); the default is slot 0 started at the epoch.
+    pub fn with_event_ids(self, ids: EventIds) -> Intake {
+        *self.ids.lock().unwrap_or_else(PoisonError::into_inner) = ids;
+        self
     }
 
     /// Sets how clock skew is detected and announced.
@@ -82,9 +91,22 @@ impl Intake {
     }
 
     /// Parses, assigns and admits `batch`, appending the accepted events
-    /// to `out` in arrival order (then any clock-skew system events);
-    /// returns what the gate decided, summed.
+    /// to `out` in arrival order (then any clock-skew system events), each
+    /// with its event id; returns what the gate decided, summed.
     pub fn process(&self, batch: RawBatch, out: &mut Vec<Event>) -> Admission {
+        let start = out.len();
+        let total = self.process_unnumbered(batch, out);
+        let fresh = &mut out[start..];
+        if !fresh.is_empty() {
+            let first = self.ids.lock().unwrap_or_else(PoisonError::into_inner).next_run(fresh.len() as u64);
+            for (e, id) in fresh.iter_mut().zip(first..) {
+                e.id = id;
+            }
+        }
+        total
+    }
+
+    fn process_unnumbered(&self, batch: RawBatch, out: &mut Vec<Event>) -> Admission {
         let orgs = self.orgs.load();
         let mut total = Admission::default();
         let mut run: Vec<Event> = Vec::new();

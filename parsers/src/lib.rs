@@ -9,6 +9,7 @@
 //!   owned [`Event`] ([`Parser`]);
 //! - data-driven device parsers that add `event_type` and normalized fields
 //!   ([`device`]);
+//! - the protocol types the roles exchange ([`protocol`]);
 //! - address ranges ([`Network`]), as org IP ranges and rule filters write them.
 //!
 //! Does not own: sockets, threads, clocks, org assignment or licensing. This
@@ -24,6 +25,7 @@ mod grammar;
 pub mod leef;
 pub mod net;
 pub mod parser;
+pub mod protocol;
 pub mod syslog;
 pub mod time;
 
@@ -33,4 +35,8 @@ pub use event::{Event, Format, OrgId, Pairs, SdElement, Str, StructuredData};
 pub use grammar::SyntaxError;
 pub use net::Network;
 pub use parser::{InputFormat, Parser, ParserConfig, Payload, View};
+pub use protocol::{
+    BUILTIN_ORGS, Budget, Clock, EventIds, IntervalReport, ManualClock, NodeId, OrgBudget, OrgCounts, OrgEntry,
+    OrgSnapshot, Severity,
+};
 pub use time::{EventTime, SourceZone};

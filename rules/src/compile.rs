@@ -6,6 +6,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+pub use parsers::Severity;
 use parsers::{Format, Str};
 use regex::RegexSet;
 
@@ -14,57 +15,6 @@ use crate::duration;
 use crate::field::{Field, FieldType};
 use crate::filter::{self, Filter, FilterCx, Op, RegexTable};
 use crate::syntax::{self, Kind, Node};
-
-/// Incident severity, as rules set it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    /// Informational.
-    Info,
-    /// Low.
-    Low,
-    /// Medium.
-    Medium,
-    /// High.
-    High,
-    /// Critical.
-    Critical,
-}
-
-impl Severity {
-    const NAMES: [&'static str; 5] = ["info", "low", "medium", "high", "critical"];
-
-    /// The lower-case name.
-    pub fn as_str(self) -> &'static str {
-        Severity::NAMES[self as usize]
-    }
-
-    /// Every severity, lowest first; `ALL[s.rank()] == s`.
-    pub const ALL: [Severity; 5] =
-        [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
-
-    /// 0 (info) to 4 (critical): the order analysts sort by.
-    pub fn rank(self) -> u8 {
-        self as u8
-    }
-
-    /// The severity with a lower-case name, if it is one.
-    pub fn parse(name: &str) -> Option<Severity> {
-        Some(match name {
-            "info" => Severity::Info,
-            "low" => Severity::Low,
-            "medium" => Severity::Medium,
-            "high" => Severity::High,
-            "critical" => Severity::Critical,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Which orgs' events a rule sees (SPEC §4).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -971,7 +971,8 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
             gate.clone(),
             &config.node,
         )
-        .with_skew(skew),
+        .with_skew(skew)
+        .with_event_ids(parsers::EventIds::new(0, clock.now())),
     );
     // Short queues: under overload events wait in the senders' TCP buffers,
     // not here, so the event→incident latency stays low.
@@ -1043,8 +1044,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
     };
     let writer = EventWriter::open(writer_config, clock.now()).context("cannot open the event store")?;
     let worker_stats = Arc::new(WorkerStats::default());
-    let first_id = u64::try_from(clock.now().unix_secs()).unwrap_or(0) << 32;
-    let worker = Worker::new(writer, engine, first_id, worker_stats.clone())
+    let worker = Worker::new(writer, engine, worker_stats.clone())
         .with_max_buffer_bytes(config.storage.max_buffer_mb.saturating_mul(1 << 20));
     let (ingest, ingest_task) = Ingest::start(store.clone(), IngestConfig::default());
     let worker_thread = {

@@ -142,7 +142,6 @@ pub struct Worker {
     /// Moves to the writer thread when the worker runs.
     files: Option<(FileWriter, VecDeque<Sealed>)>,
     engine: Engine,
-    next_id: u64,
     stats: Arc<WorkerStats>,
     arrivals: Arrivals,
     /// Receive time of the last event taken, and the clock then.
@@ -152,15 +151,14 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker whose event ids start at `first_id` (make it unique per
-    /// run, e.g. start time in seconds << 32).
-    pub fn new(writer: EventWriter, engine: Engine, first_id: u64, stats: Arc<WorkerStats>) -> Worker {
+    /// A worker storing with `writer` and correlating with `engine`. Events
+    /// arrive with their ids (the collector gives them).
+    pub fn new(writer: EventWriter, engine: Engine, stats: Arc<WorkerStats>) -> Worker {
         let (buffer, files, unwritten) = writer.into_parts();
         Worker {
             buffer,
             files: Some((files, unwritten)),
             engine,
-            next_id: first_id,
             stats,
             arrivals: Arrivals::default(),
             frontier: None,
@@ -238,8 +236,7 @@ impl Worker {
                         self.frontier = Some((last.received_at, clock.now()));
                     }
                     for event in &events {
-                        let id = self.next_id;
-                        self.next_id += 1;
+                        let id = event.id;
                         self.arrivals.note(id, event.received_at);
                         self.engine.process(id, event, &mut incidents);
                         if let Some(sealed) = self.buffer.append(id, event)? {
@@ -453,7 +450,7 @@ mod tests {
         let t = |s: i64| EventTime::from_unix(s, 0, 0);
         let writer = EventWriter::open(crate::EventWriterConfig::new(&dir, "node-1"), t(0)).unwrap();
         let engine = Engine::new(Arc::new(rules::builtin()), rules::EngineConfig::default());
-        let mut worker = Worker::new(writer, engine, 1, Arc::new(WorkerStats::default()));
+        let mut worker = Worker::new(writer, engine, Arc::new(WorkerStats::default()));
         assert_eq!(worker.horizon(t(100), false), t(100), "nothing taken yet: the clock");
         worker.frontier = Some((t(90), t(95)));
         assert_eq!(worker.horizon(t(100), true), t(90), "input waiting: no further than what was taken");

@@ -26,6 +26,7 @@ fn failure(secs: i64, port: u32) -> Event {
     DeviceParsers::builtin().unwrap().classify(&mut e);
     e.org_id = Some(OrgId(3));
     e.org = Some("Acme".into());
+    e.id = u64::from(port);
     assert_eq!(e.event_type.as_deref(), Some("ssh.auth.failure"));
     e
 }
@@ -43,7 +44,7 @@ fn waiting_in_vigils_own_queues_never_makes_an_event_late() {
         Engine::new(Arc::new(rules), EngineConfig { lateness: Duration::from_secs(2), ..EngineConfig::default() });
     let writer = EventWriter::open(EventWriterConfig::new(&dir, "node-1"), EventTime::from_unix(T0, 0, 0)).unwrap();
     let stats = Arc::new(WorkerStats::default());
-    let worker = Worker::new(writer, engine, 1, stats.clone());
+    let worker = Worker::new(writer, engine, stats.clone());
     // The worker is an hour behind its input: a backlog drained late.
     let clock = ManualClock::new(EventTime::from_unix(T0 + 3_600, 0, 0));
     let (tx, rx) = crossbeam_channel::bounded(4);
@@ -76,7 +77,7 @@ fn plain_worker(dir: &std::path::Path) -> (Worker, Arc<WorkerStats>) {
     let engine = Engine::new(Arc::new(rules), EngineConfig::default());
     let writer = EventWriter::open(EventWriterConfig::new(dir, "node-1"), EventTime::from_unix(T0, 0, 0)).unwrap();
     let stats = Arc::new(WorkerStats::default());
-    (Worker::new(writer, engine, 1, stats.clone()), stats)
+    (Worker::new(writer, engine, stats.clone()), stats)
 }
 
 #[test]

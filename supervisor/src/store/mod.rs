@@ -273,11 +273,11 @@ impl Store {
     }
 }
 
-/// Built-in orgs and roles, inserted in a fixed order so their ids are the
-/// same on every store (Super/Local = 1 = `parsers::OrgId::SUPER_LOCAL`,
-/// Super/Global = 2).
+/// Built-in orgs and roles. The orgs are inserted first into an empty
+/// table, in id order, so their row ids are `parsers::BUILTIN_ORGS`'s on
+/// every store; a store where that fails is refused.
 async fn seed(conn: &mut AnyConnection, now: i64) -> Result<()> {
-    for name in ["Super/Local", "Super/Global"] {
+    for (id, name) in parsers::BUILTIN_ORGS {
         let mut q = Sql::new(
             "INSERT INTO orgs (name, name_key, description, enabled, builtin, created_at, updated_at) VALUES (",
         );
@@ -287,8 +287,13 @@ async fn seed(conn: &mut AnyConnection, now: i64) -> Result<()> {
             "The provider's own network, and events no other org claims"
         };
         q.bind(name.to_owned()).push(", ").bind(name.to_lowercase()).push(", ").bind(description.to_owned());
-        q.push(", 1, 1, ").bind(now).push(", ").bind(now).push(")");
-        q.build().execute(&mut *conn).await?;
+        q.push(", 1, 1, ").bind(now).push(", ").bind(now).push(") RETURNING id");
+        let got = q.build().fetch_one(&mut *conn).await?.int("id")?;
+        if got != i64::from(id.0) {
+            return Err(StoreError::BadRequest(format!(
+                "the store gave built-in org {name} id {got}, not {id}: it must be created empty"
+            )));
+        }
     }
     for (name, perms) in [("admin", Perms::all()), ("analyst", Perms::analyst()), ("viewer", Perms::read_all())] {
         let mut q =
@@ -307,5 +312,6 @@ mod tests {
     #[test]
     fn event_org_ids_are_store_org_ids() {
         assert_eq!(SUPER_LOCAL, i64::from(parsers::OrgId::SUPER_LOCAL.0));
+        assert_eq!(SUPER_GLOBAL, i64::from(parsers::OrgId::SUPER_GLOBAL.0));
     }
 }

@@ -7,12 +7,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::auth::Perms;
 
 /// Built-in org for the provider's own network, and the default for events
-/// no other org claims; the same id as `parsers::OrgId::SUPER_LOCAL`, so an
-/// event's org id is its org's row id.
-pub const SUPER_LOCAL: i64 = 1;
+/// no other org claims; `parsers::OrgId::SUPER_LOCAL` (one table for the
+/// pipeline and the store: an event's org id is its org's row id).
+pub const SUPER_LOCAL: i64 = parsers::OrgId::SUPER_LOCAL.0 as i64;
 /// Built-in org every provider-side user belongs to; its users see every
 /// org or a chosen subset (SPEC §4). Virtual: it holds no events or records.
-pub const SUPER_GLOBAL: i64 = 2;
+pub const SUPER_GLOBAL: i64 = parsers::OrgId::SUPER_GLOBAL.0 as i64;
 
 /// Milliseconds since the Unix epoch as RFC 3339 (UTC).
 pub fn fmt_ms(ms: i64) -> String {

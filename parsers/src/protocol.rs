@@ -1,0 +1,391 @@
+//! The types the roles exchange (SPEC §1, §3, §4), in the lowest crate so
+//! every role and every transport (in-process channels in `vigil run`,
+//! NATS JetStream in a cluster) shares one definition, with serde in both
+//! directions: node names, budgets and interval reports of the EPS loop,
+//! the org table the supervisor publishes, incident severities, the
+//! built-in org ids, event ids that carry their node, and the [`Clock`]
+//! every waiting or windowing component takes (implemented here for
+//! virtual time; the wall clock lives with the roles, as this crate reads
+//! none).
+
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{OrgId, Str};
+use crate::time::EventTime;
+
+/// The built-in orgs (SPEC §4) with their fixed ids: one table for the
+/// pipeline, the record store and the wire.
+pub const BUILTIN_ORGS: [(OrgId, &str); 2] =
+    [(OrgId::SUPER_LOCAL, "Super/Local"), (OrgId::SUPER_GLOBAL, "Super/Global")];
+
+/// A source of "now" that can also wait.
+pub trait Clock: Send + Sync {
+    /// The current time.
+    fn now(&self) -> EventTime;
+
+    /// Blocks until `deadline` (or returns at once if it has passed).
+    fn sleep_until(&self, deadline: EventTime);
+}
+
+/// A clock that moves only when told to: `sleep_until` blocks until another
+/// thread advances the clock past the deadline.
+#[derive(Clone, Debug)]
+pub struct ManualClock {
+    inner: Arc<(Mutex<EventTime>, Condvar)>,
+}
+
+impl ManualClock {
+    /// A clock showing `start`.
+    pub fn new(start: EventTime) -> ManualClock {
+        ManualClock { inner: Arc::new((Mutex::new(start), Condvar::new())) }
+    }
+
+    /// Moves the clock to `t` (never backwards) and wakes sleepers.
+    pub fn set(&self, t: EventTime) {
+        let (lock, cvar) = &*self.inner;
+        let mut now = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if t > *now {
+            *now = t;
+        }
+        cvar.notify_all();
+    }
+
+    /// Moves the clock forward by `secs` seconds.
+    pub fn advance(&self, secs: i64) {
+        let now = self.now();
+        self.set(now.add_secs(secs));
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> EventTime {
+        *self.inner.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sleep_until(&self, deadline: EventTime) {
+        let (lock, cvar) = &*self.inner;
+        let mut now = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        while now.unix_nanos() < deadline.unix_nanos() {
+            now = cvar.wait(now).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// Name of an entry node (a collector, or a worker/supervisor that receives
+/// syslog directly).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub Str);
+
+impl NodeId {
+    /// A node id from its name.
+    pub fn new(name: &str) -> NodeId {
+        NodeId(Str::from(name))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One org's admission rule on this node for one interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgBudget {
+    /// The organization.
+    pub org: OrgId,
+    /// A disabled org's events are dropped at entry and not counted as EPS.
+    pub enabled: bool,
+    /// At most this many of its events; `None` when the org has no limit.
+    pub events: Option<u64>,
+}
+
+/// What a node may accept in one interval, as sent by the supervisor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Interval number (start time / T).
+    pub interval: u64,
+    /// Events the node may accept: (allocated + burst EPS) × T.
+    pub node_events: u64,
+    /// Per-org rules; orgs not listed are enabled and unlimited.
+    pub orgs: Vec<OrgBudget>,
+}
+
+impl Budget {
+    /// A budget with no org rules.
+    pub fn node_only(interval: u64, node_events: u64) -> Budget {
+        Budget { interval, node_events, orgs: Vec::new() }
+    }
+}
+
+/// One org's counters for one interval.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OrgCounts {
+    /// The organization.
+    pub org: OrgId,
+    /// Events received (accepted or dropped); excludes a disabled org's.
+    pub received: u64,
+    /// Events accepted.
+    pub accepted: u64,
+    /// Dropped over the org's budget.
+    pub dropped_org: u64,
+    /// Dropped over the node's budget.
+    pub dropped_node: u64,
+    /// Dropped because the org is disabled.
+    pub rejected_disabled: u64,
+}
+
+/// What a node reports at the end of an interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntervalReport {
+    /// The reporting node.
+    pub node: NodeId,
+    /// The interval the counts are for.
+    pub interval: u64,
+    /// Events received (accepted or not), the node's incoming EPS × T.
+    pub received: u64,
+    /// Events accepted.
+    pub accepted: u64,
+    /// Per-org counters, by org id.
+    pub orgs: Vec<OrgCounts>,
+}
+
+/// Incident severity, as rules set it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Informational.
+    Info,
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Critical.
+    Critical,
+}
+
+impl Severity {
+    /// The lower-case names, lowest first.
+    pub const NAMES: [&'static str; 5] = ["info", "low", "medium", "high", "critical"];
+
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        Severity::NAMES[self as usize]
+    }
+
+    /// Every severity, lowest first; `ALL[s.rank()] == s`.
+    pub const ALL: [Severity; 5] =
+        [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+
+    /// 0 (info) to 4 (critical): the order analysts sort by.
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+
+    /// The severity with a lower-case name, if it is one.
+    pub fn parse(name: &str) -> Option<Severity> {
+        Some(match name {
+            "info" => Severity::Info,
+            "low" => Severity::Low,
+            "medium" => Severity::Medium,
+            "high" => Severity::High,
+            "critical" => Severity::Critical,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One org as the supervisor publishes it to entry nodes: what org
+/// assignment and the gate need, nothing more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgEntry {
+    /// The org's id.
+    pub id: OrgId,
+    /// The org's name (stamped on its events).
+    pub name: String,
+    /// Its IP ranges in CIDR notation.
+    pub ranges: Vec<String>,
+    /// A disabled org's events are dropped at entry.
+    pub enabled: bool,
+    /// EPS limit, if any.
+    pub eps_limit: Option<u64>,
+}
+
+/// The org table the supervisor publishes: every org (built-in ones
+/// included), numbered so a node can tell a newer table from an older one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgSnapshot {
+    /// Increases with every change.
+    pub version: u64,
+    /// The orgs.
+    pub orgs: Vec<OrgEntry>,
+}
+
+impl OrgSnapshot {
+    /// The gate's per-org rules for an interval of `interval_secs`.
+    pub fn org_budgets(&self, interval_secs: u64) -> Vec<OrgBudget> {
+        self.orgs
+            .iter()
+            .map(|o| OrgBudget {
+                org: o.id,
+                enabled: o.enabled,
+                events: o.eps_limit.map(|l| l.saturating_mul(interval_secs)),
+            })
+            .collect()
+    }
+}
+
+/// Event ids: unique across the nodes of a cluster and across restarts.
+///
+/// Layout of the 64 bits: the node's slot (12 bits, handed out by the
+/// supervisor when the node registers; 0 in `vigil run`), then a 52-bit
+/// sequence that starts at the node's start time in seconds × 2^20 and
+/// counts up by one per event. Ids of one node are in arrival order. A
+/// restarted node starts above every id it gave before unless it averaged
+/// more than 2^20 (1,048,576) events per second over its previous run.
+#[derive(Clone, Debug)]
+pub struct EventIds {
+    next: u64,
+    end: u64,
+}
+
+impl EventIds {
+    /// Bits of the node slot.
+    pub const SLOT_BITS: u32 = 12;
+    /// Bits of the per-node sequence.
+    pub const SEQ_BITS: u32 = 64 - EventIds::SLOT_BITS;
+    /// Largest node slot.
+    pub const MAX_SLOT: u16 = (1 << EventIds::SLOT_BITS) - 1;
+
+    /// Ids for node `slot` (masked to 12 bits) started at `now`.
+    pub fn new(slot: u16, now: EventTime) -> EventIds {
+        let slot = u64::from(slot & EventIds::MAX_SLOT) << EventIds::SEQ_BITS;
+        let secs = u64::try_from(now.unix_secs()).unwrap_or(0) & 0xFFFF_FFFF;
+        EventIds { next: slot | (secs << 20), end: slot | ((1 << EventIds::SEQ_BITS) - 1) }
+    }
+
+    /// The next id. After 2^52 ids the sequence stays at its last value
+    /// rather than step into another node's slot.
+    pub fn next_id(&mut self) -> u64 {
+        let id = self.next;
+        if self.next < self.end {
+            self.next += 1;
+        }
+        id
+    }
+
+    /// The first of `n` consecutive ids (one call per batch).
+    pub fn next_run(&mut self, n: u64) -> u64 {
+        let first = self.next;
+        self.next = self.next.saturating_add(n).min(self.end);
+        first
+    }
+
+    /// The node slot an id was given by.
+    pub fn slot_of(id: u64) -> u16 {
+        u16::try_from(id >> EventIds::SEQ_BITS).unwrap_or(EventIds::MAX_SLOT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_org_ids_are_one_table() {
+        assert_eq!(BUILTIN_ORGS, [(OrgId(1), "Super/Local"), (OrgId(2), "Super/Global")]);
+        assert_ne!(OrgId::SUPER_LOCAL, OrgId::SUPER_GLOBAL);
+    }
+
+    #[test]
+    fn protocol_types_round_trip_through_json() {
+        let budget = Budget {
+            interval: 9,
+            node_events: 90_000,
+            orgs: vec![OrgBudget { org: OrgId(7), enabled: false, events: Some(1_800) }],
+        };
+        let report = IntervalReport {
+            node: NodeId::new("edge-1"),
+            interval: 8,
+            received: 10,
+            accepted: 9,
+            orgs: vec![OrgCounts {
+                org: OrgId(7),
+                received: 10,
+                accepted: 9,
+                dropped_org: 1,
+                dropped_node: 0,
+                rejected_disabled: 0,
+            }],
+        };
+        let snapshot = OrgSnapshot {
+            version: 3,
+            orgs: vec![OrgEntry {
+                id: OrgId(7),
+                name: "Acme".into(),
+                ranges: vec!["10.1.0.0/16".into()],
+                enabled: true,
+                eps_limit: Some(10),
+            }],
+        };
+        fn again<T: Serialize + for<'a> Deserialize<'a>>(v: &T) -> T {
+            serde_json::from_str(&serde_json::to_string(v).unwrap()).unwrap()
+        }
+        assert_eq!(again(&budget), budget);
+        assert_eq!(again(&report), report);
+        assert_eq!(again(&snapshot), snapshot);
+        assert_eq!(serde_json::to_string(&report.node).unwrap(), "\"edge-1\"");
+        for s in Severity::ALL {
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+            assert_eq!(again(&s), s);
+        }
+        assert_eq!(snapshot.org_budgets(180)[0].events, Some(1_800));
+    }
+
+    #[test]
+    fn event_ids_carry_their_node_and_rise_across_restarts() {
+        let t = EventTime::from_unix(1_800_000_000, 0, 0);
+        let mut a = EventIds::new(1, t);
+        let mut b = EventIds::new(2, t);
+        let (a1, a2, b1) = (a.next_id(), a.next_id(), b.next_id());
+        assert_eq!(a2, a1 + 1);
+        assert_ne!(a1, b1);
+        assert_eq!((EventIds::slot_of(a1), EventIds::slot_of(b1)), (1, 2));
+        // A restart a second later starts above a run that took < 2^20 ids.
+        let mut again = EventIds::new(1, t.add_secs(1));
+        assert!(again.next_id() > a1 + 1_000_000);
+        // The last slot never overflows into the next node's.
+        let mut last = EventIds { next: u64::MAX - 1, end: u64::MAX };
+        assert_eq!((last.next_id(), last.next_id(), last.next_id()), (u64::MAX - 1, u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn manual_clock_wakes_sleepers_when_advanced() {
+        let clock = ManualClock::new(EventTime::from_unix(1000, 0, 0));
+        let sleeper = clock.clone();
+        let handle = std::thread::spawn(move || {
+            sleeper.sleep_until(EventTime::from_unix(1180, 0, 0));
+            sleeper.now()
+        });
+        clock.advance(100);
+        clock.advance(100);
+        assert_eq!(handle.join().unwrap().unix_secs(), 1200);
+    }
+}
