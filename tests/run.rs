@@ -51,6 +51,27 @@ fn an_ssh_brute_force_in_two_orgs_is_one_incident_each_seen_only_by_its_org() {
 }
 
 #[test]
+fn an_org_created_through_the_api_routes_the_very_next_event() {
+    // Regression: orgs were reloaded every 2 s, so the README tour pasted
+    // as written filed the first incident under Super/Local.
+    let v = start("run-org-at-once");
+    let body = serde_json::json!({"name": "Initech", "ip_ranges": ["127.0.0.0/8"]});
+    let (status, org) = v.post("/orgs", &v.token, &body);
+    assert_eq!(status, 201, "{org}");
+    let file = v.dir.join("attack.log");
+    write_lines(&file, ssh_attack("web-01", "203.0.113.77", 8).into_iter());
+    assert!(v.send(&file, &[]).starts_with("sent 8 lines"));
+    v.wait("the incident", |v| {
+        v.get("/incidents?rule=ssh-brute-force", &v.token).1["items"].as_array().map_or(0, Vec::len) == 1
+    });
+    let (_, all) = v.get("/incidents?rule=ssh-brute-force", &v.token);
+    assert_eq!(all["items"][0]["org"], "Initech", "{all}");
+    assert_eq!(v.metric("vigil_events_accepted_total", &["org=\"Initech\""]), 8);
+    let (ok, _) = v.stop();
+    assert!(ok);
+}
+
+#[test]
 fn traffic_above_the_licence_is_dropped_and_counted_and_the_rest_accepted() {
     let v = start("run-licence");
     // Unlicensed: 500 EPS × 180 s = 90,000 events per interval.

@@ -17,6 +17,10 @@
 //! detection ([`skew`]: events stamped ahead of their receive time counted
 //! per org and announced per source with a system event).
 //!
+//! Assembled as a role in [`node`] (the collector of `vigil run` and of a
+//! cluster, differing only in the transports passed in), writing its
+//! series into a [`metrics::Exposition`].
+//!
 //! Does not own: deciding budgets (the supervisor's allocator does), the
 //! grammars (in `parsers`), storing events (the worker), certificates
 //! (the caller builds the `TlsAcceptor`).
@@ -25,6 +29,8 @@ pub mod clock;
 pub mod gate;
 pub mod intake;
 pub mod listen;
+pub mod metrics;
+pub mod node;
 pub mod orgs;
 pub mod skew;
 

@@ -2,7 +2,8 @@
 //! every role and every transport (in-process channels in `vigil run`,
 //! NATS JetStream in a cluster) shares one definition, with serde in both
 //! directions: node names, budgets and interval reports of the EPS loop,
-//! the org table the supervisor publishes, incident severities, the
+//! the org table the supervisor publishes, incident updates and their
+//! severities, the
 //! built-in org ids, event ids that carry their node, and the [`Clock`]
 //! every waiting or windowing component takes (implemented here for
 //! virtual time; the wall clock lives with the roles, as this crate reads
@@ -210,6 +211,53 @@ impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// One incident as the correlation engine reports it. Reporting the same
+/// incident again (same rule, org, key and window start) updates it: hit
+/// counts and last-seen only grow, first-seen only shrinks, event ids are
+/// merged up to 100, so replays and duplicates change nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentUpdate {
+    /// The rule's id.
+    pub rule: String,
+    /// The owning org.
+    pub org_id: i64,
+    /// The incident key, rendered (e.g. `src_ip=10.0.0.1`).
+    pub key: String,
+    /// Start of the rule's deduplication window (ms since the epoch).
+    pub window_start_ms: i64,
+    /// The title.
+    pub title: String,
+    /// The rule's severity.
+    pub severity: Severity,
+    /// Hits merged so far (cumulative, not a delta).
+    pub count: u64,
+    /// First hit (ms since the epoch).
+    pub first_seen_ms: i64,
+    /// Latest hit (ms since the epoch).
+    pub last_seen_ms: i64,
+    /// Contributing event ids.
+    pub event_ids: Vec<u64>,
+    /// When the pipeline received the newest event of the first hit (ms
+    /// since the epoch), if known: the writer measures event→incident
+    /// latency from it when it creates the incident.
+    pub received_at_ms: Option<i64>,
+}
+
+impl IncidentUpdate {
+    /// The idempotency key: rule, org, incident key and window start.
+    pub fn source_ref(&self) -> String {
+        format!("{}|{}|{}|{}", self.rule, self.org_id, self.key, self.window_start_ms)
+    }
+}
+
+/// The detections transport (worker → supervisor). Updates are idempotent
+/// upserts (same rule, org, key and window start), so a transport that
+/// delivers one twice changes nothing.
+pub trait DetectionSink: Send + 'static {
+    /// Delivers updates, waiting while the transport is full.
+    fn deliver(&mut self, updates: Vec<IncidentUpdate>);
 }
 
 /// One org as the supervisor publishes it to entry nodes: what org

@@ -3,9 +3,10 @@
 //! the next interval and sends every node its budget.
 //!
 //! Both sides run on a [`Clock`], so tests drive them on virtual time. The
-//! transport here is in-process (a channel for reports, the gates
-//! themselves as budget sinks); the cluster transport plugs in at the same
-//! two points.
+//! node side is `collector::node::NodeAgent`. Reports come in on a
+//! channel and budgets go out through a [`Downlink`]: in `vigil run` the
+//! in-process collector, in a cluster a NATS publisher. One loop serves
+//! both.
 //!
 //! Timing at a boundary t: nodes switch to a new interval at t keeping
 //! their last budget (SPEC §3: a node that hears nothing keeps its last
@@ -14,13 +15,26 @@
 //! A node whose report misses the grace period counts as not reporting
 //! (SPEC §3: it falls back to its guarantee).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use collector::{Clock, Gate, IntervalReport, NodeId};
-use parsers::EventTime;
+use collector::node::sleep_until_or_stop;
+use collector::{Clock, IntervalReport, NodeId};
+use parsers::{Budget, EventTime, OrgSnapshot};
 
-use crate::allocation::{AllocatorConfig, AllocatorState, Plan, allocate};
+use crate::allocation::{AllocatorConfig, AllocatorState, OrgQuota, Plan, allocate};
+
+/// What the supervisor sends down to entry nodes (supervisor → nodes).
+pub trait Downlink: Send + Sync {
+    /// `node`'s budget for the running interval.
+    fn budget(&self, node: &NodeId, budget: &Budget);
+    /// A new org table, for every node.
+    fn orgs(&self, orgs: &OrgSnapshot);
+}
+
+/// The org quotas the allocator plans with, shared with whoever follows
+/// the org table (they change between intervals).
+pub type SharedQuotas = Arc<Mutex<Vec<OrgQuota>>>;
 
 /// Start of interval `k`.
 fn interval_start(config: &AllocatorConfig, k: u64) -> EventTime {
@@ -32,20 +46,27 @@ pub struct Supervisor {
     config: AllocatorConfig,
     state: AllocatorState,
     reports: crossbeam_channel::Receiver<IntervalReport>,
-    nodes: Vec<Arc<Gate>>,
+    downlink: Arc<dyn Downlink>,
+    quotas: SharedQuotas,
     grace_secs: i64,
 }
 
 impl Supervisor {
-    /// A supervisor delivering budgets to the gates in `nodes` and reading
-    /// reports from `reports`.
+    /// A supervisor reading reports from `reports` and delivering budgets
+    /// through `downlink`.
     pub fn new(
         config: AllocatorConfig,
         reports: crossbeam_channel::Receiver<IntervalReport>,
-        nodes: Vec<Arc<Gate>>,
+        downlink: Arc<dyn Downlink>,
         grace_secs: i64,
     ) -> Supervisor {
-        Supervisor { config, state: AllocatorState::default(), reports, nodes, grace_secs }
+        let quotas = Arc::new(Mutex::new(config.orgs.clone()));
+        Supervisor { config, state: AllocatorState::default(), reports, downlink, quotas, grace_secs }
+    }
+
+    /// The org quotas the next plans use; replace them when orgs change.
+    pub fn quotas(&self) -> SharedQuotas {
+        self.quotas.clone()
     }
 
     /// The allocator state (pool, last allocations).
@@ -58,12 +79,11 @@ impl Supervisor {
     pub fn plan_interval(&mut self, k: u64) -> Plan {
         let previous = k.checked_sub(1);
         let reports: Vec<IntervalReport> = self.reports.try_iter().filter(|r| Some(r.interval) == previous).collect();
+        self.config.orgs = self.quotas.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let (plan, next) = allocate(&self.config, &self.state, &reports, interval_start(&self.config, k));
         self.state = next;
-        for gate in &self.nodes {
-            if let Some(p) = plan.nodes.iter().find(|p| &p.node == gate.node()) {
-                gate.set_budget(p.budget.clone());
-            }
+        for p in &plan.nodes {
+            self.downlink.budget(&p.node, &p.budget);
         }
         plan
     }
@@ -77,59 +97,9 @@ impl Supervisor {
 
     /// Like [`Supervisor::run`], starting with interval `k`.
     pub fn run_from(&mut self, mut k: u64, clock: &dyn Clock, stop: &AtomicBool, mut on_plan: impl FnMut(&Plan)) {
-        while !stop.load(Ordering::Acquire) {
-            clock.sleep_until(interval_start(&self.config, k).add_secs(self.grace_secs));
-            if stop.load(Ordering::Acquire) {
-                break;
-            }
+        while sleep_until_or_stop(clock, interval_start(&self.config, k).add_secs(self.grace_secs), stop) {
             let plan = self.plan_interval(k);
             on_plan(&plan);
-            k += 1;
-        }
-    }
-}
-
-/// The node side of the loop.
-pub struct NodeAgent {
-    gate: Arc<Gate>,
-    reports: crossbeam_channel::Sender<IntervalReport>,
-    interval_secs: u64,
-}
-
-impl NodeAgent {
-    /// An agent closing `gate`'s intervals and sending reports to `reports`.
-    pub fn new(gate: Arc<Gate>, reports: crossbeam_channel::Sender<IntervalReport>, interval_secs: u64) -> NodeAgent {
-        NodeAgent { gate, reports, interval_secs }
-    }
-
-    /// The node's id.
-    pub fn node(&self) -> &NodeId {
-        self.gate.node()
-    }
-
-    /// Starts interval `k` with the last budget and sends the report of the
-    /// interval that ended. A lost report only means the supervisor treats
-    /// the node as silent; the node goes on.
-    pub fn end_interval(&self, k: u64) -> IntervalReport {
-        let report = self.gate.begin_interval(k, None);
-        let _ = self.reports.send(report.clone());
-        report
-    }
-
-    /// Runs until `stop`, closing an interval at every boundary.
-    pub fn run(&self, clock: &dyn Clock, stop: &AtomicBool) {
-        let first = u64::try_from(clock.now().unix_secs()).unwrap_or(0) / self.interval_secs + 1;
-        self.run_from(first, clock, stop);
-    }
-
-    /// Like [`NodeAgent::run`], starting at the boundary of interval `k`.
-    pub fn run_from(&self, mut k: u64, clock: &dyn Clock, stop: &AtomicBool) {
-        while !stop.load(Ordering::Acquire) {
-            clock.sleep_until(EventTime::from_unix(i64::try_from(k * self.interval_secs).unwrap_or(i64::MAX), 0, 0));
-            if stop.load(Ordering::Acquire) {
-                break;
-            }
-            self.end_interval(k);
             k += 1;
         }
     }
@@ -140,11 +110,31 @@ mod tests {
     use std::collections::BTreeMap;
     use std::num::NonZeroU32;
 
-    use collector::{Budget, ManualClock};
+    use std::sync::atomic::Ordering;
+
+    use collector::node::NodeAgent;
+    use collector::{Gate, ManualClock};
     use parsers::{OrgId, SourceZone};
 
     use super::*;
     use crate::allocation::MILLI;
+
+    /// Gates in this process as the nodes.
+    struct Gates(Vec<Arc<Gate>>);
+
+    impl Downlink for Gates {
+        fn budget(&self, node: &NodeId, budget: &Budget) {
+            for g in self.0.iter().filter(|g| g.node() == node) {
+                g.set_budget(budget.clone());
+            }
+        }
+
+        fn orgs(&self, _: &OrgSnapshot) {}
+    }
+
+    fn end_interval(gate: &Gate, tx: &crossbeam_channel::Sender<IntervalReport>, k: u64) {
+        tx.send(gate.begin_interval(k, None)).unwrap();
+    }
 
     fn config() -> AllocatorConfig {
         AllocatorConfig {
@@ -164,14 +154,13 @@ mod tests {
         let (tx, rx) = crossbeam_channel::unbounded();
         let a = Arc::new(Gate::new(NodeId::new("a"), Budget::node_only(0, 500)));
         let b = Arc::new(Gate::new(NodeId::new("b"), Budget::node_only(0, 500)));
-        let mut sup = Supervisor::new(config(), rx, vec![a.clone(), b.clone()], 1);
-        let (agent_a, agent_b) = (NodeAgent::new(a.clone(), tx.clone(), 10), NodeAgent::new(b.clone(), tx, 10));
+        let mut sup = Supervisor::new(config(), rx, Arc::new(Gates(vec![a.clone(), b.clone()])), 1);
 
         // Interval 0: a sees 80 EPS, b 5 EPS.
         a.admit(OrgId(1), 800);
         b.admit(OrgId(1), 50);
-        agent_a.end_interval(1);
-        agent_b.end_interval(1);
+        end_interval(&a, &tx, 1);
+        end_interval(&b, &tx, 1);
         let plan = sup.plan_interval(1);
         let alloc = |n: &str| plan.nodes.iter().find(|p| p.node.as_str() == n).unwrap().allocated / MILLI;
         // Guarantees 10 + 10; a's demand (80 + 5 %) is 74 over its guarantee
@@ -181,7 +170,7 @@ mod tests {
 
         // b stops reporting: it falls back to its guarantee.
         a.admit(OrgId(1), 800);
-        agent_a.end_interval(2);
+        end_interval(&a, &tx, 2);
         let plan = sup.plan_interval(2);
         let b_plan = plan.nodes.iter().find(|p| p.node.as_str() == "b").unwrap();
         assert_eq!((b_plan.reported, b_plan.allocated / MILLI), (false, 10));
@@ -200,7 +189,7 @@ mod tests {
         let sup_thread = {
             let (clock, stop, a) = (clock.clone(), stop.clone(), a.clone());
             std::thread::spawn(move || {
-                let mut sup = Supervisor::new(config(), rx, vec![a], 1);
+                let mut sup = Supervisor::new(config(), rx, Arc::new(Gates(vec![a])), 1);
                 sup.run_from(101, &clock, &stop, |plan| {
                     let _ = plans_tx.send(plan.clone());
                 });
@@ -208,7 +197,7 @@ mod tests {
         };
         let node_thread = {
             let (clock, stop, a) = (clock.clone(), stop.clone(), a.clone());
-            std::thread::spawn(move || NodeAgent::new(a, tx, 10).run_from(101, &clock, &stop))
+            std::thread::spawn(move || NodeAgent::new(a, tx, 10).run_from(101, &clock, &stop, |_| {}))
         };
         let boundary = |k: i64| EventTime::from_unix(k * 10, 0, 0);
         let mut planned = Vec::new();

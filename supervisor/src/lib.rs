@@ -7,7 +7,8 @@
 //! planners' simulator ([`simulate`]), the record store ([`store`]: orgs,
 //! users, teams, roles, tokens, incidents, alerts, comments, the audit log
 //! and the pipeline's incident upsert, on SQLite or PostgreSQL) and the
-//! incident API over it ([`api`]).
+//! incident API over it ([`api`]); assembled as a role in [`node`] (the
+//! same in `vigil run` and in a cluster, the transports passed in).
 //!
 //! Does not own: the gate that enforces budgets on each node (in
 //! `collector`), turning rule hits into [`store::IncidentUpdate`]s (the
@@ -19,6 +20,7 @@ pub mod api;
 pub mod control;
 mod error;
 pub mod licence;
+pub mod node;
 pub mod simulate;
 pub mod store;
 

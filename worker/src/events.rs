@@ -48,6 +48,9 @@ pub enum WorkerError {
     /// The thread writing Parquet files stopped.
     #[error("the Parquet writer thread stopped")]
     WriterFailed,
+    /// A setting is out of range.
+    #[error("{0}")]
+    Config(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorkerError + '_ {

@@ -16,7 +16,8 @@
 //! incidents' storage (the supervisor's record store).
 
 pub mod events;
+pub mod node;
 pub mod pipeline;
 
 pub use events::{EventBuffer, EventWriter, EventWriterConfig, FileWriter, FlushReport, Sealed, WorkerError, schema};
-pub use pipeline::{Detection, Worker, WorkerStats};
+pub use pipeline::{BatchSource, Detection, Worker, WorkerStats};

@@ -127,6 +127,27 @@ impl InFlight {
     }
 }
 
+/// The worker's input transport (collector → worker): batches of events
+/// in arrival order. `vigil run` uses an in-process channel; a cluster
+/// worker reads its partitions of the NATS JetStream event stream.
+pub trait BatchSource {
+    /// The next batch, waiting at most `wait`; `Disconnected` once the
+    /// input has ended and everything was taken.
+    fn recv_timeout(&self, wait: Duration) -> Result<Vec<Event>, RecvTimeoutError>;
+    /// Batches waiting now (the queue depth).
+    fn waiting(&self) -> usize;
+}
+
+impl BatchSource for Receiver<Vec<Event>> {
+    fn recv_timeout(&self, wait: Duration) -> Result<Vec<Event>, RecvTimeoutError> {
+        Receiver::recv_timeout(self, wait)
+    }
+
+    fn waiting(&self) -> usize {
+        self.len()
+    }
+}
+
 /// Sets a flag when dropped: the writer thread is gone, however it ended.
 struct Gone<'a>(&'a AtomicBool);
 
@@ -185,7 +206,7 @@ impl Worker {
     /// failing disk stops this thread, and with it the pipeline upstream.
     pub fn run(
         mut self,
-        input: &Receiver<Vec<Event>>,
+        input: &impl BatchSource,
         clock: &dyn Clock,
         flush_every: Duration,
         mut sink: impl FnMut(Vec<Detection>),
@@ -219,7 +240,7 @@ impl Worker {
 
     fn pump(
         &mut self,
-        input: &Receiver<Vec<Event>>,
+        input: &impl BatchSource,
         clock: &dyn Clock,
         flush_every: Duration,
         sink: &mut impl FnMut(Vec<Detection>),
@@ -256,7 +277,7 @@ impl Worker {
                 next_tick = std::time::Instant::now() + flush_every;
                 let sealed = self.buffer.seal()?;
                 self.ship(sealed, to_disk)?;
-                self.engine.advance(self.horizon(clock.now(), !input.is_empty()), &mut incidents);
+                self.engine.advance(self.horizon(clock.now(), input.waiting() > 0), &mut incidents);
                 self.publish_engine_stats();
             }
             self.stats.buffered.store(self.buffer.buffered() as u64, Ordering::Relaxed);

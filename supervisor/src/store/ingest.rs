@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use rules::Severity;
 use tokio::sync::{mpsc, oneshot};
 
 use super::auth::Principal;
@@ -20,54 +19,18 @@ use super::records::MAX_EVENT_IDS;
 use super::sql::{RowExt, Sql};
 use super::{AuditRow, Store};
 
-/// One incident as the correlation engine reports it. Reporting the same
-/// incident again (same rule, org, key and window start) updates it: hit
-/// counts and last-seen only grow, first-seen only shrinks, event ids are
-/// merged up to 100, so replays and duplicates change nothing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IncidentUpdate {
-    /// The rule's id.
-    pub rule: String,
-    /// The owning org.
-    pub org_id: i64,
-    /// The incident key, rendered (e.g. `src_ip=10.0.0.1`).
-    pub key: String,
-    /// Start of the rule's deduplication window (ms since the epoch).
-    pub window_start_ms: i64,
-    /// The title.
-    pub title: String,
-    /// The rule's severity.
-    pub severity: Severity,
-    /// Hits merged so far (cumulative, not a delta).
-    pub count: u64,
-    /// First hit (ms since the epoch).
-    pub first_seen_ms: i64,
-    /// Latest hit (ms since the epoch).
-    pub last_seen_ms: i64,
-    /// Contributing event ids.
-    pub event_ids: Vec<u64>,
-    /// When the pipeline received the newest event of the first hit (ms
-    /// since the epoch), if known: the writer measures event→incident
-    /// latency from it when it creates the incident.
-    pub received_at_ms: Option<i64>,
-}
+pub use parsers::protocol::IncidentUpdate;
 
-impl IncidentUpdate {
-    /// The idempotency key: rule, org, incident key and window start.
-    pub fn source_ref(&self) -> String {
-        format!("{}|{}|{}|{}", self.rule, self.org_id, self.key, self.window_start_ms)
-    }
-
-    fn merge(&mut self, other: IncidentUpdate) {
-        self.count = self.count.max(other.count);
-        self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
-        self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
-        merge_ids(&mut self.event_ids, &other.event_ids);
-        self.received_at_ms = match (self.received_at_ms, other.received_at_ms) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-    }
+/// Folds a later report of the same incident into `this`.
+fn merge(this: &mut IncidentUpdate, other: IncidentUpdate) {
+    this.count = this.count.max(other.count);
+    this.first_seen_ms = this.first_seen_ms.min(other.first_seen_ms);
+    this.last_seen_ms = this.last_seen_ms.max(other.last_seen_ms);
+    merge_ids(&mut this.event_ids, &other.event_ids);
+    this.received_at_ms = match (this.received_at_ms, other.received_at_ms) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
 }
 
 fn merge_ids(into: &mut Vec<u64>, more: &[u64]) {
@@ -247,7 +210,7 @@ async fn writer(store: Arc<Store>, mut rx: mpsc::Receiver<Msg>, stats: Arc<Inges
                         super::text::escape_controls(text);
                     }
                     match batch.entry(u.source_ref()) {
-                        std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(u),
+                        std::collections::hash_map::Entry::Occupied(mut e) => merge(e.get_mut(), u),
                         std::collections::hash_map::Entry::Vacant(e) => {
                             e.insert(u);
                         }

@@ -66,6 +66,8 @@ pub struct Store {
     /// SQLite has one writer at a time; taking turns in-process avoids
     /// `SQLITE_BUSY` when a read transaction would upgrade.
     write_lock: tokio::sync::Mutex<()>,
+    /// Org changes, for the publisher that applies them to the pipeline.
+    orgs: orgs::OrgSignals,
 }
 
 /// A write transaction (holding the SQLite writer's turn).
@@ -147,7 +149,14 @@ impl Store {
                 })
             });
         let pool = options.connect(url).await?;
-        let store = Store { pool, backend, clock, config, write_lock: tokio::sync::Mutex::new(()) };
+        let store = Store {
+            pool,
+            backend,
+            clock,
+            config,
+            write_lock: tokio::sync::Mutex::new(()),
+            orgs: orgs::OrgSignals::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }

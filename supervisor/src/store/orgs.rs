@@ -168,6 +168,7 @@ impl Store {
         self.set_ranges(w.conn(), id, &ranges).await?;
         let created = self.load_org(w.conn(), id).await?.ok_or(StoreError::NotFound("organization"))?;
         w.finish(now, who, AuditRow::new(Some(id), "create", "org", Some(id), None, Some(org_json(&created)))).await?;
+        self.orgs_changed().await;
         Ok(created)
     }
 
@@ -225,6 +226,7 @@ impl Store {
             AuditRow::new(Some(id), "update", "org", Some(id), Some(org_json(&before)), Some(org_json(&after))),
         )
         .await?;
+        self.orgs_changed().await;
         Ok(after)
     }
 
@@ -265,6 +267,7 @@ impl Store {
             ),
         )
         .await?;
+        self.orgs_changed().await;
         Ok(after)
     }
 
@@ -320,6 +323,105 @@ impl Store {
             AuditRow::new(None, "deboard", "org", Some(id), Some(org_json(&before)), Some(summary.clone())),
         )
         .await?;
+        self.orgs_changed().await;
         Ok(summary)
+    }
+}
+
+impl Store {
+    /// Tells the org publisher the orgs changed, and waits (at most a
+    /// second) until it has applied the change to the pipeline, so an org
+    /// created through the API routes the very next event.
+    async fn orgs_changed(&self) {
+        let version = self.orgs.changed.send_modify_and_get();
+        if !self.orgs.publisher.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let mut applied = self.orgs.applied.subscribe();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), applied.wait_for(|a| *a >= version)).await;
+    }
+
+    /// The org table as entry nodes need it (SPEC §4), numbered `version`.
+    pub async fn org_snapshot(&self, version: u64) -> Result<parsers::OrgSnapshot> {
+        let orgs = self.list_orgs(&Principal::cli()).await?.items;
+        Ok(parsers::OrgSnapshot {
+            version,
+            orgs: orgs
+                .into_iter()
+                .map(|o| parsers::OrgEntry {
+                    id: parsers::OrgId(u32::try_from(o.id).unwrap_or(u32::MAX)),
+                    name: o.name,
+                    ranges: o.ip_ranges,
+                    enabled: o.enabled,
+                    eps_limit: o.eps_limit.map(|l| u64::try_from(l).unwrap_or(0)),
+                })
+                .collect(),
+        })
+    }
+
+    /// A cheap fingerprint of the org tables: it changes whenever another
+    /// process (the admin CLI) changes an org, so the publisher can poll.
+    pub async fn orgs_fingerprint(&self) -> Result<(i64, i64, i64)> {
+        let row = Sql::new(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(updated_at), 0) AS t, \
+             (SELECT COUNT(*) FROM org_ip_ranges) AS r FROM orgs",
+        )
+        .build()
+        .fetch_one(self.pool())
+        .await?;
+        Ok((row.int("n")?, row.int("t")?, row.int("r")?))
+    }
+
+    /// Org changes made through this store, as a version counter.
+    pub fn org_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.orgs.changed.subscribe()
+    }
+
+    /// Called by the org publisher: from now on org changes wait for it.
+    pub fn attach_org_publisher(&self) {
+        self.orgs.publisher.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Called by the org publisher once changes up to `version` are applied.
+    pub fn orgs_applied(&self, version: u64) {
+        self.orgs.applied.send_if_modified(|a| {
+            let newer = version > *a;
+            if newer {
+                *a = version;
+            }
+            newer
+        });
+    }
+}
+
+/// The org-change signals between the store and the org publisher.
+pub(crate) struct OrgSignals {
+    changed: tokio::sync::watch::Sender<u64>,
+    applied: tokio::sync::watch::Sender<u64>,
+    publisher: std::sync::atomic::AtomicBool,
+}
+
+impl Default for OrgSignals {
+    fn default() -> OrgSignals {
+        OrgSignals {
+            changed: tokio::sync::watch::Sender::new(0),
+            applied: tokio::sync::watch::Sender::new(0),
+            publisher: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+trait Bump {
+    fn send_modify_and_get(&self) -> u64;
+}
+
+impl Bump for tokio::sync::watch::Sender<u64> {
+    fn send_modify_and_get(&self) -> u64 {
+        let mut v = 0;
+        self.send_modify(|x| {
+            *x += 1;
+            v = *x;
+        });
+        v
     }
 }

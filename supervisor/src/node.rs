@@ -1,0 +1,388 @@
+//! The supervisor role, assembled: the record store and its incident
+//! ingest (the [`DetectionSink`] workers deliver to), the EPS control loop
+//! ([`crate::control`]) over every entry node, the org publisher (org
+//! changes reach every node through the [`Downlink`] at once, and changes
+//! another process made, such as the admin CLI, within the poll period),
+//! the HTTP API and the supervisor's metrics.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use collector::metrics::Exposition;
+use collector::node::Collector;
+use collector::{Clock, IntervalReport, NodeId};
+use parsers::{Budget, DetectionSink, IncidentUpdate, OrgSnapshot};
+use serde::Deserialize;
+
+use crate::allocation::{AllocatorConfig, MILLI, OrgQuota};
+use crate::control::{Downlink, SharedQuotas, Supervisor};
+use crate::store::{Ingest, IngestConfig, Store, StoreError};
+
+/// `[api]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address of the API.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig { addr: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)) }
+    }
+}
+
+/// `[metrics]`: a listener of its own, since metrics name every tenant and
+/// the API promises a tenant that nothing reveals another one exists.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of /metrics (loopback by default).
+    pub addr: std::net::SocketAddr,
+    /// A bearer token scrapers must present (none: the listener's address
+    /// is the only protection; keep it on loopback or a private network).
+    pub token: Option<Secret>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> MetricsConfig {
+        MetricsConfig { addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)), token: None }
+    }
+}
+
+/// A secret from the config: compared, never printed.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Secret {
+    /// Whether `offered` is this secret, in time independent of where they differ.
+    pub fn matches(&self, offered: &[u8]) -> bool {
+        let ours = self.0.as_bytes();
+        ours.len() == offered.len() && ours.iter().zip(offered).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
+    /// Its length in bytes (to check a minimum).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// `/metrics` on a router of its own; with a token, only for who presents
+/// it. `render` writes the process's series.
+pub fn metrics_router(render: impl Fn(&mut Exposition) + Send + Sync + 'static, token: Option<Secret>) -> axum::Router {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    let render = Arc::new(render);
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move |headers: HeaderMap| {
+            let (render, token) = (render.clone(), token.clone());
+            async move {
+                if let Some(token) = token {
+                    let offered = headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .unwrap_or("");
+                    if !token.matches(offered.as_bytes()) {
+                        return (
+                            StatusCode::UNAUTHORIZED,
+                            [(header::WWW_AUTHENTICATE, "Bearer")],
+                            "metrics need the bearer token configured as metrics.token\n",
+                        )
+                            .into_response();
+                    }
+                }
+                let mut m = Exposition::default();
+                render(&mut m);
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
+            }
+        }),
+    )
+}
+
+/// The in-process downlink of `vigil run`: the collector in this process.
+impl Downlink for Collector {
+    fn budget(&self, node: &NodeId, budget: &Budget) {
+        if node == self.node() {
+            self.apply_budget(budget.clone());
+        }
+    }
+
+    fn orgs(&self, orgs: &OrgSnapshot) {
+        if let Err(e) = self.apply_orgs(orgs) {
+            eprintln!("vigil: {e}");
+        }
+    }
+}
+
+/// The in-process detection transport: straight into the ingest queue,
+/// waiting (blocking this worker thread) while it is full.
+pub struct IngestSink {
+    ingest: Ingest,
+    runtime: tokio::runtime::Handle,
+}
+
+impl IngestSink {
+    /// A sink into `ingest`, blocking on `runtime` when the queue is full.
+    pub fn new(ingest: Ingest, runtime: tokio::runtime::Handle) -> IngestSink {
+        IngestSink { ingest, runtime }
+    }
+}
+
+impl DetectionSink for IngestSink {
+    fn deliver(&mut self, updates: Vec<IncidentUpdate>) {
+        for update in updates {
+            if let Err(StoreError::QueueFull(_)) = self.ingest.try_submit(update.clone()) {
+                let _ = self.runtime.block_on(self.ingest.submit(update));
+            }
+        }
+    }
+}
+
+/// Everything a supervisor is started with.
+pub struct SupervisorSetup {
+    /// Licensed EPS (L).
+    pub licence_eps: u64,
+    /// Length of an EPS interval, seconds (T).
+    pub interval_secs: u32,
+    /// Seconds after a boundary the supervisor waits for reports.
+    pub grace_secs: i64,
+    /// Guaranteed EPS per entry node (Σ ≤ L).
+    pub guarantees: BTreeMap<NodeId, u64>,
+    /// Burst EPS the pool may grant per interval at most.
+    pub burst_cap_eps: u64,
+    /// How often the org publisher looks for org changes made by another
+    /// process (the admin CLI); changes through this store apply at once.
+    pub org_poll: Duration,
+}
+
+/// What runs until [`SupervisorNode::stop`].
+struct Running {
+    control: std::thread::JoinHandle<()>,
+    publisher: tokio::task::JoinHandle<()>,
+    ingest_task: tokio::task::JoinHandle<()>,
+}
+
+/// A running supervisor.
+pub struct SupervisorNode {
+    store: Arc<Store>,
+    /// Taken at stop, so the ingest task ends once the last worker's
+    /// sink is gone.
+    ingest: Mutex<Option<Ingest>>,
+    licence_eps: u64,
+    /// Unused-EPS pool and the burst granted by the last plan, EPS.
+    figures: Arc<Mutex<(u64, u64)>>,
+    stop: Arc<AtomicBool>,
+    stop_publisher: tokio::sync::watch::Sender<bool>,
+    running: Mutex<Option<Running>>,
+}
+
+fn quotas_of(orgs: &OrgSnapshot) -> Vec<OrgQuota> {
+    orgs.orgs.iter().map(|o| OrgQuota { org: o.id, enabled: o.enabled, eps_limit: o.eps_limit }).collect()
+}
+
+impl SupervisorNode {
+    /// Starts the ingest, the org publisher and the control loop. Reports
+    /// arrive on `reports`; budgets and org tables leave by `downlink`.
+    /// Returns the node and the org table it published first.
+    pub async fn start(
+        setup: SupervisorSetup,
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        reports: crossbeam_channel::Receiver<IntervalReport>,
+        downlink: Arc<dyn Downlink>,
+    ) -> Result<SupervisorNode, StoreError> {
+        let first = store.org_snapshot(1).await?;
+        let config = AllocatorConfig {
+            licensed_eps: setup.licence_eps,
+            interval_secs: NonZeroU32::new(setup.interval_secs).unwrap_or(NonZeroU32::MIN),
+            guarantees: setup.guarantees,
+            burst_cap_eps: setup.burst_cap_eps,
+            zone: parsers::SourceZone::utc(),
+            orgs: quotas_of(&first),
+        }
+        .validate()
+        .map_err(|e| StoreError::BadRequest(format!("EPS allocation: {e}")))?;
+        let (ingest, ingest_task) = Ingest::start(store.clone(), IngestConfig::default());
+        let mut control = Supervisor::new(config, reports, downlink.clone(), setup.grace_secs);
+        let quotas = control.quotas();
+        let figures = Arc::new(Mutex::new((0, 0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let control_thread = {
+            let (figures, stop, clock) = (figures.clone(), stop.clone(), clock.clone());
+            std::thread::Builder::new()
+                .name("vigil-eps".into())
+                .spawn(move || {
+                    control.run(clock.as_ref(), &stop, |plan| {
+                        *figures.lock().unwrap_or_else(PoisonError::into_inner) = (
+                            plan.pool_before_burst.saturating_sub(plan.burst_granted) / MILLI,
+                            plan.burst_granted / MILLI,
+                        );
+                    });
+                })
+                .map_err(|e| StoreError::BadRequest(format!("cannot start the EPS loop: {e}")))?
+        };
+        let (stop_publisher, stopped) = tokio::sync::watch::channel(false);
+        store.attach_org_publisher();
+        let publisher = tokio::spawn(publish_orgs(store.clone(), first, downlink, quotas, setup.org_poll, stopped));
+        Ok(SupervisorNode {
+            store,
+            ingest: Mutex::new(Some(ingest)),
+            licence_eps: setup.licence_eps,
+            figures,
+            stop,
+            stop_publisher,
+            running: Mutex::new(Some(Running { control: control_thread, publisher, ingest_task })),
+        })
+    }
+
+    /// The incident ingest (what workers' detections go into); `None`
+    /// once stopped.
+    pub fn ingest(&self) -> Option<Ingest> {
+        self.ingest.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The record store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The HTTP API.
+    pub fn router(&self) -> axum::Router {
+        crate::api::router(self.store.clone())
+    }
+
+    /// Stops the control loop and the org publisher, writes every queued
+    /// incident, and closes the store.
+    pub async fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.stop_publisher.send(true);
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(r) = running {
+            let _ = r.publisher.await;
+            let _ = tokio::task::spawn_blocking(move || r.control.join()).await;
+            let ingest = self.ingest.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(ingest) = ingest {
+                ingest.flush().await.ok();
+            }
+            let _ = r.ingest_task.await;
+        }
+        self.store.close().await;
+    }
+
+    /// Writes the supervisor's series.
+    pub fn render_metrics(&self, m: &mut Exposition) {
+        m.gauge("vigil_licence_eps", "Licensed EPS.", self.licence_eps);
+        let (pool, burst) = *self.figures.lock().unwrap_or_else(PoisonError::into_inner);
+        m.gauge("vigil_unused_pool_eps", "Unused-EPS pool: licensed EPS left unused, available for bursts.", pool);
+        m.gauge("vigil_burst_eps", "EPS granted from the pool above the allocations for this interval.", burst);
+        let Some(ingest) = self.ingest() else { return };
+        let s = ingest.stats();
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        m.add(
+            "vigil_incidents_created_total",
+            "counter",
+            "Incidents created in the record store.",
+            [(String::new(), n(&s.created))],
+        );
+        m.add(
+            "vigil_incident_ingest_refused_total",
+            "counter",
+            "Incident updates refused by a full ingest queue (then retried blocking).",
+            [(String::new(), n(&s.refused))],
+        );
+        m.add(
+            "vigil_queue_depth",
+            "gauge",
+            "Batches or updates waiting between stages.",
+            [(String::from("queue=\"incident_ingest\""), ingest.depth() as u64)],
+        );
+        if let Some((rss, peak)) = resident_memory() {
+            m.gauge("vigil_process_resident_memory_bytes", "Resident set size of the process.", rss);
+            m.gauge(
+                "vigil_process_resident_memory_peak_bytes",
+                "Largest resident set size of the process so far.",
+                peak,
+            );
+        }
+        // A summary from the ingest's hdrhistogram.
+        let l = s.latency();
+        let secs = |ms: u64| ms as f64 / 1000.0;
+        let mut latency = String::from(
+            "# HELP vigil_event_to_incident_seconds From receiving the event that completes an incident's first hit \
+             to the incident's creation in the record store.\n# TYPE vigil_event_to_incident_seconds summary\n",
+        );
+        for (q, v) in [("0.5", l.p50_ms), ("0.9", l.p90_ms), ("0.99", l.p99_ms), ("0.999", l.p999_ms), ("1", l.max_ms)]
+        {
+            latency.push_str(&format!("vigil_event_to_incident_seconds{{quantile=\"{q}\"}} {}\n", secs(v)));
+        }
+        latency.push_str(&format!("vigil_event_to_incident_seconds_sum {}\n", l.sum_ms / 1000.0));
+        latency.push_str(&format!("vigil_event_to_incident_seconds_count {}\n", l.count));
+        m.raw(&latency);
+    }
+}
+
+/// Resident and peak resident memory, bytes (Linux: /proc/self/status).
+pub fn resident_memory() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |field: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line[field.len()..].trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
+    };
+    Some((kib("VmRSS:")?, kib("VmHWM:")?))
+}
+
+/// Follows the org tables: on a change made through this store (at once)
+/// or by another process (polled), publishes the new table to every node
+/// and to the allocator's quotas, then tells the store it is applied.
+async fn publish_orgs(
+    store: Arc<Store>,
+    mut current: OrgSnapshot,
+    downlink: Arc<dyn Downlink>,
+    quotas: SharedQuotas,
+    poll: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut changes = store.org_changes();
+    let mut fingerprint = store.orgs_fingerprint().await.ok();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = changes.changed() => {}
+            () = tokio::time::sleep(poll) => {
+                let now = store.orgs_fingerprint().await.ok();
+                if now == fingerprint {
+                    continue;
+                }
+            }
+        }
+        let seen = *changes.borrow_and_update();
+        fingerprint = store.orgs_fingerprint().await.ok();
+        match store.org_snapshot(current.version + 1).await {
+            Ok(fresh) if fresh.orgs != current.orgs => {
+                *quotas.lock().unwrap_or_else(PoisonError::into_inner) = quotas_of(&fresh);
+                downlink.orgs(&fresh);
+                current = fresh;
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("vigil: cannot reload orgs: {e}"),
+        }
+        store.orgs_applied(seen);
+    }
+}

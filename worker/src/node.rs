@@ -1,0 +1,299 @@
+//! The worker role, assembled: a [`BatchSource`] of accepted events → ids'
+//! receive times, the rule engine, Arrow columns → Parquet; incident
+//! updates → a [`DetectionSink`]. `vigil run` passes an in-process channel
+//! and the supervisor's ingest queue; a cluster worker passes its NATS
+//! JetStream partitions and a detection publisher.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use collector::Clock;
+use collector::metrics::{Exposition, label};
+use parsers::{DetectionSink, EventTime, IncidentUpdate};
+use rules::{Engine, EngineConfig, RuleSet};
+use serde::Deserialize;
+
+use crate::events::{EventWriter, EventWriterConfig, WorkerError};
+use crate::pipeline::{BatchSource, Detection, Worker, WorkerStats};
+
+/// `[storage]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Milliseconds between writes of buffered events: the most a kill -9 can lose.
+    pub flush_interval_ms: u64,
+    /// Events per Parquet file at most.
+    pub roll_rows: usize,
+    /// Megabytes of events on their way to Parquet: columns being filled
+    /// are sealed at half of it, and at most the other half wait for the disk.
+    pub max_buffer_mb: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig { flush_interval_ms: 1_000, roll_rows: 256 * 1024, max_buffer_mb: 128 }
+    }
+}
+
+/// `[rules]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Run the built-in pack.
+    pub builtin: bool,
+    /// More rule files or directories.
+    pub paths: Vec<PathBuf>,
+    /// Seconds an event may arrive late and still be evaluated in order.
+    pub lateness_secs: f64,
+    /// Megabytes the records waiting out the lateness may hold; past it
+    /// the oldest are released early (the lateness shrinks, counted).
+    pub max_buffer_mb: usize,
+    /// Window keys (rule, pattern, group value) held at most; past it the
+    /// org with the most loses its stalest (counted).
+    pub max_keys: usize,
+}
+
+impl Default for RulesConfig {
+    fn default() -> RulesConfig {
+        RulesConfig { builtin: true, paths: Vec::new(), lateness_secs: 10.0, max_buffer_mb: 256, max_keys: 500_000 }
+    }
+}
+
+impl RulesConfig {
+    /// Compiles the configured rules: the set and its warnings, or every
+    /// error found (all files are read, so one run reports them all).
+    pub fn compile(&self) -> Result<(RuleSet, Vec<String>), Vec<String>> {
+        let mut compiler = rules::Compiler::new();
+        if self.builtin {
+            for (name, text) in rules::PACK {
+                compiler.add_source(name, text);
+            }
+        }
+        for p in &self.paths {
+            compiler.add_path(p);
+        }
+        match compiler.finish() {
+            Ok((set, warnings)) => Ok((set, warnings.iter().map(ToString::to_string).collect())),
+            Err(diagnostics) => Err(diagnostics.iter().map(ToString::to_string).collect()),
+        }
+    }
+
+    /// The engine settings these give.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            lateness: Duration::from_secs_f64(self.lateness_secs),
+            max_buffer_bytes: self.max_buffer_mb.saturating_mul(1 << 20),
+            max_window_keys: self.max_keys,
+            ..EngineConfig::default()
+        }
+    }
+}
+
+/// A detection as the record store takes it.
+pub fn update_of(d: &Detection) -> IncidentUpdate {
+    let i = &d.incident;
+    let key = i.key.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let ms = |t: EventTime| i64::try_from(t.unix_nanos() / 1_000_000).unwrap_or(0);
+    IncidentUpdate {
+        rule: i.rule.to_string(),
+        org_id: i64::from(i.org_id.0),
+        key,
+        window_start_ms: ms(i.first_seen),
+        title: i.title.clone(),
+        severity: i.severity,
+        count: i.count,
+        first_seen_ms: ms(i.first_seen),
+        last_seen_ms: ms(i.last_seen),
+        event_ids: i.event_ids.clone(),
+        received_at_ms: d.received_at.map(ms),
+    }
+}
+
+/// Everything a worker is started with.
+pub struct WorkerSetup {
+    /// The node's name (in Parquet file names).
+    pub node: String,
+    /// The data directory (events go under `DIR/events/`).
+    pub data_dir: PathBuf,
+    /// Storage settings.
+    pub storage: StorageConfig,
+    /// The compiled rules.
+    pub rules: Arc<RuleSet>,
+    /// The engine settings.
+    pub engine: EngineConfig,
+}
+
+/// A running worker.
+pub struct WorkerNode {
+    node: String,
+    stats: Arc<WorkerStats>,
+    thread: Mutex<Option<std::thread::JoinHandle<Result<u64, WorkerError>>>>,
+    waiting: Arc<AtomicU64>,
+}
+
+/// Opens the event store in `dir` (checks it is writable before any
+/// event arrives).
+fn open_writer(dir: &Path, node: &str, storage: &StorageConfig, now: EventTime) -> Result<EventWriter, WorkerError> {
+    let config = EventWriterConfig { roll_rows: storage.roll_rows, ..EventWriterConfig::new(dir, node) };
+    EventWriter::open(config, now)
+}
+
+impl WorkerNode {
+    /// Starts the worker thread reading `source` until it ends.
+    pub fn start<S>(
+        setup: WorkerSetup,
+        clock: Arc<dyn Clock>,
+        source: S,
+        mut sink: impl DetectionSink,
+    ) -> Result<WorkerNode, WorkerError>
+    where
+        S: BatchSource + Send + 'static,
+    {
+        if setup.storage.flush_interval_ms == 0 || setup.storage.roll_rows == 0 || setup.storage.max_buffer_mb == 0 {
+            return Err(WorkerError::Config(
+                "storage.flush_interval_ms, storage.roll_rows and storage.max_buffer_mb must be positive".into(),
+            ));
+        }
+        let writer = open_writer(&setup.data_dir, &setup.node, &setup.storage, clock.now())?;
+        let stats = Arc::new(WorkerStats::default());
+        let engine = Engine::new(setup.rules, setup.engine);
+        let worker = Worker::new(writer, engine, stats.clone())
+            .with_max_buffer_bytes(setup.storage.max_buffer_mb.saturating_mul(1 << 20));
+        let flush = Duration::from_millis(setup.storage.flush_interval_ms);
+        let waiting = Arc::new(AtomicU64::new(0));
+        let source = Counted { inner: source, waiting: waiting.clone() };
+        let thread = std::thread::Builder::new()
+            .name("vigil-worker".into())
+            .spawn(move || {
+                worker.run(&source, clock.as_ref(), flush, |detections| {
+                    sink.deliver(detections.iter().map(update_of).collect());
+                })
+            })
+            .map_err(|e| WorkerError::Io { path: "vigil-worker thread".into(), source: e })?;
+        Ok(WorkerNode { node: setup.node, stats, thread: Mutex::new(Some(thread)), waiting })
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
+    }
+
+    /// Waits for the worker to finish (its source ended and everything
+    /// was written); the events written in all.
+    pub fn join(&self) -> Result<u64, WorkerError> {
+        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        match thread {
+            Some(t) => t.join().unwrap_or(Err(WorkerError::WriterFailed)),
+            None => Ok(self.stats.stored.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Writes the worker's series.
+    pub fn render_metrics(&self, m: &mut Exposition) {
+        let nl = format!("node=\"{}\"", label(&self.node));
+        let w = &self.stats;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let one = |v: u64| [(nl.clone(), v)];
+        m.add("vigil_events_stored_total", "counter", "Events written to Parquet.", one(n(&w.stored)));
+        m.add("vigil_parquet_files_total", "counter", "Parquet files written.", one(n(&w.files)));
+        m.add("vigil_parquet_bytes_total", "counter", "Parquet bytes written.", one(n(&w.bytes)));
+        m.add(
+            "vigil_storage_write_errors_total",
+            "counter",
+            "Failed Parquet writes (retried).",
+            one(n(&w.write_errors)),
+        );
+        m.add("vigil_rule_state_bytes", "gauge", "Correlation engine state, estimated.", one(n(&w.rule_state_bytes)));
+        m.add(
+            "vigil_rule_buffer_bytes",
+            "gauge",
+            "Correlation records waiting out the allowed lateness (part of vigil_rule_state_bytes).",
+            one(n(&w.rule_buffer_bytes)),
+        );
+        m.add(
+            "vigil_rule_window_keys",
+            "gauge",
+            "Window keys (rule, pattern, group value) the engine holds.",
+            one(n(&w.rule_window_keys)),
+        );
+        m.add(
+            "vigil_rule_evicted_keys",
+            "gauge",
+            "Window keys dropped at the rules.max_keys ceiling (the stalest of the org holding the most).",
+            one(n(&w.rule_evicted_keys)),
+        );
+        m.add(
+            "vigil_rule_late_events",
+            "gauge",
+            "Events that arrived later than the allowed lateness: stored, not correlated.",
+            one(n(&w.late_events)),
+        );
+        m.add(
+            "vigil_rule_future_events",
+            "gauge",
+            "Events stamped ahead of their receive time: correlated at their receive time.",
+            one(n(&w.future_events)),
+        );
+        m.add(
+            "vigil_rule_early_releases",
+            "gauge",
+            "Records released before the allowed lateness had passed, because the reorder buffers reached rules.max_buffer_mb.",
+            one(n(&w.early_releases)),
+        );
+        m.add(
+            "vigil_incident_updates_total",
+            "counter",
+            "Incident updates from the rule engine.",
+            one(n(&w.incidents)),
+        );
+        m.add(
+            "vigil_queue_depth",
+            "gauge",
+            "Batches or updates waiting between stages.",
+            [
+                (format!("{nl},queue=\"worker\""), n(&self.waiting)),
+                (format!("{nl},queue=\"buffered_events\""), n(&w.buffered)),
+                (format!("{nl},queue=\"sealed_events\""), n(&w.sealed)),
+            ],
+        );
+    }
+}
+
+/// A source that publishes its queue depth for /metrics each time it is
+/// read.
+struct Counted<S> {
+    inner: S,
+    waiting: Arc<AtomicU64>,
+}
+
+impl<S: BatchSource> BatchSource for Counted<S> {
+    fn recv_timeout(&self, wait: Duration) -> Result<Vec<parsers::Event>, crossbeam_channel::RecvTimeoutError> {
+        let got = self.inner.recv_timeout(wait);
+        self.waiting.store(self.inner.waiting() as u64, Ordering::Relaxed);
+        got
+    }
+
+    fn waiting(&self) -> usize {
+        self.inner.waiting()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_rules_compile_and_a_broken_file_reports_every_error() {
+        let (set, _) = RulesConfig::default().compile().unwrap();
+        assert!(!set.is_empty());
+        let dir = std::env::temp_dir().join(format!("vigil-worker-node-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("bad.yml"), "rules:\n  - id: x\n    nonsense: 1\n").unwrap();
+        let bad = RulesConfig { builtin: false, paths: vec![dir.clone()], ..RulesConfig::default() };
+        let errors = bad.compile().unwrap_err();
+        assert!(!errors.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
