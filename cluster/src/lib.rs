@@ -21,9 +21,29 @@
 #![warn(missing_docs)]
 
 mod connect;
+mod publish;
+mod reader;
+mod stream;
 
+pub use async_nats::HeaderMap;
 pub use connect::{ConnectError, MIN_SERVER_VERSION, Nats, ServerVersion, connect, connect_with};
+pub use publish::{Acked, PublishError, PublishHandle, Publisher, PublisherConfig, PublisherStats};
+pub use reader::{PartitionReader, ReadError, ReaderConfig, Record};
+pub use stream::{
+    EVENT_STREAM, EVENT_SUBJECT_PREFIX, EventStream, StreamError, StreamSpec, StreamState, ensure_event_stream,
+    open_event_stream, partition_subject,
+};
 
 /// An error from the NATS client, kept as the source of this crate's errors.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A token unique to this process and call (process id, start time, counter), for
+/// consumer names and lease values; no randomness needed.
+pub(crate) fn unique_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{:x}{count:x}", std::process::id(), nanos)
+}
