@@ -20,13 +20,19 @@
 
 #![warn(missing_docs)]
 
+mod checkpoint;
 mod connect;
+mod control;
+mod lease;
 mod publish;
 mod reader;
 mod stream;
 
 pub use async_nats::HeaderMap;
+pub use checkpoint::{CHECKPOINT_BUCKET, Checkpoint, CheckpointError, Checkpoints};
 pub use connect::{ConnectError, MIN_SERVER_VERSION, Nats, ServerVersion, connect, connect_with};
+pub use control::{ControlKv, KvError, KvUpdate, KvWatch};
+pub use lease::{Holder, LEASE_BUCKET, Lease, LeaseError, Leases};
 pub use publish::{Acked, PublishError, PublishHandle, Publisher, PublisherConfig, PublisherStats};
 pub use reader::{PartitionReader, ReadError, ReaderConfig, Record};
 pub use stream::{
