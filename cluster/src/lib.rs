@@ -1,0 +1,55 @@
+//! vigil's cluster transport on NATS JetStream (nats-server 2.11 or newer).
+//!
+//! The cluster roles (collector, worker, supervisor) run as separate processes and talk
+//! through an existing message server, never a home-made broker. This crate is the thin,
+//! typed layer they stand on; it knows nothing about events (payloads are bytes):
+//!
+//! - [`connect`]: a client plus JetStream context, refusing servers older than 2.11;
+//! - [`ensure_event_stream`] / [`open_event_stream`]: the `VIGIL_EVENTS` stream, one subject
+//!   `vigil.events.<partition>` per partition, limits retention, *discard new* when full (a
+//!   publisher gets an error: backpressure, never silent loss);
+//! - [`Publisher`]: batches with a caller-chosen `Nats-Msg-Id`, a bounded in-flight window,
+//!   retries of transient failures (JetStream's duplicate window makes them idempotent);
+//! - [`PartitionReader`]: one partition, in stream order, from a given sequence, in bounded
+//!   pulls, resuming after a server restart;
+//! - [`EventStream::purge_partition_below`]: drop what the owner has stored and checkpointed;
+//! - [`Leases`]: one owner per partition, by lease on the KV bucket `vigil_leases`;
+//! - [`Checkpoints`]: the rule state of a partition with the sequence it covers, in the
+//!   object store `vigil_checkpoints`;
+//! - [`ControlKv`]: put/get/watch small control values (org table, budgets).
+
+#![warn(missing_docs)]
+
+mod checkpoint;
+mod connect;
+mod control;
+mod lease;
+mod publish;
+mod reader;
+mod stream;
+
+pub use async_nats::HeaderMap;
+pub use checkpoint::{CHECKPOINT_BUCKET, Checkpoint, CheckpointError, Checkpoints};
+pub use connect::{ConnectError, MIN_SERVER_VERSION, Nats, ServerVersion, connect, connect_with};
+pub use control::{ControlKv, KvError, KvUpdate, KvWatch};
+pub use lease::{Holder, LEASE_BUCKET, Lease, LeaseError, Leases};
+pub use publish::{Acked, PublishError, PublishHandle, Publisher, PublisherConfig, PublisherStats};
+pub use reader::{PartitionReader, ReadError, ReaderConfig, Record};
+pub use stream::{
+    EVENT_STREAM, EVENT_SUBJECT_PREFIX, EventStream, StreamError, StreamSpec, StreamState, ensure_event_stream,
+    open_event_stream, partition_subject,
+};
+
+/// An error from the NATS client, kept as the source of this crate's errors.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A token unique to this process and call (process id, start time, counter), for
+/// consumer names and lease values; no randomness needed.
+pub(crate) fn unique_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{:x}{count:x}", std::process::id(), nanos)
+}
