@@ -416,28 +416,63 @@ impl Collector {
         let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let one = |v: u64| [(nl.clone(), v)];
         let budget = self.gate.budget();
-        m.add(
-            "vigil_allocation_eps",
-            "gauge",
-            "EPS allocated to the node for this interval.",
-            one(budget.node_events / self.interval_secs),
-        );
-        m.add("vigil_syslog_messages_total", "counter", "Messages received by the listeners.", one(n(&l.messages)));
-        m.add("vigil_syslog_bytes_total", "counter", "Bytes received by the listeners.", one(n(&l.bytes)));
-        m.add(
-            "vigil_syslog_udp_dropped_total",
-            "counter",
-            "UDP messages dropped because the pipeline was full.",
-            one(n(&l.udp_dropped)),
-        );
-        m.add("vigil_syslog_truncated_total", "counter", "Messages cut at the maximum length.", one(n(&l.truncated)));
-        m.add("vigil_tcp_connections_open", "gauge", "Open TCP connections.", one(n(&l.connections_open)));
-        m.add(
-            "vigil_tcp_connections_accepted_total",
-            "counter",
-            "TCP and TLS connections accepted.",
-            one(n(&l.connections_accepted)),
-        );
+        let series: [(&'static str, &'static str, &'static str, u64); 12] = [
+            (
+                "vigil_allocation_eps",
+                "gauge",
+                "EPS allocated to the node for this interval.",
+                budget.node_events / self.interval_secs,
+            ),
+            ("vigil_syslog_messages_total", "counter", "Messages received by the listeners.", n(&l.messages)),
+            ("vigil_syslog_bytes_total", "counter", "Bytes received by the listeners.", n(&l.bytes)),
+            (
+                "vigil_syslog_udp_dropped_total",
+                "counter",
+                "UDP messages dropped because the pipeline was full.",
+                n(&l.udp_dropped),
+            ),
+            ("vigil_syslog_truncated_total", "counter", "Messages cut at the maximum length.", n(&l.truncated)),
+            ("vigil_tcp_connections_open", "gauge", "Open TCP connections.", n(&l.connections_open)),
+            (
+                "vigil_tcp_connections_accepted_total",
+                "counter",
+                "TCP and TLS connections accepted.",
+                n(&l.connections_accepted),
+            ),
+            (
+                "vigil_tcp_accept_errors_total",
+                "counter",
+                "Failed accepts (e.g. out of file descriptors); the listener backs off.",
+                n(&l.accept_errors),
+            ),
+            (
+                "vigil_syslog_framing_errors_total",
+                "counter",
+                "Connections closed because their octet counting broke (RFC 5425).",
+                n(&l.framing_errors),
+            ),
+            (
+                "vigil_syslog_partial_bytes",
+                "gauge",
+                "Bytes of unfinished messages held beyond the per-connection allowance.",
+                l.partial_bytes.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "vigil_tls_handshake_failures_total",
+                "counter",
+                "TLS connections closed because the handshake failed or took too long.",
+                n(&l.tls_handshake_failures),
+            ),
+            (
+                "vigil_tcp_connections_idle_total",
+                "counter",
+                "TCP connections closed for being idle.",
+                n(&l.connections_idle),
+            ),
+        ];
+        for (name, kind, help, value) in series {
+            m.add(name, kind, help, one(value));
+        }
         m.add(
             "vigil_tcp_connections_refused_total",
             "counter",
@@ -448,18 +483,6 @@ impl Collector {
             ],
         );
         m.add(
-            "vigil_tcp_accept_errors_total",
-            "counter",
-            "Failed accepts (e.g. out of file descriptors); the listener backs off.",
-            one(n(&l.accept_errors)),
-        );
-        m.add(
-            "vigil_syslog_framing_errors_total",
-            "counter",
-            "Connections closed because their octet counting broke (RFC 5425).",
-            one(n(&l.framing_errors)),
-        );
-        m.add(
             "vigil_syslog_cut_total",
             "counter",
             "Unfinished messages delivered truncated, by reason: the partial-message memory budget, or the connection closing (shutdown, idle).",
@@ -467,24 +490,6 @@ impl Collector {
                 (format!("{nl},reason=\"partial_budget\""), n(&l.partial_cut)),
                 (format!("{nl},reason=\"close\""), n(&l.cut_at_close)),
             ],
-        );
-        m.add(
-            "vigil_syslog_partial_bytes",
-            "gauge",
-            "Bytes of unfinished messages held beyond the per-connection allowance.",
-            one(l.partial_bytes.load(Ordering::Relaxed) as u64),
-        );
-        m.add(
-            "vigil_tls_handshake_failures_total",
-            "counter",
-            "TLS connections closed because the handshake failed or took too long.",
-            one(n(&l.tls_handshake_failures)),
-        );
-        m.add(
-            "vigil_tcp_connections_idle_total",
-            "counter",
-            "TCP connections closed for being idle.",
-            one(n(&l.connections_idle)),
         );
         let totals = self.per_org();
         let names = self.names.lock().unwrap_or_else(PoisonError::into_inner).clone();

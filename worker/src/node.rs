@@ -196,58 +196,53 @@ impl WorkerNode {
         let w = &self.stats;
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let one = |v: u64| [(nl.clone(), v)];
-        m.add("vigil_events_stored_total", "counter", "Events written to Parquet.", one(n(&w.stored)));
-        m.add("vigil_parquet_files_total", "counter", "Parquet files written.", one(n(&w.files)));
-        m.add("vigil_parquet_bytes_total", "counter", "Parquet bytes written.", one(n(&w.bytes)));
-        m.add(
-            "vigil_storage_write_errors_total",
-            "counter",
-            "Failed Parquet writes (retried).",
-            one(n(&w.write_errors)),
-        );
-        m.add("vigil_rule_state_bytes", "gauge", "Correlation engine state, estimated.", one(n(&w.rule_state_bytes)));
-        m.add(
-            "vigil_rule_buffer_bytes",
-            "gauge",
-            "Correlation records waiting out the allowed lateness (part of vigil_rule_state_bytes).",
-            one(n(&w.rule_buffer_bytes)),
-        );
-        m.add(
-            "vigil_rule_window_keys",
-            "gauge",
-            "Window keys (rule, pattern, group value) the engine holds.",
-            one(n(&w.rule_window_keys)),
-        );
-        m.add(
-            "vigil_rule_evicted_keys",
-            "gauge",
-            "Window keys dropped at the rules.max_keys ceiling (the stalest of the org holding the most).",
-            one(n(&w.rule_evicted_keys)),
-        );
-        m.add(
-            "vigil_rule_late_events",
-            "gauge",
-            "Events that arrived later than the allowed lateness: stored, not correlated.",
-            one(n(&w.late_events)),
-        );
-        m.add(
-            "vigil_rule_future_events",
-            "gauge",
-            "Events stamped ahead of their receive time: correlated at their receive time.",
-            one(n(&w.future_events)),
-        );
-        m.add(
-            "vigil_rule_early_releases",
-            "gauge",
-            "Records released before the allowed lateness had passed, because the reorder buffers reached rules.max_buffer_mb.",
-            one(n(&w.early_releases)),
-        );
-        m.add(
-            "vigil_incident_updates_total",
-            "counter",
-            "Incident updates from the rule engine.",
-            one(n(&w.incidents)),
-        );
+        let series: [(&'static str, &'static str, &'static str, u64); 12] = [
+            ("vigil_events_stored_total", "counter", "Events written to Parquet.", n(&w.stored)),
+            ("vigil_parquet_files_total", "counter", "Parquet files written.", n(&w.files)),
+            ("vigil_parquet_bytes_total", "counter", "Parquet bytes written.", n(&w.bytes)),
+            ("vigil_storage_write_errors_total", "counter", "Failed Parquet writes (retried).", n(&w.write_errors)),
+            ("vigil_rule_state_bytes", "gauge", "Correlation engine state, estimated.", n(&w.rule_state_bytes)),
+            (
+                "vigil_rule_buffer_bytes",
+                "gauge",
+                "Correlation records waiting out the allowed lateness (part of vigil_rule_state_bytes).",
+                n(&w.rule_buffer_bytes),
+            ),
+            (
+                "vigil_rule_window_keys",
+                "gauge",
+                "Window keys (rule, pattern, group value) the engine holds.",
+                n(&w.rule_window_keys),
+            ),
+            (
+                "vigil_rule_evicted_keys",
+                "gauge",
+                "Window keys dropped at the rules.max_keys ceiling (the stalest of the org holding the most).",
+                n(&w.rule_evicted_keys),
+            ),
+            (
+                "vigil_rule_late_events",
+                "gauge",
+                "Events that arrived later than the allowed lateness: stored, not correlated.",
+                n(&w.late_events),
+            ),
+            (
+                "vigil_rule_future_events",
+                "gauge",
+                "Events stamped ahead of their receive time: correlated at their receive time.",
+                n(&w.future_events),
+            ),
+            (
+                "vigil_rule_early_releases",
+                "gauge",
+                "Records released before the allowed lateness had passed, because the reorder buffers reached rules.max_buffer_mb.",
+                n(&w.early_releases),
+            ),
+            ("vigil_incident_updates_total", "counter", "Incident updates from the rule engine.", n(&w.incidents)),
+        ];
+        for (name, kind, help, value) in series {
+            m.add(name, kind, help, one(value));
+        }
         m.add(
             "vigil_queue_depth",
             "gauge",
