@@ -6,7 +6,7 @@ ephemeral loopback ports, create an org, send an SSH brute force with
 /metrics, then SIGTERM and expect every accepted event written."""
 import json, os, re, signal, subprocess, sys, tempfile, time, urllib.request
 
-VIGIL = os.environ.get("VIGIL", "target/debug/vigil")
+VIGIL = os.environ.get("VIGIL", os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "debug", "vigil"))
 data = tempfile.mkdtemp(prefix="vigil-smoke-")
 cfg = os.path.join(data, "vigil.toml")
 with open(cfg, "w") as f:
