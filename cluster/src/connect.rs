@@ -137,23 +137,28 @@ pub async fn connect_with(url: &str, options: async_nats::ConnectOptions) -> Res
     let options = options
         .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
         .max_reconnects(None);
-    let client =
-        options.connect(url).await.map_err(|err| ConnectError::Connect { url: url.to_owned(), source: err.into() })?;
+    let client = options
+        .connect(url)
+        .await
+        .map_err(|err| ConnectError::Connect { url: parsers::redact_url(url), source: err.into() })?;
     let info = client.server_info();
     let version = ServerVersion::parse(&info.version)
-        .ok_or_else(|| ConnectError::UnknownVersion { url: url.to_owned(), version: info.version.clone() })?;
+        .ok_or_else(|| ConnectError::UnknownVersion { url: parsers::redact_url(url), version: info.version.clone() })?;
     if !version.is_supported() {
-        return Err(ConnectError::TooOld { url: url.to_owned(), version });
+        return Err(ConnectError::TooOld { url: parsers::redact_url(url), version });
     }
     if !info.jetstream {
-        return Err(ConnectError::NoJetStream { url: url.to_owned(), detail: "the server has it off".to_owned() });
+        return Err(ConnectError::NoJetStream {
+            url: parsers::redact_url(url),
+            detail: "the server has it off".to_owned(),
+        });
     }
     let jetstream = jetstream::new(client.clone());
     jetstream
         .query_account()
         .await
-        .map_err(|err| ConnectError::NoJetStream { url: url.to_owned(), detail: err.to_string() })?;
-    Ok(Nats { client, jetstream, url: url.to_owned(), version })
+        .map_err(|err| ConnectError::NoJetStream { url: parsers::redact_url(url), detail: err.to_string() })?;
+    Ok(Nats { client, jetstream, url: parsers::redact_url(url), version })
 }
 
 #[cfg(test)]

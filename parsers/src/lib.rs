@@ -33,7 +33,7 @@ pub use device::{DeviceParsers, DeviceRegistry};
 pub use error::Error;
 pub use event::{Event, Format, OrgId, Pairs, SdElement, Str, StructuredData};
 pub use grammar::SyntaxError;
-pub use net::Network;
+pub use net::{Network, redact_url};
 pub use parser::{InputFormat, Parser, ParserConfig, Payload, View};
 pub use protocol::{
     BUILTIN_ORGS, Budget, Clock, DetectionSink, EventIds, IncidentUpdate, IntervalReport, ManualClock, NodeId,

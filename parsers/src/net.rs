@@ -121,9 +121,35 @@ impl fmt::Display for Network {
     }
 }
 
+/// A server URL fit for messages and logs: a password in it becomes
+/// `***` (`postgres://vigil:***@db/vigil`), and so does a lone token
+/// where NATS takes one (`nats://***@host:4222`); a lone user name of
+/// other schemes stays.
+pub fn redact_url(url: &str) -> String {
+    let (Some(scheme), Some(at)) = (url.find("://"), url.rfind('@')) else { return url.to_owned() };
+    if at < scheme {
+        return url.to_owned();
+    }
+    let (head, userinfo, tail) = (&url[..scheme + 3], &url[scheme + 3..at], &url[at..]);
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{head}{user}:***{tail}"),
+        None if matches!(&url[..scheme], "nats" | "tls" | "ws" | "wss") => format!("{head}***{tail}"),
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_secrets() {
+        assert_eq!(redact_url("postgres://vigil:s3cret@db:5432/vigil"), "postgres://vigil:***@db:5432/vigil");
+        assert_eq!(redact_url("postgres://vigil@db/vigil"), "postgres://vigil@db/vigil");
+        assert_eq!(redact_url("nats://t0ken@10.0.0.5:4222"), "nats://***@10.0.0.5:4222");
+        assert_eq!(redact_url("nats://a:b@h:4222"), "nats://a:***@h:4222");
+        assert_eq!(redact_url("sqlite://data/vigil.db?mode=rwc"), "sqlite://data/vigil.db?mode=rwc");
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -38,7 +38,9 @@ impl StoreArgs {
         let config = StoreConfig { licence_eps: self.licence().licensed_eps(), ..StoreConfig::default() };
         let clock = Arc::new(collector::SystemClock);
         match &self.database {
-            Some(url) => Store::open(url, clock, config).await.with_context(|| format!("cannot open {}", redact(url))),
+            Some(url) => Store::open(url, clock, config)
+                .await
+                .with_context(|| format!("cannot open {}", parsers::redact_url(url))),
             None => Store::open_data_dir(&self.data_dir, clock, config)
                 .await
                 .with_context(|| format!("cannot open the store in {}", self.data_dir.display())),
@@ -48,23 +50,9 @@ impl StoreArgs {
     /// Where the store is, for messages (passwords hidden).
     pub fn describe(&self) -> String {
         match &self.database {
-            Some(url) => redact(url),
+            Some(url) => parsers::redact_url(url),
             None => format!("sqlite {}", self.data_dir.join("vigil.db").display()),
         }
-    }
-}
-
-/// A URL with its password replaced by `***`.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 

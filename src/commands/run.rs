@@ -217,25 +217,13 @@ fn load_config(args: &RunArgs) -> Result<RunConfig> {
     if let Some(d) = &args.database {
         config.database = Some(d.clone());
     }
-    if config.storage.flush_interval_ms == 0 || config.storage.roll_rows == 0 {
-        bail!("storage.flush_interval_ms and storage.roll_rows must be positive");
-    }
-    if !(0.0..=3600.0).contains(&config.rules.lateness_secs) || !(0.1..=3600.0).contains(&config.orgs.refresh_secs) {
-        bail!("rules.lateness_secs must be 0-3600 and orgs.refresh_secs 0.1-3600");
-    }
-    if config.rules.max_buffer_mb == 0
-        || config.rules.max_keys == 0
-        || config.storage.max_buffer_mb == 0
-        || config.syslog.max_connections_per_source == 0
-    {
-        bail!(
-            "rules.max_buffer_mb, rules.max_keys, storage.max_buffer_mb and syslog.max_connections_per_source must be positive"
-        );
+    if !(0.1..=3600.0).contains(&config.orgs.refresh_secs) {
+        bail!("orgs.refresh_secs must be 0.1-3600");
     }
     config.syslog.validate()?;
-    if config.metrics.token.as_ref().is_some_and(|t| t.len() < 16) {
-        bail!("metrics.token must be at least 16 characters");
-    }
+    config.storage.validate()?;
+    config.rules.validate()?;
+    config.metrics.validate()?;
     Ok(config)
 }
 
@@ -310,10 +298,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         }
         None => None,
     };
-    let (tls, tls_note) = match tls {
-        Some((listener, note)) => (Some(listener), Some(note)),
-        None => (None, None),
-    };
+    let (tls, tls_note) = tls.unzip();
     let (event_tx, event_rx) = crossbeam_channel::bounded::<Vec<parsers::Event>>(16);
     let (report_tx, report_rx) = crossbeam_channel::bounded(1024);
     let setup = CollectorSetup {
@@ -417,10 +402,11 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         let worker = worker.clone();
         tokio::task::spawn_blocking(move || worker.join()).await
     };
-    supervisor.stop().await;
+    // The API and metrics stop before the store closes under them.
     let _ = stop_tx.send(true);
     let _ = server.await;
     let _ = metrics_server.await;
+    supervisor.stop().await;
     let stored = match stored {
         Ok(Ok(n)) => n,
         Ok(Err(e)) => bail!("writing events failed: {e}"),

@@ -53,6 +53,16 @@ impl Default for MetricsConfig {
     }
 }
 
+impl MetricsConfig {
+    /// Checks the token is long enough to be a secret.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        if self.token.as_ref().is_some_and(|t| t.0.len() < 16) {
+            return Err(StoreError::BadRequest("metrics.token must be at least 16 characters".into()));
+        }
+        Ok(())
+    }
+}
+
 /// A secret from the config: compared, never printed.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(transparent)]
@@ -69,16 +79,6 @@ impl Secret {
     pub fn matches(&self, offered: &[u8]) -> bool {
         let ours = self.0.as_bytes();
         ours.len() == offered.len() && ours.iter().zip(offered).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    }
-
-    /// Its length in bytes (to check a minimum).
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -209,16 +209,20 @@ impl SupervisorNode {
         downlink: Arc<dyn Downlink>,
     ) -> Result<SupervisorNode, StoreError> {
         let first = store.org_snapshot(1).await?;
-        let config = AllocatorConfig {
+        // Guarantees are checked against the licence; org limits are not:
+        // the store refuses new ones past it, and limits set under a larger
+        // licence (one since expired) must not stop the start.
+        let mut config = AllocatorConfig {
             licensed_eps: setup.licence_eps,
             interval_secs: NonZeroU32::new(setup.interval_secs).unwrap_or(NonZeroU32::MIN),
             guarantees: setup.guarantees,
             burst_cap_eps: setup.burst_cap_eps,
             zone: parsers::SourceZone::utc(),
-            orgs: quotas_of(&first),
+            orgs: Vec::new(),
         }
         .validate()
         .map_err(|e| StoreError::BadRequest(format!("EPS allocation: {e}")))?;
+        config.orgs = quotas_of(&first);
         let (ingest, ingest_task) = Ingest::start(store.clone(), IngestConfig::default());
         let mut control = Supervisor::new(config, reports, downlink.clone(), setup.grace_secs);
         let quotas = control.quotas();

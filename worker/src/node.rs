@@ -4,7 +4,7 @@
 //! and the supervisor's ingest queue; a cluster worker passes its NATS
 //! JetStream partitions and a detection publisher.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -37,6 +37,18 @@ impl Default for StorageConfig {
     }
 }
 
+impl StorageConfig {
+    /// Checks the values a file or flag may get wrong.
+    pub fn validate(&self) -> Result<(), WorkerError> {
+        if self.flush_interval_ms == 0 || self.roll_rows == 0 || self.max_buffer_mb == 0 {
+            return Err(WorkerError::Config(
+                "storage.flush_interval_ms, storage.roll_rows and storage.max_buffer_mb must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[rules]`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -62,6 +74,17 @@ impl Default for RulesConfig {
 }
 
 impl RulesConfig {
+    /// Checks the values a file or flag may get wrong.
+    pub fn validate(&self) -> Result<(), WorkerError> {
+        if !(0.0..=3600.0).contains(&self.lateness_secs) {
+            return Err(WorkerError::Config("rules.lateness_secs must be 0-3600".into()));
+        }
+        if self.max_buffer_mb == 0 || self.max_keys == 0 {
+            return Err(WorkerError::Config("rules.max_buffer_mb and rules.max_keys must be positive".into()));
+        }
+        Ok(())
+    }
+
     /// Compiles the configured rules: the set and its warnings, or every
     /// error found (all files are read, so one run reports them all).
     pub fn compile(&self) -> Result<(RuleSet, Vec<String>), Vec<String>> {
@@ -133,13 +156,6 @@ pub struct WorkerNode {
     waiting: Arc<AtomicU64>,
 }
 
-/// Opens the event store in `dir` (checks it is writable before any
-/// event arrives).
-fn open_writer(dir: &Path, node: &str, storage: &StorageConfig, now: EventTime) -> Result<EventWriter, WorkerError> {
-    let config = EventWriterConfig { roll_rows: storage.roll_rows, ..EventWriterConfig::new(dir, node) };
-    EventWriter::open(config, now)
-}
-
 impl WorkerNode {
     /// Starts the worker thread reading `source` until it ends.
     pub fn start<S>(
@@ -151,12 +167,13 @@ impl WorkerNode {
     where
         S: BatchSource + Send + 'static,
     {
-        if setup.storage.flush_interval_ms == 0 || setup.storage.roll_rows == 0 || setup.storage.max_buffer_mb == 0 {
-            return Err(WorkerError::Config(
-                "storage.flush_interval_ms, storage.roll_rows and storage.max_buffer_mb must be positive".into(),
-            ));
-        }
-        let writer = open_writer(&setup.data_dir, &setup.node, &setup.storage, clock.now())?;
+        setup.storage.validate()?;
+        // Opened here, so an unwritable data directory fails the start.
+        let config = EventWriterConfig {
+            roll_rows: setup.storage.roll_rows,
+            ..EventWriterConfig::new(&setup.data_dir, &setup.node)
+        };
+        let writer = EventWriter::open(config, clock.now())?;
         let stats = Arc::new(WorkerStats::default());
         let engine = Engine::new(setup.rules, setup.engine);
         let worker = Worker::new(writer, engine, stats.clone())

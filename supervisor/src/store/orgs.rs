@@ -333,7 +333,11 @@ impl Store {
     /// second) until it has applied the change to the pipeline, so an org
     /// created through the API routes the very next event.
     async fn orgs_changed(&self) {
-        let version = self.orgs.changed.send_modify_and_get();
+        let mut version = 0;
+        self.orgs.changed.send_modify(|v| {
+            *v += 1;
+            version = *v;
+        });
         if !self.orgs.publisher.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
@@ -408,20 +412,5 @@ impl Default for OrgSignals {
             applied: tokio::sync::watch::Sender::new(0),
             publisher: std::sync::atomic::AtomicBool::new(false),
         }
-    }
-}
-
-trait Bump {
-    fn send_modify_and_get(&self) -> u64;
-}
-
-impl Bump for tokio::sync::watch::Sender<u64> {
-    fn send_modify_and_get(&self) -> u64 {
-        let mut v = 0;
-        self.send_modify(|x| {
-            *x += 1;
-            v = *x;
-        });
-        v
     }
 }
