@@ -36,7 +36,7 @@ pub use grammar::SyntaxError;
 pub use net::{Network, redact_url};
 pub use parser::{InputFormat, Parser, ParserConfig, Payload, View};
 pub use protocol::{
-    BUILTIN_ORGS, Budget, Clock, DetectionSink, EventIds, IncidentUpdate, IntervalReport, ManualClock, NodeId,
-    OrgBudget, OrgCounts, OrgEntry, OrgSnapshot, Severity,
+    BUILTIN_ORGS, Budget, Clock, DetectionSink, EventIds, IncidentUpdate, IntervalReport, ManualClock, NodeHeartbeat,
+    NodeId, NodeRole, OrgBudget, OrgCounts, OrgEntry, OrgSnapshot, Severity,
 };
 pub use time::{EventTime, SourceZone};

@@ -300,6 +300,63 @@ impl OrgSnapshot {
     }
 }
 
+/// The role a cluster node plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Receives syslog, parses, assigns orgs, applies its EPS budget.
+    Collector,
+    /// Stores events and runs correlation for the partitions it owns.
+    Worker,
+    /// Record store, API, EPS allocation, node registry.
+    Supervisor,
+}
+
+impl NodeRole {
+    /// `collector`, `worker` or `supervisor`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Collector => "collector",
+            NodeRole::Worker => "worker",
+            NodeRole::Supervisor => "supervisor",
+        }
+    }
+
+    /// The role named `name`.
+    pub fn parse(name: &str) -> Option<NodeRole> {
+        match name {
+            "collector" => Some(NodeRole::Collector),
+            "worker" => Some(NodeRole::Worker),
+            "supervisor" => Some(NodeRole::Supervisor),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A node's periodic sign of life (node → supervisor), every few seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHeartbeat {
+    /// The node's name.
+    pub node: NodeId,
+    /// Its role.
+    pub role: NodeRole,
+    /// vigil version it runs.
+    pub version: String,
+    /// Addresses it serves (syslog listeners, metrics), as URLs.
+    pub addresses: Vec<String>,
+    /// Why the node considers itself unhealthy (storage failing, NATS
+    /// unreachable, queue saturated); empty when healthy.
+    pub problems: Vec<String>,
+    /// When it was sent, by the node's clock (Unix milliseconds).
+    pub sent_ms: i64,
+}
+
 /// Event ids: unique across the nodes of a cluster and across restarts.
 ///
 /// Layout of the 64 bits: the node's slot (12 bits, handed out by the
