@@ -123,6 +123,10 @@ impl Store {
         } else {
             q.push(" AND org_id = ").bind(who.org_id);
         }
+        if !who.administers_nodes() {
+            // Nodes are shown only to those who administer them.
+            q.push(" AND object_type <> 'node'");
+        }
         if let Some(t) = query.object_type {
             super::check_text("object_type", &t, 64, super::Lines::Single)?;
             q.push(" AND object_type = ").bind(t);

@@ -198,6 +198,16 @@ impl Principal {
         self.is_super() && self.scope.is_none()
     }
 
+    /// Whether this principal administers the cluster's nodes: a
+    /// Super/Global user who sees every org and whose role may update the
+    /// licence (node guarantees are shares of it). Nodes serve every org
+    /// and may be named after one, so anyone else is never shown that
+    /// they exist: org users, scoped Super/Global users, and Super/Global
+    /// analysts and viewers alike.
+    pub fn administers_nodes(&self) -> bool {
+        self.is_unscoped_super() && self.perms.allows(Module::Licence, Op::Update)
+    }
+
     /// Whether this principal sees `org`'s data.
     pub fn sees_org(&self, org: i64) -> bool {
         if self.is_super() {

@@ -15,7 +15,9 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first. Never edit a released one: add another.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+pub(crate) const MIGRATIONS: &[Migration] = &[TENANTS, NODES];
+
+const TENANTS: Migration = Migration {
     version: 1,
     name: "tenants, people, records, audit",
     statements: &[
@@ -126,7 +128,38 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE INDEX audit_object ON audit (object_type, object_id, id)",
         "CREATE INDEX audit_org ON audit (org_id, id)",
     ],
-}];
+};
+
+/// The cluster's node registry. `addresses` is a JSON array of strings;
+/// `state` is unregistered, active, maintenance or alert; `maintenance` is
+/// the operator's flag, which holds the state at maintenance while set.
+const NODES: Migration = Migration {
+    version: 2,
+    name: "node registry",
+    statements: &[
+        "CREATE TABLE nodes (
+            id @ID,
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL,
+            version TEXT NOT NULL DEFAULT '',
+            addresses TEXT NOT NULL DEFAULT '[]',
+            state TEXT NOT NULL,
+            state_reason TEXT NOT NULL DEFAULT '',
+            state_since_ms BIGINT NOT NULL,
+            last_seen_ms BIGINT,
+            guaranteed_eps BIGINT,
+            maintenance BIGINT NOT NULL DEFAULT 0,
+            created_ms BIGINT NOT NULL)",
+        "CREATE TABLE node_transitions (
+            id @ID,
+            node_id BIGINT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+            from_state TEXT NOT NULL,
+            to_state TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at_ms BIGINT NOT NULL)",
+        "CREATE INDEX node_transitions_node ON node_transitions (node_id, id)",
+    ],
+};
 
 fn render(backend: Backend, statement: &str) -> String {
     let id = match backend {

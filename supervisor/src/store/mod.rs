@@ -1,13 +1,15 @@
 //! The record store (SPEC §4 and §6): orgs, users, teams, roles, tokens,
-//! incidents, alerts, comments and the audit log, behind one code path for
-//! SQLite (the embedded default, a file in the data directory) and
-//! PostgreSQL (`postgres://…`).
+//! incidents, alerts, comments, the audit log and the cluster's node
+//! registry, behind one code path for SQLite (the embedded default, a file
+//! in the data directory) and PostgreSQL (`postgres://…`).
 //!
 //! Every operation takes the [`Principal`] it acts for and enforces the
 //! tenant rules itself, so the HTTP API and the admin CLI cannot disagree:
 //! an org's users see only their org, Super/Global users see every org or
 //! their scope, and objects out of sight are "not found", never "forbidden".
-//! Every change writes an audit entry in the same transaction.
+//! Every change writes an audit entry in the same transaction. The node
+//! registry's heartbeat, sweep and listing serve the cluster itself and act
+//! for no one; its operator changes take a principal like the rest.
 
 mod audit;
 pub use audit::AuditQuery;
@@ -16,6 +18,7 @@ mod error;
 pub mod ingest;
 mod migrate;
 pub mod model;
+mod nodes;
 mod orgs;
 mod people;
 mod records;
@@ -33,6 +36,7 @@ pub use auth::{Module, Op, Perms, Principal};
 pub use error::{Result, StoreError};
 pub use ingest::{IncidentUpdate, Ingest, IngestConfig, IngestStats, LatencySummary};
 pub use model::*;
+pub use nodes::{MAX_NODE_NAME, NodeInfo, NodeState, NodeTransition, RECENT_TRANSITIONS, TRANSITIONS_KEPT};
 pub use records::{ListQuery, MAX_EVENT_IDS, MAX_LIMIT};
 pub use sql::Backend;
 pub use text::{CIDR_PATTERN, MULTI_LINE_PATTERN, NAME_PATTERN, NOT_BLANK_PATTERN, SINGLE_LINE_PATTERN, rfc3339_ms};
