@@ -72,6 +72,75 @@ impl ControlKv {
         Ok(ControlKv { kv, bucket: bucket.to_owned() })
     }
 
+    /// Opens bucket `bucket` whose keys expire `ttl` after their last write (presence
+    /// keys), creating it if needed.
+    pub async fn open_with_ttl(
+        nats: &Nats,
+        bucket: &str,
+        replicas: usize,
+        ttl: std::time::Duration,
+    ) -> Result<ControlKv, KvError> {
+        let config = kv::Config {
+            bucket: bucket.to_owned(),
+            description: "vigil: presence values".to_owned(),
+            history: 1,
+            max_age: ttl,
+            num_replicas: replicas.max(1),
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        let kv = ensure_bucket(nats.jetstream(), config).await.map_err(|source| KvError::Nats {
+            op: "open bucket",
+            bucket: bucket.to_owned(),
+            source,
+        })?;
+        Ok(ControlKv { kv, bucket: bucket.to_owned() })
+    }
+
+    /// Stores `value` under `key` only if the key is absent (or deleted): the new
+    /// revision, or `None` when somebody else's value is there.
+    pub async fn create(&self, key: &str, value: Bytes) -> Result<Option<u64>, KvError> {
+        match self.kv.create(key, value.clone()).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(err) => match self.kv.entry(key).await {
+                // The answer was lost: our own value there means the create went through.
+                Ok(Some(entry)) if entry.operation == kv::Operation::Put && entry.value == value => {
+                    Ok(Some(entry.revision))
+                }
+                _ => Err(self.err("create")(err.into())),
+            },
+        }
+    }
+
+    /// Replaces `key`'s value only if it is still at `revision` (compare and set): the
+    /// new revision, or `None` when somebody wrote in between.
+    pub async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<Option<u64>, KvError> {
+        match self.kv.update(key, value.clone(), revision).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(err) => match self.kv.entry(key).await {
+                Ok(Some(entry)) if entry.operation == kv::Operation::Put && entry.value == value => {
+                    Ok(Some(entry.revision))
+                }
+                _ => Err(self.err("update")(err.into())),
+            },
+        }
+    }
+
+    /// Every key of the bucket that starts with `prefix`.
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+        let mut keys = self.kv.keys().await.map_err(|err| self.err("list keys")(err.into()))?;
+        let mut found = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|err| self.err("list keys")(err.into()))?;
+            if key.starts_with(prefix) {
+                found.push(key);
+            }
+        }
+        Ok(found)
+    }
+
     fn err(&self, op: &'static str) -> impl FnOnce(BoxError) -> KvError + '_ {
         move |source| KvError::Nats { op, bucket: self.bucket.clone(), source }
     }

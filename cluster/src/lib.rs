@@ -16,29 +16,64 @@
 //! - [`Leases`]: one owner per partition, by lease on the KV bucket `vigil_leases`;
 //! - [`Checkpoints`]: the rule state of a partition with the sequence it covers, in the
 //!   object store `vigil_checkpoints`;
-//! - [`ControlKv`]: put/get/watch small control values (org table, budgets).
+//! - [`ControlKv`]: put/get/watch small control values (org table, budgets), compare and
+//!   set for commit records and slot claims;
+//! - [`WorkQueue`]: small messages many publish and one durable consumer takes until it
+//!   acknowledges them (detections).
 
 #![warn(missing_docs)]
 
 mod checkpoint;
+mod config;
 mod connect;
 mod control;
 mod lease;
 mod publish;
+mod queue;
 mod reader;
 mod stream;
 
-pub use async_nats::HeaderMap;
+pub use async_nats::connection::State as ConnectionState;
+pub use async_nats::{Client, HeaderMap, Subscriber};
 pub use checkpoint::{CHECKPOINT_BUCKET, Checkpoint, CheckpointError, Checkpoints};
+pub use config::{ClusterConfig, ClusterSettings};
 pub use connect::{ConnectError, MIN_SERVER_VERSION, Nats, ServerVersion, connect, connect_with};
 pub use control::{ControlKv, KvError, KvUpdate, KvWatch};
+pub use futures_util::StreamExt;
 pub use lease::{Holder, LEASE_BUCKET, Lease, LeaseError, Leases};
 pub use publish::{Acked, PublishError, PublishHandle, Publisher, PublisherConfig, PublisherStats};
+pub use queue::{DETECTION_STREAM, DETECTION_SUBJECT_PREFIX, QueueConsumer, QueueError, Taken, WorkQueue};
 pub use reader::{PartitionReader, ReadError, ReaderConfig, Record};
 pub use stream::{
     EVENT_STREAM, EVENT_SUBJECT_PREFIX, EventStream, StreamError, StreamSpec, StreamState, ensure_event_stream,
     open_event_stream, partition_subject,
 };
+
+/// Core NATS subject of node `node`'s interval reports (collector → supervisor).
+pub fn report_subject(node: &str) -> String {
+    format!("vigil.control.report.{node}")
+}
+
+/// Core NATS subject of node `node`'s heartbeats (every node → supervisor).
+pub fn heartbeat_subject(node: &str) -> String {
+    format!("vigil.control.heartbeat.{node}")
+}
+
+/// The control bucket: `orgs` (the org table) and `budget.<node>` (EPS budgets), written
+/// by the supervisor, watched by collectors.
+pub const CONTROL_BUCKET: &str = "vigil_control";
+
+/// Whether `name` can be a node name: it becomes a subject token and a KV key part, so
+/// 1–64 characters of letters, digits, `-` and `_`.
+pub fn valid_node_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The partition an org's events go to: all of one org's events in one partition, so
+/// one owner correlates them; orgs spread evenly (ids are dense).
+pub fn partition_of(org_id: u32, partitions: u16) -> u16 {
+    u16::try_from(org_id % u32::from(partitions.max(1))).unwrap_or(0)
+}
 
 /// An error from the NATS client, kept as the source of this crate's errors.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
