@@ -51,6 +51,9 @@ pub enum WorkerError {
     /// A setting is out of range.
     #[error("{0}")]
     Config(String),
+    /// The cluster transport (NATS JetStream) failed.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorkerError + '_ {
@@ -171,6 +174,8 @@ const TEXT_COLUMNS: usize = 24;
 struct Columns {
     rows: usize,
     raw_bytes: usize,
+    /// Highest source position (stream sequence) of a row in it.
+    position: u64,
     id: UInt64Builder,
     time: TimestampNanosecondBuilder,
     offset: Int32Builder,
@@ -196,6 +201,7 @@ impl Columns {
         let ts = || TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC");
         Columns {
             rows: 0,
+            position: 0,
             raw_bytes: 0,
             id: UInt64Builder::with_capacity(rows),
             time: ts(),
@@ -349,7 +355,7 @@ fn day_name(day: i64) -> String {
 }
 
 /// Keeps file names to letters, digits, `-` and `_`.
-fn file_safe(name: &str) -> String {
+pub(crate) fn file_safe(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
@@ -357,6 +363,8 @@ fn file_safe(name: &str) -> String {
 pub struct Sealed {
     key: PartitionKey,
     batch: RecordBatch,
+    /// Highest source position of its rows (0: the source has none).
+    position: u64,
 }
 
 impl Sealed {
@@ -369,6 +377,12 @@ impl Sealed {
     pub fn bytes(&self) -> usize {
         self.batch.get_array_memory_size()
     }
+
+    /// Highest source position (stream sequence) of its rows; 0 when the
+    /// source has no positions (`vigil run`).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
 }
 
 /// Buffers accepted events per partition, as Arrow columns.
@@ -379,6 +393,8 @@ pub struct EventBuffer {
     /// Estimated bytes of the buffered rows.
     buffered_bytes: usize,
     scratch: Vec<u8>,
+    /// Source position of the events being appended.
+    position: u64,
 }
 
 /// Column bytes an event takes besides twice its raw line (the raw line and
@@ -396,6 +412,7 @@ impl EventBuffer {
             buffered: 0,
             buffered_bytes: 0,
             scratch: Vec::new(),
+            position: 0,
         }
     }
 
@@ -409,18 +426,26 @@ impl EventBuffer {
         self.buffered_bytes
     }
 
+    /// The source position (stream sequence) of the events appended next;
+    /// every sealed partition tells the highest among its rows.
+    pub fn set_position(&mut self, position: u64) {
+        self.position = position;
+    }
+
     /// Adds one accepted event under its id; a partition that reaches the
     /// row limit is sealed and returned.
     pub fn append(&mut self, id: u64, event: &Event) -> Result<Option<Sealed>, WorkerError> {
         let key = (event.org_id.map_or(1, |o| o.0), event.time.unix_secs().div_euclid(86_400));
         let part = self.parts.entry(key).or_insert_with(Columns::new);
         part.push(id, event, &mut self.scratch);
+        part.position = part.position.max(self.position);
         self.buffered += 1;
         self.buffered_bytes += ROW_OVERHEAD + 2 * event.raw.len();
         if part.rows >= self.roll_rows {
             self.buffered -= part.rows;
             self.buffered_bytes = self.buffered_bytes.saturating_sub(part.rows * ROW_OVERHEAD + 2 * part.raw_bytes);
-            return Ok(Some(Sealed { key, batch: part.finish()? }));
+            let position = std::mem::take(&mut part.position);
+            return Ok(Some(Sealed { key, batch: part.finish()?, position }));
         }
         Ok(None)
     }
@@ -433,7 +458,8 @@ impl EventBuffer {
         for key in keys {
             if let Some(part) = self.parts.get_mut(&key) {
                 self.buffered -= part.rows;
-                out.push(Sealed { key, batch: part.finish()? });
+                let position = std::mem::take(&mut part.position);
+                out.push(Sealed { key, batch: part.finish()?, position });
             }
         }
         self.buffered_bytes = 0;
@@ -483,7 +509,13 @@ impl FileWriter {
         let (org, day) = sealed.key;
         let dir = self.dir.join(format!("org={org}")).join(format!("date={}", day_name(day)));
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let name = format!("part-{}-{}-{seq:06}.parquet", self.node, self.started_ms);
+        // A partition of a stream carries the highest stream sequence of
+        // its rows in the name: after a crash, the owner's commit record
+        // tells whether the file was committed (`crate::cluster`).
+        let name = match sealed.position {
+            0 => format!("part-{}-{}-{seq:06}.parquet", self.node, self.started_ms),
+            p => format!("part-{}-{}-{seq:06}-s{p}.parquet", self.node, self.started_ms),
+        };
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let tmp = dir.join(format!(".{name}.tmp"));
         let path = dir.join(&name);

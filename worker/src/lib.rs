@@ -15,6 +15,7 @@
 //! the rule language and engine (in `rules`; the worker drives one),
 //! incidents' storage (the supervisor's record store).
 
+pub mod cluster;
 pub mod events;
 pub mod node;
 pub mod pipeline;

@@ -146,6 +146,11 @@ pub struct WorkerSetup {
     pub rules: Arc<RuleSet>,
     /// The engine settings.
     pub engine: EngineConfig,
+    /// Told each source position once everything up to it is on disk.
+    pub durable: Option<crate::pipeline::Durable>,
+    /// At the end of the input, leave rule windows open (a partition
+    /// handed to another owner) instead of closing them.
+    pub handoff: bool,
 }
 
 /// A running worker.
@@ -176,8 +181,14 @@ impl WorkerNode {
         let writer = EventWriter::open(config, clock.now())?;
         let stats = Arc::new(WorkerStats::default());
         let engine = Engine::new(setup.rules, setup.engine);
-        let worker = Worker::new(writer, engine, stats.clone())
+        let mut worker = Worker::new(writer, engine, stats.clone())
             .with_max_buffer_bytes(setup.storage.max_buffer_mb.saturating_mul(1 << 20));
+        if let Some(durable) = setup.durable {
+            worker = worker.with_durable(durable);
+        }
+        if setup.handoff {
+            worker = worker.with_handoff();
+        }
         let flush = Duration::from_millis(setup.storage.flush_interval_ms);
         let waiting = Arc::new(AtomicU64::new(0));
         let source = Counted { inner: source, waiting: waiting.clone() };
@@ -289,6 +300,14 @@ impl<S: BatchSource> BatchSource for Counted<S> {
 
     fn waiting(&self) -> usize {
         self.inner.waiting()
+    }
+
+    fn position(&self) -> u64 {
+        self.inner.position()
+    }
+
+    fn replayed(&self) -> bool {
+        self.inner.replayed()
     }
 }
 

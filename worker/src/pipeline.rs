@@ -5,7 +5,7 @@
 //! the input channel closes, everything buffered is written and every
 //! window closed before the loop returns.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
@@ -67,27 +67,31 @@ pub struct Detection {
 /// How many runs of event ids with one receive time the worker remembers.
 pub const ARRIVALS: usize = 65_536;
 
-/// Receive times by event id: ids are handed out in arrival order, so a
-/// run of ids with one receive time is one entry.
+/// Receive times by event id. Each collector (node slot of the id) hands
+/// ids out in arrival order, so a run of one slot's ids with one receive
+/// time is one entry; slots interleave when several collectors feed a
+/// partition, so each has its own runs.
 #[derive(Default)]
 struct Arrivals {
-    runs: VecDeque<(u64, EventTime)>,
+    slots: HashMap<u16, VecDeque<(u64, EventTime)>>,
 }
 
 impl Arrivals {
     fn note(&mut self, id: u64, received_at: EventTime) {
-        if self.runs.back().is_some_and(|(_, at)| *at == received_at) {
+        let runs = self.slots.entry(parsers::EventIds::slot_of(id)).or_default();
+        if runs.back().is_some_and(|(first, at)| *at == received_at || *first > id) {
             return;
         }
-        if self.runs.len() >= ARRIVALS {
-            self.runs.pop_front();
+        if runs.len() >= ARRIVALS {
+            runs.pop_front();
         }
-        self.runs.push_back((id, received_at));
+        runs.push_back((id, received_at));
     }
 
     fn of(&self, id: u64) -> Option<EventTime> {
-        let after = self.runs.partition_point(|(first, _)| *first <= id);
-        (after > 0).then(|| self.runs[after - 1].1)
+        let runs = self.slots.get(&parsers::EventIds::slot_of(id))?;
+        let after = runs.partition_point(|(first, _)| *first <= id);
+        (after > 0).then(|| runs[after - 1].1)
     }
 }
 
@@ -136,6 +140,16 @@ pub trait BatchSource {
     fn recv_timeout(&self, wait: Duration) -> Result<Vec<Event>, RecvTimeoutError>;
     /// Batches waiting now (the queue depth).
     fn waiting(&self) -> usize;
+    /// The source position (stream sequence) of the last batch returned;
+    /// 0 for a source without positions (an in-process channel).
+    fn position(&self) -> u64 {
+        0
+    }
+    /// Whether the last batch returned is stored already and is replayed
+    /// for the rule engine only (a new partition owner catching up).
+    fn replayed(&self) -> bool {
+        false
+    }
 }
 
 impl BatchSource for Receiver<Vec<Event>> {
@@ -169,7 +183,16 @@ pub struct Worker {
     frontier: Option<(EventTime, EventTime)>,
     /// Column bytes buffered, and sealed in flight, at most each.
     max_buffer_bytes: usize,
+    /// Told every source position once everything up to it is on disk.
+    durable: Option<Durable>,
+    /// At the end of the input, leave windows open (the partition moves
+    /// to another owner, who replays and continues them).
+    handoff: bool,
 }
+
+/// Called on the writer thread with a source position once every event
+/// up to it is written and synced.
+pub type Durable = Arc<dyn Fn(u64) + Send + Sync>;
 
 impl Worker {
     /// A worker storing with `writer` and correlating with `engine`. Events
@@ -184,7 +207,23 @@ impl Worker {
             arrivals: Arrivals::default(),
             frontier: None,
             max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
+            durable: None,
+            handoff: false,
         }
+    }
+
+    /// Tells `durable` each source position once every event up to it is
+    /// on disk (at every flush tick that took input, and at the end).
+    pub fn with_durable(mut self, durable: Durable) -> Worker {
+        self.durable = Some(durable);
+        self
+    }
+
+    /// At the end of the input, writes everything but leaves the rule
+    /// windows open instead of closing them (a partition handed over).
+    pub fn with_handoff(mut self) -> Worker {
+        self.handoff = true;
+        self
     }
 
     /// Bounds the worker's memory for events to about `bytes`: partitions
@@ -212,19 +251,21 @@ impl Worker {
         mut sink: impl FnMut(Vec<Detection>),
     ) -> Result<u64, WorkerError> {
         // The queue's length is loose: `InFlight` bounds it in bytes.
-        let (to_disk, from_worker) = crossbeam_channel::bounded::<Vec<Sealed>>(64);
+        let (to_disk, from_worker) = crossbeam_channel::bounded::<Shipment>(64);
         let closing = AtomicBool::new(false);
         let writer_gone = AtomicBool::new(false);
         // Half the bound for columns being filled, half for sealed ones.
         let in_flight = InFlight { bytes: Mutex::new(0), freed: Condvar::new(), limit: self.max_buffer_bytes / 2 };
         let (files, unwritten) = self.files.take().ok_or(WorkerError::WriterFailed)?;
         let stats = self.stats.clone();
+        let durable = self.durable.clone();
         std::thread::scope(|scope| {
             let disk = std::thread::Builder::new()
                 .name("vigil-parquet".into())
                 .spawn_scoped(scope, || {
                     let _gone = Gone(&writer_gone);
-                    write_loop(files, unwritten, &from_worker, &stats, &closing, flush_every, &in_flight)
+                    let durable = durable.as_deref();
+                    write_loop(files, unwritten, &from_worker, &stats, &closing, flush_every, &in_flight, durable)
                 })
                 .map_err(|e| WorkerError::Io { path: "vigil-parquet thread".into(), source: e })?;
             let to_disk = Disk { queue: to_disk, in_flight: &in_flight, writer_gone: &writer_gone };
@@ -248,6 +289,8 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         let mut incidents = Vec::new();
         let mut next_tick = std::time::Instant::now() + flush_every;
+        // The source position taken last, and the last one shipped as a mark.
+        let (mut position, mut marked) = (0u64, 0u64);
         loop {
             let wait = next_tick.saturating_duration_since(std::time::Instant::now());
             match input.recv_timeout(wait) {
@@ -256,18 +299,21 @@ impl Worker {
                     if let Some(last) = events.last() {
                         self.frontier = Some((last.received_at, clock.now()));
                     }
+                    position = position.max(input.position());
+                    let store = !input.replayed();
+                    self.buffer.set_position(position);
                     for event in &events {
                         let id = event.id;
                         self.arrivals.note(id, event.received_at);
                         self.engine.process(id, event, &mut incidents);
-                        if let Some(sealed) = self.buffer.append(id, event)? {
-                            self.ship(vec![sealed], to_disk)?;
+                        if store && let Some(sealed) = self.buffer.append(id, event)? {
+                            self.ship(vec![sealed], None, to_disk)?;
                         }
                     }
                     // Past the memory bound, seal now rather than at the tick.
                     if self.buffer.buffered_bytes() >= self.max_buffer_bytes / 2 {
                         let sealed = self.buffer.seal()?;
-                        self.ship(sealed, to_disk)?;
+                        self.ship(sealed, None, to_disk)?;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -276,7 +322,11 @@ impl Worker {
             if std::time::Instant::now() >= next_tick {
                 next_tick = std::time::Instant::now() + flush_every;
                 let sealed = self.buffer.seal()?;
-                self.ship(sealed, to_disk)?;
+                // Everything taken up to `position` is in this seal or an
+                // earlier one: once written, the source may forget it.
+                let mark = (position > marked).then_some(position);
+                marked = position;
+                self.ship(sealed, mark, to_disk)?;
                 self.engine.advance(self.horizon(clock.now(), input.waiting() > 0), &mut incidents);
                 self.publish_engine_stats();
             }
@@ -286,9 +336,12 @@ impl Worker {
             }
         }
         let sealed = self.buffer.seal()?;
-        self.ship(sealed, to_disk)?;
+        let mark = (position > marked).then_some(position);
+        self.ship(sealed, mark, to_disk)?;
         self.stats.buffered.store(0, Ordering::Relaxed);
-        self.engine.flush(&mut incidents);
+        if !self.handoff {
+            self.engine.flush(&mut incidents);
+        }
         self.publish_engine_stats();
         if !incidents.is_empty() {
             sink(self.detections(&mut incidents));
@@ -310,9 +363,12 @@ impl Worker {
 
     /// Hands sealed partitions to the writer thread, waiting while more
     /// than the memory bound of earlier ones is still being written.
-    fn ship(&self, sealed: Vec<Sealed>, to_disk: &Disk<'_>) -> Result<(), WorkerError> {
+    fn ship(&self, sealed: Vec<Sealed>, mark: Option<u64>, to_disk: &Disk<'_>) -> Result<(), WorkerError> {
         if sealed.is_empty() {
-            return Ok(());
+            return match mark {
+                Some(_) => to_disk.queue.send(Shipment { sealed, mark }).map_err(|_| WorkerError::WriterFailed),
+                None => Ok(()),
+            };
         }
         let rows: usize = sealed.iter().map(Sealed::rows).sum();
         let bytes: usize = sealed.iter().map(Sealed::bytes).sum();
@@ -320,7 +376,7 @@ impl Worker {
             return Err(WorkerError::WriterFailed);
         }
         self.stats.sealed.fetch_add(rows as u64, Ordering::Relaxed);
-        to_disk.queue.send(sealed).map_err(|_| WorkerError::WriterFailed)
+        to_disk.queue.send(Shipment { sealed, mark }).map_err(|_| WorkerError::WriterFailed)
     }
 
     /// How far the rule engine's clock may advance: the receive time of the
@@ -355,9 +411,16 @@ impl Worker {
 
 /// The way to the writer thread: its queue and the bytes in flight on it.
 struct Disk<'a> {
-    queue: Sender<Vec<Sealed>>,
+    queue: Sender<Shipment>,
     in_flight: &'a InFlight,
     writer_gone: &'a AtomicBool,
+}
+
+/// Sealed partitions for the writer thread, and the source position that
+/// is durable once they (and everything before them) are written.
+struct Shipment {
+    sealed: Vec<Sealed>,
+    mark: Option<u64>,
 }
 
 /// Files a batch of sealed partitions is written with at once: writing a
@@ -370,21 +433,34 @@ const WRITERS: usize = 4;
 /// [`WRITERS`] threads. A failed write is retried after a pause (nothing
 /// is dropped; the worker waits meanwhile); once the worker has finished,
 /// three failures in a row give up.
+#[allow(clippy::too_many_arguments)]
 fn write_loop(
     files: FileWriter,
     mut pending: VecDeque<Sealed>,
-    input: &Receiver<Vec<Sealed>>,
+    input: &Receiver<Shipment>,
     stats: &WorkerStats,
     closing: &AtomicBool,
     pause: Duration,
     in_flight: &InFlight,
+    durable: Option<&(dyn Fn(u64) + Send + Sync)>,
 ) -> Result<(), WorkerError> {
     let mut failures = 0;
+    // The newest mark whose partitions are not all written yet.
+    let mut mark: Option<u64> = None;
     loop {
         if pending.is_empty() {
+            if let (Some(m), Some(tell)) = (mark.take(), durable) {
+                tell(m);
+            }
             match input.recv() {
-                Ok(batch) => pending.extend(batch),
+                Ok(shipment) => {
+                    pending.extend(shipment.sealed);
+                    mark = shipment.mark.or(mark);
+                }
                 Err(_) => return Ok(()),
+            }
+            if pending.is_empty() {
+                continue;
             }
         }
         let batch: Vec<Sealed> = pending.drain(..).collect();
@@ -491,7 +567,14 @@ mod tests {
         for id in 20..25 {
             a.note(id, t(101));
         }
-        assert_eq!(a.runs.len(), 2, "one entry per run");
+        assert_eq!(a.slots[&0].len(), 2, "one entry per run");
+        // Another collector's ids interleave without disturbing these.
+        let other = 3u64 << parsers::EventIds::SEQ_BITS;
+        a.note(other + 5, t(102));
+        a.note(25, t(103));
+        assert_eq!(a.of(other + 7), Some(t(102)));
+        assert_eq!(a.of(26), Some(t(103)));
+        assert_eq!(a.of(12), Some(t(100)));
         assert_eq!(a.of(9), None);
         assert_eq!(a.of(10), Some(t(100)));
         assert_eq!(a.of(19), Some(t(100)));

@@ -1,0 +1,823 @@
+//! The worker role in a cluster: partitions of the NATS JetStream event
+//! stream, each owned by one worker at a time, each run by the same worker
+//! pipeline as `vigil run` (one [`WorkerNode`] per owned partition).
+//!
+//! # Ownership
+//! A worker owns a partition while it holds its lease (`cluster::Leases`);
+//! it renews every TTL/4, takes free partitions up to its share (the
+//! partition count over the live workers, who announce themselves in the
+//! bucket `vigil_workers`, whose keys expire with the lease TTL), and hands
+//! extras back gracefully when more workers join. A renew that fails means
+//! another worker holds the partition: this one stops at once and commits
+//! nothing more.
+//!
+//! # Acknowledged = durable, exactly once in storage
+//! The worker pipeline tells each stream position once every event up to
+//! it is in synced Parquet files. The owner then *commits* it: a
+//! compare-and-set of the partition's record in the KV bucket
+//! `vigil_stored` (`{seq, fence, fences}`), so a stale owner's commit
+//! fails. Only then is the stream purged below it (and below the replay
+//! horizon). Files are named with the partition, the lease fence and the
+//! highest sequence in them; at start, a worker deletes its files that no
+//! commit covers (written, then killed before the commit): their events
+//! are still in the stream and the partition's next owner stores them.
+//!
+//! # Rule state moves with the partition
+//! The stream keeps the last `replay` of each partition. A new owner reads
+//! the partition from its start: messages at or below the committed
+//! sequence are replayed through the rule engine only (stored already),
+//! later ones are stored and correlated. Windows that were open when the
+//! old owner died are therefore rebuilt, and hits reported before the
+//! crash come again as the same idempotent incident update.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cluster::{ControlKv, EventStream, Lease, LeaseError, Leases, Nats, ReaderConfig, WorkQueue};
+use collector::Clock;
+use collector::metrics::{Exposition, label};
+use crossbeam_channel::RecvTimeoutError;
+use parsers::{DetectionSink, Event, IncidentUpdate, NodeHeartbeat, NodeId, NodeRole};
+use rules::{EngineConfig, RuleSet};
+use serde::{Deserialize, Serialize};
+
+use crate::events::WorkerError;
+use crate::node::{StorageConfig, WorkerNode, WorkerSetup};
+use crate::pipeline::BatchSource;
+
+/// The KV bucket of partitions' commit records.
+pub const STORED_BUCKET: &str = "vigil_stored";
+/// The KV bucket where live workers announce themselves.
+pub const WORKERS_BUCKET: &str = "vigil_workers";
+
+/// Everything a cluster worker is started with.
+pub struct ClusterWorkerSetup {
+    /// The node's name.
+    pub node: String,
+    /// Its data directory (Parquet under `events/`).
+    pub data_dir: PathBuf,
+    /// Storage settings.
+    pub storage: StorageConfig,
+    /// The compiled rules.
+    pub rules: Arc<RuleSet>,
+    /// Engine settings.
+    pub engine: EngineConfig,
+    /// Partition lease TTL: a dead owner's partitions move after at most this.
+    pub lease_ttl: Duration,
+    /// How much of each partition the stream keeps for a new owner to
+    /// rebuild rule windows from.
+    pub replay: Duration,
+    /// Seconds between heartbeats to the supervisor.
+    pub heartbeat: Duration,
+}
+
+/// A partition's commit record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    /// Every message up to this stream sequence is stored.
+    pub seq: u64,
+    /// The lease fence of the owner that committed last.
+    pub fence: u64,
+    /// The owner's name.
+    pub owner: String,
+    /// Per lease fence, the highest sequence committed under it (the last
+    /// 64 fences): tells a restarted worker which of its files count.
+    pub fences: BTreeMap<u64, u64>,
+}
+
+/// Counters of a cluster worker.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Partitions taken over.
+    pub acquired: AtomicU64,
+    /// Partitions lost to another owner (lease renew failed).
+    pub lost: AtomicU64,
+    /// Partitions handed back gracefully.
+    pub released: AtomicU64,
+    /// Batches replayed through the rules only.
+    pub replayed_batches: AtomicU64,
+    /// Batches that could not be decoded (counted, skipped).
+    pub bad_batches: AtomicU64,
+    /// Commits made.
+    pub commits: AtomicU64,
+    /// Stream messages purged.
+    pub purged: AtomicU64,
+    /// Files no commit covered, deleted at start.
+    pub orphans_removed: AtomicU64,
+    /// Detection batches published.
+    pub detections: AtomicU64,
+}
+
+/// A running cluster worker.
+pub struct ClusterWorker {
+    node: String,
+    stats: Arc<ClusterStats>,
+    owned: Arc<Mutex<BTreeMap<u16, Owned>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    manager: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What an owned partition runs.
+struct Owned {
+    lease: Lease,
+    fence: u64,
+    /// Set to stop reading (graceful stop or lost lease).
+    stop: Arc<AtomicBool>,
+    /// The lease was lost: commit nothing more.
+    lost: Arc<AtomicBool>,
+    node: Arc<WorkerNode>,
+    feeder: Option<std::thread::JoinHandle<()>>,
+    committer: tokio::task::JoinHandle<()>,
+    committed: Arc<AtomicU64>,
+}
+
+/// The shared parts a partition needs.
+#[derive(Clone)]
+struct Shared {
+    node: String,
+    stream: EventStream,
+    leases: Leases,
+    stored: ControlKv,
+    detections: WorkQueue,
+    setup: Arc<ClusterWorkerSetup>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<ClusterStats>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ClusterWorker {
+    /// Connects the worker's parts, removes files no commit covers, and
+    /// starts taking partitions.
+    pub async fn start(
+        nats: &Nats,
+        setup: ClusterWorkerSetup,
+        clock: Arc<dyn Clock>,
+    ) -> Result<ClusterWorker, WorkerError> {
+        setup.storage.validate()?;
+        if !cluster::valid_node_name(&setup.node) {
+            return Err(WorkerError::Config(format!("node name {:?}: 1-64 letters, digits, '-' or '_'", setup.node)));
+        }
+        if setup.rules.rules().iter().any(|r| matches!(r.scope, rules::Scope::CrossOrg)) {
+            return Err(WorkerError::Config(
+                "cross-org rules need one partition that sees every org, which cluster mode does not have yet; \
+                 run them in `vigil run`"
+                    .into(),
+            ));
+        }
+        let nats_err = |what: &str, e: &dyn std::fmt::Display| WorkerError::Cluster(format!("{what}: {e}"));
+        let stream = wait_for_stream(nats).await?;
+        let leases =
+            Leases::open(nats, setup.lease_ttl, 1).await.map_err(|e| nats_err("opening the lease bucket", &e))?;
+        let stored = ControlKv::open(nats, STORED_BUCKET, 1).await.map_err(|e| nats_err("opening commits", &e))?;
+        let presence = ControlKv::open_with_ttl(nats, WORKERS_BUCKET, 1, setup.lease_ttl)
+            .await
+            .map_err(|e| nats_err("opening the worker bucket", &e))?;
+        let detections = WorkQueue::detections(nats, 1).await.map_err(|e| nats_err("opening detections", &e))?;
+        let stats = Arc::new(ClusterStats::default());
+        let removed = remove_uncommitted(&setup.data_dir, &setup.node, &stored).await?;
+        stats.orphans_removed.fetch_add(removed, Ordering::Relaxed);
+        if removed > 0 {
+            eprintln!("vigil worker: removed {removed} files no commit covers (their events are stored again)");
+        }
+        let heartbeat = setup.heartbeat;
+        let shared = Shared {
+            node: setup.node.clone(),
+            stream,
+            leases,
+            stored,
+            detections,
+            setup: Arc::new(setup),
+            clock,
+            stats: stats.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let owned = Arc::new(Mutex::new(BTreeMap::new()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let node = shared.node.clone();
+        let manager = tokio::spawn(manage(shared, presence, nats.client().clone(), owned.clone(), heartbeat, stopped));
+        Ok(ClusterWorker { node, stats, owned, stop, manager: Mutex::new(Some(manager)) })
+    }
+
+    /// The partitions owned now.
+    pub fn owned(&self) -> Vec<u16> {
+        self.owned.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect()
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> &Arc<ClusterStats> {
+        &self.stats
+    }
+
+    /// Stops: every partition is written, committed and handed back, so
+    /// another worker takes it over at once.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let manager = self.manager.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(m) = manager {
+            let _ = m.await;
+        }
+    }
+
+    /// Writes the worker's series (and each owned partition's pipeline).
+    pub fn render_metrics(&self, m: &mut Exposition) {
+        let nl = format!("node=\"{}\"", label(&self.node));
+        let s = &self.stats;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let owned = self.owned.lock().unwrap_or_else(PoisonError::into_inner);
+        m.add(
+            "vigil_partitions_owned",
+            "gauge",
+            "Event stream partitions this worker owns.",
+            [(nl.clone(), owned.len() as u64)],
+        );
+        let series: [(&str, &str, u64); 9] = [
+            ("vigil_partitions_acquired_total", "Partitions taken over.", n(&s.acquired)),
+            ("vigil_partitions_lost_total", "Partitions lost to another owner (lease renew failed).", n(&s.lost)),
+            ("vigil_partitions_released_total", "Partitions handed back gracefully.", n(&s.released)),
+            (
+                "vigil_replayed_batches_total",
+                "Batches replayed through the rules only (stored already).",
+                n(&s.replayed_batches),
+            ),
+            ("vigil_bad_batches_total", "Event batches that could not be decoded (skipped).", n(&s.bad_batches)),
+            ("vigil_partition_commits_total", "Stored positions committed.", n(&s.commits)),
+            ("vigil_stream_purged_total", "Stream messages purged after being stored.", n(&s.purged)),
+            ("vigil_orphan_files_removed_total", "Files no commit covered, removed at start.", n(&s.orphans_removed)),
+            ("vigil_detection_batches_total", "Detection batches published to the supervisor.", n(&s.detections)),
+        ];
+        for (name, help, value) in series {
+            m.add(name, "counter", help, [(nl.clone(), value)]);
+        }
+        m.add(
+            "vigil_partition_committed_sequence",
+            "gauge",
+            "Highest stream sequence stored and committed, per owned partition.",
+            owned.iter().map(|(p, o)| (format!("{nl},partition=\"{p}\""), o.committed.load(Ordering::Relaxed))),
+        );
+        for o in owned.values() {
+            o.node.render_metrics(m);
+        }
+    }
+}
+
+/// Waits for the event stream (the supervisor creates it).
+async fn wait_for_stream(nats: &Nats) -> Result<EventStream, WorkerError> {
+    let mut said = false;
+    loop {
+        match cluster::open_event_stream(nats).await {
+            Ok(stream) => return Ok(stream),
+            Err(cluster::StreamError::Missing) => {
+                if !said {
+                    eprintln!("vigil: waiting for the supervisor to create the event stream");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(WorkerError::Cluster(e.to_string())),
+        }
+    }
+}
+
+fn stored_key(partition: u16) -> String {
+    format!("p{partition}")
+}
+
+async fn read_commit(stored: &ControlKv, partition: u16) -> Result<(Option<u64>, CommitRecord), WorkerError> {
+    match stored.get(&stored_key(partition)).await {
+        Ok(Some((revision, value))) => {
+            let record = serde_json::from_slice(&value).map_err(|e| {
+                WorkerError::Cluster(format!("commit record of partition {partition} is unreadable: {e}"))
+            })?;
+            Ok((Some(revision), record))
+        }
+        Ok(None) => Ok((None, CommitRecord::default())),
+        Err(e) => Err(WorkerError::Cluster(format!("reading the commit of partition {partition}: {e}"))),
+    }
+}
+
+/// Writes `record` if the key is still at `revision`; the new revision, or
+/// `None` when somebody else wrote (this owner is stale).
+async fn write_commit(
+    stored: &ControlKv,
+    partition: u16,
+    revision: Option<u64>,
+    record: &CommitRecord,
+) -> Result<Option<u64>, WorkerError> {
+    let value = Bytes::from(serde_json::to_vec(record).unwrap_or_default());
+    let key = stored_key(partition);
+    let written = match revision {
+        Some(r) => stored.update(&key, value, r).await,
+        None => stored.create(&key, value).await,
+    };
+    written.map_err(|e| WorkerError::Cluster(format!("committing partition {partition}: {e}")))
+}
+
+/// The parts of a file name written by a partition pipeline:
+/// `part-<node>-p<partition>-f<fence>-<start>-<seq>-s<position>.parquet`.
+fn parse_file_name(name: &str, node: &str) -> Option<(u16, u64, u64)> {
+    let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let mut parts = rest.rsplitn(6, '-');
+    let position = parts.next()?.strip_prefix('s')?.parse().ok()?;
+    let _seq = parts.next()?;
+    let _start = parts.next()?;
+    let fence = parts.next()?.strip_prefix('f')?.parse().ok()?;
+    let partition = parts.next()?.strip_prefix('p')?.parse().ok()?;
+    (parts.next()? == crate::events::file_safe(node)).then_some((partition, fence, position))
+}
+
+fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            parquet_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+}
+
+/// Deletes this node's files that no commit covers.
+async fn remove_uncommitted(data_dir: &Path, node: &str, stored: &ControlKv) -> Result<u64, WorkerError> {
+    let mut files = Vec::new();
+    parquet_files(&data_dir.join("events"), &mut files);
+    let mut records: BTreeMap<u16, CommitRecord> = BTreeMap::new();
+    let mut removed = 0;
+    for path in files {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some((partition, fence, position)) = parse_file_name(name, node) else { continue };
+        let record = match records.entry(partition) {
+            std::collections::btree_map::Entry::Occupied(e) => e.get().clone(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(read_commit(stored, partition).await?.1).clone(),
+        };
+        let committed = match record.fences.get(&fence) {
+            Some(&upto) => position <= upto,
+            // A fence older than the record remembers: long since committed
+            // or replaced; keep the file.
+            None => record.fences.keys().next().is_some_and(|&oldest| fence < oldest),
+        };
+        if !committed {
+            std::fs::remove_file(&path).map_err(|source| WorkerError::Io { path: path.clone(), source })?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// The manager: heartbeats, presence, lease renewal, taking and handing
+/// back partitions; at stop, hands every partition back.
+async fn manage(
+    shared: Shared,
+    presence: ControlKv,
+    client: cluster::Client,
+    owned: Arc<Mutex<BTreeMap<u16, Owned>>>,
+    heartbeat: Duration,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let round = (shared.setup.lease_ttl / 4).max(Duration::from_millis(250));
+    let partitions = shared.stream.partitions();
+    let mut next_beat = tokio::time::Instant::now();
+    // Start at a partition of our own so simultaneous starts spread.
+    let offset = shared.node.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let mut first_round = true;
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        if tokio::time::Instant::now() >= next_beat {
+            next_beat += heartbeat.max(Duration::from_millis(200));
+            beat(&client, &shared, &owned).await;
+        }
+        let _ = presence.put(&shared.node, Bytes::from_static(b"1")).await;
+        // Renew what we hold; drop what we lost.
+        let held: Vec<u16> = owned.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
+        for p in held {
+            let lease = owned.lock().unwrap_or_else(PoisonError::into_inner).get(&p).map(|o| o.lease.clone());
+            let Some(mut lease) = lease else { continue };
+            match shared.leases.renew(&mut lease).await {
+                Ok(()) => {
+                    if let Some(o) = owned.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&p) {
+                        o.lease = lease;
+                    }
+                }
+                Err(LeaseError::Lost { holder, .. }) => {
+                    eprintln!(
+                        "vigil worker: lost partition {p} to {}",
+                        holder.unwrap_or_else(|| "nobody (expired)".into())
+                    );
+                    lose(&shared, &owned, p);
+                }
+                Err(e) if !lease.is_valid() => {
+                    eprintln!("vigil worker: partition {p}: {e}; the lease ran out, stopping it");
+                    lose(&shared, &owned, p);
+                }
+                Err(_) => {}
+            }
+        }
+        // Our share: the partitions over the live workers.
+        if !first_round {
+            let live = presence.keys("").await.map(|k| k.len()).unwrap_or(1).max(1);
+            let share = usize::from(partitions).div_ceil(live);
+            let held = owned.lock().unwrap_or_else(PoisonError::into_inner).len();
+            if held < share {
+                for i in 0..partitions {
+                    let p = u16::try_from((u32::from(i) + offset) % u32::from(partitions)).unwrap_or(0);
+                    if owned.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&p) {
+                        continue;
+                    }
+                    if owned.lock().unwrap_or_else(PoisonError::into_inner).len() >= share {
+                        break;
+                    }
+                    match shared.leases.try_acquire(p, &shared.node).await {
+                        Ok(Some(lease)) => match take(&shared, lease).await {
+                            Ok(o) => {
+                                shared.stats.acquired.fetch_add(1, Ordering::Relaxed);
+                                owned.lock().unwrap_or_else(PoisonError::into_inner).insert(p, o);
+                            }
+                            Err(e) => eprintln!("vigil worker: cannot take partition {p}: {e}"),
+                        },
+                        Ok(None) => {}
+                        Err(e) => eprintln!("vigil worker: acquiring partition {p}: {e}"),
+                    }
+                }
+            } else if held > share {
+                // More workers than when we took them: hand one back.
+                let last = owned.lock().unwrap_or_else(PoisonError::into_inner).keys().next_back().copied();
+                if let Some(p) = last {
+                    hand_back(&shared, &owned, p).await;
+                }
+            }
+        }
+        first_round = false;
+        tokio::select! {
+            _ = stopped.changed() => {}
+            () = tokio::time::sleep(round) => {}
+        }
+    }
+    let held: Vec<u16> = owned.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
+    for p in held {
+        hand_back(&shared, &owned, p).await;
+    }
+    let _ = presence.delete(&shared.node).await;
+}
+
+async fn beat(client: &cluster::Client, shared: &Shared, owned: &Mutex<BTreeMap<u16, Owned>>) {
+    let mut problems = Vec::new();
+    let failing = owned.lock().unwrap_or_else(PoisonError::into_inner).values().any(|o| {
+        o.node.stats().write_errors.load(Ordering::Relaxed) > 0 && o.node.stats().sealed.load(Ordering::Relaxed) > 0
+    });
+    if failing {
+        problems.push("storage failing: Parquet writes are being retried".to_owned());
+    }
+    let hb = NodeHeartbeat {
+        node: NodeId::new(&shared.node),
+        role: NodeRole::Worker,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        addresses: Vec::new(),
+        problems,
+        sent_ms: i64::try_from(shared.clock.now().unix_nanos() / 1_000_000).unwrap_or(0),
+    };
+    if let Ok(body) = serde_json::to_vec(&hb) {
+        let _ = client.publish(cluster::heartbeat_subject(&shared.node), body.into()).await;
+    }
+}
+
+/// The lease is gone: stop reading at once and commit nothing more.
+fn lose(shared: &Shared, owned: &Mutex<BTreeMap<u16, Owned>>, partition: u16) {
+    let o = owned.lock().unwrap_or_else(PoisonError::into_inner).remove(&partition);
+    let Some(mut o) = o else { return };
+    shared.stats.lost.fetch_add(1, Ordering::Relaxed);
+    o.lost.store(true, Ordering::Release);
+    o.stop.store(true, Ordering::Release);
+    o.committer.abort();
+    let feeder = o.feeder.take();
+    let node = o.node.clone();
+    std::thread::spawn(move || {
+        if let Some(f) = feeder {
+            let _ = f.join();
+        }
+        let _ = node.join();
+    });
+}
+
+/// Stops reading `partition`, writes and commits everything taken, then
+/// releases the lease so another worker continues at once.
+async fn hand_back(shared: &Shared, owned: &Mutex<BTreeMap<u16, Owned>>, partition: u16) {
+    let o = owned.lock().unwrap_or_else(PoisonError::into_inner).remove(&partition);
+    let Some(mut o) = o else { return };
+    o.stop.store(true, Ordering::Release);
+    let feeder = o.feeder.take();
+    let node = o.node.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        if let Some(f) = feeder {
+            let _ = f.join();
+        }
+        node.join()
+    })
+    .await;
+    if let Ok(Err(e)) = joined {
+        eprintln!("vigil worker: partition {partition}: {e}");
+    }
+    // The pipeline has ended, so the committer sees its last position and ends.
+    let _ = (&mut o.committer).await;
+    if !o.lost.load(Ordering::Acquire) {
+        let _ = shared.leases.release(o.lease).await;
+        shared.stats.released.fetch_add(1, Ordering::Relaxed);
+    }
+    let _ = o.fence;
+}
+
+/// What the feeder hands the pipeline: a decoded batch, its sequence, and
+/// whether it is stored already.
+struct Item {
+    events: Vec<Event>,
+    sequence: u64,
+    replayed: bool,
+}
+
+/// The pipeline's view of a partition.
+struct PartitionSource {
+    rx: crossbeam_channel::Receiver<Item>,
+    last: std::cell::Cell<(u64, bool)>,
+}
+
+impl BatchSource for PartitionSource {
+    fn recv_timeout(&self, wait: Duration) -> Result<Vec<Event>, RecvTimeoutError> {
+        let item = self.rx.recv_timeout(wait)?;
+        self.last.set((item.sequence, item.replayed));
+        Ok(item.events)
+    }
+
+    fn waiting(&self) -> usize {
+        self.rx.len()
+    }
+
+    fn position(&self) -> u64 {
+        self.last.get().0
+    }
+
+    fn replayed(&self) -> bool {
+        self.last.get().1
+    }
+}
+
+/// Publishes a partition's detections to the supervisor's queue, waiting
+/// until JetStream has them (a detection is never dropped).
+struct QueueSink {
+    queue: WorkQueue,
+    runtime: tokio::runtime::Handle,
+    node: String,
+    prefix: String,
+    sent: u64,
+    lost: Arc<AtomicBool>,
+    stats: Arc<ClusterStats>,
+}
+
+impl DetectionSink for QueueSink {
+    fn deliver(&mut self, updates: Vec<IncidentUpdate>) {
+        if updates.is_empty() {
+            return;
+        }
+        let Ok(body) = serde_json::to_vec(&updates) else { return };
+        let body = Bytes::from(body);
+        self.sent += 1;
+        let msg_id = format!("{}/{}", self.prefix, self.sent);
+        loop {
+            let published =
+                self.runtime.block_on(self.queue.publish(&self.node, &msg_id, body.clone(), Duration::from_secs(30)));
+            match published {
+                Ok(_) => {
+                    self.stats.detections.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                // The new owner replays and reports these again.
+                Err(_) if self.lost.load(Ordering::Acquire) => return,
+                Err(e) => eprintln!("vigil worker: detections not yet delivered, retrying: {e}"),
+            }
+        }
+    }
+}
+
+/// Starts a partition just leased: records the new fence in the commit
+/// record, then reads it from the start of what the stream holds.
+async fn take(shared: &Shared, lease: Lease) -> Result<Owned, WorkerError> {
+    let partition = lease.partition();
+    let fence = lease.fence();
+    let (revision, mut record) = read_commit(&shared.stored, partition).await?;
+    let stored_upto = record.seq;
+    record.fence = fence;
+    record.owner = shared.node.clone();
+    record.fences.insert(fence, stored_upto);
+    while record.fences.len() > 64 {
+        record.fences.pop_first();
+    }
+    let Some(revision) = write_commit(&shared.stored, partition, revision, &record).await? else {
+        let _ = shared.leases.release(lease).await;
+        return Err(WorkerError::Cluster(format!("partition {partition}: another owner committed meanwhile")));
+    };
+    let setup = &shared.setup;
+    let stop = Arc::new(AtomicBool::new(false));
+    let lost = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicU64::new(stored_upto));
+    // Receive time (seconds) of each message read, for the replay horizon.
+    let arrivals: Arc<Mutex<VecDeque<(u64, i64)>>> = Arc::new(Mutex::new(VecDeque::new()));
+    let (durable_tx, durable_rx) = tokio::sync::watch::channel(0u64);
+    let durable: crate::pipeline::Durable = Arc::new(move |position| {
+        let _ = durable_tx.send(position);
+    });
+    let (tx, rx) = crossbeam_channel::bounded::<Item>(16);
+    let worker_setup = WorkerSetup {
+        node: format!("{}-p{partition}-f{fence}", shared.node),
+        data_dir: setup.data_dir.clone(),
+        storage: setup.storage.clone(),
+        rules: setup.rules.clone(),
+        engine: setup.engine.clone(),
+        durable: Some(durable),
+        handoff: true,
+    };
+    let sink = QueueSink {
+        queue: shared.detections.clone(),
+        runtime: shared.runtime.clone(),
+        node: shared.node.clone(),
+        prefix: format!("{}/p{partition}/f{fence}", shared.node),
+        sent: 0,
+        lost: lost.clone(),
+        stats: shared.stats.clone(),
+    };
+    let source = PartitionSource { rx, last: std::cell::Cell::new((0, false)) };
+    let node = Arc::new(WorkerNode::start(worker_setup, shared.clock.clone(), source, sink)?);
+    let reader = shared
+        .stream
+        .reader(partition, 1, ReaderConfig { max_wait: Duration::from_millis(500), ..ReaderConfig::default() })
+        .map_err(|e| WorkerError::Cluster(e.to_string()))?;
+    let feeder = {
+        let (stop, runtime, stats, arrivals) =
+            (stop.clone(), shared.runtime.clone(), shared.stats.clone(), arrivals.clone());
+        std::thread::Builder::new()
+            .name(format!("vigil-feed-p{partition}"))
+            .spawn(move || feed(reader, tx, stop, runtime, stats, arrivals, stored_upto))
+            .map_err(|e| WorkerError::Io { path: "vigil-feed thread".into(), source: e })?
+    };
+    let committer = tokio::spawn(commit_loop(CommitLoop {
+        shared: shared.clone(),
+        partition,
+        revision,
+        record,
+        durable: durable_rx,
+        lost: lost.clone(),
+        stop: stop.clone(),
+        committed: committed.clone(),
+        arrivals,
+    }));
+    eprintln!("vigil worker: took partition {partition} (fence {fence}; stored through {stored_upto})");
+    Ok(Owned { lease, fence, stop, lost, node, feeder: Some(feeder), committer, committed })
+}
+
+/// Reads the partition and hands decoded batches to the pipeline until told
+/// to stop.
+fn feed(
+    mut reader: cluster::PartitionReader,
+    tx: crossbeam_channel::Sender<Item>,
+    stop: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
+    stats: Arc<ClusterStats>,
+    arrivals: Arc<Mutex<VecDeque<(u64, i64)>>>,
+    stored_upto: u64,
+) {
+    while !stop.load(Ordering::Acquire) {
+        let next = runtime.block_on(async { tokio::time::timeout(Duration::from_millis(250), reader.next()).await });
+        let record = match next {
+            Err(_) => continue,
+            Ok(Err(e)) => {
+                eprintln!("vigil worker: {e}");
+                continue;
+            }
+            Ok(Ok(record)) => record,
+        };
+        let events = match parsers::wire::decode_batch(&record.payload) {
+            Ok(events) => events,
+            Err(e) => {
+                stats.bad_batches.fetch_add(1, Ordering::Relaxed);
+                eprintln!("vigil worker: skipping undecodable batch at sequence {}: {e}", record.sequence);
+                continue;
+            }
+        };
+        let received = events.last().map_or(0, |e| e.received_at.unix_secs());
+        {
+            let mut a = arrivals.lock().unwrap_or_else(PoisonError::into_inner);
+            if a.len() >= 1 << 20 {
+                a.pop_front();
+            }
+            a.push_back((record.sequence, received));
+        }
+        let replayed = record.sequence <= stored_upto;
+        if replayed {
+            stats.replayed_batches.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut item = Item { events, sequence: record.sequence, replayed };
+        // Bounded: a slow pipeline stops the reading here.
+        loop {
+            match tx.send_timeout(item, Duration::from_millis(250)) {
+                Ok(()) => break,
+                Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    item = back;
+                }
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return,
+            }
+        }
+    }
+}
+
+struct CommitLoop {
+    shared: Shared,
+    partition: u16,
+    revision: u64,
+    record: CommitRecord,
+    durable: tokio::sync::watch::Receiver<u64>,
+    lost: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    committed: Arc<AtomicU64>,
+    arrivals: Arc<Mutex<VecDeque<(u64, i64)>>>,
+}
+
+/// Commits each durable position, then purges the stream below what is
+/// both stored and older than the replay horizon. Ends when the pipeline
+/// has ended (after its last position).
+async fn commit_loop(mut c: CommitLoop) {
+    loop {
+        let ended = c.durable.changed().await.is_err();
+        let position = *c.durable.borrow_and_update();
+        if position > c.record.seq && !c.lost.load(Ordering::Acquire) {
+            let mut record = c.record.clone();
+            record.seq = position;
+            record.fences.insert(record.fence, position);
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match write_commit(&c.shared.stored, c.partition, Some(c.revision), &record).await {
+                    Ok(Some(revision)) => {
+                        c.revision = revision;
+                        c.record = record;
+                        c.committed.store(position, Ordering::Relaxed);
+                        c.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Ok(None) => {
+                        eprintln!("vigil worker: partition {}: another owner committed; stopping", c.partition);
+                        c.lost.store(true, Ordering::Release);
+                        c.stop.store(true, Ordering::Release);
+                        return;
+                    }
+                    Err(e) => {
+                        eprintln!("vigil worker: {e}; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+            purge(&c).await;
+        }
+        if ended {
+            return;
+        }
+    }
+}
+
+/// Purges the partition below min(committed + 1, first message inside the
+/// replay horizon).
+async fn purge(c: &CommitLoop) {
+    let horizon = c.shared.clock.now().unix_secs() - i64::try_from(c.shared.setup.replay.as_secs()).unwrap_or(0);
+    let below = {
+        let mut a = c.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
+        while a.front().is_some_and(|&(seq, at)| at < horizon && seq <= c.record.seq) {
+            a.pop_front();
+        }
+        a.front().map_or(c.record.seq + 1, |&(seq, _)| seq.min(c.record.seq + 1))
+    };
+    match c.shared.stream.purge_partition_below(c.partition, below).await {
+        Ok(n) => {
+            c.shared.stats.purged.fetch_add(n, Ordering::Relaxed);
+        }
+        Err(e) => eprintln!("vigil worker: purging partition {}: {e}", c.partition),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_tell_partition_fence_and_position() {
+        let name = "part-w-1-p3-f42-1700000000000-000007-s981.parquet";
+        assert_eq!(parse_file_name(name, "w-1"), Some((3, 42, 981)));
+        assert_eq!(parse_file_name(name, "w-2"), None);
+        assert_eq!(parse_file_name("part-w-1-1700000000000-000007.parquet", "w-1"), None);
+        assert_eq!(parse_file_name("part-w-1-px-f42-1-2-s3.parquet", "w-1"), None);
+    }
+}
