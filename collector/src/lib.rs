@@ -18,7 +18,8 @@
 //! per org and announced per source with a system event).
 //!
 //! Assembled as a role in [`node`] (the collector of `vigil run` and of a
-//! cluster, differing only in the transports passed in), writing its
+//! cluster, differing only in the transports passed in; [`cluster`] passes
+//! NATS JetStream ones), writing its
 //! series into a [`metrics::Exposition`].
 //!
 //! Does not own: deciding budgets (the supervisor's allocator does), the
@@ -26,6 +27,7 @@
 //! (the caller builds the `TlsAcceptor`).
 
 pub mod clock;
+pub mod cluster;
 pub mod gate;
 pub mod intake;
 pub mod listen;

@@ -118,6 +118,9 @@ pub enum CollectorError {
     /// A setting is out of range.
     #[error("{0}")]
     Config(String),
+    /// The cluster transport (NATS JetStream) failed.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// The downstream transport of accepted events (collector → worker).

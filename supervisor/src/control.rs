@@ -15,7 +15,8 @@
 //! A node whose report misses the grace period counts as not reporting
 //! (SPEC §3: it falls back to its guarantee).
 
-use std::sync::atomic::AtomicBool;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use collector::node::sleep_until_or_stop;
@@ -36,6 +37,18 @@ pub trait Downlink: Send + Sync {
 /// the org table (they change between intervals).
 pub type SharedQuotas = Arc<Mutex<Vec<OrgQuota>>>;
 
+/// The entry nodes and their guaranteed EPS, shared with whoever follows
+/// the node registry. Setting `replan` makes the loop plan the running
+/// interval again at once (a node joined or a guarantee changed), from the
+/// same reports and pool it was first planned with.
+#[derive(Clone, Default)]
+pub struct SharedNodes {
+    /// Guaranteed EPS per entry node (Σ ≤ L; the store refuses more).
+    pub guarantees: Arc<Mutex<BTreeMap<NodeId, u64>>>,
+    /// Plan the running interval again.
+    pub replan: Arc<AtomicBool>,
+}
+
 /// Start of interval `k`.
 fn interval_start(config: &AllocatorConfig, k: u64) -> EventTime {
     EventTime::from_unix(i64::try_from(k * u64::from(config.interval_secs.get())).unwrap_or(i64::MAX), 0, 0)
@@ -48,7 +61,11 @@ pub struct Supervisor {
     reports: crossbeam_channel::Receiver<IntervalReport>,
     downlink: Arc<dyn Downlink>,
     quotas: SharedQuotas,
+    nodes: SharedNodes,
     grace_secs: i64,
+    /// The last interval planned, with the state and reports it was planned
+    /// from (to plan it again when nodes change).
+    last: Option<(u64, AllocatorState, Vec<IntervalReport>)>,
 }
 
 impl Supervisor {
@@ -61,7 +78,26 @@ impl Supervisor {
         grace_secs: i64,
     ) -> Supervisor {
         let quotas = Arc::new(Mutex::new(config.orgs.clone()));
-        Supervisor { config, state: AllocatorState::default(), reports, downlink, quotas, grace_secs }
+        let nodes = SharedNodes {
+            guarantees: Arc::new(Mutex::new(config.guarantees.clone())),
+            replan: Arc::new(AtomicBool::new(false)),
+        };
+        Supervisor {
+            config,
+            state: AllocatorState::default(),
+            reports,
+            downlink,
+            quotas,
+            nodes,
+            grace_secs,
+            last: None,
+        }
+    }
+
+    /// The entry nodes the next plans cover; change them (and set
+    /// `replan`) when the node registry changes.
+    pub fn nodes(&self) -> SharedNodes {
+        self.nodes.clone()
     }
 
     /// The org quotas the next plans use; replace them when orgs change.
@@ -79,8 +115,28 @@ impl Supervisor {
     pub fn plan_interval(&mut self, k: u64) -> Plan {
         let previous = k.checked_sub(1);
         let reports: Vec<IntervalReport> = self.reports.try_iter().filter(|r| Some(r.interval) == previous).collect();
+        let before = self.state.clone();
+        let plan = self.plan_from(k, &before, &reports);
+        self.last = Some((k, before, reports));
+        plan
+    }
+
+    /// Plans the running interval again with the current nodes and quotas,
+    /// from the state and reports it was first planned with, so a node
+    /// that joins mid-interval gets a budget at once and the totals still
+    /// respect the licence. `None` before the first plan.
+    pub fn replan(&mut self) -> Option<Plan> {
+        let (k, before, reports) = self.last.clone()?;
+        Some(self.plan_from(k, &before, &reports))
+    }
+
+    fn plan_from(&mut self, k: u64, state: &AllocatorState, reports: &[IntervalReport]) -> Plan {
         self.config.orgs = self.quotas.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let (plan, next) = allocate(&self.config, &self.state, &reports, interval_start(&self.config, k));
+        let guarantees = self.nodes.guarantees.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if guarantees.values().sum::<u64>() <= self.config.licensed_eps {
+            self.config.guarantees = guarantees;
+        }
+        let (plan, next) = allocate(&self.config, state, reports, interval_start(&self.config, k));
         self.state = next;
         for p in &plan.nodes {
             self.downlink.budget(&p.node, &p.budget);
@@ -88,16 +144,37 @@ impl Supervisor {
         plan
     }
 
-    /// Runs until `stop`: at each boundary plus the grace period, plans the
-    /// interval that began; `on_plan` sees every plan (metrics, logging).
-    pub fn run(&mut self, clock: &dyn Clock, stop: &AtomicBool, on_plan: impl FnMut(&Plan)) {
-        let first = self.config.interval_of(clock.now()) + 1;
-        self.run_from(first, clock, stop, on_plan);
+    /// Runs until `stop`: plans the running interval at once (so every
+    /// node has a budget), then at each boundary plus the grace period
+    /// plans the interval that began; `on_plan` sees every plan (metrics,
+    /// logging).
+    pub fn run(&mut self, clock: &dyn Clock, stop: &AtomicBool, mut on_plan: impl FnMut(&Plan)) {
+        let now = self.config.interval_of(clock.now());
+        let plan = self.plan_interval(now);
+        on_plan(&plan);
+        self.run_from(now + 1, clock, stop, on_plan);
     }
 
-    /// Like [`Supervisor::run`], starting with interval `k`.
+    /// Like [`Supervisor::run`], starting with interval `k` and without
+    /// the first plan.
     pub fn run_from(&mut self, mut k: u64, clock: &dyn Clock, stop: &AtomicBool, mut on_plan: impl FnMut(&Plan)) {
-        while sleep_until_or_stop(clock, interval_start(&self.config, k).add_secs(self.grace_secs), stop) {
+        loop {
+            let deadline = interval_start(&self.config, k).add_secs(self.grace_secs);
+            // Wait for the boundary in short steps, planning the running
+            // interval again whenever the nodes change.
+            let mut step = clock.now().add_secs(1).min(deadline);
+            while sleep_until_or_stop(clock, step, stop) && step != deadline {
+                if self.nodes.replan.swap(false, Ordering::AcqRel)
+                    && let Some(plan) = self.replan()
+                {
+                    on_plan(&plan);
+                }
+                step = clock.now().add_secs(1).min(deadline);
+            }
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            self.nodes.replan.store(false, Ordering::Release);
             let plan = self.plan_interval(k);
             on_plan(&plan);
             k += 1;

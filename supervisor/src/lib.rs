@@ -8,7 +8,8 @@
 //! users, teams, roles, tokens, incidents, alerts, comments, the audit log
 //! and the pipeline's incident upsert, on SQLite or PostgreSQL) and the
 //! incident API over it ([`api`]); assembled as a role in [`node`] (the
-//! same in `vigil run` and in a cluster, the transports passed in).
+//! same in `vigil run` and in a cluster, the transports passed in;
+//! [`cluster`] passes NATS JetStream ones).
 //!
 //! Does not own: the gate that enforces budgets on each node (in
 //! `collector`), turning rule hits into [`store::IncidentUpdate`]s (the
@@ -17,6 +18,7 @@
 
 pub mod allocation;
 pub mod api;
+pub mod cluster;
 pub mod control;
 mod error;
 pub mod licence;

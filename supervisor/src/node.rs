@@ -18,7 +18,7 @@ use parsers::{Budget, DetectionSink, IncidentUpdate, OrgSnapshot};
 use serde::Deserialize;
 
 use crate::allocation::{AllocatorConfig, MILLI, OrgQuota};
-use crate::control::{Downlink, SharedQuotas, Supervisor};
+use crate::control::{Downlink, SharedNodes, SharedQuotas, Supervisor};
 use crate::store::{Ingest, IngestConfig, Store, StoreError};
 
 /// `[api]`.
@@ -191,6 +191,7 @@ pub struct SupervisorNode {
     stop: Arc<AtomicBool>,
     stop_publisher: tokio::sync::watch::Sender<bool>,
     running: Mutex<Option<Running>>,
+    nodes: SharedNodes,
 }
 
 fn quotas_of(orgs: &OrgSnapshot) -> Vec<OrgQuota> {
@@ -208,7 +209,10 @@ impl SupervisorNode {
         reports: crossbeam_channel::Receiver<IntervalReport>,
         downlink: Arc<dyn Downlink>,
     ) -> Result<SupervisorNode, StoreError> {
-        let first = store.org_snapshot(1).await?;
+        // Versions rise across restarts (nodes ignore a table no newer than
+        // theirs), so a restarted supervisor's tables still apply.
+        let version = u64::try_from(clock.now().unix_nanos() / 1_000_000).unwrap_or(1).max(1);
+        let first = store.org_snapshot(version).await?;
         // Guarantees are checked against the licence; org limits are not:
         // the store refuses new ones past it, and limits set under a larger
         // licence (one since expired) must not stop the start.
@@ -226,6 +230,7 @@ impl SupervisorNode {
         let (ingest, ingest_task) = Ingest::start(store.clone(), IngestConfig::default());
         let mut control = Supervisor::new(config, reports, downlink.clone(), setup.grace_secs);
         let quotas = control.quotas();
+        let nodes = control.nodes();
         let figures = Arc::new(Mutex::new((0, 0)));
         let stop = Arc::new(AtomicBool::new(false));
         let control_thread = {
@@ -243,6 +248,8 @@ impl SupervisorNode {
                 .map_err(|e| StoreError::BadRequest(format!("cannot start the EPS loop: {e}")))?
         };
         let (stop_publisher, stopped) = tokio::sync::watch::channel(false);
+        // Every node starts from the table as it is now.
+        downlink.orgs(&first);
         store.attach_org_publisher();
         let publisher = tokio::spawn(publish_orgs(store.clone(), first, downlink, quotas, setup.org_poll, stopped));
         Ok(SupervisorNode {
@@ -253,6 +260,7 @@ impl SupervisorNode {
             stop,
             stop_publisher,
             running: Mutex::new(Some(Running { control: control_thread, publisher, ingest_task })),
+            nodes,
         })
     }
 
@@ -260,6 +268,12 @@ impl SupervisorNode {
     /// once stopped.
     pub fn ingest(&self) -> Option<Ingest> {
         self.ingest.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The entry nodes the EPS loop plans over (change them, then set
+    /// `replan`).
+    pub fn nodes(&self) -> SharedNodes {
+        self.nodes.clone()
     }
 
     /// The record store.

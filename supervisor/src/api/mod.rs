@@ -78,7 +78,7 @@ impl From<StoreError> for ApiError {
             },
             StoreError::BadRequest(_) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message),
             StoreError::Unauthorized(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message),
-            StoreError::QueueFull(_) | StoreError::Closed => {
+            StoreError::QueueFull(_) | StoreError::Closed | StoreError::Cluster(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
             _ => {

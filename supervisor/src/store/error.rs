@@ -49,6 +49,9 @@ pub enum StoreError {
     /// The ingest writer has stopped.
     #[error("ingest writer has stopped")]
     Closed,
+    /// The cluster transport (NATS JetStream) failed.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// The database refused or failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),

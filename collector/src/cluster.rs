@@ -1,0 +1,432 @@
+//! The collector role in a cluster: the same [`Collector`] as `vigil run`,
+//! with NATS JetStream as its transports.
+//!
+//! - Accepted events leave as batches (one org's events per batch, in the
+//!   org's partition `vigil.events.<p>`, [`parsers::wire`] encoded) through
+//!   a publisher with a bounded window of unacknowledged batches; an event
+//!   counts as *acknowledged* only once JetStream has stored its batch. A
+//!   batch that fails is published again with the same message id (the
+//!   stream's duplicate window makes that idempotent) until it is stored:
+//!   while NATS is away the window fills, the intake waits, TCP senders
+//!   feel backpressure and UDP drops are counted.
+//! - Interval reports go up on `vigil.control.report.<node>`; heartbeats on
+//!   `vigil.control.heartbeat.<node>`.
+//! - Budgets (`budget.<node>`) and the org table (`orgs`) come down through
+//!   the control KV bucket, watched and applied as they change. The bucket
+//!   keeps them, so a collector that starts while the supervisor is down
+//!   uses the last ones; a brand-new collector waits for its first budget
+//!   before it opens its listeners, so it never drops its first events.
+//! - The node's event-id slot is claimed once in the KV bucket
+//!   `vigil_slots` (create-if-absent), so ids stay unique across
+//!   collectors and restarts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cluster::{Client, ControlKv, Nats, Publisher, PublisherConfig};
+use parsers::{Budget, Event, EventIds, IntervalReport, NodeHeartbeat, NodeId, NodeRole, OrgSnapshot};
+
+use crate::clock::Clock;
+use crate::metrics::{Exposition, label};
+use crate::node::{Collector, CollectorError, CollectorSetup, EventSink, ReportSink, SinkClosed};
+
+/// The KV bucket of event-id slots.
+pub const SLOT_BUCKET: &str = "vigil_slots";
+
+/// Counters of the event publisher.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Events JetStream has acknowledged.
+    pub acknowledged: AtomicU64,
+    /// Events published and not yet acknowledged.
+    pub unacknowledged: AtomicU64,
+    /// Batches published.
+    pub batches: AtomicU64,
+    /// Batch bytes published.
+    pub bytes: AtomicU64,
+    /// Batches published again after a failure.
+    pub republished: AtomicU64,
+}
+
+/// Publishes accepted events to their orgs' partitions.
+struct StreamSink {
+    publisher: Publisher,
+    runtime: tokio::runtime::Handle,
+    partitions: u16,
+    /// Message ids: `<node>/<boot>/<n>`.
+    prefix: String,
+    sent: u64,
+    stats: Arc<SinkStats>,
+    groups: Vec<Vec<Event>>,
+    buffer: Vec<u8>,
+}
+
+impl EventSink for StreamSink {
+    fn send(&mut self, events: Vec<Event>) -> Result<(), SinkClosed> {
+        // One batch per partition (nearly always one: a batch comes from
+        // one read of one connection).
+        let p = |e: &Event| cluster::partition_of(e.org_id.map_or(1, |o| o.0), self.partitions);
+        let first = events.first().map(p);
+        if events.iter().all(|e| Some(p(e)) == first) {
+            if let Some(partition) = first {
+                self.publish(partition, &events)?;
+            }
+            return Ok(());
+        }
+        self.groups.resize_with(usize::from(self.partitions), Vec::new);
+        for e in events {
+            let i = usize::from(p(&e));
+            if let Some(g) = self.groups.get_mut(i) {
+                g.push(e);
+            }
+        }
+        for i in 0..self.groups.len() {
+            let group = std::mem::take(&mut self.groups[i]);
+            if !group.is_empty() {
+                self.publish(u16::try_from(i).unwrap_or(0), &group)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StreamSink {
+    fn publish(&mut self, partition: u16, events: &[Event]) -> Result<(), SinkClosed> {
+        self.buffer.clear();
+        parsers::wire::encode_batch(events, &mut self.buffer);
+        let payload = Bytes::copy_from_slice(&self.buffer);
+        self.sent += 1;
+        let msg_id = format!("{}/{}", self.prefix, self.sent);
+        let n = events.len() as u64;
+        self.stats.unacknowledged.fetch_add(n, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        let (publisher, stats) = (self.publisher.clone(), self.stats.clone());
+        // Waits here while the window is full: the backpressure.
+        let handle = self
+            .runtime
+            .block_on(publisher.publish(partition, &msg_id, Default::default(), payload.clone()))
+            .map_err(|_| SinkClosed)?;
+        self.runtime.spawn(async move {
+            let mut outcome = handle.await;
+            let mut backoff = Duration::from_millis(100);
+            while let Err(e) = outcome {
+                eprintln!("vigil collector: batch {msg_id} not stored yet, publishing it again: {e}");
+                stats.republished.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                outcome = match publisher.publish(partition, &msg_id, Default::default(), payload.clone()).await {
+                    Ok(handle) => handle.await,
+                    Err(e) => Err(e),
+                };
+            }
+            stats.unacknowledged.fetch_sub(n, Ordering::Relaxed);
+            stats.acknowledged.fetch_add(n, Ordering::Relaxed);
+        });
+        Ok(())
+    }
+}
+
+/// Sends interval reports up on core NATS.
+struct NatsReports {
+    client: Client,
+    runtime: tokio::runtime::Handle,
+    subject: String,
+}
+
+impl ReportSink for NatsReports {
+    fn report(&self, report: &IntervalReport) {
+        if let Ok(body) = serde_json::to_vec(report) {
+            let (client, subject) = (self.client.clone(), self.subject.clone());
+            let _ = self.runtime.block_on(async move { client.publish(subject, body.into()).await });
+        }
+    }
+}
+
+/// A collector in a cluster.
+pub struct ClusterCollector {
+    collector: Arc<Collector>,
+    stats: Arc<SinkStats>,
+    publisher: Publisher,
+    slot: u16,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// Claims (or finds) `node`'s event-id slot.
+pub async fn claim_slot(nats: &Nats, node: &str) -> Result<u16, CollectorError> {
+    let kv = ControlKv::open(nats, SLOT_BUCKET, 1).await.map_err(|e| CollectorError::Cluster(e.to_string()))?;
+    let err = |e: cluster::KvError| CollectorError::Cluster(e.to_string());
+    let mine = format!("node.{node}");
+    if let Some((_, v)) = kv.get(&mine).await.map_err(err)?
+        && let Some(slot) = std::str::from_utf8(&v).ok().and_then(|s| s.parse::<u16>().ok())
+    {
+        return Ok(slot);
+    }
+    let taken = kv.keys("slot.").await.map_err(err)?;
+    for slot in 1..=EventIds::MAX_SLOT {
+        let key = format!("slot.{slot}");
+        if taken.contains(&key) {
+            continue;
+        }
+        if kv.create(&key, Bytes::from(node.to_owned())).await.map_err(err)?.is_some() {
+            kv.put(&mine, Bytes::from(slot.to_string())).await.map_err(err)?;
+            return Ok(slot);
+        }
+    }
+    Err(CollectorError::Cluster(format!("all {} event-id slots are taken", EventIds::MAX_SLOT)))
+}
+
+async fn wait_for_stream(nats: &Nats) -> Result<cluster::EventStream, CollectorError> {
+    let mut said = false;
+    loop {
+        match cluster::open_event_stream(nats).await {
+            Ok(stream) => return Ok(stream),
+            Err(cluster::StreamError::Missing) => {
+                if !said {
+                    eprintln!("vigil collector: waiting for the supervisor to create the event stream");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(CollectorError::Cluster(e.to_string())),
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    serde_json::from_slice(bytes).ok()
+}
+
+impl ClusterCollector {
+    /// Claims the node's slot, waits for the org table and a budget, opens
+    /// the listeners and starts following the supervisor.
+    pub async fn start(
+        nats: &Nats,
+        mut setup: CollectorSetup,
+        clock: Arc<dyn Clock>,
+        heartbeat: Duration,
+        publisher: PublisherConfig,
+    ) -> Result<ClusterCollector, CollectorError> {
+        let node = setup.node.as_str().to_owned();
+        if !cluster::valid_node_name(&node) {
+            return Err(CollectorError::Config(format!("node name {node:?}: 1-64 letters, digits, '-' or '_'")));
+        }
+        setup.slot = claim_slot(nats, &node).await?;
+        let slot = setup.slot;
+        let stream = wait_for_stream(nats).await?;
+        let control = ControlKv::open(nats, cluster::CONTROL_BUCKET, 1)
+            .await
+            .map_err(|e| CollectorError::Cluster(e.to_string()))?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let client = nats.client().clone();
+        let stats = Arc::new(SinkStats::default());
+        let beating = Arc::new(BeatState::default());
+        let mut tasks = vec![tokio::spawn(heartbeats(
+            client.clone(),
+            node.clone(),
+            clock.clone(),
+            heartbeat,
+            stats.clone(),
+            beating.clone(),
+            stopped.clone(),
+        ))];
+        // The org table and this node's budget, waiting for the first ones.
+        let mut said = false;
+        let (settings, orgs, budget) = loop {
+            let settings =
+                control.get("settings").await.ok().flatten().and_then(|(_, v)| decode::<cluster::ClusterSettings>(&v));
+            let orgs = control.get("orgs").await.ok().flatten().and_then(|(_, v)| decode::<OrgSnapshot>(&v));
+            let budget =
+                control.get(&format!("budget.{node}")).await.ok().flatten().and_then(|(_, v)| decode::<Budget>(&v));
+            if let (Some(s), Some(o), Some(b)) = (settings, orgs, budget) {
+                break (s, o, b);
+            }
+            if !said {
+                eprintln!("vigil collector: waiting for the org table and this node's budget from the supervisor");
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        setup.interval_secs = settings.interval_secs;
+        let runtime = tokio::runtime::Handle::current();
+        let publisher = stream.publisher(publisher);
+        let boot = u64::try_from(clock.now().unix_nanos() / 1_000_000).unwrap_or(0);
+        let sink = StreamSink {
+            publisher: publisher.clone(),
+            runtime: runtime.clone(),
+            partitions: stream.partitions(),
+            prefix: format!("{node}/{boot:x}"),
+            sent: 0,
+            stats: stats.clone(),
+            groups: Vec::new(),
+            buffer: Vec::with_capacity(1 << 20),
+        };
+        let reports = NatsReports { client: client.clone(), runtime, subject: cluster::report_subject(&node) };
+        let collector = Arc::new(Collector::start(setup, clock, &orgs, budget, sink, reports).await?);
+        beating
+            .addresses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone_from(&collector.bound().to_vec());
+        tasks.push(tokio::spawn(follow(control, node.clone(), collector.clone(), stopped)));
+        Ok(ClusterCollector { collector, stats, publisher, slot, stop, tasks: std::sync::Mutex::new(tasks) })
+    }
+
+    /// The collector.
+    pub fn collector(&self) -> &Arc<Collector> {
+        &self.collector
+    }
+
+    /// The node's event-id slot.
+    pub fn slot(&self) -> u16 {
+        self.slot
+    }
+
+    /// Events JetStream has acknowledged.
+    pub fn acknowledged(&self) -> u64 {
+        self.stats.acknowledged.load(Ordering::Relaxed)
+    }
+
+    /// Stops the listeners (draining connections), waits until every
+    /// accepted event is acknowledged (at most `wait`), and stops
+    /// following the supervisor. Returns (accepted, acknowledged).
+    pub async fn stop(&self, wait: Duration) -> (u64, u64) {
+        let accepted = self.collector.stop().await;
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.stats.unacknowledged.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for t in tasks {
+            let _ = t.await;
+        }
+        (accepted, self.acknowledged())
+    }
+
+    /// Writes the collector's series and the publisher's.
+    pub fn render_metrics(&self, m: &mut Exposition) {
+        self.collector.render_metrics(m);
+        let nl = format!("node=\"{}\"", label(self.collector.node().as_str()));
+        let s = &self.stats;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let p = self.publisher.stats();
+        m.add(
+            "vigil_events_acknowledged_total",
+            "counter",
+            "Accepted events JetStream has stored (acknowledged = durable).",
+            [(nl.clone(), n(&s.acknowledged))],
+        );
+        m.add(
+            "vigil_events_unacknowledged",
+            "gauge",
+            "Accepted events published and not yet acknowledged by JetStream.",
+            [(nl.clone(), n(&s.unacknowledged))],
+        );
+        m.add("vigil_batches_published_total", "counter", "Event batches published.", [(nl.clone(), n(&s.batches))]);
+        m.add(
+            "vigil_batch_bytes_total",
+            "counter",
+            "Bytes of event batches published (wire size).",
+            [(nl.clone(), n(&s.bytes))],
+        );
+        m.add(
+            "vigil_batches_republished_total",
+            "counter",
+            "Event batches published again after a failure (same message id).",
+            [(nl.clone(), n(&s.republished) + p.retried)],
+        );
+        m.add(
+            "vigil_queue_depth",
+            "gauge",
+            "Batches or updates waiting between stages.",
+            [(format!("{nl},queue=\"unacknowledged_batches\""), p.in_flight)],
+        );
+    }
+}
+
+#[derive(Default)]
+struct BeatState {
+    addresses: std::sync::Mutex<Vec<String>>,
+}
+
+async fn heartbeats(
+    client: Client,
+    node: String,
+    clock: Arc<dyn Clock>,
+    every: Duration,
+    stats: Arc<SinkStats>,
+    state: Arc<BeatState>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let mut problems = Vec::new();
+        let backlog = stats.unacknowledged.load(Ordering::Relaxed);
+        if client.connection_state() != cluster::ConnectionState::Connected {
+            problems.push("NATS unreachable".to_owned());
+        }
+        if backlog > 100_000 {
+            problems.push(format!("queue saturated: {backlog} events waiting for JetStream"));
+        }
+        let hb = NodeHeartbeat {
+            node: NodeId::new(&node),
+            role: NodeRole::Collector,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            addresses: state.addresses.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+            problems,
+            sent_ms: i64::try_from(clock.now().unix_nanos() / 1_000_000).unwrap_or(0),
+        };
+        if let Ok(body) = serde_json::to_vec(&hb) {
+            let _ = client.publish(cluster::heartbeat_subject(&node), body.into()).await;
+        }
+        tokio::select! {
+            _ = stopped.changed() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Applies budgets and org tables as the supervisor writes them.
+async fn follow(
+    control: ControlKv,
+    node: String,
+    collector: Arc<Collector>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let budget_key = format!("budget.{node}");
+    loop {
+        let watched = async {
+            let mut budgets = control.watch(&budget_key).await?;
+            let mut orgs = control.watch("orgs").await?;
+            loop {
+                tokio::select! {
+                    Some(update) = budgets.next() => {
+                        if let Some(b) = update?.value.and_then(|v| decode::<Budget>(&v)) {
+                            collector.apply_budget(b);
+                        }
+                    }
+                    Some(update) = orgs.next() => {
+                        if let Some(o) = update?.value.and_then(|v| decode::<OrgSnapshot>(&v))
+                            && let Err(e) = collector.apply_orgs(&o)
+                        {
+                            eprintln!("vigil collector: {e}");
+                        }
+                    }
+                    else => return Ok::<(), cluster::KvError>(()),
+                }
+            }
+        };
+        tokio::select! {
+            _ = stopped.changed() => return,
+            outcome = watched => {
+                if let Err(e) = outcome {
+                    eprintln!("vigil collector: following the supervisor: {e}; again in 1 s");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The supervisor role in a cluster: the same [`SupervisorNode`] as
+//! `vigil run` (record store, incident ingest, EPS loop, org publisher,
+//! API), with NATS JetStream as its transports:
+//!
+//! - it creates the event stream, the detection queue and the control
+//!   bucket;
+//! - interval reports arrive on `vigil.control.report.*` and feed the EPS
+//!   loop; budgets and the org table leave through the control bucket
+//!   (`budget.<node>`, `orgs`), written by one task, latest value per key;
+//! - detections (incident updates) arrive on the durable consumer
+//!   `supervisor` of `VIGIL_DETECTIONS`; a message is acknowledged only
+//!   once its updates are committed in the record store, so detections
+//!   published while the supervisor was down become incidents when it is
+//!   back (updates are idempotent, so a redelivery never doubles one);
+//! - heartbeats (`vigil.control.heartbeat.*`) keep the node registry;
+//!   a sweep flags nodes that went silent; the allocator plans over the
+//!   registered collectors and their guarantees, and plans the running
+//!   interval again when one joins or a guarantee changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cluster::StreamExt;
+use cluster::{ControlKv, Nats, StreamSpec, WorkQueue};
+use collector::metrics::Exposition;
+use collector::{Clock, NodeId};
+use parsers::{Budget, IncidentUpdate, IntervalReport, NodeHeartbeat, NodeRole, OrgSnapshot};
+use tokio::sync::Notify;
+
+use crate::control::{Downlink, SharedNodes};
+use crate::node::{SupervisorNode, SupervisorSetup};
+use crate::store::{Store, StoreError};
+
+/// Cluster settings of the supervisor.
+#[derive(Clone, Debug)]
+pub struct ClusterSetup {
+    /// Partitions of the event stream (fixed once the stream exists).
+    pub partitions: u16,
+    /// Size limit of the event stream, bytes.
+    pub stream_max_bytes: u64,
+    /// A node silent this long is flagged (state `alert`).
+    pub missed_heartbeat: Duration,
+}
+
+/// Counters of the cluster transports.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Interval reports received.
+    pub reports: AtomicU64,
+    /// Heartbeats received.
+    pub heartbeats: AtomicU64,
+    /// Detection messages committed and acknowledged.
+    pub detections: AtomicU64,
+    /// Detection messages that could not be read (acknowledged, dropped).
+    pub bad_detections: AtomicU64,
+    /// Control values written (budgets, org tables).
+    pub control_writes: AtomicU64,
+}
+
+/// Budgets and org tables for the control bucket: the latest value per
+/// key, written by one task (bounded by the number of keys).
+struct KvDownlink {
+    pending: Mutex<BTreeMap<String, Bytes>>,
+    wake: Notify,
+}
+
+impl Downlink for KvDownlink {
+    fn budget(&self, node: &NodeId, budget: &Budget) {
+        if let Ok(v) = serde_json::to_vec(budget) {
+            self.put(format!("budget.{node}"), v.into());
+        }
+    }
+
+    fn orgs(&self, orgs: &OrgSnapshot) {
+        if let Ok(v) = serde_json::to_vec(orgs) {
+            self.put("orgs".into(), v.into());
+        }
+    }
+}
+
+impl KvDownlink {
+    fn put(&self, key: String, value: Bytes) {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(key, value);
+        self.wake.notify_one();
+    }
+}
+
+async fn write_control(
+    kv: ControlKv,
+    downlink: Arc<KvDownlink>,
+    stats: Arc<ClusterStats>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let batch = std::mem::take(&mut *downlink.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        for (key, value) in batch {
+            // Kept until written: a newer value for the key replaces it.
+            if let Err(e) = kv.put(&key, value.clone()).await {
+                eprintln!("vigil supervisor: cannot write {key}: {e}; retrying");
+                downlink.pending.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_insert(value);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            } else {
+                stats.control_writes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !downlink.pending.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+            continue;
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = downlink.wake.notified() => {}
+        }
+    }
+}
+
+/// A supervisor in a cluster.
+pub struct ClusterSupervisor {
+    node: Arc<SupervisorNode>,
+    stats: Arc<ClusterStats>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl ClusterSupervisor {
+    /// Creates the cluster's streams and buckets, starts the supervisor
+    /// node over them and follows reports, heartbeats and detections.
+    pub async fn start(
+        nats: &Nats,
+        cluster_setup: ClusterSetup,
+        mut setup: SupervisorSetup,
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<ClusterSupervisor, StoreError> {
+        let err = |e: &dyn std::fmt::Display| StoreError::Cluster(e.to_string());
+        let spec =
+            StreamSpec { max_bytes: cluster_setup.stream_max_bytes, ..StreamSpec::new(cluster_setup.partitions) };
+        cluster::ensure_event_stream(nats, &spec).await.map_err(|e| err(&e))?;
+        let detections = WorkQueue::detections(nats, 1).await.map_err(|e| err(&e))?;
+        let kv = ControlKv::open(nats, cluster::CONTROL_BUCKET, 1).await.map_err(|e| err(&e))?;
+        let settings = cluster::ClusterSettings { interval_secs: u64::from(setup.interval_secs) };
+        let settings = serde_json::to_vec(&settings).map_err(|e| err(&e))?;
+        kv.put("settings", settings.into()).await.map_err(|e| err(&e))?;
+        let stats = Arc::new(ClusterStats::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let downlink = Arc::new(KvDownlink { pending: Mutex::new(BTreeMap::new()), wake: Notify::new() });
+        let mut tasks = vec![tokio::spawn(write_control(kv, downlink.clone(), stats.clone(), stopped.clone()))];
+        setup.guarantees = store.node_guarantees().await?;
+        let (reports_tx, reports_rx) = crossbeam_channel::bounded::<IntervalReport>(4_096);
+        let client = nats.client().clone();
+        let reports = client
+            .subscribe(cluster::report_subject("*"))
+            .await
+            .map_err(|e| StoreError::Cluster(format!("subscribing to reports: {e}")))?;
+        let heartbeats = client
+            .subscribe(cluster::heartbeat_subject("*"))
+            .await
+            .map_err(|e| StoreError::Cluster(format!("subscribing to heartbeats: {e}")))?;
+        let node = Arc::new(SupervisorNode::start(setup, store.clone(), clock, reports_rx, downlink).await?);
+        let nodes = node.nodes();
+        tasks.push(tokio::spawn(take_reports(reports, reports_tx, stats.clone(), stopped.clone())));
+        tasks.push(tokio::spawn(follow_nodes(
+            heartbeats,
+            store.clone(),
+            nodes,
+            cluster_setup.missed_heartbeat,
+            stats.clone(),
+            stopped.clone(),
+        )));
+        let consumer = detections.consumer("supervisor", Duration::from_secs(30)).await.map_err(|e| err(&e))?;
+        let ingest = node.ingest().ok_or(StoreError::Closed)?;
+        tasks.push(tokio::spawn(take_detections(consumer, ingest, stats.clone(), stopped)));
+        Ok(ClusterSupervisor { node, stats, stop, tasks: Mutex::new(tasks) })
+    }
+
+    /// The supervisor node (store, API).
+    pub fn node(&self) -> &Arc<SupervisorNode> {
+        &self.node
+    }
+
+    /// Stops following the cluster, writes the last incidents and closes
+    /// the store.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.node.stop().await;
+    }
+
+    /// Writes the supervisor's series, the cluster transports' and one set
+    /// per registered node.
+    pub async fn render_metrics(&self, m: &mut Exposition) {
+        self.node.render_metrics(m);
+        let s = &self.stats;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (name, help, v) in [
+            ("vigil_reports_received_total", "Interval reports received from collectors.", n(&s.reports)),
+            ("vigil_heartbeats_received_total", "Heartbeats received from nodes.", n(&s.heartbeats)),
+            ("vigil_detection_messages_total", "Detection messages committed to the record store.", n(&s.detections)),
+            (
+                "vigil_detection_messages_bad_total",
+                "Detection messages that could not be read (dropped).",
+                n(&s.bad_detections),
+            ),
+            (
+                "vigil_control_writes_total",
+                "Budgets and org tables written to the control bucket.",
+                n(&s.control_writes),
+            ),
+        ] {
+            m.add(name, "counter", help, [(String::new(), v)]);
+        }
+        if let Ok(nodes) = self.node.store().list_nodes().await {
+            let _ = nodes; // per-node series: crate::node::render_node_metrics (lands with the registry API)
+        }
+    }
+}
+
+async fn take_reports(
+    mut reports: cluster::Subscriber,
+    tx: crossbeam_channel::Sender<IntervalReport>,
+    stats: Arc<ClusterStats>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            message = reports.next() => {
+                let Some(message) = message else { return };
+                if let Ok(report) = serde_json::from_slice::<IntervalReport>(&message.payload) {
+                    stats.reports.fetch_add(1, Ordering::Relaxed);
+                    // A full queue loses a report: the node counts as silent
+                    // for one interval (it falls back to its guarantee).
+                    let _ = tx.try_send(report);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the node registry from heartbeats, flags silent nodes, and keeps
+/// the allocator's nodes in step with the registry.
+async fn follow_nodes(
+    mut heartbeats: cluster::Subscriber,
+    store: Arc<Store>,
+    nodes: SharedNodes,
+    missed: Duration,
+    stats: Arc<ClusterStats>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    let mut planned: BTreeSet<String> = BTreeSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            message = heartbeats.next() => {
+                let Some(message) = message else { return };
+                let Ok(hb) = serde_json::from_slice::<NodeHeartbeat>(&message.payload) else { continue };
+                if !cluster::valid_node_name(hb.node.as_str()) {
+                    continue;
+                }
+                stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = store.node_heartbeat(&hb).await {
+                    eprintln!("vigil supervisor: heartbeat of {}: {e}", hb.node);
+                }
+                if hb.role == NodeRole::Collector && !planned.contains(hb.node.as_str()) {
+                    refresh(&store, &nodes, &mut planned).await;
+                }
+            }
+            _ = sweep.tick() => {
+                let missed_ms = i64::try_from(missed.as_millis()).unwrap_or(i64::MAX);
+                for t in store.sweep_nodes(missed_ms).await.unwrap_or_default() {
+                    eprintln!("vigil supervisor: node {} is now {} ({})", t.node, t.to, t.reason);
+                }
+                refresh(&store, &nodes, &mut planned).await;
+            }
+        }
+    }
+}
+
+/// Takes the registry's collectors and guarantees; a change makes the loop
+/// plan the running interval again.
+async fn refresh(store: &Store, nodes: &SharedNodes, planned: &mut BTreeSet<String>) {
+    let Ok(guarantees) = store.node_guarantees().await else { return };
+    let changed = *nodes.guarantees.lock().unwrap_or_else(PoisonError::into_inner) != guarantees;
+    if changed {
+        *planned = guarantees.keys().map(|n| n.as_str().to_owned()).collect();
+        *nodes.guarantees.lock().unwrap_or_else(PoisonError::into_inner) = guarantees;
+        nodes.replan.store(true, Ordering::Release);
+    }
+}
+
+/// Commits detections to the record store, acknowledging each message
+/// only once its updates are written.
+async fn take_detections(
+    consumer: cluster::QueueConsumer,
+    ingest: crate::store::Ingest,
+    stats: Arc<ClusterStats>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let taken = match consumer.fetch(256, Duration::from_millis(500)).await {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("vigil supervisor: reading detections: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if taken.is_empty() {
+            continue;
+        }
+        for t in &taken {
+            match serde_json::from_slice::<Vec<IncidentUpdate>>(&t.payload) {
+                Ok(updates) => {
+                    for u in updates {
+                        if ingest.submit(u).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    stats.bad_detections.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("vigil supervisor: dropping an unreadable detection message from {}: {e}", t.subject);
+                }
+            }
+        }
+        if ingest.flush().await.is_err() {
+            return;
+        }
+        for t in &taken {
+            if t.ack().await.is_ok() {
+                stats.detections.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
