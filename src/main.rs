@@ -44,8 +44,15 @@ enum Command {
     /// End-to-end benchmark: sustained EPS and event→incident latency of
     /// `vigil run`, compared in the same run with syslog-ng if installed.
     Bench(commands::bench::BenchArgs),
-    /// The supervisor role: record store and incident API.
+    /// The supervisor role: record store and incident API; with --nats, the
+    /// cluster's supervisor (EPS allocation across collectors, node registry,
+    /// incidents from the workers).
     Supervisor(commands::supervisor::SupervisorArgs),
+    /// A cluster collector: syslog in, parsed, org-tagged and admitted events
+    /// out to the NATS JetStream event stream.
+    Collector(commands::cluster::CollectorArgs),
+    /// A cluster worker: stores and correlates the event stream partitions it owns.
+    Worker(commands::cluster::WorkerArgs),
     /// Orgs (tenants) in the record store.
     #[command(subcommand)]
     Org(commands::admin::OrgCommand),
@@ -77,6 +84,8 @@ fn main() -> ExitCode {
         Command::Send(args) => commands::send::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Supervisor(args) => commands::supervisor::run(args),
+        Command::Collector(args) => commands::cluster::collector(args),
+        Command::Worker(args) => commands::cluster::worker(args),
         Command::Org(cmd) => commands::admin::org(cmd),
         Command::User(cmd) => commands::admin::user(cmd),
         Command::Token(cmd) => commands::admin::token(cmd),

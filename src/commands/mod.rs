@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod cluster;
 pub mod license;
 pub mod parse;
 pub mod rules;

@@ -86,6 +86,8 @@ pub struct RunConfig {
     pub rules: RulesConfig,
     /// Org assignment.
     pub orgs: OrgsConfig,
+    /// The cluster roles (`vigil supervisor|collector|worker`); `vigil run` ignores it.
+    pub cluster: cluster::ClusterConfig,
 }
 
 /// `[tls]`.
@@ -127,6 +129,7 @@ impl Default for RunConfig {
             storage: StorageConfig::default(),
             rules: RulesConfig::default(),
             orgs: OrgsConfig::default(),
+            cluster: cluster::ClusterConfig::default(),
         }
     }
 }
@@ -186,6 +189,17 @@ max_keys = 500000                # window keys (rule, pattern, group value); pas
 [orgs]
 refresh_secs = 0.25              # org changes through the API apply at once; the CLI's are seen this often
 # collector_org = "Acme"         # everything this collector receives belongs to one org
+
+[cluster]                        # vigil supervisor|collector|worker (vigil run ignores this section)
+# nats = "nats://127.0.0.1:4222" # or --nats; nats-server 2.11+ with JetStream
+# node = "collector-1"           # or --node; letters, digits, '-', '_'
+partitions = 8                   # event stream partitions; each org's events go to one
+interval_secs = 180              # EPS interval (the supervisor's value reaches collectors)
+lease_ttl_secs = 10.0            # a dead worker's partitions move to a live one within this
+replay_secs = 900                # stream history kept for a new partition owner to rebuild rule windows
+heartbeat_secs = 2.0             # nodes tell the supervisor they are alive this often
+missed_heartbeat_secs = 10.0     # silent this long: the node is flagged (alert)
+stream_max_mb = 1024             # event stream size limit; when full, collectors push back
 "#;
 
 fn load_config(args: &RunArgs) -> Result<RunConfig> {
@@ -227,6 +241,25 @@ fn load_config(args: &RunArgs) -> Result<RunConfig> {
     Ok(config)
 }
 
+/// Compiles the configured rules, printing warnings; every error found,
+/// then a failure.
+pub fn compile_rules(config: &RunConfig) -> Result<Arc<rules::RuleSet>> {
+    match config.rules.compile() {
+        Ok((set, warnings)) => {
+            for w in warnings {
+                eprintln!("{w}");
+            }
+            Ok(Arc::new(set))
+        }
+        Err(diagnostics) => {
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
+            bail!("the rules do not compile");
+        }
+    }
+}
+
 /// Runs `vigil run`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let config = load_config(&args)?;
@@ -241,20 +274,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
     let licence_eps = licence.licensed_eps();
 
     // Rules first: a broken rule file stops the start, before any socket.
-    let rules = match config.rules.compile() {
-        Ok((set, warnings)) => {
-            for w in warnings {
-                eprintln!("{w}");
-            }
-            Arc::new(set)
-        }
-        Err(diagnostics) => {
-            for d in diagnostics {
-                eprintln!("{d}");
-            }
-            bail!("the rules do not compile");
-        }
-    };
+    let rules = compile_rules(&config)?;
 
     // The record store.
     let store_config = StoreConfig { licence_eps, ..StoreConfig::default() };
@@ -328,6 +348,8 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         storage: config.storage.clone(),
         rules,
         engine: config.rules.engine_config(),
+        durable: None,
+        handoff: false,
     };
     let sink = IngestSink::new(ingest, tokio::runtime::Handle::current());
     let worker = Arc::new(

@@ -1,6 +1,8 @@
 //! `vigil supervisor`: the supervisor role on its own: the record store and
-//! the incident API. On a store without users it creates `admin` and prints
-//! its token once.
+//! the incident API; with `--nats`, the cluster's supervisor (EPS loop over
+//! every collector, node registry, detections from the workers; see
+//! `commands::cluster`). On a store without users it creates `admin` and
+//! prints its token once.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -19,6 +21,8 @@ pub struct SupervisorArgs {
     /// Address for the HTTP API (port 0: any free port, printed at start).
     #[arg(long, default_value = "127.0.0.1:8080")]
     api_addr: SocketAddr,
+    #[command(flatten)]
+    cluster: super::cluster::ClusterArgs,
 }
 
 /// Runs the API until SIGTERM or Ctrl-C.
@@ -44,6 +48,9 @@ async fn serve(args: SupervisorArgs) -> Result<ExitCode> {
         } else {
             println!("admin token (shown once; keep it): {token}");
         }
+    }
+    if let Some(config) = super::cluster::supervisor_config(&args.cluster, &args.store)? {
+        return super::cluster::run_supervisor(config, store, listener).await;
     }
     println!("api: http://{addr}/api/v1 (OpenAPI: http://{addr}/api/v1/openapi.json)");
     let app = supervisor::api::router(store.clone());

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 
+pub mod cluster;
 pub mod run;
 
 /// Runs `vigil ARGS`, feeding `stdin` if given, and waits for it.

@@ -1,0 +1,134 @@
+//! The cluster end to end: real nats-server, `vigil supervisor --nats`, two
+//! collectors and two workers on loopback (issue 12's properties).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::cluster::{
+    CLUSTER_CONFIG, Nats, collector, config_file, metric, send, stored_ids, supervisor, wait, worker,
+};
+use common::run::ssh_attack;
+
+const TOKEN: &str = "cluster-test-admin-token-0123456789";
+
+/// Brute force of five failures whose partition owner is killed (-9) after
+/// the third: exactly one incident; every accepted event stored exactly
+/// once across both workers' files; the killed worker, restarted, drops
+/// what it wrote without committing.
+#[test]
+fn a_brute_force_survives_its_owner_being_killed_and_every_event_is_stored_once() {
+    let dir = common::temp_dir("cluster-kill");
+    let Some(nats) = Nats::start(&dir) else { return };
+    let config = config_file(&dir, CLUSTER_CONFIG);
+    let sup = supervisor(&dir, &nats.url(), &config, None, TOKEN);
+    let mut workers =
+        [worker("w1", &nats.url(), &config, &dir.join("w1")), worker("w2", &nats.url(), &config, &dir.join("w2"))];
+    let a = collector("edge-a", &nats.url(), &config);
+    let b = collector("edge-b", &nats.url(), &config);
+    // Four partitions over two workers: two each, once both are up.
+    wait("partitions shared", Duration::from_secs(60), || {
+        workers.iter().map(|w| metric(&w.metrics_url, "vigil_partitions_owned", &[])).collect::<Vec<_>>() == [2, 2]
+    });
+
+    // Super/Local (org 1) is partition 1 of 4.
+    let owner = workers
+        .iter()
+        .position(|w| common::cluster::metrics(&w.metrics_url).contains("partition=\"1\""))
+        .expect("an owner of partition 1");
+    let attack = ssh_attack("web-01", "203.0.113.9", 5);
+    send(&dir, &a.tcp, "first.log", attack[..3].to_vec());
+    wait("three events acknowledged", Duration::from_secs(30), || {
+        metric(&a.metrics_url, "vigil_events_acknowledged_total", &[]) == 3
+    });
+    wait("three events stored by the owner", Duration::from_secs(30), || {
+        metric(&workers[owner].metrics_url, "vigil_events_stored_total", &[]) >= 3
+    });
+    workers[owner].role.kill();
+    let survivor = 1 - owner;
+    send(&dir, &b.tcp, "second.log", attack[3..].to_vec());
+    wait("the survivor took partition 1", Duration::from_secs(30), || {
+        common::cluster::metrics(&workers[survivor].metrics_url).contains("partition=\"1\"")
+    });
+    wait("one brute-force incident", Duration::from_secs(60), || {
+        sup.get("/incidents?rule=ssh-brute-force").1["items"].as_array().is_some_and(|i| !i.is_empty())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, incidents) = sup.get("/incidents?rule=ssh-brute-force");
+    let items = incidents["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "exactly one incident: {incidents}");
+
+    // Stored exactly once: restart the killed worker (it removes what it
+    // wrote without committing), then count ids across both.
+    wait("the survivor committed all five", Duration::from_secs(30), || {
+        metric(&workers[survivor].metrics_url, "vigil_events_stored_total", &[]) >= 2
+    });
+    let name = if owner == 0 { "w1" } else { "w2" };
+    let data = workers[owner].data.clone();
+    workers[owner] = worker(name, &nats.url(), &config, &data);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut ids = stored_ids(&dir.join("w1"));
+    ids.extend(stored_ids(&dir.join("w2")));
+    let unique: BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "an event stored twice: {ids:?}");
+    assert_eq!(ids.len(), 5, "every accepted event stored: {ids:?}");
+}
+
+/// The EPS loop across nodes: collector A receives five times B's rate;
+/// after an interval A's budget is the larger, and the budgets stay within
+/// the licence (the unlicensed 500 EPS plus the burst the pool grants).
+/// Org changes reach every collector within a second.
+#[test]
+fn budgets_follow_demand_across_collectors_and_org_changes_reach_them_at_once() {
+    let dir = common::temp_dir("cluster-eps");
+    let Some(nats) = Nats::start(&dir) else { return };
+    let config = config_file(&dir, CLUSTER_CONFIG);
+    let sup = supervisor(&dir, &nats.url(), &config, None, TOKEN);
+    let _w = worker("w1", &nats.url(), &config, &dir.join("w1"));
+    let a = collector("edge-a", &nats.url(), &config);
+    let b = collector("edge-b", &nats.url(), &config);
+    let lines: Vec<String> = (0..100).map(|i| format!("<14>1 - web-01 app - - - line {i}")).collect();
+    common::run::write_lines(&dir.join("load.log"), lines.into_iter());
+    let load = |to: &str, rate: u64| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["send", "--to", to, "--quiet", "--loop", "--duration", "10", "--rate", &rate.to_string()])
+            .arg(dir.join("load.log"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut la, mut lb) = (load(&a.tcp, 250), load(&b.tcp, 50));
+    // Two full intervals of 3 s: one reported, one planned from it.
+    std::thread::sleep(Duration::from_secs(8));
+    let (ea, eb) =
+        (metric(&a.metrics_url, "vigil_allocation_eps", &[]), metric(&b.metrics_url, "vigil_allocation_eps", &[]));
+    assert!(ea > eb, "A (5x the rate) has the larger budget: {ea} vs {eb}");
+    assert!(ea + eb <= 1_000, "within the licence plus burst: {ea} + {eb}");
+    let _ = la.wait();
+    let _ = lb.wait();
+
+    // An org created through the API is on both collectors within a second.
+    let before = metric(&a.metrics_url, "vigil_orgs", &[]);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let created = agent
+        .post(format!("{}/orgs", sup.api))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .send_json(serde_json::json!({"name": "Acme", "ip_ranges": ["10.9.0.0/16"]}))
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    wait("the new org on both collectors", Duration::from_secs(1), || {
+        metric(&a.metrics_url, "vigil_orgs", &[]) == before + 1
+            && metric(&b.metrics_url, "vigil_orgs", &[]) == before + 1
+    });
+
+    // The registry lists every node for the provider's administrator.
+    let (status, nodes) = sup.get("/nodes");
+    assert_eq!(status, 200, "{nodes}");
+    let names: BTreeSet<String> =
+        nodes["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_owned()).collect();
+    for n in ["edge-a", "edge-b", "w1"] {
+        assert!(names.contains(n), "{n} registered: {nodes}");
+    }
+}
