@@ -1,8 +1,9 @@
 //! The cluster's node registry on a real store (SQLite, and PostgreSQL when
 //! `VIGIL_TEST_PG` is set), on a manual clock: heartbeats, problems and
 //! recovery, the sweep of silent nodes, maintenance, guarantees within the
-//! licence, the audit of operators' changes, and `GET /api/v1/nodes` for
-//! node administrators and the unknown-path 404 for everyone else.
+//! licence, the audit of operators' changes, `GET /api/v1/nodes` for node
+//! administrators and the unknown-path 404 for everyone else, and the
+//! metrics.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use collector::metrics::Exposition;
 use common::{TestDb, backends, call};
 use http_body_util::BodyExt;
 use parsers::{EventTime, ManualClock, NodeHeartbeat, NodeId, NodeRole};
@@ -434,6 +436,38 @@ async fn only_node_administrators_see_nodes() {
         }
         let (_, audit) = call(&app, "GET", "/audit?object_type=node", Some(&root), None).await;
         assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn node_metrics_have_a_series_per_node() {
+    for db in backends().await {
+        let (store, _clock) = open(&db, 10_000).await;
+        store.node_heartbeat(&beat("edge-1", NodeRole::Collector, &[])).await.unwrap();
+        store.set_node_guarantee("edge-1", Some(250)).await.unwrap();
+        store.node_heartbeat(&beat("w-\"1\"", NodeRole::Worker, &["disk full"])).await.unwrap();
+        store.set_node_guarantee("edge-2", None).await.unwrap();
+        let mut m = Exposition::default();
+        supervisor::node::render_node_metrics(&store.list_nodes().await.unwrap(), &mut m);
+        let text = m.render();
+        for line in [
+            "vigil_node_up{node=\"edge-1\",role=\"collector\"} 1",
+            "vigil_node_up{node=\"w-\\\"1\\\"\",role=\"worker\"} 0",
+            "vigil_node_up{node=\"edge-2\",role=\"collector\"} 0",
+            "vigil_node_state{node=\"edge-1\",role=\"collector\",state=\"active\"} 1",
+            "vigil_node_state{node=\"edge-1\",role=\"collector\",state=\"alert\"} 0",
+            "vigil_node_state{node=\"w-\\\"1\\\"\",role=\"worker\",state=\"alert\"} 1",
+            "vigil_node_state{node=\"edge-2\",role=\"collector\",state=\"unregistered\"} 1",
+            "vigil_node_last_seen_seconds{node=\"edge-1\",role=\"collector\"} 1795341600",
+            "vigil_node_guaranteed_eps{node=\"edge-1\"} 250",
+            "vigil_node_guaranteed_eps{node=\"edge-2\"} 0",
+            "# TYPE vigil_node_state gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{}: no {line:?} in\n{text}", db.name);
+        }
+        assert!(!text.contains("vigil_node_last_seen_seconds{node=\"edge-2\""), "never seen: no sample");
+        assert_eq!(text.matches("vigil_node_state{").count(), 12);
         store.close().await;
     }
 }
