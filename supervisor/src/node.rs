@@ -3,7 +3,8 @@
 //! ([`crate::control`]) over every entry node, the org publisher (org
 //! changes reach every node through the [`Downlink`] at once, and changes
 //! another process made, such as the admin CLI, within the poll period),
-//! the HTTP API and the supervisor's metrics.
+//! the HTTP API and the supervisor's metrics, the node registry's among
+//! them ([`render_node_metrics`]).
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -19,7 +20,7 @@ use serde::Deserialize;
 
 use crate::allocation::{AllocatorConfig, MILLI, OrgQuota};
 use crate::control::{Downlink, SharedNodes, SharedQuotas, Supervisor};
-use crate::store::{Ingest, IngestConfig, Store, StoreError};
+use crate::store::{Ingest, IngestConfig, NodeInfo, NodeState, Store, StoreError};
 
 /// `[api]`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -354,6 +355,47 @@ impl SupervisorNode {
         latency.push_str(&format!("vigil_event_to_incident_seconds_count {}\n", l.count));
         m.raw(&latency);
     }
+}
+
+/// Writes the node registry's series, one set per node (from
+/// [`Store::list_nodes`]): `vigil_node_up{node,role}` (1 when active, 0
+/// otherwise), `vigil_node_state{node,role,state}` (1 for its current
+/// state, 0 for the others, so a change shows as a change of value),
+/// `vigil_node_last_seen_seconds{node,role}` (Unix time of its last
+/// heartbeat; absent before the first) and `vigil_node_guaranteed_eps{node}`
+/// (0 without a guarantee).
+pub fn render_node_metrics(nodes: &[NodeInfo], m: &mut Exposition) {
+    use collector::metrics::label;
+    let labels = |n: &NodeInfo| format!("node=\"{}\",role=\"{}\"", label(n.name.as_str()), n.role.as_str());
+    m.add(
+        "vigil_node_up",
+        "gauge",
+        "1 when the node is active (heartbeats arrive and report no problems), else 0.",
+        nodes.iter().map(|n| (labels(n), u64::from(n.state == NodeState::Active))),
+    );
+    m.add(
+        "vigil_node_state",
+        "gauge",
+        "1 for the node's current state (unregistered, active, maintenance, alert), 0 for the others.",
+        nodes.iter().flat_map(|n| {
+            NodeState::ALL.map(|s| (format!("{},state=\"{}\"", labels(n), s.as_str()), u64::from(n.state == s)))
+        }),
+    );
+    m.add(
+        "vigil_node_last_seen_seconds",
+        "gauge",
+        "Unix time of the node's last heartbeat, by the supervisor's clock.",
+        nodes.iter().filter_map(|n| {
+            let secs = u64::try_from(n.last_seen_ms?.div_euclid(1000)).unwrap_or(0);
+            Some((labels(n), secs))
+        }),
+    );
+    m.add(
+        "vigil_node_guaranteed_eps",
+        "gauge",
+        "The node's guaranteed EPS (0 without a guarantee).",
+        nodes.iter().map(|n| (format!("node=\"{}\"", label(n.name.as_str())), n.guaranteed_eps.unwrap_or(0))),
+    );
 }
 
 /// Resident and peak resident memory, bytes (Linux: /proc/self/status).

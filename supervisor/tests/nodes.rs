@@ -1,7 +1,9 @@
 //! The cluster's node registry on a real store (SQLite, and PostgreSQL when
 //! `VIGIL_TEST_PG` is set), on a manual clock: heartbeats, problems and
 //! recovery, the sweep of silent nodes, maintenance, guarantees within the
-//! licence, and the audit of operators' changes.
+//! licence, the audit of operators' changes, `GET /api/v1/nodes` for node
+//! administrators and the unknown-path 404 for everyone else, and the
+//! metrics.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,11 +11,17 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{TestDb, backends};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use collector::metrics::Exposition;
+use common::{TestDb, backends, call};
+use http_body_util::BodyExt;
 use parsers::{EventTime, ManualClock, NodeHeartbeat, NodeId, NodeRole};
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::Connection;
 use supervisor::store::{AuditQuery, NodeInfo, NodeState, Principal, Store, StoreConfig, StoreError};
+use tower::ServiceExt;
 
 /// 2026-11-22T10:00:00Z.
 const T0_MS: i64 = 1_795_341_600_000;
@@ -330,6 +338,136 @@ async fn a_store_from_before_the_registry_gains_it() {
         let (store, _clock) = open(&db, 10_000).await;
         store.node_heartbeat(&beat("edge-1", NodeRole::Collector, &[])).await.unwrap();
         assert_eq!(store.list_nodes().await.unwrap().len(), 1, "{}", db.name);
+        store.close().await;
+    }
+}
+
+async fn ok(app: &Router, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
+    let (status, v) = call(app, method, path, Some(token), body).await;
+    assert!(status.is_success(), "{method} {path}: {status} {v}");
+    v
+}
+
+async fn token_for(app: &Router, root: &str, name: &str, org: Value, role: &str, scope: Option<Value>) -> String {
+    let mut body = json!({ "name": name, "org": org, "role": role });
+    if let Some(s) = scope {
+        body["scope"] = s;
+    }
+    let user = ok(app, "POST", "/users", root, Some(body)).await;
+    let token = ok(app, "POST", "/tokens", root, Some(json!({ "user_id": user["id"], "name": "t" }))).await;
+    token["token_secret"].as_str().unwrap().to_owned()
+}
+
+/// Status, headers that could tell two answers apart, and the body bytes.
+async fn exact(app: &Router, method: &str, path: &str, token: &str) -> (StatusCode, Vec<(String, String)>, Vec<u8>) {
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("/api/v1{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let mut headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    headers.sort();
+    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn only_node_administrators_see_nodes() {
+    for db in backends().await {
+        let (store, _clock) = open(&db, 10_000).await;
+        let root = store.bootstrap_admin(None).await.unwrap().unwrap();
+        let app = supervisor::api::router(store.clone());
+        store.node_heartbeat(&beat("edge-1", NodeRole::Collector, &[])).await.unwrap();
+        store.set_node_guarantee("edge-1", Some(100)).await.unwrap();
+        store.node_heartbeat(&beat("w-1", NodeRole::Worker, &["disk full"])).await.unwrap();
+
+        let (status, v) = call(&app, "GET", "/nodes", Some(&root), None).await;
+        assert_eq!(status, StatusCode::OK, "{}: {v}", db.name);
+        let names: Vec<&str> = v["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["edge-1", "w-1"]);
+        let edge = &v["nodes"][0];
+        assert_eq!(
+            (&edge["role"], &edge["state"], &edge["guaranteed_eps"], &edge["maintenance"]),
+            (&json!("collector"), &json!("active"), &json!(100), &json!(false))
+        );
+        assert_eq!(edge["last_seen"], "2026-11-22T10:00:00Z");
+        assert_eq!(
+            edge["transitions"][0],
+            json!({ "node": "edge-1", "from": "unregistered", "to": "active", "reason": "heartbeat", "at": "2026-11-22T10:00:00Z" })
+        );
+        let keys: Vec<&String> = edge.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 11, "the documented fields and no others: {keys:?}");
+        assert_eq!(v["nodes"][1]["state_reason"], "disk full");
+        // The endpoint takes no query parameters and only GET.
+        assert_eq!(call(&app, "GET", "/nodes?limit=5", Some(&root), None).await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(call(&app, "POST", "/nodes", Some(&root), Some(json!({}))).await.0, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(call(&app, "GET", "/nodes", None, None).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(call(&app, "GET", "/nodes", Some("vgl_nope"), None).await.0, StatusCode::UNAUTHORIZED);
+
+        ok(&app, "POST", "/orgs", &root, Some(json!({ "name": "Acme" }))).await;
+        let org_admin = token_for(&app, &root, "alice", json!("Acme"), "admin", None).await;
+        let org_analyst = token_for(&app, &root, "arthur", json!("Acme"), "analyst", None).await;
+        let super_analyst = token_for(&app, &root, "sue", json!("Super/Global"), "analyst", None).await;
+        let scoped_admin = token_for(&app, &root, "sam", json!("Super/Global"), "admin", Some(json!(["Acme"]))).await;
+        for (who, token) in [
+            ("org admin", &org_admin),
+            ("org analyst", &org_analyst),
+            ("Super/Global analyst", &super_analyst),
+            ("scoped Super/Global admin", &scoped_admin),
+        ] {
+            for (method, query) in [("GET", ""), ("GET", "?limit=5"), ("HEAD", ""), ("POST", ""), ("DELETE", "")] {
+                let nodes = exact(&app, method, &format!("/nodes{query}"), token).await;
+                let unknown = exact(&app, method, &format!("/no-such-endpoint{query}"), token).await;
+                assert_eq!(nodes.0, StatusCode::NOT_FOUND, "{}: {who} {method} /nodes{query}", db.name);
+                assert_eq!(nodes, unknown, "{}: {who} {method} /nodes{query}", db.name);
+            }
+            // Nor does the audit log mention nodes.
+            let (_, audit) = call(&app, "GET", "/audit", Some(token), None).await;
+            let types: Vec<&str> =
+                audit["items"].as_array().unwrap().iter().map(|e| e["object_type"].as_str().unwrap()).collect();
+            assert!(!types.contains(&"node"), "{who}: {types:?}");
+        }
+        let (_, audit) = call(&app, "GET", "/audit?object_type=node", Some(&root), None).await;
+        assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn node_metrics_have_a_series_per_node() {
+    for db in backends().await {
+        let (store, _clock) = open(&db, 10_000).await;
+        store.node_heartbeat(&beat("edge-1", NodeRole::Collector, &[])).await.unwrap();
+        store.set_node_guarantee("edge-1", Some(250)).await.unwrap();
+        store.node_heartbeat(&beat("w-\"1\"", NodeRole::Worker, &["disk full"])).await.unwrap();
+        store.set_node_guarantee("edge-2", None).await.unwrap();
+        let mut m = Exposition::default();
+        supervisor::node::render_node_metrics(&store.list_nodes().await.unwrap(), &mut m);
+        let text = m.render();
+        for line in [
+            "vigil_node_up{node=\"edge-1\",role=\"collector\"} 1",
+            "vigil_node_up{node=\"w-\\\"1\\\"\",role=\"worker\"} 0",
+            "vigil_node_up{node=\"edge-2\",role=\"collector\"} 0",
+            "vigil_node_state{node=\"edge-1\",role=\"collector\",state=\"active\"} 1",
+            "vigil_node_state{node=\"edge-1\",role=\"collector\",state=\"alert\"} 0",
+            "vigil_node_state{node=\"w-\\\"1\\\"\",role=\"worker\",state=\"alert\"} 1",
+            "vigil_node_state{node=\"edge-2\",role=\"collector\",state=\"unregistered\"} 1",
+            "vigil_node_last_seen_seconds{node=\"edge-1\",role=\"collector\"} 1795341600",
+            "vigil_node_guaranteed_eps{node=\"edge-1\"} 250",
+            "vigil_node_guaranteed_eps{node=\"edge-2\"} 0",
+            "# TYPE vigil_node_state gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{}: no {line:?} in\n{text}", db.name);
+        }
+        assert!(!text.contains("vigil_node_last_seen_seconds{node=\"edge-2\""), "never seen: no sample");
+        assert_eq!(text.matches("vigil_node_state{").count(), 12);
         store.close().await;
     }
 }

@@ -24,7 +24,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -295,17 +295,53 @@ pub fn router(store: Arc<Store>) -> Router {
         )
         // Every matched route, and only those: unmatched paths answer 404
         // whatever their query.
-        .route_layer(axum::middleware::from_fn(query::check));
+        .route_layer(axum::middleware::from_fn(query::check))
+        // After the query check, which it makes itself once it knows the
+        // caller may learn the endpoint exists.
+        .merge(nodes());
     Router::new()
         .nest("/api/v1", api)
-        .fallback(async || {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /api/v1/openapi.json")
-        })
+        .fallback(async || unknown_endpoint())
         .method_not_allowed_fallback(async || {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(store)
+}
+
+/// The answer for a path no route serves.
+fn unknown_endpoint() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /api/v1/openapi.json")
+}
+
+/// `GET /nodes`: the cluster's node registry, for those who administer
+/// nodes ([`Principal::administers_nodes`]). Everyone else with a valid
+/// token gets exactly the answer of a path no route serves, whatever the
+/// method or query, so an org's users cannot tell nodes exist; only then
+/// is the query held to the endpoint's parameters and the method to GET.
+fn nodes() -> Router<Arc<Store>> {
+    Router::new().route(
+        "/nodes",
+        axum::routing::any(
+            async |State(s): State<Arc<Store>>, Caller(c): Caller, method: Method, uri: Uri| -> ApiResult<Response> {
+                if !c.administers_nodes() {
+                    return Err(unknown_endpoint());
+                }
+                if method != Method::GET && method != Method::HEAD {
+                    let mut resp = ApiError::new(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "method_not_allowed",
+                        "method not allowed on this endpoint",
+                    )
+                    .into_response();
+                    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+                    return Ok(resp);
+                }
+                query::validate(query::params_for("get", "/nodes"), uri.query())?;
+                Ok(ok(serde_json::json!({ "nodes": s.list_nodes().await? })))
+            },
+        ),
+    )
 }
 
 fn records(kind: Kind) -> Router<Arc<Store>> {
@@ -528,4 +564,5 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/tokens"),
     ("delete", "/tokens/{id}"),
     ("get", "/audit"),
+    ("get", "/nodes"),
 ];

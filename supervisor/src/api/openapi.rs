@@ -152,6 +152,16 @@ const OPERATIONS: &[Operation] = &[
     ),
     ("delete", "/tokens/{id}", "Revoke a token", "users", None, None, 204),
     ("get", "/audit", "The audit log of the orgs the caller sees, newest first", "audit", None, Some("AuditPage"), 200),
+    (
+        "get",
+        "/nodes",
+        "The cluster's nodes with their state and guaranteed EPS (Super/Global administrators; \
+         anyone else gets the 404 of an unknown path)",
+        "nodes",
+        None,
+        Some("NodeList"),
+        200,
+    ),
 ];
 
 fn s(t: &str) -> Value {
@@ -225,6 +235,9 @@ fn schemas() -> Value {
     let scope = json!({ "type": ["array", "null"], "items": reference("an org"),
         "description": "the orgs a Super/Global user sees; null: all" });
     let event_id = json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX });
+    let roles = [parsers::NodeRole::Collector, parsers::NodeRole::Worker, parsers::NodeRole::Supervisor];
+    let node_role = json!({ "type": "string", "enum": roles.map(parsers::NodeRole::as_str) });
+    let node_state = json!({ "type": "string", "enum": store::NodeState::ALL.map(store::NodeState::as_str) });
     json!({
         "Error": obj(&["error"], &[("error", obj(&["code", "message"], &[("code", s("string")), ("message", s("string")), ("field", s("string"))]))]),
         "Org": obj(&["id", "name", "description", "eps_limit", "enabled", "builtin", "ip_ranges", "created_at", "updated_at"],
@@ -268,6 +281,14 @@ fn schemas() -> Value {
         "AuditEntry": obj(&["id", "at", "actor", "actor_id", "org_id", "action", "object_type", "object_id", "before", "after"], &[("id", id()), ("at", s("string")), ("actor", s("string")),
             ("actor_id", nullable("integer")), ("org_id", nullable("integer")), ("action", s("string")), ("object_type", s("string")),
             ("object_id", nullable("integer")), ("before", json!({})), ("after", json!({}))]),
+        "NodeList": obj(&["nodes"], &[("nodes", array(r("Node")))]),
+        "Node": obj(&["name", "role", "version", "addresses", "state", "state_reason", "state_since", "last_seen", "guaranteed_eps", "maintenance", "transitions"],
+            &[("name", s("string")), ("role", node_role.clone()), ("version", s("string")), ("addresses", array(s("string"))), ("state", node_state.clone()),
+            ("state_reason", s("string")), ("state_since", s("string")), ("last_seen", nullable("string")),
+            ("guaranteed_eps", json!({ "type": ["integer", "null"], "minimum": 0, "description": "null: no guarantee" })), ("maintenance", s("boolean")),
+            ("transitions", array(r("NodeTransition")))]),
+        "NodeTransition": obj(&["node", "from", "to", "reason", "at"], &[("node", s("string")), ("from", node_state.clone()), ("to", node_state),
+            ("reason", s("string")), ("at", s("string"))]),
         "Me": obj(&["user", "permissions", "super_user"], &[("user", r("User")), ("permissions", permissions()), ("super_user", s("boolean"))]),
         "RecordPage": page("Record"), "CommentPage": page("Comment"), "OrgPage": page("Org"), "UserPage": page("User"),
         "TeamPage": page("Team"), "RolePage": page("Role"), "TokenPage": page("Token"), "AuditPage": page("AuditEntry"),
@@ -358,8 +379,8 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": { "title": "vigil incident API", "version": env!("CARGO_PKG_VERSION"),
-            "description": "Incidents, alerts, orgs, users, teams, roles, tokens and the audit log of a vigil record store. \
-                Every answer is limited to the orgs the caller's token sees." },
+            "description": "Incidents, alerts, orgs, users, teams, roles, tokens and the audit log of a vigil record store, \
+                and the cluster's nodes for its administrators. Every answer is limited to the orgs the caller's token sees." },
         "servers": [{ "url": "/" }],
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },

@@ -69,7 +69,7 @@ const SORTS: &[&str] = &[
     "id",
     "-id",
 ];
-const OBJECT_TYPES: &[&str] = &["org", "user", "team", "role", "token", "incident", "alert"];
+const OBJECT_TYPES: &[&str] = &["org", "user", "team", "role", "token", "incident", "alert", "node"];
 const LIMIT: Kind = Kind::Int { min: 1, max: MAX_LIMIT };
 
 /// The filters incident and alert lists and their counts share.
