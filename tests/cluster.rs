@@ -132,3 +132,42 @@ fn budgets_follow_demand_across_collectors_and_org_changes_reach_them_at_once() 
         assert!(names.contains(n), "{n} registered: {nodes}");
     }
 }
+
+/// Supervisor restart (kill -9): events keep flowing and being stored; the
+/// detections wait in JetStream and become exactly one incident when it is
+/// back. The record store is PostgreSQL when `VIGIL_TEST_PG` is set.
+#[test]
+fn detections_wait_for_a_restarted_supervisor_and_become_one_incident() {
+    let dir = common::temp_dir("cluster-sup-restart");
+    let Some(nats) = Nats::start(&dir) else { return };
+    let config = config_file(&dir, CLUSTER_CONFIG);
+    let pg = std::env::var("VIGIL_TEST_PG").ok().filter(|u| !u.is_empty());
+    let mut sup = supervisor(&dir, &nats.url(), &config, pg.as_deref(), TOKEN);
+    let w = worker("w1", &nats.url(), &config, &dir.join("w1"));
+    let c = collector("edge-a", &nats.url(), &config);
+    wait("w1 owns every partition", Duration::from_secs(30), || {
+        metric(&w.metrics_url, "vigil_partitions_owned", &[]) == 4
+    });
+    sup.role.kill();
+    // A unique attacker, so a shared PostgreSQL's older incidents do not count.
+    let attacker = format!("198.18.{}.{}", std::process::id() % 250, 1 + std::process::id() % 200);
+    send(&dir, &c.tcp, "attack.log", ssh_attack("web-01", &attacker, 5));
+    wait("events stored while the supervisor is down", Duration::from_secs(30), || {
+        metric(&w.metrics_url, "vigil_events_stored_total", &[]) >= 5
+    });
+    wait("the detection published", Duration::from_secs(30), || {
+        metric(&w.metrics_url, "vigil_detection_batches_total", &[]) >= 1
+    });
+    sup = supervisor(&dir, &nats.url(), &config, pg.as_deref(), TOKEN);
+    let mine = |sup: &common::cluster::Supervisor| {
+        let (_, all) = sup.get("/incidents?rule=ssh-brute-force&limit=500");
+        all["items"]
+            .as_array()
+            .map(|items| items.iter().filter(|i| i.to_string().contains(&attacker)).count())
+            .unwrap_or(0)
+    };
+    wait("the incident after the restart", Duration::from_secs(60), || mine(&sup) >= 1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(mine(&sup), 1, "exactly one incident");
+    assert!(sup.role.terminate(), "the supervisor stops cleanly");
+}
