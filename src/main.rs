@@ -55,6 +55,9 @@ enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(commands::admin::TokenCommand),
+    /// The cluster's nodes: list them, set guaranteed EPS, maintenance.
+    #[command(subcommand)]
+    Node(commands::admin::NodeCommand),
 }
 
 #[derive(Subcommand)]
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Org(cmd) => commands::admin::org(cmd),
         Command::User(cmd) => commands::admin::user(cmd),
         Command::Token(cmd) => commands::admin::token(cmd),
+        Command::Node(cmd) => commands::admin::node(cmd),
     };
     match result {
         Ok(code) => code,
