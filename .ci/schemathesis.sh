@@ -3,8 +3,8 @@
 # binary (`vigil supervisor`, which serves the same /api/v1 router that
 # `vigil run` mounts) on an ephemeral loopback port with a throw-away data
 # directory, gives it content (orgs, users, teams, roles, incidents, alerts,
-# comments), and runs schemathesis against it with every check. Any failure
-# fails the script.
+# comments, a node), and runs schemathesis against it with every check. Any
+# failure fails the script.
 #
 # Expects the debug binary to exist (.ci/run calls this after its test
 # step). Knobs: VIGIL_BIN (default $CARGO_TARGET_DIR/debug/vigil or
@@ -100,6 +100,10 @@ while run is None or run["id"] < 1200:
 print(run["token_secret"])
 PY
 )"
+
+# A node for GET /nodes to list (the admin CLI writes the same store).
+"$bin" node set edge-1 --guaranteed-eps 100 --data-dir "$tmp/data" >/dev/null
+"$bin" node maintenance edge-1 on --data-dir "$tmp/data" >/dev/null
 
 # Explicit links only (the document declares create -> read, change,
 # delete): the inferred ones fan out over list items and, schemathesis

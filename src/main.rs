@@ -62,6 +62,9 @@ enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(commands::admin::TokenCommand),
+    /// The cluster's nodes: list them, set guaranteed EPS, maintenance.
+    #[command(subcommand)]
+    Node(commands::admin::NodeCommand),
 }
 
 #[derive(Subcommand)]
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Org(cmd) => commands::admin::org(cmd),
         Command::User(cmd) => commands::admin::user(cmd),
         Command::Token(cmd) => commands::admin::token(cmd),
+        Command::Node(cmd) => commands::admin::node(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,15 +1,16 @@
-//! `vigil org|user|token`: record-store administration from the shell. The
-//! commands call the same store functions as the API, acting as the local
-//! administrator (whoever can open the database), and are audited as `cli`.
+//! `vigil org|user|token|node`: record-store administration from the shell.
+//! The commands call the same store functions as the API, acting as the
+//! local administrator (whoever can open the database), and are audited as
+//! `cli`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use supervisor::licence::{self, LicenceStatus};
-use supervisor::store::{NewOrg, NewToken, NewUser, OrgRef, Principal, RoleRef, Store, StoreConfig};
+use supervisor::store::{NewOrg, NewToken, NewUser, NodeInfo, OrgRef, Principal, RoleRef, Store, StoreConfig};
 
 /// Where the record store is.
 #[derive(Args, Clone, Debug)]
@@ -20,8 +21,8 @@ pub struct StoreArgs {
     /// A database URL instead (postgres://USER:PASSWORD@HOST/DB or sqlite://PATH).
     #[arg(long, env = "VIGIL_DATABASE")]
     pub database: Option<String>,
-    /// The licence file; its EPS bound the sum of org EPS limits
-    /// (without one: the unlicensed allowance).
+    /// The licence file; its EPS bound the sum of org EPS limits and
+    /// that of node guarantees (without one: the unlicensed allowance).
     #[arg(long, alias = "licence", env = "VIGIL_LICENSE")]
     pub license: Option<PathBuf>,
 }
@@ -136,6 +137,60 @@ pub enum TokenCommand {
     },
 }
 
+/// `vigil node`.
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// List the cluster's nodes: role, state and since when, last
+    /// heartbeat, guaranteed EPS, and why the node is in its state.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Set a node's guaranteed EPS; a node not heard from yet is
+    /// registered (as an unregistered collector).
+    Set {
+        /// The node's name.
+        name: String,
+        /// The EPS it is always allocated, or `none` to remove the
+        /// guarantee. All guarantees together may not exceed the licence.
+        #[arg(long, value_name = "N|none", value_parser = guarantee)]
+        guaranteed_eps: Guarantee,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Put a node in maintenance (its heartbeats and their absence no
+    /// longer change its state) or take it out.
+    Maintenance {
+        /// The node's name.
+        name: String,
+        /// `on` or `off`.
+        #[arg(value_enum)]
+        switch: Switch,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// A guarantee as given on the command line: EPS, or none.
+#[derive(Clone, Copy, Debug)]
+pub struct Guarantee(Option<u64>);
+
+fn guarantee(text: &str) -> Result<Guarantee, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(Guarantee(None));
+    }
+    text.parse::<u64>().map(|n| Guarantee(Some(n))).map_err(|_| format!("{text:?} is not a number of EPS or `none`"))
+}
+
+/// `on` or `off`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Switch {
+    /// Into maintenance.
+    On,
+    /// Out of maintenance.
+    Off,
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
@@ -218,4 +273,64 @@ pub fn token(cmd: TokenCommand) -> Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Runs `vigil node …`.
+pub fn node(cmd: NodeCommand) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        match cmd {
+            NodeCommand::List { store } => {
+                let s = store.open().await?;
+                let nodes = s.list_nodes().await;
+                s.close().await;
+                print!("{}", node_table(&nodes?));
+            }
+            NodeCommand::Set { name, guaranteed_eps: Guarantee(eps), store } => {
+                let s = store.open().await?;
+                let node = s.set_node_guarantee(&name, eps).await;
+                s.close().await;
+                let node = node.with_context(|| format!("node {name:?}"))?;
+                match node.guaranteed_eps {
+                    Some(eps) => println!("node {} ({}) is guaranteed {eps} EPS", node.name, node.state),
+                    None => println!("node {} ({}) has no guaranteed EPS", node.name, node.state),
+                }
+            }
+            NodeCommand::Maintenance { name, switch, store } => {
+                let s = store.open().await?;
+                let node = s.set_node_maintenance(&name, matches!(switch, Switch::On)).await;
+                s.close().await;
+                let node = node.with_context(|| format!("node {name:?}"))?;
+                match node.maintenance {
+                    true => println!("node {} is in maintenance", node.name),
+                    false => println!("node {} is out of maintenance: {}", node.name, node.state),
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The `vigil node list` table.
+fn node_table(nodes: &[NodeInfo]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:<10} {:<12} {:<24} {:<24} {:>14}  REASON",
+        "NAME", "ROLE", "STATE", "SINCE", "LAST SEEN", "GUARANTEED EPS"
+    );
+    for n in nodes {
+        let seen = n.last_seen.as_deref().unwrap_or("never");
+        let eps = n.guaranteed_eps.map_or_else(|| "-".to_owned(), |e| e.to_string());
+        let reason = if n.state_reason.is_empty() { "-" } else { &n.state_reason };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<10} {:<12} {:<24} {seen:<24} {eps:>14}  {reason}",
+            n.name.as_str(),
+            n.role.as_str(),
+            n.state.as_str(),
+            n.state_since
+        );
+    }
+    out
 }
