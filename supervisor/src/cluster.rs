@@ -215,7 +215,7 @@ impl ClusterSupervisor {
             m.add(name, "counter", help, [(String::new(), v)]);
         }
         if let Ok(nodes) = self.node.store().list_nodes().await {
-            let _ = nodes; // per-node series: crate::node::render_node_metrics (lands with the registry API)
+            crate::node::render_node_metrics(&nodes, m);
         }
     }
 }
