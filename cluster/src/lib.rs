@@ -46,7 +46,7 @@ pub use queue::{DETECTION_STREAM, DETECTION_SUBJECT_PREFIX, QueueConsumer, Queue
 pub use reader::{PartitionReader, ReadError, ReaderConfig, Record};
 pub use stream::{
     EVENT_STREAM, EVENT_SUBJECT_PREFIX, EventStream, StreamError, StreamSpec, StreamState, ensure_event_stream,
-    open_event_stream, partition_subject,
+    open_event_stream, partition_subject, wait_for_event_stream,
 };
 
 /// Core NATS subject of node `node`'s interval reports (collector → supervisor).

@@ -182,6 +182,25 @@ pub async fn open_event_stream(nats: &Nats) -> Result<EventStream, StreamError> 
     Ok(EventStream { jetstream: js.clone(), stream, partitions })
 }
 
+/// Opens `VIGIL_EVENTS`, waiting while it does not exist yet (the
+/// supervisor creates it; collectors and workers may start first). Says so
+/// once on standard error, as `who`.
+pub async fn wait_for_event_stream(nats: &Nats, who: &str) -> Result<EventStream, StreamError> {
+    let mut said = false;
+    loop {
+        match open_event_stream(nats).await {
+            Err(StreamError::Missing) => {
+                if !said {
+                    eprintln!("vigil {who}: waiting for the supervisor to create the event stream");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn is_stream_not_found(err: &jetstream::context::GetStreamError) -> bool {
     matches!(
         err.kind(),

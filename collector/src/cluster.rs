@@ -179,23 +179,6 @@ pub async fn claim_slot(nats: &Nats, node: &str) -> Result<u16, CollectorError> 
     Err(CollectorError::Cluster(format!("all {} event-id slots are taken", EventIds::MAX_SLOT)))
 }
 
-async fn wait_for_stream(nats: &Nats) -> Result<cluster::EventStream, CollectorError> {
-    let mut said = false;
-    loop {
-        match cluster::open_event_stream(nats).await {
-            Ok(stream) => return Ok(stream),
-            Err(cluster::StreamError::Missing) => {
-                if !said {
-                    eprintln!("vigil collector: waiting for the supervisor to create the event stream");
-                    said = true;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(CollectorError::Cluster(e.to_string())),
-        }
-    }
-}
-
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     serde_json::from_slice(bytes).ok()
 }
@@ -216,7 +199,9 @@ impl ClusterCollector {
         }
         setup.slot = claim_slot(nats, &node).await?;
         let slot = setup.slot;
-        let stream = wait_for_stream(nats).await?;
+        let stream = cluster::wait_for_event_stream(nats, "collector")
+            .await
+            .map_err(|e| CollectorError::Cluster(e.to_string()))?;
         let control = ControlKv::open(nats, cluster::CONTROL_BUCKET, 1)
             .await
             .map_err(|e| CollectorError::Cluster(e.to_string()))?;

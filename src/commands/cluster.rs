@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use collector::metrics::Exposition;
-use collector::node::{CollectorSetup, TlsListener};
+use collector::node::CollectorSetup;
 use collector::{Clock, NodeId, SystemClock};
 use supervisor::licence::{self, LicenceStatus};
 use supervisor::node::metrics_router;
@@ -152,18 +152,7 @@ async fn run_collector(config: RunConfig) -> Result<ExitCode> {
     let node = node_name(&config)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let nats = connect(&config, &format!("vigil collector {node}")).await?;
-    let tls = match config.tls.addr {
-        Some(addr) => {
-            let mut names = config.tls.names.clone();
-            if !addr.ip().is_unspecified() {
-                names.push(addr.ip().to_string());
-            }
-            let tls =
-                super::tls::server(config.tls.cert.as_deref(), config.tls.key.as_deref(), &config.data_dir, &names)?;
-            Some(TlsListener { addr, acceptor: tls.acceptor })
-        }
-        None => None,
-    };
+    let (tls, tls_note) = super::run::tls_listener(&config)?.unzip();
     let setup = CollectorSetup {
         node: NodeId::new(&node),
         slot: 0,
@@ -189,6 +178,9 @@ async fn run_collector(config: RunConfig) -> Result<ExitCode> {
         serve_metrics(&config, move |m: &mut Exposition| c.render_metrics(m), stop_rx).await?
     };
     println!("syslog: {}", collector.collector().bound().join(" "));
+    if let Some(note) = &tls_note {
+        println!("tls certificate: {note}");
+    }
     println!("event-id slot: {}", collector.slot());
     println!("metrics: http://{metrics_addr}/metrics");
     super::supervisor::shutdown().await;

@@ -241,6 +241,23 @@ fn load_config(args: &RunArgs) -> Result<RunConfig> {
     Ok(config)
 }
 
+/// The TLS syslog listener the config asks for, if any, and the line that
+/// tells senders which certificate to trust.
+pub fn tls_listener(config: &RunConfig) -> Result<Option<(TlsListener, String)>> {
+    let Some(addr) = config.tls.addr else { return Ok(None) };
+    let mut names = config.tls.names.clone();
+    if !addr.ip().is_unspecified() {
+        names.push(addr.ip().to_string());
+    }
+    let tls = super::tls::server(config.tls.cert.as_deref(), config.tls.key.as_deref(), &config.data_dir, &names)?;
+    let note = if tls.self_signed {
+        format!("{} (self-signed; senders trust it: vigil send --ca {0})", tls.cert.display())
+    } else {
+        tls.cert.display().to_string()
+    };
+    Ok(Some((TlsListener { addr, acceptor: tls.acceptor }, note)))
+}
+
 /// Compiles the configured rules, printing warnings; every error found,
 /// then a failure.
 pub fn compile_rules(config: &RunConfig) -> Result<Arc<rules::RuleSet>> {
@@ -301,24 +318,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         node_events: licence_eps.saturating_mul(INTERVAL_SECS),
         orgs: orgs.org_budgets(INTERVAL_SECS),
     };
-    let tls = match config.tls.addr {
-        Some(addr) => {
-            let mut names = config.tls.names.clone();
-            if !addr.ip().is_unspecified() {
-                names.push(addr.ip().to_string());
-            }
-            let tls =
-                super::tls::server(config.tls.cert.as_deref(), config.tls.key.as_deref(), &config.data_dir, &names)?;
-            let note = if tls.self_signed {
-                format!("{} (self-signed; senders trust it: vigil send --ca {0})", tls.cert.display())
-            } else {
-                tls.cert.display().to_string()
-            };
-            Some((TlsListener { addr, acceptor: tls.acceptor }, note))
-        }
-        None => None,
-    };
-    let (tls, tls_note) = tls.unzip();
+    let (tls, tls_note) = tls_listener(&config)?.unzip();
     let (event_tx, event_rx) = crossbeam_channel::bounded::<Vec<parsers::Event>>(16);
     let (report_tx, report_rx) = crossbeam_channel::bounded(1024);
     let setup = CollectorSetup {

@@ -169,7 +169,8 @@ impl ClusterWorker {
             ));
         }
         let nats_err = |what: &str, e: &dyn std::fmt::Display| WorkerError::Cluster(format!("{what}: {e}"));
-        let stream = wait_for_stream(nats).await?;
+        let stream =
+            cluster::wait_for_event_stream(nats, "worker").await.map_err(|e| WorkerError::Cluster(e.to_string()))?;
         let leases =
             Leases::open(nats, setup.lease_ttl, 1).await.map_err(|e| nats_err("opening the lease bucket", &e))?;
         let stored = ControlKv::open(nats, STORED_BUCKET, 1).await.map_err(|e| nats_err("opening commits", &e))?;
@@ -260,24 +261,6 @@ impl ClusterWorker {
         );
         for o in owned.values() {
             o.node.render_metrics(m);
-        }
-    }
-}
-
-/// Waits for the event stream (the supervisor creates it).
-async fn wait_for_stream(nats: &Nats) -> Result<EventStream, WorkerError> {
-    let mut said = false;
-    loop {
-        match cluster::open_event_stream(nats).await {
-            Ok(stream) => return Ok(stream),
-            Err(cluster::StreamError::Missing) => {
-                if !said {
-                    eprintln!("vigil: waiting for the supervisor to create the event stream");
-                    said = true;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(WorkerError::Cluster(e.to_string())),
         }
     }
 }
