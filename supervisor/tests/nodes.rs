@@ -68,6 +68,8 @@ async fn a_heartbeat_registers_a_node_and_makes_it_active() {
         assert_eq!((n.version.as_str(), n.addresses.clone()), ("0.1.0", vec!["tcp://10.0.0.5:6514".to_owned()]));
         assert_eq!((n.guaranteed_eps, n.maintenance), (None, false));
         assert_eq!(moves(&n), [(NodeState::Unregistered, NodeState::Active, "heartbeat".to_owned())]);
+        assert_eq!(store.get_node("edge-1").await.unwrap(), n);
+        assert!(matches!(store.get_node("edge-9").await, Err(StoreError::NotFound("node"))));
 
         // Later heartbeats update what the node says and when it was seen,
         // and make no transition while nothing changes.
@@ -83,9 +85,12 @@ async fn a_heartbeat_registers_a_node_and_makes_it_active() {
         // Network text is kept, escaped; a bad name is refused.
         let mut hb = beat("edge-2", NodeRole::Worker, &["disk\u{0}full"]);
         hb.version = "x".repeat(1_000);
+        hb.problems.extend((0..10_000).map(|i| format!("problem {i}")));
         store.node_heartbeat(&hb).await.unwrap();
         let n = node(&store, "edge-2").await;
-        assert_eq!((n.state, n.state_reason.as_str(), n.role), (NodeState::Alert, "disk\\u{0}full", NodeRole::Worker));
+        assert_eq!((n.state, n.role), (NodeState::Alert, NodeRole::Worker));
+        assert!(n.state_reason.starts_with("disk\\u{0}full; problem 0; problem 1;"), "{}", n.state_reason);
+        assert!(n.state_reason.ends_with("; problem 30"), "the first 32 problems: {}", n.state_reason);
         assert_eq!(n.version.len(), 64);
         for bad in ["", " edge", "edge\n3", &"e".repeat(129)] {
             let e = store.node_heartbeat(&beat(bad, NodeRole::Collector, &[])).await.unwrap_err();

@@ -49,6 +49,7 @@ pub const MAX_NODE_NAME: usize = 128;
 const MAX_VERSION: usize = 64;
 const MAX_ADDRESSES: usize = 32;
 const MAX_ADDRESS: usize = 256;
+const MAX_PROBLEMS: usize = 32;
 const MAX_REASON: usize = 1024;
 
 const COLUMNS: &str = "id, name, role, version, addresses, state, state_reason, state_since_ms, last_seen_ms, \
@@ -300,7 +301,10 @@ impl Store {
         let addresses: Vec<String> = hb.addresses.iter().take(MAX_ADDRESSES).map(|a| clean(a, MAX_ADDRESS)).collect();
         let addresses = serde_json::to_string(&addresses).unwrap_or_else(|_| "[]".to_owned());
         let problems = (!hb.problems.is_empty()).then(|| {
-            let joined = clean(&hb.problems.iter().map(|p| p.trim()).collect::<Vec<_>>().join("; "), MAX_REASON);
+            let joined = clean(
+                &hb.problems.iter().take(MAX_PROBLEMS).map(|p| p.trim()).collect::<Vec<_>>().join("; "),
+                MAX_REASON,
+            );
             if joined.trim_matches([' ', ';']).is_empty() {
                 "a problem without a description".to_owned()
             } else {
