@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-600}
-targets=${TARGETS:-"rfc5424 rfc3164 cef leef auto_devices framer rules"}
+targets=${TARGETS:-"rfc5424 rfc3164 cef leef auto_devices framer rules wire_decode"}
 python3 - <<'PY'
 import json, glob, os, hashlib
 seeds = []
@@ -28,6 +28,9 @@ for path in glob.glob("../rules/packs/*.yaml"):
     parts = [text] + [b"- id:" + p for p in text.split(b"\n- id:")[1:]]
     for data in parts:
         open(f"corpus/rules/{hashlib.sha1(data).hexdigest()}", "wb").write(data)
+# The batch decoder starts from nothing: the target puts the header in
+# front of each input itself.
+os.makedirs("corpus/wire_decode", exist_ok=True)
 for target in ["rfc5424", "rfc3164", "cef", "leef", "auto_devices", "framer"]:
     d = f"corpus/{target}"
     os.makedirs(d, exist_ok=True)

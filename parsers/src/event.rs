@@ -171,6 +171,23 @@ impl StructuredData {
     pub fn get(&self, id: &str, param: &str) -> Option<&str> {
         self.elements().filter(|e| e.id == id).find_map(|e| e.param(param))
     }
+
+    /// The flat parts, for the wire codec: the parameters (whose buffer
+    /// also holds the ids) and per element `[id start, id end, first
+    /// parameter, end of parameters]`.
+    pub(crate) fn parts(&self) -> (&Pairs, &[[usize; 4]]) {
+        (&self.params, &self.elements)
+    }
+
+    /// Rebuilds structured data from [`Self::parts`], or `None` when an id
+    /// range is not text of the buffer or a parameter range is reversed or
+    /// past the last parameter: what comes off the wire is checked here, so
+    /// no value exists whose ranges do not hold.
+    pub(crate) fn from_parts(params: Pairs, elements: Vec<[usize; 4]>) -> Option<StructuredData> {
+        let n = params.len();
+        let valid = elements.iter().all(|&[is, ie, ps, pe]| params.text.get(is..ie).is_some() && ps <= pe && pe <= n);
+        valid.then_some(StructuredData { params, elements })
+    }
 }
 
 impl fmt::Debug for StructuredData {
@@ -240,6 +257,22 @@ impl Pairs {
     /// Pair number `i`.
     pub(crate) fn pair(&self, i: usize) -> Option<(&str, &str)> {
         self.spans.get(i).map(|&[ks, ke, vs, ve]| (self.text_at(ks..ke), self.text_at(vs..ve)))
+    }
+
+    /// The flat parts, for the wire codec: the buffer and per pair `[key
+    /// start, key end, value start, value end]` into it. The buffer may hold
+    /// text no pair points at (the rest of a copied source).
+    pub(crate) fn parts(&self) -> (&str, &[[usize; 4]]) {
+        (&self.text, &self.spans)
+    }
+
+    /// Rebuilds pairs from [`Self::parts`], or `None` when a range is
+    /// reversed, past the end of `text` or off a char boundary: what comes
+    /// off the wire is checked here, so no value exists whose ranges do
+    /// not hold.
+    pub(crate) fn from_parts(text: String, spans: Vec<[usize; 4]>) -> Option<Pairs> {
+        let valid = spans.iter().all(|&[ks, ke, vs, ve]| text.get(ks..ke).is_some() && text.get(vs..ve).is_some());
+        valid.then_some(Pairs { text, spans })
     }
 
     /// Appends a pair.

@@ -10,7 +10,8 @@
 //! - data-driven device parsers that add `event_type` and normalized fields
 //!   ([`device`]);
 //! - the protocol types the roles exchange ([`protocol`]);
-//! - address ranges ([`Network`]), as org IP ranges and rule filters write them.
+//! - address ranges ([`Network`]), as org IP ranges and rule filters write them;
+//! - the binary form of event batches between collectors and workers ([`wire`]).
 //!
 //! Does not own: sockets, threads, clocks, org assignment or licensing. This
 //! crate is pure: no I/O except reading pattern files when asked, no wall
@@ -28,6 +29,7 @@ pub mod parser;
 pub mod protocol;
 pub mod syslog;
 pub mod time;
+pub mod wire;
 
 pub use device::{DeviceParsers, DeviceRegistry};
 pub use error::Error;
