@@ -479,12 +479,44 @@ fn lose(shared: &Shared, owned: &Mutex<BTreeMap<u16, Owned>>, partition: u16) {
     o.committer.abort();
     let feeder = o.feeder.take();
     let node = o.node.clone();
-    std::thread::spawn(move || {
+    let (fence, shared) = (o.fence, shared.clone());
+    // Once the pipeline has stopped, what it wrote under this fence past
+    // the last commit is stored again by the next owner: remove it now
+    // (the commit record, read again, says how far the commits got).
+    let _ = std::thread::Builder::new().name(format!("vigil-lost-p{partition}")).spawn(move || {
         if let Some(f) = feeder {
             let _ = f.join();
         }
         let _ = node.join();
+        loop {
+            match shared.runtime.block_on(read_commit(&shared.stored, partition)) {
+                Ok((_, record)) => {
+                    let upto = record.fences.get(&fence).copied().unwrap_or(0);
+                    let removed = remove_files_past(&shared.setup.data_dir, &shared.node, partition, fence, upto);
+                    shared.stats.orphans_removed.fetch_add(removed, Ordering::Relaxed);
+                    return;
+                }
+                Err(_) => std::thread::sleep(Duration::from_secs(1)),
+            }
+        }
     });
+}
+
+/// Removes this node's files of `partition` written under `fence` whose
+/// highest sequence is past `upto` (never committed).
+fn remove_files_past(data_dir: &Path, node: &str, partition: u16, fence: u64, upto: u64) -> u64 {
+    let mut files = Vec::new();
+    parquet_files(&data_dir.join("events"), &mut files);
+    let mut removed = 0;
+    for path in files {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        if parse_file_name(name, node).is_some_and(|(p, f, pos)| p == partition && f == fence && pos > upto)
+            && std::fs::remove_file(&path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Stops reading `partition`, writes and commits everything taken, then
@@ -510,8 +542,13 @@ async fn hand_back(shared: &Shared, owned: &Mutex<BTreeMap<u16, Owned>>, partiti
     if !o.lost.load(Ordering::Acquire) {
         let _ = shared.leases.release(o.lease).await;
         shared.stats.released.fetch_add(1, Ordering::Relaxed);
+    } else if let Ok((_, record)) = read_commit(&shared.stored, partition).await {
+        // Another owner committed: what this one wrote past its last commit
+        // is that owner's to store.
+        let upto = record.fences.get(&o.fence).copied().unwrap_or(0);
+        let removed = remove_files_past(&shared.setup.data_dir, &shared.node, partition, o.fence, upto);
+        shared.stats.orphans_removed.fetch_add(removed, Ordering::Relaxed);
     }
-    let _ = o.fence;
 }
 
 /// What the feeder hands the pipeline: a decoded batch, its sequence, and
