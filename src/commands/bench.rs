@@ -25,54 +25,62 @@ use clap::Args;
 pub struct BenchArgs {
     /// Licence for the run (the unlicensed allowance is far below a benchmark's rate).
     #[arg(long, alias = "licence", value_name = "FILE")]
-    license: PathBuf,
+    pub(super) license: PathBuf,
     /// Events in the workload.
     #[arg(long, default_value_t = 2_000_000)]
-    events: u64,
+    pub(super) events: u64,
     /// Orgs the events come from (each with its own /24 of devices).
     #[arg(long, default_value_t = 100)]
-    orgs: u32,
+    pub(super) orgs: u32,
     /// One SSH brute-force attack (6 failed logins from one new address) per this many lines.
     #[arg(long, default_value_t = 2_000)]
-    attack_every: u64,
+    pub(super) attack_every: u64,
     /// The rule engine's allowed lateness for the run, seconds: every
     /// incident waits this long for out-of-order events, so it is part of
     /// the latency. Below 1 s, RFC 3164 lines (whole seconds) mixed with
     /// sub-second RFC 5424 lines in one org arrive late and are not
     /// correlated.
     #[arg(long, default_value_t = 1.0)]
-    lateness: f64,
+    pub(super) lateness: f64,
     /// Rate of the latency run, EPS (default: 70 % of the sustained EPS just measured).
     #[arg(long, value_name = "EPS")]
-    latency_rate: Option<u64>,
+    pub(super) latency_rate: Option<u64>,
     /// Seconds of traffic in the latency run.
     #[arg(long, default_value_t = 20)]
-    latency_secs: u64,
+    pub(super) latency_secs: u64,
     /// Work directory (default: a new one under the system temp directory).
     #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
+    pub(super) dir: Option<PathBuf>,
     /// syslog-ng to compare with (default: `syslog-ng` if on PATH).
     #[arg(long, value_name = "PATH")]
-    syslog_ng: Option<PathBuf>,
+    pub(super) syslog_ng: Option<PathBuf>,
     /// Do not run syslog-ng.
     #[arg(long)]
-    no_syslog_ng: bool,
+    pub(super) no_syslog_ng: bool,
     /// Keep the work directory (workload, data, syslog-ng output).
     #[arg(long)]
-    keep: bool,
+    pub(super) keep: bool,
     /// After the throughput run, keep vigil running this many seconds
     /// with no load and report its resident memory every 30 s (does memory
     /// come back after the load?).
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
-    memory_after: u64,
+    pub(super) memory_after: u64,
+    /// Also run the cluster on this machine (nats-server, supervisor, one
+    /// collector, two workers) on the same workload, with JetStream's own
+    /// publish rate of the same batches as the transport baseline.
+    #[arg(long)]
+    pub(super) cluster: bool,
+    /// nats-server for --cluster (default: `nats-server` on PATH; 2.11 or newer).
+    #[arg(long, value_name = "PATH")]
+    pub(super) nats_server: Option<PathBuf>,
 }
 
 /// What one receiver did with the workload.
-struct Outcome {
+pub(super) struct Outcome {
     /// Seconds from the start of sending until everything was stored.
-    secs: f64,
+    pub(super) secs: f64,
     /// Seconds `vigil send` took to hand everything to the socket.
-    send_secs: f64,
+    pub(super) send_secs: f64,
 }
 
 /// Runs `vigil bench`.
@@ -151,6 +159,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             f.incidents, f.p50, f.p90, f.p99, f.max, f.dropped, f.late, f.peak_rss_mb
         );
     }
+    if args.cluster {
+        let ctx = super::bench_cluster::Context { args: &args, exe: &exe, dir: &dir, workload: &workload };
+        super::bench_cluster::run(&ctx, attacks, &attack_starts, eps(&vigil.0), &vigil.1)?;
+    }
     if !args.keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -158,32 +170,32 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
 }
 
 /// What a run sends.
-struct Load {
+pub(super) struct Load {
     /// Lines from the start of the workload.
-    events: u64,
+    pub(super) events: u64,
     /// Lines per second (`None`: as fast as vigil takes them).
-    rate: Option<u64>,
+    pub(super) rate: Option<u64>,
     /// Attacks in those lines.
-    attacks: u64,
+    pub(super) attacks: u64,
 }
 
 /// Latency and correctness figures read from `/metrics` after the run.
-struct Figures {
-    p50: u64,
-    p90: u64,
-    p99: u64,
-    max: u64,
-    dropped: u64,
-    late: u64,
-    incidents: u64,
+pub(super) struct Figures {
+    pub(super) p50: u64,
+    pub(super) p90: u64,
+    pub(super) p99: u64,
+    pub(super) max: u64,
+    pub(super) dropped: u64,
+    pub(super) late: u64,
+    pub(super) incidents: u64,
     /// Largest resident memory of vigil run, MB.
-    peak_rss_mb: f64,
+    pub(super) peak_rss_mb: f64,
     /// The rule engine's state at the end, MB.
-    state_mb: f64,
+    pub(super) state_mb: f64,
 }
 
 /// A small deterministic generator (xorshift64*).
-struct Rng(u64);
+pub(super) struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -208,7 +220,7 @@ fn device(k: u32, h: u64) -> String {
     format!("10.{}.{}.{}", k >> 8, k & 255, h)
 }
 
-fn org_range(k: u32) -> String {
+pub(super) fn org_range(k: u32) -> String {
     format!("10.{}.{}.0/24", k >> 8, k & 255)
 }
 
@@ -312,7 +324,7 @@ fn split_lines(path: &Path) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(super) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
@@ -321,7 +333,7 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// A child process stopped (SIGTERM, then kill) when dropped.
-struct Guard(Child);
+pub(super) struct Guard(pub(super) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -329,7 +341,7 @@ impl Drop for Guard {
     }
 }
 
-fn terminate(child: &mut Child) {
+pub(super) fn terminate(child: &mut Child) {
     if matches!(child.try_wait(), Ok(None)) {
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -342,7 +354,7 @@ fn terminate(child: &mut Child) {
 }
 
 /// `vigil send --restamp --quiet` of the workload to `to`, started now.
-fn start_send(exe: &Path, to: &str, workload: &Path, load: &Load) -> Result<Child> {
+pub(super) fn start_send(exe: &Path, to: &str, workload: &Path, load: &Load) -> Result<Child> {
     let mut cmd = Command::new(exe);
     cmd.args(["send", "--restamp", "--quiet", "--to", to, "--limit", &load.events.to_string()]);
     if let Some(rate) = load.rate {
@@ -353,7 +365,7 @@ fn start_send(exe: &Path, to: &str, workload: &Path, load: &Load) -> Result<Chil
 
 /// Waits for `done`, polling every 20 ms, noting when `sender` exits.
 /// Returns (seconds until done, seconds until the sender exited).
-fn measure(started: Instant, sender: &mut Child, mut done: impl FnMut() -> Result<bool>) -> Result<Outcome> {
+pub(super) fn measure(started: Instant, sender: &mut Child, mut done: impl FnMut() -> Result<bool>) -> Result<Outcome> {
     let mut send_secs = None;
     let deadline = started + Duration::from_secs(1800);
     loop {
@@ -509,7 +521,7 @@ fn bench_vigil(args: &BenchArgs, exe: &Path, dir: &Path, workload: &Path, load: 
 }
 
 /// The sum of the samples of metric `name` whose labels contain `with`.
-fn sum(metrics: &str, name: &str, with: &str) -> f64 {
+pub(super) fn sum(metrics: &str, name: &str, with: &str) -> f64 {
     metrics
         .lines()
         .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod bench_cluster;
 pub mod cluster;
 pub mod license;
 pub mod parse;
