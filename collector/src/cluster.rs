@@ -256,6 +256,7 @@ impl ClusterCollector {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone_from(&collector.bound().to_vec());
+        *beating.publisher.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(publisher.clone());
         tasks.push(tokio::spawn(follow(control, node.clone(), collector.clone(), stopped)));
         Ok(ClusterCollector { collector, stats, publisher, slot, stop, tasks: std::sync::Mutex::new(tasks) })
     }
@@ -336,6 +337,8 @@ impl ClusterCollector {
 #[derive(Default)]
 struct BeatState {
     addresses: std::sync::Mutex<Vec<String>>,
+    /// The publisher, once the collector runs (its window tells saturation).
+    publisher: std::sync::Mutex<Option<Publisher>>,
 }
 
 async fn heartbeats(
@@ -347,14 +350,26 @@ async fn heartbeats(
     state: Arc<BeatState>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
+    // Beats in a row that found the unacknowledged window full.
+    let mut full_for = 0u32;
     loop {
         let mut problems = Vec::new();
         let backlog = stats.unacknowledged.load(Ordering::Relaxed);
         if client.connection_state() != cluster::ConnectionState::Connected {
             problems.push("NATS unreachable".to_owned());
         }
-        if backlog > 100_000 {
-            problems.push(format!("queue saturated: {backlog} events waiting for JetStream"));
+        let window = state.publisher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|p| {
+            let s = p.stats();
+            (s.in_flight, p.config().max_in_flight as u64)
+        });
+        full_for = match window {
+            Some((in_flight, max)) if in_flight >= max => full_for + 1,
+            _ => 0,
+        };
+        // One full beat is a burst; two in a row is a collector JetStream
+        // cannot keep up with (its senders are being held back).
+        if full_for >= 2 {
+            problems.push(format!("queue saturated: {backlog} events waiting for JetStream acknowledgement"));
         }
         let hb = NodeHeartbeat {
             node: NodeId::new(&node),

@@ -204,6 +204,8 @@ fn bench_cluster(ctx: &Context<'_>, nats_server: &Path, load: Load) -> Result<Ru
     let out = Command::new(ctx.exe)
         .args(["node", "set", "edge-1", "--guaranteed-eps", &licensed.to_string(), "--data-dir"])
         .arg(&sup_dir)
+        .arg("--license")
+        .arg(&ctx.args.license)
         .output()?;
     if !out.status.success() {
         bail!("vigil node set: {}", String::from_utf8_lossy(&out.stderr));
