@@ -131,10 +131,18 @@ impl Ord for Late {
 }
 
 /// A chunk of the in-order queue: encoded entries, read from `read`.
+///
+/// Its size is accounted as `cap` (what it was opened with) and what still
+/// fits as `room`, not by the `Vec`'s capacity: the accounting decides early
+/// releases, so it must be a function of what was pushed and popped only,
+/// and a chunk restored from a checkpoint (holding just its unread bytes)
+/// accounts exactly like the original.
 #[derive(Debug)]
 struct Chunk {
     bytes: Vec<u8>,
     read: usize,
+    cap: usize,
+    room: usize,
 }
 
 /// Records waiting for the watermark, released in (time, arrival) order.
@@ -143,7 +151,7 @@ pub(crate) struct Reorder {
     chunks: VecDeque<Chunk>,
     /// Time and first arrival number of the newest in-order entry.
     last: Option<(i64, u64)>,
-    /// Capacity of the chunks.
+    /// Accounted size of the chunks (their `cap`).
     chunk_bytes: usize,
     out_of_order: BinaryHeap<Reverse<Late>>,
     /// Heap bytes of the out-of-order entries.
@@ -166,14 +174,15 @@ impl Reorder {
         let key = (first.time, first.seq);
         if self.last.is_none_or(|last| last <= key) {
             self.last = Some(key);
-            let fits = self.chunks.back().is_some_and(|c| c.bytes.capacity() - c.bytes.len() >= self.scratch.len());
+            let fits = self.chunks.back().is_some_and(|c| c.room >= self.scratch.len());
             if !fits {
-                let capacity = CHUNK.max(self.scratch.len());
-                self.chunk_bytes += capacity;
-                self.chunks.push_back(Chunk { bytes: Vec::with_capacity(capacity), read: 0 });
+                let cap = CHUNK.max(self.scratch.len());
+                self.chunk_bytes += cap;
+                self.chunks.push_back(Chunk { bytes: Vec::with_capacity(cap), read: 0, cap, room: cap });
             }
             if let Some(chunk) = self.chunks.back_mut() {
                 chunk.bytes.extend_from_slice(&self.scratch);
+                chunk.room = chunk.room.saturating_sub(self.scratch.len());
             }
         } else {
             self.late_bytes += self.scratch.len();
@@ -222,7 +231,7 @@ impl Reorder {
             if chunk.read >= chunk.bytes.len()
                 && let Some(done) = self.chunks.pop_front()
             {
-                self.chunk_bytes -= done.bytes.capacity();
+                self.chunk_bytes -= done.cap;
             }
         }
         self.records = self.records.saturating_sub(out.len() - before);
@@ -236,13 +245,16 @@ impl Reorder {
         self.records
     }
 
-    /// Bytes held, allocated capacity included.
+    /// Bytes held: the chunks as opened (64 KiB each, filled or not) and
+    /// the out-of-order entries, with the containers' per-entry overhead.
+    /// Spare capacity of the containers (and the encoding scratch) is not
+    /// counted: this figure decides early releases, so it depends only on
+    /// what was pushed and popped, and a restored buffer accounts alike.
     pub fn bytes(&self) -> usize {
         self.chunk_bytes
-            + self.chunks.capacity() * size_of::<Chunk>()
+            + self.chunks.len() * size_of::<Chunk>()
             + self.late_bytes
-            + self.out_of_order.capacity() * size_of::<Reverse<Late>>()
-            + self.scratch.capacity()
+            + self.out_of_order.len() * size_of::<Reverse<Late>>()
     }
 }
 
