@@ -164,6 +164,8 @@ pub(crate) struct Rule {
     pub title: Vec<Piece>,
     pub suppress: i64,
     pub actions: Vec<Action>,
+    /// A stable hash of the rule's YAML (see [`node_hash`]).
+    pub source_hash: u64,
 }
 
 /// Where a pattern lives: (rule, pattern).
@@ -257,6 +259,21 @@ impl RuleSet {
     /// Whether there are no rules.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// A hash identifying the rules: each rule's YAML (keys, values and
+    /// their order; not lines, comments or formatting) in the order they
+    /// were compiled. The same in every process and build, so an engine
+    /// checkpoint ([`crate::Engine::checkpoint`]) records the rule set it
+    /// was made with and a restore with other rules is refused.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = Fnv::new();
+        h.bytes(b"vigil-rules/1");
+        h.u64(self.rules.len() as u64);
+        for rule in &self.rules {
+            h.u64(rule.source_hash);
+        }
+        h.finish()
     }
 }
 
@@ -677,7 +694,75 @@ fn compile_rule(node: &Node, cx: &mut RuleCx<'_, '_>) -> Option<Rule> {
         title,
         suppress,
         actions,
+        source_hash: node_hash(node),
     })
+}
+
+/// FNV-1a (64 bit): a hash that is the same in every process and build,
+/// unlike std's randomly keyed one.
+pub(crate) struct Fnv(u64);
+
+impl Fnv {
+    pub fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub fn bytes(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    pub fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A hash of a rule's YAML tree: its keys, values and their order, not
+/// its lines, comments or formatting, so moving a rule within a file or
+/// re-indenting it keeps the hash while any change of meaning alters it.
+fn node_hash(node: &Node) -> u64 {
+    fn feed(node: &Node, h: &mut Fnv) {
+        match &node.kind {
+            Kind::Map(entries) => {
+                h.bytes(b"m");
+                h.u64(entries.len() as u64);
+                for (k, v) in entries {
+                    feed(k, h);
+                    feed(v, h);
+                }
+            }
+            Kind::Seq(items) => {
+                h.bytes(b"s");
+                h.u64(items.len() as u64);
+                for item in items {
+                    feed(item, h);
+                }
+            }
+            Kind::Str(s) => {
+                h.bytes(b"t");
+                h.u64(s.len() as u64);
+                h.bytes(s.as_bytes());
+            }
+            Kind::Int(i) => {
+                h.bytes(b"i");
+                h.bytes(&i.to_le_bytes());
+            }
+            Kind::Float(f) => {
+                h.bytes(b"f");
+                h.u64(f.to_bits());
+            }
+            Kind::Bool(b) => h.bytes(if *b { b"T" } else { b"F" }),
+            Kind::Null => h.bytes(b"n"),
+        }
+    }
+    let mut h = Fnv::new();
+    feed(node, &mut h);
+    h.finish()
 }
 
 fn compile_scope(node: &Node, diags: &mut Diags<'_>) -> Scope {
@@ -1260,4 +1345,40 @@ fn compile_actions(node: &Node, key_names: &[String], cx: &mut RuleCx<'_, '_>) -
         }
     }
     actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(text: &str) -> RuleSet {
+        let mut compiler = Compiler::new();
+        compiler.add_source("t.yaml", text);
+        match compiler.finish() {
+            Ok((set, _)) => set,
+            Err(diags) => panic!("{diags:?}"),
+        }
+    }
+
+    const A: &str = "id: a\npatterns:\n  p:\n    filter: {event_type: x}\n    group_by: [src_ip]\n    window: 60s\n    having: count >= 5\n";
+    const B: &str = "id: b\npatterns:\n  p:\n    filter: {event_type: y}\n";
+
+    #[test]
+    fn the_fingerprint_follows_meaning_not_layout() {
+        let one = set(&format!("- {}", A.replace('\n', "\n  ")));
+        assert_eq!(set(A).fingerprint(), one.fingerprint(), "a list of one is the rule");
+        let commented = format!("# a comment\n\n{}", A.replace("window: 60s", "window:   60s   # one minute"));
+        assert_eq!(set(A).fingerprint(), set(&commented).fingerprint());
+        assert_ne!(set(A).fingerprint(), set(&A.replace(">= 5", ">= 6")).fingerprint());
+        let ab = |x: &str, y: &str| {
+            let mut compiler = Compiler::new();
+            compiler.add_source("x.yaml", x);
+            compiler.add_source("y.yaml", y);
+            compiler.finish().map(|(s, _)| s.fingerprint()).unwrap_or(0)
+        };
+        assert_ne!(ab(A, B), ab(B, A), "rule order is part of the set (state refers to rules by position)");
+        assert_ne!(ab(A, B), set(A).fingerprint());
+        // Pinned: checkpoints written by one build are read by the next.
+        assert_eq!(set(A).fingerprint(), 0x32fd_1117_56ff_a421);
+    }
 }

@@ -29,6 +29,13 @@
 //! periodically), count windows keep at most `threshold` entries, other
 //! windows at most `max_window_events`, and pending NOT FOLLOWED BY starts at
 //! most `max_pending` per key.
+//!
+//! All of that state — buffers, windows, joins, timers, open incidents, watch
+//! lists and the counters — can be written out with [`Engine::checkpoint`]
+//! and read back with [`Engine::restore`] (see `checkpoint.rs`): the restored
+//! engine continues exactly as the original would have. Nothing the engine
+//! decides may therefore depend on process-local state such as hash-table
+//! iteration order or allocation capacities.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -49,6 +56,9 @@ use crate::key::{Key, Part};
 use crate::reorder::{Extracted, Ids, ListCheck, Record, Reorder};
 use crate::table::Table;
 use crate::window::{General, Ring, Val, Values, Window};
+
+mod checkpoint;
+pub use checkpoint::CheckpointError;
 
 /// The name of the org that owns unassigned events and cross-org incidents.
 pub const SUPER_LOCAL: &str = "Super/Local";

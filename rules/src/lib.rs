@@ -12,7 +12,10 @@
 //!   with count / count distinct / sum / avg / min / max, AND, OR, AND NOT,
 //!   FOLLOWED BY and NOT FOLLOWED BY with join keys, per-org watermarks with
 //!   allowed lateness, watch lists with TTL, nested rules, incident
-//!   deduplication, bounded state that reports its size ([`Stats`]).
+//!   deduplication, bounded state that reports its size ([`Stats`]), and
+//!   checkpoints of that state ([`Engine::checkpoint`], [`Engine::restore`],
+//!   refused with a [`CheckpointError`]; tied to [`RuleSet::fingerprint`])
+//!   so another worker can take a partition over where the last one stopped.
 //! - [`builtin`]: the pack in `rules/packs/` (SSH brute force, brute force
 //!   followed by success, password spray, port scan, unapproved privileged
 //!   group membership, firewall-and-SSH correlation).
@@ -40,7 +43,7 @@ mod window;
 
 pub use compile::{Compiler, RuleInfo, RuleSet, Scope, Severity, builtin};
 pub use diag::{Diagnostic, Level};
-pub use engine::{Engine, EngineConfig, Incident, SUPER_LOCAL, Stats};
+pub use engine::{CheckpointError, Engine, EngineConfig, Incident, SUPER_LOCAL, Stats};
 
 /// Parses a duration as rules write them (`500ms`, `60s`, `5m`, `1h30m`, `7d`).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

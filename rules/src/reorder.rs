@@ -131,10 +131,18 @@ impl Ord for Late {
 }
 
 /// A chunk of the in-order queue: encoded entries, read from `read`.
+///
+/// Its size is accounted as `cap` (what it was opened with) and what still
+/// fits as `room`, not by the `Vec`'s capacity: the accounting decides early
+/// releases, so it must be a function of what was pushed and popped only,
+/// and a chunk restored from a checkpoint (holding just its unread bytes)
+/// accounts exactly like the original.
 #[derive(Debug)]
 struct Chunk {
     bytes: Vec<u8>,
     read: usize,
+    cap: usize,
+    room: usize,
 }
 
 /// Records waiting for the watermark, released in (time, arrival) order.
@@ -143,7 +151,7 @@ pub(crate) struct Reorder {
     chunks: VecDeque<Chunk>,
     /// Time and first arrival number of the newest in-order entry.
     last: Option<(i64, u64)>,
-    /// Capacity of the chunks.
+    /// Accounted size of the chunks (their `cap`).
     chunk_bytes: usize,
     out_of_order: BinaryHeap<Reverse<Late>>,
     /// Heap bytes of the out-of-order entries.
@@ -166,14 +174,15 @@ impl Reorder {
         let key = (first.time, first.seq);
         if self.last.is_none_or(|last| last <= key) {
             self.last = Some(key);
-            let fits = self.chunks.back().is_some_and(|c| c.bytes.capacity() - c.bytes.len() >= self.scratch.len());
+            let fits = self.chunks.back().is_some_and(|c| c.room >= self.scratch.len());
             if !fits {
-                let capacity = CHUNK.max(self.scratch.len());
-                self.chunk_bytes += capacity;
-                self.chunks.push_back(Chunk { bytes: Vec::with_capacity(capacity), read: 0 });
+                let cap = CHUNK.max(self.scratch.len());
+                self.chunk_bytes += cap;
+                self.chunks.push_back(Chunk { bytes: Vec::with_capacity(cap), read: 0, cap, room: cap });
             }
             if let Some(chunk) = self.chunks.back_mut() {
                 chunk.bytes.extend_from_slice(&self.scratch);
+                chunk.room = chunk.room.saturating_sub(self.scratch.len());
             }
         } else {
             self.late_bytes += self.scratch.len();
@@ -222,7 +231,7 @@ impl Reorder {
             if chunk.read >= chunk.bytes.len()
                 && let Some(done) = self.chunks.pop_front()
             {
-                self.chunk_bytes -= done.bytes.capacity();
+                self.chunk_bytes -= done.cap;
             }
         }
         self.records = self.records.saturating_sub(out.len() - before);
@@ -236,13 +245,101 @@ impl Reorder {
         self.records
     }
 
-    /// Bytes held, allocated capacity included.
+    /// Appends the buffer to a checkpoint: the newest in-order entry, each
+    /// chunk's accounting and unread bytes, and the out-of-order entries
+    /// (already encoded, so they are copied as they are).
+    ///
+    /// ```text
+    /// reorder = last:(0 | 1 time:i64le seq:varint)
+    ///           n:varint (cap:varint room:varint len:varint byte*len)*n
+    ///           n:varint (len:varint byte*len)*n
+    /// ```
+    pub fn save(&self, out: &mut Vec<u8>) {
+        let Reorder { chunks, last, chunk_bytes: _, out_of_order, late_bytes: _, records: _, scratch: _ } = self;
+        match last {
+            None => out.push(0),
+            Some((time, seq)) => {
+                out.push(1);
+                out.extend_from_slice(&time.to_le_bytes());
+                put_varint(out, *seq);
+            }
+        }
+        put_varint(out, chunks.len() as u64);
+        for chunk in chunks {
+            let unread = chunk.bytes.get(chunk.read..).unwrap_or_default();
+            put_varint(out, chunk.cap as u64);
+            put_varint(out, chunk.room as u64);
+            put_varint(out, unread.len() as u64);
+            out.extend_from_slice(unread);
+        }
+        put_varint(out, out_of_order.len() as u64);
+        for Reverse(late) in out_of_order.iter() {
+            put_varint(out, late.bytes.len() as u64);
+            out.extend_from_slice(&late.bytes);
+        }
+    }
+
+    /// Reads what [`Reorder::save`] wrote. Every entry is decoded once to
+    /// check it and count its records; `valid` vets each record (its rule
+    /// and pattern exist). `None` if anything does not hold.
+    pub fn load(r: &mut Reader<'_>, mut valid: impl FnMut(&Record) -> bool) -> Option<Reorder> {
+        let last = match r.u8()? {
+            0 => None,
+            1 => Some((r.i64le()?, r.varint()?)),
+            _ => return None,
+        };
+        let mut buffer = Reorder { last, ..Reorder::default() };
+        let mut records = Vec::new();
+        let mut check = |bytes: &[u8], records: &mut Vec<Record>| -> Option<usize> {
+            records.clear();
+            let used = decode_entry(bytes, records);
+            (used > 0 && records.iter().all(&mut valid)).then_some(used)
+        };
+        let chunks = r.count()?;
+        for _ in 0..chunks {
+            let cap = r.len()?;
+            let room = r.len()?;
+            let len = r.count()?;
+            let bytes = r.take(len)?;
+            // A chunk is opened at 64 KiB, or at the size of one larger
+            // entry that fills it; drained chunks are dropped.
+            let shaped = (cap <= CHUNK && len.checked_add(room)? <= cap) || (cap == len && room == 0);
+            if len == 0 || !shaped {
+                return None;
+            }
+            let mut at = 0;
+            while at < len {
+                at += check(&bytes[at..], &mut records)?;
+                buffer.records += records.len();
+            }
+            buffer.chunk_bytes += cap;
+            buffer.chunks.push_back(Chunk { bytes: bytes.to_vec(), read: 0, cap, room });
+        }
+        let late = r.count()?;
+        for _ in 0..late {
+            let len = r.count()?;
+            let bytes = r.take(len)?;
+            if check(bytes, &mut records)? != len {
+                return None;
+            }
+            buffer.records += records.len();
+            buffer.late_bytes += len;
+            let (time, seq) = (read_time(bytes)?, read_seq(bytes)?);
+            buffer.out_of_order.push(Reverse(Late { time, seq, bytes: bytes.into() }));
+        }
+        Some(buffer)
+    }
+
+    /// Bytes held: the chunks as opened (64 KiB each, filled or not) and
+    /// the out-of-order entries, with the containers' per-entry overhead.
+    /// Spare capacity of the containers (and the encoding scratch) is not
+    /// counted: this figure decides early releases, so it depends only on
+    /// what was pushed and popped, and a restored buffer accounts alike.
     pub fn bytes(&self) -> usize {
         self.chunk_bytes
-            + self.chunks.capacity() * size_of::<Chunk>()
+            + self.chunks.len() * size_of::<Chunk>()
             + self.late_bytes
-            + self.out_of_order.capacity() * size_of::<Reverse<Late>>()
-            + self.scratch.capacity()
+            + self.out_of_order.len() * size_of::<Reverse<Late>>()
     }
 }
 
@@ -265,7 +362,7 @@ const F_VALS: u8 = 8;
 const F_OUTPUTS: u8 = 16;
 const F_LISTS: u8 = 32;
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -273,12 +370,12 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_varint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_part(out: &mut Vec<u8>, part: &Part) {
+pub(crate) fn put_part(out: &mut Vec<u8>, part: &Part) {
     match part {
         Part::Text(s) => {
             out.push(0);
@@ -303,7 +400,7 @@ fn put_part(out: &mut Vec<u8>, part: &Part) {
     }
 }
 
-fn put_key(out: &mut Vec<u8>, key: &Key) {
+pub(crate) fn put_key(out: &mut Vec<u8>, key: &Key) {
     match key {
         Key::Unit => out.push(0),
         Key::One(p) => {
@@ -320,7 +417,7 @@ fn put_key(out: &mut Vec<u8>, key: &Key) {
     }
 }
 
-fn encode_entry(out: &mut Vec<u8>, records: &[Record]) {
+pub(crate) fn encode_entry(out: &mut Vec<u8>, records: &[Record]) {
     let Some(first) = records.first() else { return };
     out.extend_from_slice(&first.time.to_le_bytes());
     put_varint(out, first.seq);
@@ -415,27 +512,27 @@ fn read_seq(bytes: &[u8]) -> Option<u64> {
 }
 
 /// A cursor over encoded bytes; every read is bounds-checked.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+pub(crate) struct Reader<'a> {
+    pub bytes: &'a [u8],
+    pub at: usize,
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+impl<'a> Reader<'a> {
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let s = self.bytes.get(self.at..self.at.checked_add(n)?)?;
         self.at += n;
         Some(s)
     }
 
-    fn u8(&mut self) -> Option<u8> {
+    pub fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|s| s[0])
     }
 
-    fn u64le(&mut self) -> Option<u64> {
+    pub fn u64le(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 
-    fn varint(&mut self) -> Option<u64> {
+    pub fn varint(&mut self) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -447,16 +544,27 @@ impl Reader<'_> {
         None
     }
 
-    fn len(&mut self) -> Option<usize> {
+    pub fn len(&mut self) -> Option<usize> {
         usize::try_from(self.varint()?).ok()
     }
 
-    fn str(&mut self) -> Option<Str> {
+    /// A count of items that take at least a byte each: never more than
+    /// the bytes left, so what it sizes is bounded by the input.
+    pub fn count(&mut self) -> Option<usize> {
+        let n = self.len()?;
+        (n <= self.bytes.len().saturating_sub(self.at)).then_some(n)
+    }
+
+    pub fn i64le(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    pub fn str(&mut self) -> Option<Str> {
         let n = self.len()?;
         std::str::from_utf8(self.take(n)?).ok().map(Str::from)
     }
 
-    fn part(&mut self) -> Option<Part> {
+    pub fn part(&mut self) -> Option<Part> {
         Some(match self.u8()? {
             0 => Part::Text(self.str()?),
             1 => {
@@ -476,7 +584,7 @@ impl Reader<'_> {
         })
     }
 
-    fn key(&mut self) -> Option<Key> {
+    pub fn key(&mut self) -> Option<Key> {
         Some(match self.u8()? {
             0 => Key::Unit,
             1 => Key::One(self.part()?),
@@ -495,7 +603,7 @@ impl Reader<'_> {
 
 /// Decodes one entry at the start of `bytes` into `out`; returns the bytes
 /// it took (0 if it does not decode, which leaves `out` as it was).
-fn decode_entry(bytes: &[u8], out: &mut Vec<Record>) -> usize {
+pub(crate) fn decode_entry(bytes: &[u8], out: &mut Vec<Record>) -> usize {
     let before = out.len();
     match decode_into(bytes, out) {
         Some(used) => used,

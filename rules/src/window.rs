@@ -14,8 +14,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::mem::size_of;
 
-use crate::compile::{Agg, Having};
+use crate::compile::{Agg, Having, WindowKind};
 use crate::key::Part;
+use crate::reorder::{Reader, put_part, put_varint};
 
 /// A window's state.
 #[derive(Debug)]
@@ -395,6 +396,190 @@ impl Window {
             Window::Count(ring) => ring.heap_bytes(),
             Window::Distinct(values) => values.heap_bytes(),
             Window::General(g) => g.heap_bytes(),
+        }
+    }
+
+    /// Appends the window to a checkpoint.
+    ///
+    /// ```text
+    /// window  = 0 n:varint (time:i64le id:varint)*n                 ring, oldest first
+    ///         | 1 n:varint (part time:i64le id:varint)*n            distinct values
+    ///         | 2 next_seq:varint count:varint
+    ///             n:varint (time:i64le id:varint seq:varint weight:varint m:varint val*m)*n
+    ///             n:varint state*n
+    /// state   = 0 (count) | 1 (distinct: rebuilt from the entries) | 2 sum:f64le
+    ///         | 3 max:u8 n:varint (seq:varint value:f64le)*n     monotonic queue
+    /// val     = 0 | 1 f64le | 2 part
+    /// ```
+    pub fn save(&self, out: &mut Vec<u8>) {
+        match self {
+            Window::Count(ring) => {
+                out.push(0);
+                put_varint(out, u64::from(ring.len));
+                for i in 0..ring.len as usize {
+                    let (time, id) = ring.at(i);
+                    out.extend_from_slice(&time.to_le_bytes());
+                    put_varint(out, id);
+                }
+            }
+            Window::Distinct(values) => {
+                out.push(1);
+                put_varint(out, values.items.len() as u64);
+                for (part, time, id) in &values.items {
+                    put_part(out, part);
+                    out.extend_from_slice(&time.to_le_bytes());
+                    put_varint(out, *id);
+                }
+            }
+            Window::General(g) => {
+                let General { entries, count, states, next_seq } = &**g;
+                out.push(2);
+                put_varint(out, *next_seq);
+                put_varint(out, *count);
+                put_varint(out, entries.len() as u64);
+                for e in entries {
+                    out.extend_from_slice(&e.time.to_le_bytes());
+                    put_varint(out, e.id);
+                    put_varint(out, e.seq);
+                    put_varint(out, u64::from(e.weight));
+                    put_varint(out, e.vals.len() as u64);
+                    for v in e.vals.iter() {
+                        match v {
+                            Val::None => out.push(0),
+                            Val::Num(n) => {
+                                out.push(1);
+                                out.extend_from_slice(&n.to_le_bytes());
+                            }
+                            Val::Part(p) => {
+                                out.push(2);
+                                put_part(out, p);
+                            }
+                        }
+                    }
+                }
+                put_varint(out, states.len() as u64);
+                for state in states {
+                    match state {
+                        AggState::Count => out.push(0),
+                        AggState::Distinct(_) => out.push(1),
+                        AggState::Sum(sum) => {
+                            out.push(2);
+                            out.extend_from_slice(&sum.to_le_bytes());
+                        }
+                        AggState::Extreme { max, queue } => {
+                            out.push(3);
+                            out.push(u8::from(*max));
+                            put_varint(out, queue.len() as u64);
+                            for (seq, v) in queue {
+                                put_varint(out, *seq);
+                                out.extend_from_slice(&v.to_le_bytes());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what [`Window::save`] wrote for a pattern of `kind` with
+    /// `aggs`; `None` unless the window has the shape the pattern makes.
+    pub fn load(r: &mut Reader<'_>, kind: WindowKind, aggs: &[Agg]) -> Option<Window> {
+        const LIMIT: u64 = 1 << 62;
+        match (r.u8()?, kind) {
+            (0, WindowKind::Count { threshold }) => {
+                let n = r.count()?;
+                if n > threshold.max(1) {
+                    return None;
+                }
+                let mut slots = Vec::with_capacity(n);
+                for _ in 0..n {
+                    slots.push((r.i64le()?, r.varint()?));
+                }
+                let len = u32::try_from(n).ok()?;
+                let buf = match slots.as_slice() {
+                    [] => RingBuf::One((0, 0)),
+                    [one] => RingBuf::One(*one),
+                    _ => RingBuf::Many(slots.into_boxed_slice()),
+                };
+                Some(Window::Count(Ring { buf, head: 0, len }))
+            }
+            (1, WindowKind::Distinct { threshold }) => {
+                let n = r.count()?;
+                if n > threshold.max(1) {
+                    return None;
+                }
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push((r.part()?, r.i64le()?, r.varint()?));
+                }
+                Some(Window::Distinct(Values { items }))
+            }
+            (2, WindowKind::General) => {
+                let next_seq = r.varint()?;
+                let count = r.varint()?;
+                let n = r.count()?;
+                let mut entries = VecDeque::with_capacity(n);
+                let mut weights = 0u64;
+                for _ in 0..n {
+                    let (time, id, seq) = (r.i64le()?, r.varint()?, r.varint()?);
+                    let weight = u32::try_from(r.varint()?).ok()?;
+                    weights += u64::from(weight);
+                    let m = r.count()?;
+                    let mut vals = Vec::with_capacity(m);
+                    for _ in 0..m {
+                        vals.push(match r.u8()? {
+                            0 => Val::None,
+                            1 => Val::Num(f64::from_bits(r.u64le()?)),
+                            2 => Val::Part(r.part()?),
+                            _ => return None,
+                        });
+                    }
+                    entries.push_back(Entry { time, id, seq, weight, vals: vals.into_boxed_slice() });
+                }
+                // Removing entries subtracts their weights and sequence
+                // numbers only grow: nothing may underflow or overflow later.
+                if count < weights || count >= LIMIT || next_seq >= LIMIT {
+                    return None;
+                }
+                if r.count()? != aggs.len() {
+                    return None;
+                }
+                let mut states = Vec::with_capacity(aggs.len());
+                for agg in aggs {
+                    states.push(match (r.u8()?, agg) {
+                        (0, Agg::Count) => AggState::Count,
+                        (1, Agg::Distinct(_)) => AggState::Distinct(HashMap::new()),
+                        (2, Agg::Sum(_) | Agg::Avg(_)) => AggState::Sum(f64::from_bits(r.u64le()?)),
+                        (3, Agg::Min(_) | Agg::Max(_)) => {
+                            let max = match r.u8()? {
+                                0 => false,
+                                1 => true,
+                                _ => return None,
+                            };
+                            if max != matches!(agg, Agg::Max(_)) {
+                                return None;
+                            }
+                            let n = r.count()?;
+                            let mut queue = VecDeque::with_capacity(n);
+                            for _ in 0..n {
+                                queue.push_back((r.varint()?, f64::from_bits(r.u64le()?)));
+                            }
+                            AggState::Extreme { max, queue }
+                        }
+                        _ => return None,
+                    });
+                }
+                // Distinct counts are the entries' values, as `push` made them.
+                for entry in &entries {
+                    for (state, val) in states.iter_mut().zip(entry.vals.iter()) {
+                        if let (AggState::Distinct(seen), Val::Part(p)) = (state, val) {
+                            *seen.entry(p.clone()).or_insert(0) += 1;
+                        }
+                    }
+                }
+                Some(Window::General(Box::new(General { entries, count, states, next_seq })))
+            }
+            _ => None,
         }
     }
 }
