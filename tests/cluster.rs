@@ -15,14 +15,28 @@ use common::run::ssh_attack;
 const TOKEN: &str = "cluster-test-admin-token-0123456789";
 
 /// Brute force of five failures whose partition owner is killed (-9) after
-/// the third: exactly one incident; every accepted event stored exactly
-/// once across both workers' files; the killed worker, restarted, drops
-/// what it wrote without committing.
+/// the third: exactly one incident, the rule state restored from the
+/// owner's checkpoint; every accepted event stored exactly once across
+/// both workers' files; the killed worker, restarted, drops what it wrote
+/// without committing.
 #[test]
-fn a_brute_force_survives_its_owner_being_killed_and_every_event_is_stored_once() {
-    let dir = common::temp_dir("cluster-kill");
+fn a_brute_force_survives_its_owner_being_killed_with_the_rule_state_from_a_checkpoint() {
+    brute_force_across_a_kill("cluster-kill-checkpoint", true);
+}
+
+/// The same with no checkpoint yet: the new owner rebuilds the windows by
+/// replaying what the stream holds.
+#[test]
+fn a_brute_force_survives_its_owner_being_killed_with_the_rule_state_replayed() {
+    brute_force_across_a_kill("cluster-kill-replay", false);
+}
+
+fn brute_force_across_a_kill(tag: &str, checkpoint: bool) {
+    let dir = common::temp_dir(tag);
     let Some(nats) = Nats::start(&dir) else { return };
-    let config = config_file(&dir, CLUSTER_CONFIG);
+    let every = if checkpoint { "0.5" } else { "3600" };
+    let config =
+        config_file(&dir, &CLUSTER_CONFIG.replace("checkpoint_secs = 0.5", &format!("checkpoint_secs = {every}")));
     let sup = supervisor(&dir, &nats.url(), &config, None, TOKEN);
     let mut workers =
         [worker("w1", &nats.url(), &config, &dir.join("w1")), worker("w2", &nats.url(), &config, &dir.join("w2"))];
@@ -46,6 +60,11 @@ fn a_brute_force_survives_its_owner_being_killed_and_every_event_is_stored_once(
     wait("three events stored by the owner", Duration::from_secs(30), || {
         metric(&workers[owner].metrics_url, "vigil_events_stored_total", &[]) >= 3
     });
+    if checkpoint {
+        wait("the owner checkpointed partition 1", Duration::from_secs(30), || {
+            metric(&workers[owner].metrics_url, "vigil_checkpoints_total", &[]) >= 1
+        });
+    }
     workers[owner].role.kill();
     let survivor = 1 - owner;
     send(&dir, &b.tcp, "second.log", attack[3..].to_vec());
@@ -55,6 +74,8 @@ fn a_brute_force_survives_its_owner_being_killed_and_every_event_is_stored_once(
     wait("one brute-force incident", Duration::from_secs(60), || {
         sup.get("/incidents?rule=ssh-brute-force").1["items"].as_array().is_some_and(|i| !i.is_empty())
     });
+    let restored = metric(&workers[survivor].metrics_url, "vigil_partitions_restored_total", &[]);
+    assert_eq!(restored >= 1, checkpoint, "rule state restored from a checkpoint: {restored}");
     std::thread::sleep(Duration::from_secs(2));
     let (_, incidents) = sup.get("/incidents?rule=ssh-brute-force");
     let items = incidents["items"].as_array().unwrap();

@@ -25,6 +25,9 @@ pub struct ClusterConfig {
     /// How much of each partition the stream keeps for a new owner to
     /// rebuild rule windows from, seconds (≥ the longest rule window).
     pub replay_secs: u64,
+    /// Seconds between checkpoints of each partition's rule-engine state
+    /// (a new owner restores the last one and replays only what follows).
+    pub checkpoint_secs: f64,
     /// Seconds between heartbeats.
     pub heartbeat_secs: f64,
     /// A node silent this long is flagged (state `alert`), seconds.
@@ -42,6 +45,7 @@ impl Default for ClusterConfig {
             interval_secs: 180,
             lease_ttl_secs: 10.0,
             replay_secs: 900,
+            checkpoint_secs: 30.0,
             heartbeat_secs: 2.0,
             missed_heartbeat_secs: 10.0,
             stream_max_mb: 1024,
@@ -64,6 +68,9 @@ impl ClusterConfig {
         if !(0.2..=60.0).contains(&self.heartbeat_secs) || self.missed_heartbeat_secs < 2.0 * self.heartbeat_secs {
             return Err("cluster.heartbeat_secs must be 0.2-60 and missed_heartbeat_secs at least twice it".into());
         }
+        if !(0.1..=86_400.0).contains(&self.checkpoint_secs) {
+            return Err("cluster.checkpoint_secs must be 0.1-86400".into());
+        }
         if self.stream_max_mb == 0 {
             return Err("cluster.stream_max_mb must be positive".into());
         }
@@ -78,6 +85,11 @@ impl ClusterConfig {
     /// The lease TTL.
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_secs_f64(self.lease_ttl_secs)
+    }
+
+    /// The checkpoint period.
+    pub fn checkpoint_every(&self) -> Duration {
+        Duration::from_secs_f64(self.checkpoint_secs)
     }
 
     /// The heartbeat period.

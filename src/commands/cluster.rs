@@ -224,6 +224,7 @@ async fn run_worker(config: RunConfig) -> Result<ExitCode> {
         lease_ttl: config.cluster.lease_ttl(),
         replay: Duration::from_secs(config.cluster.replay_secs),
         heartbeat: config.cluster.heartbeat(),
+        checkpoint_every: config.cluster.checkpoint_every(),
     };
     println!("vigil worker {node} {} (NATS {})", env!("CARGO_PKG_VERSION"), nats.server_version());
     let worker = Arc::new(worker::cluster::ClusterWorker::start(&nats, setup, clock).await?);

@@ -196,7 +196,8 @@ refresh_secs = 0.25              # org changes through the API apply at once; th
 partitions = 8                   # event stream partitions; each org's events go to one
 interval_secs = 180              # EPS interval (the supervisor's value reaches collectors)
 lease_ttl_secs = 10.0            # a dead worker's partitions move to a live one within this
-replay_secs = 900                # stream history kept for a new partition owner to rebuild rule windows
+replay_secs = 900                # before a partition's first checkpoint: stream history kept to rebuild rule windows
+checkpoint_secs = 30.0           # each partition's rule state is checkpointed this often; a new owner restores it
 heartbeat_secs = 2.0             # nodes tell the supervisor they are alive this often
 missed_heartbeat_secs = 10.0     # silent this long: the node is flagged (alert)
 stream_max_mb = 1024             # event stream size limit; when full, collectors push back
@@ -350,6 +351,8 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         engine: config.rules.engine_config(),
         durable: None,
         handoff: false,
+        restored: None,
+        checkpoints: None,
     };
     let sink = IngestSink::new(ingest, tokio::runtime::Handle::current());
     let worker = Arc::new(

@@ -167,7 +167,7 @@ impl Drop for Role {
 
 /// Short periods, so intervals, heartbeats and lease moves take seconds.
 pub const CLUSTER_CONFIG: &str = "[cluster]\npartitions = 4\ninterval_secs = 3\nlease_ttl_secs = 2.0\n\
-heartbeat_secs = 0.5\nmissed_heartbeat_secs = 2.0\n[rules]\nlateness_secs = 1.0\n[storage]\nflush_interval_ms = 200\n\
+heartbeat_secs = 0.5\nmissed_heartbeat_secs = 2.0\ncheckpoint_secs = 0.5\n[rules]\nlateness_secs = 1.0\n[storage]\nflush_interval_ms = 200\n\
 [orgs]\nrefresh_secs = 0.2\n";
 
 /// A supervisor (SQLite in `dir/supervisor`, or PostgreSQL at `database`).

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cluster::{ControlKv, EventStream, Lease, LeaseError, Leases, Nats, ReaderConfig, WorkQueue};
+use cluster::{Checkpoints, ControlKv, EventStream, Lease, LeaseError, Leases, Nats, ReaderConfig, WorkQueue};
 use collector::Clock;
 use collector::metrics::{Exposition, label};
 use crossbeam_channel::RecvTimeoutError;
@@ -51,6 +51,9 @@ use crate::pipeline::BatchSource;
 
 /// The KV bucket of partitions' commit records.
 pub const STORED_BUCKET: &str = "vigil_stored";
+/// Largest checkpoint a new owner loads.
+const MAX_CHECKPOINT_BYTES: usize = 1 << 30;
+
 /// The KV bucket where live workers announce themselves.
 pub const WORKERS_BUCKET: &str = "vigil_workers";
 
@@ -73,6 +76,8 @@ pub struct ClusterWorkerSetup {
     pub replay: Duration,
     /// Seconds between heartbeats to the supervisor.
     pub heartbeat: Duration,
+    /// How often the owner checkpoints a partition's rule-engine state.
+    pub checkpoint_every: Duration,
 }
 
 /// A partition's commit record.
@@ -110,6 +115,12 @@ pub struct ClusterStats {
     pub orphans_removed: AtomicU64,
     /// Detection batches published.
     pub detections: AtomicU64,
+    /// Engine checkpoints saved.
+    pub checkpoints: AtomicU64,
+    /// Size of the last checkpoint saved, bytes.
+    pub checkpoint_bytes: AtomicU64,
+    /// Partitions whose rule state was restored from a checkpoint.
+    pub restored: AtomicU64,
 }
 
 /// A running cluster worker.
@@ -143,6 +154,7 @@ struct Shared {
     leases: Leases,
     stored: ControlKv,
     detections: WorkQueue,
+    checkpoints: Checkpoints,
     setup: Arc<ClusterWorkerSetup>,
     clock: Arc<dyn Clock>,
     stats: Arc<ClusterStats>,
@@ -178,6 +190,7 @@ impl ClusterWorker {
             .await
             .map_err(|e| nats_err("opening the worker bucket", &e))?;
         let detections = WorkQueue::detections(nats, 1).await.map_err(|e| nats_err("opening detections", &e))?;
+        let checkpoints = Checkpoints::open(nats, 1).await.map_err(|e| nats_err("opening checkpoints", &e))?;
         let stats = Arc::new(ClusterStats::default());
         let removed = remove_uncommitted(&setup.data_dir, &setup.node, &stored).await?;
         stats.orphans_removed.fetch_add(removed, Ordering::Relaxed);
@@ -191,6 +204,7 @@ impl ClusterWorker {
             leases,
             stored,
             detections,
+            checkpoints,
             setup: Arc::new(setup),
             clock,
             stats: stats.clone(),
@@ -235,7 +249,19 @@ impl ClusterWorker {
             "Event stream partitions this worker owns.",
             [(nl.clone(), owned.len() as u64)],
         );
-        let series: [(&str, &str, u64); 9] = [
+        m.add(
+            "vigil_checkpoint_bytes",
+            "gauge",
+            "Size of the last rule-engine checkpoint saved.",
+            [(nl.clone(), n(&s.checkpoint_bytes))],
+        );
+        let series: [(&str, &str, u64); 11] = [
+            ("vigil_checkpoints_total", "Rule-engine checkpoints saved.", n(&s.checkpoints)),
+            (
+                "vigil_partitions_restored_total",
+                "Partitions whose rule state was restored from a checkpoint.",
+                n(&s.restored),
+            ),
             ("vigil_partitions_acquired_total", "Partitions taken over.", n(&s.acquired)),
             ("vigil_partitions_lost_total", "Partitions lost to another owner (lease renew failed).", n(&s.lost)),
             ("vigil_partitions_released_total", "Partitions handed back gracefully.", n(&s.released)),
@@ -640,6 +666,40 @@ async fn take(shared: &Shared, lease: Lease) -> Result<Owned, WorkerError> {
         return Err(WorkerError::Cluster(format!("partition {partition}: another owner committed meanwhile")));
     };
     let setup = &shared.setup;
+    // The rule state: from the partition's checkpoint (then only what
+    // follows it is replayed), or rebuilt from what the stream holds.
+    let (restored, start, checkpointed) = match shared.checkpoints.load(partition, MAX_CHECKPOINT_BYTES).await {
+        Ok(Some(cp)) if cp.sequence <= stored_upto => {
+            match rules::Engine::restore(setup.rules.clone(), setup.engine.clone(), &cp.data) {
+                Ok(engine) => {
+                    shared.stats.restored.fetch_add(1, Ordering::Relaxed);
+                    (Some(engine), cp.sequence + 1, cp.sequence)
+                }
+                Err(e) => {
+                    eprintln!("vigil worker: partition {partition}: checkpoint not used ({e}); replaying the stream");
+                    (None, 1, 0)
+                }
+            }
+        }
+        Ok(Some(cp)) => {
+            eprintln!(
+                "vigil worker: partition {partition}: checkpoint at {} is past the stored {stored_upto}; replaying the stream",
+                cp.sequence
+            );
+            (None, 1, 0)
+        }
+        Ok(None) => (None, 1, 0),
+        Err(e) => {
+            eprintln!("vigil worker: partition {partition}: cannot load its checkpoint ({e}); replaying the stream");
+            (None, 1, 0)
+        }
+    };
+    let (checkpoint_tx, checkpoint_rx) = tokio::sync::watch::channel::<Option<(u64, Bytes)>>(None);
+    let checkpointer: crate::pipeline::Checkpointer = Arc::new(move |position, engine: &rules::Engine| {
+        let mut state = Vec::new();
+        engine.checkpoint(&mut state);
+        let _ = checkpoint_tx.send(Some((position, Bytes::from(state))));
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let lost = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(stored_upto));
@@ -658,6 +718,8 @@ async fn take(shared: &Shared, lease: Lease) -> Result<Owned, WorkerError> {
         engine: setup.engine.clone(),
         durable: Some(durable),
         handoff: true,
+        restored,
+        checkpoints: Some((setup.checkpoint_every, checkpointer)),
     };
     let sink = QueueSink {
         queue: shared.detections.clone(),
@@ -672,7 +734,7 @@ async fn take(shared: &Shared, lease: Lease) -> Result<Owned, WorkerError> {
     let node = Arc::new(WorkerNode::start(worker_setup, shared.clock.clone(), source, sink)?);
     let reader = shared
         .stream
-        .reader(partition, 1, ReaderConfig { max_wait: Duration::from_millis(500), ..ReaderConfig::default() })
+        .reader(partition, start, ReaderConfig { max_wait: Duration::from_millis(500), ..ReaderConfig::default() })
         .map_err(|e| WorkerError::Cluster(e.to_string()))?;
     let feeder = {
         let (stop, runtime, stats, arrivals) =
@@ -692,8 +754,15 @@ async fn take(shared: &Shared, lease: Lease) -> Result<Owned, WorkerError> {
         stop: stop.clone(),
         committed: committed.clone(),
         arrivals,
+        checkpoint: checkpoint_rx,
+        checkpointed,
+        fence,
     }));
-    eprintln!("vigil worker: took partition {partition} (fence {fence}; stored through {stored_upto})");
+    let state = match start {
+        1 => "rule state rebuilt from the stream".to_owned(),
+        s => format!("rule state from the checkpoint at {}", s - 1),
+    };
+    eprintln!("vigil worker: took partition {partition} (fence {fence}; stored through {stored_upto}; {state})");
     Ok(Owned { lease, fence, stop, lost, node, feeder: Some(feeder), committer, committed })
 }
 
@@ -765,6 +834,11 @@ struct CommitLoop {
     stop: Arc<AtomicBool>,
     committed: Arc<AtomicU64>,
     arrivals: Arc<Mutex<VecDeque<(u64, i64)>>>,
+    /// The pipeline's latest engine checkpoint and the position it covers.
+    checkpoint: tokio::sync::watch::Receiver<Option<(u64, Bytes)>>,
+    /// The position of the newest checkpoint saved (0: none yet).
+    checkpointed: u64,
+    fence: u64,
 }
 
 /// Commits each durable position, then purges the stream below what is
@@ -801,6 +875,7 @@ async fn commit_loop(mut c: CommitLoop) {
                     }
                 }
             }
+            save_checkpoint(&mut c).await;
             purge(&c).await;
         }
         if ended {
@@ -809,22 +884,47 @@ async fn commit_loop(mut c: CommitLoop) {
     }
 }
 
-/// Purges the partition below min(committed + 1, first message inside the
-/// replay horizon).
-async fn purge(c: &CommitLoop) {
-    let horizon = c.shared.clock.now().unix_secs() - i64::try_from(c.shared.setup.replay.as_secs()).unwrap_or(0);
-    let below = {
-        let mut a = c.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
-        while a.front().is_some_and(|&(seq, at)| at < horizon && seq <= c.record.seq) {
-            a.pop_front();
+/// Saves the pipeline's newest engine checkpoint once its position is
+/// committed (so a new owner never restores state ahead of the stored
+/// events).
+async fn save_checkpoint(c: &mut CommitLoop) {
+    let pending = c.checkpoint.borrow_and_update().clone();
+    let Some((position, state)) = pending else { return };
+    if position <= c.checkpointed || position > c.record.seq {
+        return;
+    }
+    match c.shared.checkpoints.save(c.partition, position, c.fence, &state).await {
+        Ok(()) => {
+            c.checkpointed = position;
+            c.shared.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+            c.shared.stats.checkpoint_bytes.store(state.len() as u64, Ordering::Relaxed);
         }
-        a.front().map_or(c.record.seq + 1, |&(seq, _)| seq.min(c.record.seq + 1))
-    };
+        Err(e) => eprintln!("vigil worker: partition {}: checkpoint not saved: {e}", c.partition),
+    }
+}
+
+/// Purges the partition below what a new owner may need: with a
+/// checkpoint, the messages after it; before the first, the replay
+/// horizon. Never above the committed sequence.
+async fn purge(c: &CommitLoop) {
+    let below = if c.checkpointed > 0 { c.checkpointed.min(c.record.seq) + 1 } else { horizon_floor(c) };
     match c.shared.stream.purge_partition_below(c.partition, below).await {
         Ok(n) => {
             c.shared.stats.purged.fetch_add(n, Ordering::Relaxed);
         }
         Err(e) => eprintln!("vigil worker: purging partition {}: {e}", c.partition),
+    }
+}
+
+/// min(committed + 1, the first message inside the replay horizon).
+fn horizon_floor(c: &CommitLoop) -> u64 {
+    let horizon = c.shared.clock.now().unix_secs() - i64::try_from(c.shared.setup.replay.as_secs()).unwrap_or(0);
+    {
+        let mut a = c.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
+        while a.front().is_some_and(|&(seq, at)| at < horizon && seq <= c.record.seq) {
+            a.pop_front();
+        }
+        a.front().map_or(c.record.seq + 1, |&(seq, _)| seq.min(c.record.seq + 1))
     }
 }
 

@@ -151,6 +151,10 @@ pub struct WorkerSetup {
     /// At the end of the input, leave rule windows open (a partition
     /// handed to another owner) instead of closing them.
     pub handoff: bool,
+    /// An engine restored from a checkpoint, used instead of a new one.
+    pub restored: Option<Engine>,
+    /// Checkpoints of the engine: at most this often, to this function.
+    pub checkpoints: Option<(Duration, crate::pipeline::Checkpointer)>,
 }
 
 /// A running worker.
@@ -180,7 +184,10 @@ impl WorkerNode {
         };
         let writer = EventWriter::open(config, clock.now())?;
         let stats = Arc::new(WorkerStats::default());
-        let engine = Engine::new(setup.rules, setup.engine);
+        let engine = match setup.restored {
+            Some(engine) => engine,
+            None => Engine::new(setup.rules, setup.engine),
+        };
         let mut worker = Worker::new(writer, engine, stats.clone())
             .with_max_buffer_bytes(setup.storage.max_buffer_mb.saturating_mul(1 << 20));
         if let Some(durable) = setup.durable {
@@ -188,6 +195,9 @@ impl WorkerNode {
         }
         if setup.handoff {
             worker = worker.with_handoff();
+        }
+        if let Some((every, checkpoint)) = setup.checkpoints {
+            worker = worker.with_checkpoints(every, checkpoint);
         }
         let flush = Duration::from_millis(setup.storage.flush_interval_ms);
         let waiting = Arc::new(AtomicU64::new(0));

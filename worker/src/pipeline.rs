@@ -188,11 +188,17 @@ pub struct Worker {
     /// At the end of the input, leave windows open (the partition moves
     /// to another owner, who replays and continues them).
     handoff: bool,
+    /// Checkpoints of the engine, at most this often.
+    checkpoints: Option<(Duration, Checkpointer)>,
 }
 
 /// Called on the writer thread with a source position once every event
 /// up to it is written and synced.
 pub type Durable = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Called on the worker thread with the source position the engine has
+/// taken everything up to, and the engine, to checkpoint its state.
+pub type Checkpointer = Arc<dyn Fn(u64, &Engine) + Send + Sync>;
 
 impl Worker {
     /// A worker storing with `writer` and correlating with `engine`. Events
@@ -209,7 +215,16 @@ impl Worker {
             max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
             durable: None,
             handoff: false,
+            checkpoints: None,
         }
+    }
+
+    /// Hands `checkpoint` the engine and the source position it covers at
+    /// a flush tick at most every `every` (and only when input was taken
+    /// since the last one).
+    pub fn with_checkpoints(mut self, every: Duration, checkpoint: Checkpointer) -> Worker {
+        self.checkpoints = Some((every, checkpoint));
+        self
     }
 
     /// Tells `durable` each source position once every event up to it is
@@ -291,6 +306,8 @@ impl Worker {
         let mut next_tick = std::time::Instant::now() + flush_every;
         // The source position taken last, and the last one shipped as a mark.
         let (mut position, mut marked) = (0u64, 0u64);
+        // The position of the last checkpoint, and when it was taken.
+        let (mut checkpointed, mut checkpoint_at) = (0u64, std::time::Instant::now());
         loop {
             let wait = next_tick.saturating_duration_since(std::time::Instant::now());
             match input.recv_timeout(wait) {
@@ -329,6 +346,13 @@ impl Worker {
                 self.ship(sealed, mark, to_disk)?;
                 self.engine.advance(self.horizon(clock.now(), input.waiting() > 0), &mut incidents);
                 self.publish_engine_stats();
+                if let Some((every, checkpoint)) = &self.checkpoints
+                    && position > checkpointed
+                    && checkpoint_at.elapsed() >= *every
+                {
+                    checkpoint(position, &self.engine);
+                    (checkpointed, checkpoint_at) = (position, std::time::Instant::now());
+                }
             }
             self.stats.buffered.store(self.buffer.buffered() as u64, Ordering::Relaxed);
             if !incidents.is_empty() {
