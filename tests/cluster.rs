@@ -42,9 +42,11 @@ fn brute_force_across_a_kill(tag: &str, checkpoint: bool) {
         [worker("w1", &nats.url(), &config, &dir.join("w1")), worker("w2", &nats.url(), &config, &dir.join("w2"))];
     let a = collector("edge-a", &nats.url(), &config);
     let b = collector("edge-b", &nats.url(), &config);
-    // Four partitions over two workers: two each, once both are up.
+    // Four org partitions and the cross-org one over two workers: three
+    // and two, once both are up.
     wait("partitions shared", Duration::from_secs(60), || {
-        workers.iter().map(|w| metric(&w.metrics_url, "vigil_partitions_owned", &[])).collect::<Vec<_>>() == [2, 2]
+        let owned: Vec<u64> = workers.iter().map(|w| metric(&w.metrics_url, "vigil_partitions_owned", &[])).collect();
+        owned.iter().sum::<u64>() == 5 && owned.iter().all(|&n| n >= 2)
     });
 
     // Super/Local (org 1) is partition 1 of 4.
@@ -166,8 +168,8 @@ fn detections_wait_for_a_restarted_supervisor_and_become_one_incident() {
     let mut sup = supervisor(&dir, &nats.url(), &config, pg.as_deref(), TOKEN);
     let w = worker("w1", &nats.url(), &config, &dir.join("w1"));
     let c = collector("edge-a", &nats.url(), &config);
-    wait("w1 owns every partition", Duration::from_secs(30), || {
-        metric(&w.metrics_url, "vigil_partitions_owned", &[]) == 4
+    wait("w1 owns every partition (4 orgs' and the cross-org one)", Duration::from_secs(30), || {
+        metric(&w.metrics_url, "vigil_partitions_owned", &[]) == 5
     });
     sup.role.kill();
     // A unique attacker, so a shared PostgreSQL's older incidents do not count.
@@ -211,8 +213,8 @@ fn a_nats_restart_under_load_loses_nothing_accepted_and_stores_nothing_twice() {
     );
     assert!(out.status.success(), "{}", common::stderr(&out));
     let c = collector("edge-a", &nats.url(), &config);
-    wait("w1 owns every partition", Duration::from_secs(30), || {
-        metric(&w.metrics_url, "vigil_partitions_owned", &[]) == 4
+    wait("w1 owns every partition (4 orgs' and the cross-org one)", Duration::from_secs(30), || {
+        metric(&w.metrics_url, "vigil_partitions_owned", &[]) == 5
     });
     wait("edge-a has its guarantee", Duration::from_secs(30), || {
         metric(&c.metrics_url, "vigil_allocation_eps", &[]) >= 500
@@ -244,4 +246,57 @@ fn a_nats_restart_under_load_loses_nothing_accepted_and_stores_nothing_twice() {
     let ids = stored_ids(&dir.join("w1"));
     let unique: BTreeSet<u64> = ids.iter().copied().collect();
     assert_eq!((ids.len(), unique.len()), (1500, 1500), "each accepted event stored exactly once");
+}
+
+/// Cross-org rules in a cluster: one source failing logins in two orgs
+/// (whose partitions two different workers may own) is one Super/Local
+/// incident, raised by the owner of the cross-org partition, which stores
+/// nothing; each org's own events are stored once, in its partition.
+#[test]
+fn a_cross_org_rule_sees_every_orgs_events() {
+    let dir = common::temp_dir("cluster-cross-org");
+    let Some(nats) = Nats::start(&dir) else { return };
+    let rule = dir.join("spread.yml");
+    std::fs::write(
+        &rule,
+        "id: ssh-spread\nname: One source failing SSH logins in several orgs\nseverity: high\nscope: cross-org\n\
+         patterns:\n  spread:\n    filter:\n      event_type: ssh.auth.failure\n    group_by: [src_ip]\n    \
+         window: 5m\n    having: count_distinct(org) >= 2\ntitle: \"SSH failures from {src_ip} in several orgs\"\n",
+    )
+    .unwrap();
+    let text = CLUSTER_CONFIG
+        .replacen("[cluster]\n", "[cluster]\ncross_org = true\n", 1)
+        .replace("[rules]\n", &format!("[rules]\npaths = [{:?}]\n", rule.display().to_string()));
+    let config = config_file(&dir, &text);
+    let sup = supervisor(&dir, &nats.url(), &config, None, TOKEN);
+    let workers =
+        [worker("w1", &nats.url(), &config, &dir.join("w1")), worker("w2", &nats.url(), &config, &dir.join("w2"))];
+    let c = collector("edge-a", &nats.url(), &config);
+    wait("partitions shared", Duration::from_secs(60), || {
+        workers.iter().map(|w| metric(&w.metrics_url, "vigil_partitions_owned", &[])).sum::<u64>() == 5
+    });
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    for (name, range) in [("Acme", "10.1.0.0/16"), ("Globex", "10.2.0.0/16")] {
+        let created = agent
+            .post(format!("{}/orgs", sup.api))
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .send_json(serde_json::json!({"name": name, "ip_ranges": [range]}))
+            .unwrap();
+        assert_eq!(created.status().as_u16(), 201);
+    }
+    wait("both orgs on the collector", Duration::from_secs(5), || metric(&c.metrics_url, "vigil_orgs", &[]) >= 4);
+    let mut lines = ssh_attack("10.1.0.5", "203.0.113.66", 2);
+    lines.extend(ssh_attack("10.2.0.9", "203.0.113.66", 2));
+    send(&dir, &c.tcp, "spread.log", lines);
+    wait("the cross-org incident", Duration::from_secs(60), || {
+        sup.get("/incidents?rule=ssh-spread").1["items"].as_array().is_some_and(|i| !i.is_empty())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, incidents) = sup.get("/incidents?rule=ssh-spread");
+    let items = incidents["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "one cross-org incident: {incidents}");
+    assert_eq!(items[0]["org"], "Super/Local", "{incidents}");
+    let mut ids = stored_ids(&dir.join("w1"));
+    ids.extend(stored_ids(&dir.join("w2")));
+    assert_eq!(ids.len(), 4, "each event stored once, from its org's partition: {ids:?}");
 }

@@ -34,6 +34,10 @@ pub struct ClusterConfig {
     pub missed_heartbeat_secs: f64,
     /// Size limit of the event stream, MiB: when full, collectors push back.
     pub stream_max_mb: u64,
+    /// Run cross-org rules: collectors also publish every batch to the
+    /// cross-org partition, whose owner correlates all orgs' events (and
+    /// stores none). Set on the supervisor; it reaches every node.
+    pub cross_org: bool,
 }
 
 impl Default for ClusterConfig {
@@ -49,6 +53,7 @@ impl Default for ClusterConfig {
             heartbeat_secs: 2.0,
             missed_heartbeat_secs: 10.0,
             stream_max_mb: 1024,
+            cross_org: false,
         }
     }
 }
@@ -109,4 +114,18 @@ impl ClusterConfig {
 pub struct ClusterSettings {
     /// Length of an EPS interval, seconds.
     pub interval_secs: u64,
+    /// Batches go to the cross-org partition too (cross-org rules run).
+    #[serde(default)]
+    pub cross_org: bool,
+}
+
+/// The partitions of an event stream with `total` subjects: the org
+/// partitions `0..total - 1`, and the last, the cross-org partition.
+pub fn org_partitions(total: u16) -> u16 {
+    total.saturating_sub(1).max(1)
+}
+
+/// The cross-org partition of a stream with `total` subjects.
+pub fn cross_partition(total: u16) -> u16 {
+    total.saturating_sub(1)
 }

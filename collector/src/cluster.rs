@@ -54,7 +54,10 @@ pub struct SinkStats {
 struct StreamSink {
     publisher: Publisher,
     runtime: tokio::runtime::Handle,
+    /// Org partitions (the stream's subjects but the last).
     partitions: u16,
+    /// The cross-org partition, when cross-org rules run.
+    cross: Option<u16>,
     /// Message ids: `<node>/<boot>/<n>`.
     prefix: String,
     sent: u64,
@@ -67,11 +70,16 @@ impl EventSink for StreamSink {
     fn send(&mut self, events: Vec<Event>) -> Result<(), SinkClosed> {
         // One batch per partition (nearly always one: a batch comes from
         // one read of one connection).
+        if let Some(cross) = self.cross {
+            // Every org's events, for the cross-org rules only (stored
+            // from the org partitions): counted once, by those.
+            self.publish(cross, &events, false)?;
+        }
         let p = |e: &Event| cluster::partition_of(e.org_id.map_or(1, |o| o.0), self.partitions);
         let first = events.first().map(p);
         if events.iter().all(|e| Some(p(e)) == first) {
             if let Some(partition) = first {
-                self.publish(partition, &events)?;
+                self.publish(partition, &events, true)?;
             }
             return Ok(());
         }
@@ -85,7 +93,7 @@ impl EventSink for StreamSink {
         for i in 0..self.groups.len() {
             let group = std::mem::take(&mut self.groups[i]);
             if !group.is_empty() {
-                self.publish(u16::try_from(i).unwrap_or(0), &group)?;
+                self.publish(u16::try_from(i).unwrap_or(0), &group, true)?;
             }
         }
         Ok(())
@@ -93,13 +101,15 @@ impl EventSink for StreamSink {
 }
 
 impl StreamSink {
-    fn publish(&mut self, partition: u16, events: &[Event]) -> Result<(), SinkClosed> {
+    /// Publishes one batch; `counted` batches count in the acknowledged
+    /// and unacknowledged events.
+    fn publish(&mut self, partition: u16, events: &[Event], counted: bool) -> Result<(), SinkClosed> {
         self.buffer.clear();
         parsers::wire::encode_batch(events, &mut self.buffer);
         let payload = Bytes::copy_from_slice(&self.buffer);
         self.sent += 1;
         let msg_id = format!("{}/{}", self.prefix, self.sent);
-        let n = events.len() as u64;
+        let n = if counted { events.len() as u64 } else { 0 };
         self.stats.unacknowledged.fetch_add(n, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
@@ -242,7 +252,8 @@ impl ClusterCollector {
         let sink = StreamSink {
             publisher: publisher.clone(),
             runtime: runtime.clone(),
-            partitions: stream.partitions(),
+            partitions: cluster::org_partitions(stream.partitions()),
+            cross: settings.cross_org.then(|| cluster::cross_partition(stream.partitions())),
             prefix: format!("{node}/{boot:x}"),
             sent: 0,
             stats: stats.clone(),

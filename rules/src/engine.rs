@@ -103,6 +103,9 @@ pub struct EngineConfig {
     pub max_pending: usize,
     /// How often (in event time) expired state is swept.
     pub sweep_every: Duration,
+    /// Run the cross-org rules. Off in a cluster's org partitions: the
+    /// cross-org partition's owner runs them over every org's events.
+    pub cross_org: bool,
 }
 
 impl Default for EngineConfig {
@@ -118,6 +121,7 @@ impl Default for EngineConfig {
             max_window_events: 10_000,
             max_pending: 64,
             sweep_every: Duration::from_secs(60),
+            cross_org: true,
         }
     }
 }
@@ -455,7 +459,7 @@ pub struct Engine {
 impl Engine {
     /// An engine for `rules`.
     pub fn new(rules: Arc<RuleSet>, config: EngineConfig) -> Engine {
-        let has_cross = rules.rules.iter().any(|r| r.scope == Scope::CrossOrg);
+        let has_cross = config.cross_org && rules.rules.iter().any(|r| r.scope == Scope::CrossOrg);
         let limits = Limits {
             lateness: nanos(config.lateness),
             max_ahead: config.max_ahead.map(nanos),

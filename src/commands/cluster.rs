@@ -292,6 +292,7 @@ pub async fn run_supervisor(
         partitions: config.cluster.partitions,
         stream_max_bytes: config.cluster.stream_max_mb.saturating_mul(1 << 20),
         missed_heartbeat: config.cluster.missed_heartbeat(),
+        cross_org: config.cluster.cross_org,
     };
     let sup = Arc::new(supervisor::cluster::ClusterSupervisor::start(&nats, cluster_setup, setup, store, clock).await?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -201,6 +201,7 @@ checkpoint_secs = 30.0           # each partition's rule state is checkpointed t
 heartbeat_secs = 2.0             # nodes tell the supervisor they are alive this often
 missed_heartbeat_secs = 10.0     # silent this long: the node is flagged (alert)
 stream_max_mb = 1024             # event stream size limit; when full, collectors push back
+cross_org = false                # run cross-org rules: every batch also goes to the cross-org partition (supervisor's setting)
 "#;
 
 fn load_config(args: &RunArgs) -> Result<RunConfig> {

@@ -43,6 +43,8 @@ pub struct ClusterSetup {
     pub stream_max_bytes: u64,
     /// A node silent this long is flagged (state `alert`).
     pub missed_heartbeat: Duration,
+    /// Cross-org rules run (batches go to the cross-org partition too).
+    pub cross_org: bool,
 }
 
 /// Counters of the cluster transports.
@@ -135,12 +137,16 @@ impl ClusterSupervisor {
         clock: Arc<dyn Clock>,
     ) -> Result<ClusterSupervisor, StoreError> {
         let err = |e: &dyn std::fmt::Display| StoreError::Cluster(e.to_string());
-        let spec =
-            StreamSpec { max_bytes: cluster_setup.stream_max_bytes, ..StreamSpec::new(cluster_setup.partitions) };
+        // The org partitions and, last, the cross-org one.
+        let subjects = cluster_setup.partitions.saturating_add(1);
+        let spec = StreamSpec { max_bytes: cluster_setup.stream_max_bytes, ..StreamSpec::new(subjects) };
         cluster::ensure_event_stream(nats, &spec).await.map_err(|e| err(&e))?;
         let detections = WorkQueue::detections(nats, 1).await.map_err(|e| err(&e))?;
         let kv = ControlKv::open(nats, cluster::CONTROL_BUCKET, 1).await.map_err(|e| err(&e))?;
-        let settings = cluster::ClusterSettings { interval_secs: u64::from(setup.interval_secs) };
+        let settings = cluster::ClusterSettings {
+            interval_secs: u64::from(setup.interval_secs),
+            cross_org: cluster_setup.cross_org,
+        };
         let settings = serde_json::to_vec(&settings).map_err(|e| err(&e))?;
         kv.put("settings", settings.into()).await.map_err(|e| err(&e))?;
         let stats = Arc::new(ClusterStats::default());

@@ -30,7 +30,7 @@
 //! old owner died are therefore rebuilt, and hits reported before the
 //! crash come again as the same idempotent incident update.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -155,6 +155,9 @@ struct Shared {
     stored: ControlKv,
     detections: WorkQueue,
     checkpoints: Checkpoints,
+    /// Ids of the cross-org rules: the only incidents the cross-org
+    /// partition reports (the org partitions report the rest).
+    cross_rules: Arc<BTreeSet<String>>,
     setup: Arc<ClusterWorkerSetup>,
     clock: Arc<dyn Clock>,
     stats: Arc<ClusterStats>,
@@ -173,14 +176,25 @@ impl ClusterWorker {
         if !cluster::valid_node_name(&setup.node) {
             return Err(WorkerError::Config(format!("node name {:?}: 1-64 letters, digits, '-' or '_'", setup.node)));
         }
-        if setup.rules.rules().iter().any(|r| matches!(r.scope, rules::Scope::CrossOrg)) {
-            return Err(WorkerError::Config(
-                "cross-org rules need one partition that sees every org, which cluster mode does not have yet; \
-                 run them in `vigil run`"
-                    .into(),
-            ));
-        }
         let nats_err = |what: &str, e: &dyn std::fmt::Display| WorkerError::Cluster(format!("{what}: {e}"));
+        let cross_rules: BTreeSet<String> = setup
+            .rules
+            .rules()
+            .into_iter()
+            .filter(|r| matches!(r.scope, rules::Scope::CrossOrg))
+            .map(|r| r.id)
+            .collect();
+        let control = ControlKv::open(nats, cluster::CONTROL_BUCKET, 1)
+            .await
+            .map_err(|e| nats_err("opening the control bucket", &e))?;
+        let settings = wait_for_settings(&control).await;
+        if !cross_rules.is_empty() && !settings.cross_org {
+            return Err(WorkerError::Config(format!(
+                "the rules have cross-org rules ({}), which need every org's events in one partition: \
+                 set cluster.cross_org = true on the supervisor",
+                cross_rules.iter().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
         let stream =
             cluster::wait_for_event_stream(nats, "worker").await.map_err(|e| WorkerError::Cluster(e.to_string()))?;
         let leases =
@@ -205,6 +219,7 @@ impl ClusterWorker {
             stored,
             detections,
             checkpoints,
+            cross_rules: Arc::new(cross_rules),
             setup: Arc::new(setup),
             clock,
             stats: stats.clone(),
@@ -288,6 +303,23 @@ impl ClusterWorker {
         for o in owned.values() {
             o.node.render_metrics(m);
         }
+    }
+}
+
+/// The supervisor's settings (it writes them at start), waiting for them.
+async fn wait_for_settings(control: &ControlKv) -> cluster::ClusterSettings {
+    let mut said = false;
+    loop {
+        if let Ok(Some((_, v))) = control.get("settings").await
+            && let Ok(settings) = serde_json::from_slice::<cluster::ClusterSettings>(&v)
+        {
+            return settings;
+        }
+        if !said {
+            eprintln!("vigil worker: waiting for the supervisor's settings");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -589,12 +621,14 @@ struct Item {
 struct PartitionSource {
     rx: crossbeam_channel::Receiver<Item>,
     last: std::cell::Cell<(u64, bool)>,
+    /// Every batch is for the rules only (the cross-org partition).
+    rules_only: bool,
 }
 
 impl BatchSource for PartitionSource {
     fn recv_timeout(&self, wait: Duration) -> Result<Vec<Event>, RecvTimeoutError> {
         let item = self.rx.recv_timeout(wait)?;
-        self.last.set((item.sequence, item.replayed));
+        self.last.set((item.sequence, item.replayed || self.rules_only));
         Ok(item.events)
     }
 
@@ -621,10 +655,15 @@ struct QueueSink {
     sent: u64,
     lost: Arc<AtomicBool>,
     stats: Arc<ClusterStats>,
+    /// Report only these rules' incidents (the cross-org partition).
+    only: Option<Arc<BTreeSet<String>>>,
 }
 
 impl DetectionSink for QueueSink {
-    fn deliver(&mut self, updates: Vec<IncidentUpdate>) {
+    fn deliver(&mut self, mut updates: Vec<IncidentUpdate>) {
+        if let Some(only) = &self.only {
+            updates.retain(|u| only.contains(&u.rule));
+        }
         if updates.is_empty() {
             return;
         }
@@ -666,11 +705,16 @@ async fn take(shared: &Shared, lease: Lease) -> Result<Owned, WorkerError> {
         return Err(WorkerError::Cluster(format!("partition {partition}: another owner committed meanwhile")));
     };
     let setup = &shared.setup;
+    // The cross-org partition runs every rule over every org's events and
+    // reports the cross-org rules' incidents; it stores nothing (the org
+    // partitions do). The org partitions leave the cross-org rules out.
+    let cross = partition == cluster::cross_partition(shared.stream.partitions());
+    let engine_config = rules::EngineConfig { cross_org: cross, ..setup.engine.clone() };
     // The rule state: from the partition's checkpoint (then only what
     // follows it is replayed), or rebuilt from what the stream holds.
     let (restored, start, checkpointed) = match shared.checkpoints.load(partition, MAX_CHECKPOINT_BYTES).await {
         Ok(Some(cp)) if cp.sequence <= stored_upto => {
-            match rules::Engine::restore(setup.rules.clone(), setup.engine.clone(), &cp.data) {
+            match rules::Engine::restore(setup.rules.clone(), engine_config.clone(), &cp.data) {
                 Ok(engine) => {
                     shared.stats.restored.fetch_add(1, Ordering::Relaxed);
                     (Some(engine), cp.sequence + 1, cp.sequence)
@@ -715,7 +759,7 @@ async fn take(shared: &Shared, lease: Lease) -> Result<Owned, WorkerError> {
         data_dir: setup.data_dir.clone(),
         storage: setup.storage.clone(),
         rules: setup.rules.clone(),
-        engine: setup.engine.clone(),
+        engine: engine_config,
         durable: Some(durable),
         handoff: true,
         restored,
@@ -729,8 +773,9 @@ async fn take(shared: &Shared, lease: Lease) -> Result<Owned, WorkerError> {
         sent: 0,
         lost: lost.clone(),
         stats: shared.stats.clone(),
+        only: cross.then(|| shared.cross_rules.clone()),
     };
-    let source = PartitionSource { rx, last: std::cell::Cell::new((0, false)) };
+    let source = PartitionSource { rx, last: std::cell::Cell::new((0, false)), rules_only: cross };
     let node = Arc::new(WorkerNode::start(worker_setup, shared.clock.clone(), source, sink)?);
     let reader = shared
         .stream

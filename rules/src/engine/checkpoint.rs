@@ -49,7 +49,7 @@ use std::sync::Arc;
 use parsers::{OrgId, Str};
 
 use super::{Engine, EngineConfig, Join, Match, Open, Partition, Shared, Stats};
-use crate::compile::{Condition, RuleSet, Scope, WindowKind};
+use crate::compile::{Condition, RuleSet, WindowKind};
 use crate::key::Key;
 use crate::reorder::{Reader, Record, Reorder, decode_entry, encode_entry, put_key, put_part, put_str, put_varint};
 use crate::table::Table;
@@ -624,7 +624,8 @@ fn load_engine(rules: Arc<RuleSet>, config: EngineConfig, payload: &[u8]) -> Res
     }
     engine.orgs = orgs;
     d.what = "cross-org partition";
-    let has_cross = rules.rules.iter().any(|r| r.scope == Scope::CrossOrg);
+    // Whether the engine has one follows the rules and the configuration.
+    let has_cross = engine.cross.is_some();
     let cross = if d.flag()? { Some(load_partition(&mut d, true)?) } else { None };
     d.what = "cross-org partition (does not match the rules' scopes)";
     d.check(cross.is_some() == has_cross)?;
