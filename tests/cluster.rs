@@ -300,3 +300,49 @@ fn a_cross_org_rule_sees_every_orgs_events() {
     ids.extend(stored_ids(&dir.join("w2")));
     assert_eq!(ids.len(), 4, "each event stored once, from its org's partition: {ids:?}");
 }
+
+/// Bounded everywhere: with the only worker frozen, the event stream (1 MB
+/// here) fills, JetStream refuses more, and the collector holds the TCP
+/// sender back instead of buffering; thawed, everything is stored once.
+#[test]
+fn a_stalled_worker_holds_the_sender_back_and_memory_stays_bounded() {
+    let dir = common::temp_dir("cluster-backpressure");
+    let Some(nats) = Nats::start(&dir) else { return };
+    let config = config_file(&dir, &CLUSTER_CONFIG.replacen("[cluster]\n", "[cluster]\nstream_max_mb = 1\n", 1));
+    let _sup = supervisor(&dir, &nats.url(), &config, None, TOKEN);
+    let out = common::vigil_with_input(
+        &["node", "set", "edge-a", "--guaranteed-eps", "500", "--data-dir", dir.join("supervisor").to_str().unwrap()],
+        None,
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let w = worker("w1", &nats.url(), &config, &dir.join("w1"));
+    let c = collector("edge-a", &nats.url(), &config);
+    wait("w1 owns every partition", Duration::from_secs(30), || {
+        metric(&w.metrics_url, "vigil_partitions_owned", &[]) == 5
+    });
+    let pid = w.role.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let lines: Vec<String> =
+        (0..100).map(|i| format!("<14>1 - web-01 app - - - line {i} {}", "x".repeat(2_000))).collect();
+    common::run::write_lines(&dir.join("big.log"), lines.into_iter());
+    // 1,400 lines of ~2 KB: ~900 KB a second for ~3 s against a 1 MB stream.
+    let mut sender = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["send", "--to", &c.tcp, "--quiet", "--loop", "--limit", "1400", "--rate", "450"])
+        .arg(dir.join("big.log"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    let held = sender.try_wait().unwrap().is_none();
+    let unacked = metric(&c.metrics_url, "vigil_events_unacknowledged", &[]);
+    let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+    assert!(held, "the sender is held back while the stream is full");
+    assert!(unacked <= 64 * 1_400, "unacknowledged events bounded by the window: {unacked}");
+    assert!(sender.wait().unwrap().success());
+    wait("every event stored", Duration::from_secs(60), || stored_ids(&dir.join("w1")).len() >= 1_400);
+    std::thread::sleep(Duration::from_secs(1));
+    let ids = stored_ids(&dir.join("w1"));
+    let unique: BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!((ids.len(), unique.len()), (1_400, 1_400), "each accepted event stored exactly once");
+    assert_eq!(metric(&c.metrics_url, "vigil_events_accepted_total", &[]), 1_400);
+}

@@ -64,6 +64,9 @@ struct StreamSink {
     stats: Arc<SinkStats>,
     groups: Vec<Vec<Event>>,
     buffer: Vec<u8>,
+    /// Batches published and not yet stored, in flight or to be published
+    /// again, at most (one permit each).
+    outstanding: Arc<tokio::sync::Semaphore>,
 }
 
 impl EventSink for StreamSink {
@@ -114,16 +117,24 @@ impl StreamSink {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
         let (publisher, stats) = (self.publisher.clone(), self.stats.clone());
-        // Waits here while the window is full: the backpressure.
+        // Waits here while the batches not yet stored (in flight, or
+        // waiting to be published again) fill the window: the
+        // backpressure that holds TCP senders while JetStream cannot take
+        // more (server away, stream full), instead of buffering.
+        let outstanding = self.outstanding.clone();
+        let permit = self.runtime.block_on(outstanding.acquire_owned()).map_err(|_| SinkClosed)?;
         let handle = self
             .runtime
             .block_on(publisher.publish(partition, &msg_id, Default::default(), payload.clone()))
             .map_err(|_| SinkClosed)?;
         self.runtime.spawn(async move {
+            let _permit = permit;
             let mut outcome = handle.await;
             let mut backoff = Duration::from_millis(100);
             while let Err(e) = outcome {
-                eprintln!("vigil collector: batch {msg_id} not stored yet, publishing it again: {e}");
+                if backoff == Duration::from_millis(100) {
+                    eprintln!("vigil collector: batch {msg_id} not stored yet, publishing it again until it is: {e}");
+                }
                 stats.republished.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -160,6 +171,9 @@ pub struct ClusterCollector {
     collector: Arc<Collector>,
     stats: Arc<SinkStats>,
     publisher: Publisher,
+    /// Batches not yet stored (one permit each) and the most there may be.
+    outstanding: Arc<tokio::sync::Semaphore>,
+    window: usize,
     slot: u16,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -248,6 +262,8 @@ impl ClusterCollector {
         setup.interval_secs = settings.interval_secs;
         let runtime = tokio::runtime::Handle::current();
         let publisher = stream.publisher(publisher);
+        let window = publisher.config().max_in_flight;
+        let outstanding = Arc::new(tokio::sync::Semaphore::new(window));
         let boot = u64::try_from(clock.now().unix_nanos() / 1_000_000).unwrap_or(0);
         let sink = StreamSink {
             publisher: publisher.clone(),
@@ -259,6 +275,7 @@ impl ClusterCollector {
             stats: stats.clone(),
             groups: Vec::new(),
             buffer: Vec::with_capacity(1 << 20),
+            outstanding: outstanding.clone(),
         };
         let reports = NatsReports { client: client.clone(), runtime, subject: cluster::report_subject(&node) };
         let collector = Arc::new(Collector::start(setup, clock, &orgs, budget, sink, reports).await?);
@@ -267,9 +284,18 @@ impl ClusterCollector {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone_from(&collector.bound().to_vec());
-        *beating.publisher.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(publisher.clone());
+        *beating.window.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((outstanding.clone(), window));
         tasks.push(tokio::spawn(follow(control, node.clone(), collector.clone(), stopped)));
-        Ok(ClusterCollector { collector, stats, publisher, slot, stop, tasks: std::sync::Mutex::new(tasks) })
+        Ok(ClusterCollector {
+            collector,
+            stats,
+            publisher,
+            outstanding,
+            window,
+            slot,
+            stop,
+            tasks: std::sync::Mutex::new(tasks),
+        })
     }
 
     /// The collector.
@@ -340,7 +366,10 @@ impl ClusterCollector {
             "vigil_queue_depth",
             "gauge",
             "Batches or updates waiting between stages.",
-            [(format!("{nl},queue=\"unacknowledged_batches\""), p.in_flight)],
+            [(
+                format!("{nl},queue=\"unacknowledged_batches\""),
+                (self.window - self.outstanding.available_permits()) as u64,
+            )],
         );
     }
 }
@@ -348,8 +377,9 @@ impl ClusterCollector {
 #[derive(Default)]
 struct BeatState {
     addresses: std::sync::Mutex<Vec<String>>,
-    /// The publisher, once the collector runs (its window tells saturation).
-    publisher: std::sync::Mutex<Option<Publisher>>,
+    /// The batches not yet stored and the most there may be, once the
+    /// collector runs (a full window tells saturation).
+    window: std::sync::Mutex<Option<(Arc<tokio::sync::Semaphore>, usize)>>,
 }
 
 async fn heartbeats(
@@ -369,14 +399,13 @@ async fn heartbeats(
         if client.connection_state() != cluster::ConnectionState::Connected {
             problems.push("NATS unreachable".to_owned());
         }
-        let window = state.publisher.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|p| {
-            let s = p.stats();
-            (s.in_flight, p.config().max_in_flight as u64)
-        });
-        full_for = match window {
-            Some((in_flight, max)) if in_flight >= max => full_for + 1,
-            _ => 0,
-        };
+        let full = state
+            .window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|(sem, _)| sem.available_permits() == 0);
+        full_for = if full { full_for + 1 } else { 0 };
         // One full beat is a burst; two in a row is a collector JetStream
         // cannot keep up with (its senders are being held back).
         if full_for >= 2 {

@@ -891,7 +891,23 @@ struct CommitLoop {
 /// has ended (after its last position).
 async fn commit_loop(mut c: CommitLoop) {
     loop {
-        let ended = c.durable.changed().await.is_err();
+        // A new durable position, or a new checkpoint: one that comes after
+        // the last commit (no more input) must still be saved, or the
+        // stream is never purged below it and a full stream stays full.
+        let ended = tokio::select! {
+            biased;
+            changed = c.durable.changed() => changed.is_err(),
+            changed = c.checkpoint.changed() => {
+                if changed.is_ok() && !c.lost.load(Ordering::Acquire) {
+                    let saved = c.checkpointed;
+                    save_checkpoint(&mut c).await;
+                    if c.checkpointed > saved {
+                        purge(&c).await;
+                    }
+                }
+                false
+            }
+        };
         let position = *c.durable.borrow_and_update();
         if position > c.record.seq && !c.lost.load(Ordering::Acquire) {
             let mut record = c.record.clone();
