@@ -56,20 +56,7 @@ pub struct ControlKv {
 impl ControlKv {
     /// Opens bucket `bucket` (letters, digits, `-`, `_`), creating it if needed.
     pub async fn open(nats: &Nats, bucket: &str, replicas: usize) -> Result<ControlKv, KvError> {
-        let config = kv::Config {
-            bucket: bucket.to_owned(),
-            description: "vigil: control values".to_owned(),
-            history: 1,
-            num_replicas: replicas.max(1),
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let kv = ensure_bucket(nats.jetstream(), config).await.map_err(|source| KvError::Nats {
-            op: "open bucket",
-            bucket: bucket.to_owned(),
-            source,
-        })?;
-        Ok(ControlKv { kv, bucket: bucket.to_owned() })
+        ControlKv::open_bucket(nats, bucket, replicas, None).await
     }
 
     /// Opens bucket `bucket` whose keys expire `ttl` after their last write (presence
@@ -80,11 +67,20 @@ impl ControlKv {
         replicas: usize,
         ttl: std::time::Duration,
     ) -> Result<ControlKv, KvError> {
+        ControlKv::open_bucket(nats, bucket, replicas, Some(ttl)).await
+    }
+
+    async fn open_bucket(
+        nats: &Nats,
+        bucket: &str,
+        replicas: usize,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<ControlKv, KvError> {
         let config = kv::Config {
             bucket: bucket.to_owned(),
-            description: "vigil: presence values".to_owned(),
+            description: if ttl.is_some() { "vigil: presence values" } else { "vigil: control values" }.to_owned(),
             history: 1,
-            max_age: ttl,
+            max_age: ttl.unwrap_or_default(),
             num_replicas: replicas.max(1),
             storage: jetstream::stream::StorageType::File,
             ..Default::default()
