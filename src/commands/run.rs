@@ -354,6 +354,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         handoff: false,
         restored: None,
         checkpoints: None,
+        labels: None,
     };
     let sink = IngestSink::new(ingest, tokio::runtime::Handle::current());
     let worker = Arc::new(

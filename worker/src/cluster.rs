@@ -764,6 +764,7 @@ async fn take(shared: &Shared, lease: Lease) -> Result<Owned, WorkerError> {
         handoff: true,
         restored,
         checkpoints: Some((setup.checkpoint_every, checkpointer)),
+        labels: Some(format!("node=\"{}\",partition=\"{partition}\"", label(&shared.node))),
     };
     let sink = QueueSink {
         queue: shared.detections.clone(),

@@ -155,11 +155,15 @@ pub struct WorkerSetup {
     pub restored: Option<Engine>,
     /// Checkpoints of the engine: at most this often, to this function.
     pub checkpoints: Option<(Duration, crate::pipeline::Checkpointer)>,
+    /// The labels of its series (default: `node="<node>"`); a cluster
+    /// worker's partitions use `node="<worker>",partition="<p>"`, so series
+    /// keep their names across takeovers.
+    pub labels: Option<String>,
 }
 
 /// A running worker.
 pub struct WorkerNode {
-    node: String,
+    labels: String,
     stats: Arc<WorkerStats>,
     thread: Mutex<Option<std::thread::JoinHandle<Result<u64, WorkerError>>>>,
     waiting: Arc<AtomicU64>,
@@ -210,7 +214,8 @@ impl WorkerNode {
                 })
             })
             .map_err(|e| WorkerError::Io { path: "vigil-worker thread".into(), source: e })?;
-        Ok(WorkerNode { node: setup.node, stats, thread: Mutex::new(Some(thread)), waiting })
+        let labels = setup.labels.unwrap_or_else(|| format!("node=\"{}\"", label(&setup.node)));
+        Ok(WorkerNode { labels, stats, thread: Mutex::new(Some(thread)), waiting })
     }
 
     /// The worker's counters.
@@ -230,7 +235,7 @@ impl WorkerNode {
 
     /// Writes the worker's series.
     pub fn render_metrics(&self, m: &mut Exposition) {
-        let nl = format!("node=\"{}\"", label(&self.node));
+        let nl = self.labels.clone();
         let w = &self.stats;
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let one = |v: u64| [(nl.clone(), v)];
