@@ -102,7 +102,8 @@ fn brute_force_across_a_kill(tag: &str, checkpoint: bool) {
 /// The EPS loop across nodes: collector A receives five times B's rate;
 /// after an interval A's budget is the larger, and the budgets stay within
 /// the licence (the unlicensed 500 EPS plus the burst the pool grants).
-/// Org changes reach every collector within a second.
+/// Org changes reach every collector at once (pushed through the control
+/// bucket's watch).
 #[test]
 fn budgets_follow_demand_across_collectors_and_org_changes_reach_them_at_once() {
     let dir = common::temp_dir("cluster-eps");
@@ -141,10 +142,15 @@ fn budgets_follow_demand_across_collectors_and_org_changes_reach_them_at_once() 
         .send_json(serde_json::json!({"name": "Acme", "ip_ranges": ["10.9.0.0/16"]}))
         .unwrap();
     assert_eq!(created.status().as_u16(), 201);
-    wait("the new org on both collectors", Duration::from_secs(1), || {
+    // Pushed (KV watch), not polled: milliseconds on a quiet machine. The
+    // bound is loose because the test machines are shared (no timed
+    // assertions); the time taken is printed.
+    let pushed = std::time::Instant::now();
+    wait("the new org on both collectors", Duration::from_secs(5), || {
         metric(&a.metrics_url, "vigil_orgs", &[]) == before + 1
             && metric(&b.metrics_url, "vigil_orgs", &[]) == before + 1
     });
+    eprintln!("org on both collectors {} ms after the API answered", pushed.elapsed().as_millis());
 
     // The registry lists every node for the provider's administrator.
     let (status, nodes) = sup.get("/nodes");
