@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 /// `[cluster]` of a config file (`vigil supervisor|collector|worker`;
 /// `vigil run` ignores it).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// NATS server URL(s), comma-separated (`nats://127.0.0.1:4222`).
@@ -55,6 +55,25 @@ impl Default for ClusterConfig {
             stream_max_mb: 1024,
             cross_org: false,
         }
+    }
+}
+
+/// The NATS URL may hold credentials: `Debug` shows it redacted.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("nats", &self.nats.as_deref().map(parsers::redact_url))
+            .field("node", &self.node)
+            .field("partitions", &self.partitions)
+            .field("interval_secs", &self.interval_secs)
+            .field("lease_ttl_secs", &self.lease_ttl_secs)
+            .field("replay_secs", &self.replay_secs)
+            .field("checkpoint_secs", &self.checkpoint_secs)
+            .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("missed_heartbeat_secs", &self.missed_heartbeat_secs)
+            .field("stream_max_mb", &self.stream_max_mb)
+            .field("cross_org", &self.cross_org)
+            .finish()
     }
 }
 
@@ -128,4 +147,17 @@ pub fn org_partitions(total: u16) -> u16 {
 /// The cross-org partition of a stream with `total` subjects.
 pub fn cross_partition(total: u16) -> u16 {
     total.saturating_sub(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_nats_credentials() {
+        let c = ClusterConfig { nats: Some("nats://vigil:s3cret@10.0.0.1:4222".into()), ..ClusterConfig::default() };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("10.0.0.1:4222"), "{shown}");
+    }
 }

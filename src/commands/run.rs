@@ -67,7 +67,7 @@ pub struct RunConfig {
     /// Data directory.
     pub data_dir: PathBuf,
     /// PostgreSQL URL for the record store (default: SQLite in data_dir).
-    pub database: Option<String>,
+    pub database: Option<DatabaseUrl>,
     /// Licence file.
     pub license: Option<PathBuf>,
     /// This node's name (in events and file names).
@@ -88,6 +88,18 @@ pub struct RunConfig {
     pub orgs: OrgsConfig,
     /// The cluster roles (`vigil supervisor|collector|worker`); `vigil run` ignores it.
     pub cluster: cluster::ClusterConfig,
+}
+
+/// A database URL from the config: it may hold a password, so `Debug`
+/// shows it redacted.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({:?})", parsers::redact_url(&self.0))
+    }
 }
 
 /// `[tls]`.
@@ -231,7 +243,7 @@ fn load_config(args: &RunArgs) -> Result<RunConfig> {
         config.license = Some(l.clone());
     }
     if let Some(d) = &args.database {
-        config.database = Some(d.clone());
+        config.database = Some(DatabaseUrl(d.clone()));
     }
     if !(0.1..=3600.0).contains(&config.orgs.refresh_secs) {
         bail!("orgs.refresh_secs must be 0.1-3600");
@@ -297,7 +309,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
 
     // The record store.
     let store_config = StoreConfig { licence_eps, ..StoreConfig::default() };
-    let store = Arc::new(match &config.database {
+    let store = Arc::new(match config.database.as_ref().map(|d| &d.0) {
         Some(url) => Store::open(url, clock.clone(), store_config).await.context("cannot open the record store")?,
         None => Store::open_data_dir(&config.data_dir, clock.clone(), store_config)
             .await

@@ -31,7 +31,18 @@ pub fn run(args: SupervisorArgs) -> Result<ExitCode> {
     rt.block_on(serve(args))
 }
 
-async fn serve(args: SupervisorArgs) -> Result<ExitCode> {
+async fn serve(mut args: SupervisorArgs) -> Result<ExitCode> {
+    // A cluster supervisor's config file may name the store and the
+    // licence; flags and the environment win.
+    let cluster = super::cluster::supervisor_config(&args.cluster, &args.store)?;
+    if let Some(config) = &cluster {
+        if args.store.database.is_none() {
+            args.store.database = config.database.as_ref().map(|d| d.0.clone());
+        }
+        if args.store.license.is_none() {
+            args.store.license.clone_from(&config.license);
+        }
+    }
     let licence = args.store.licence();
     let store = Arc::new(args.store.open().await?);
     let admin_token = std::env::var("VIGIL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
@@ -49,7 +60,7 @@ async fn serve(args: SupervisorArgs) -> Result<ExitCode> {
             println!("admin token (shown once; keep it): {token}");
         }
     }
-    if let Some(config) = super::cluster::supervisor_config(&args.cluster, &args.store)? {
+    if let Some(config) = cluster {
         return super::cluster::run_supervisor(config, store, listener).await;
     }
     println!("api: http://{addr}/api/v1 (OpenAPI: http://{addr}/api/v1/openapi.json)");
