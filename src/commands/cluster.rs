@@ -320,7 +320,6 @@ pub async fn run_supervisor(
         )
         .await?
     };
-    println!("licence: {}", licence.describe());
     println!(
         "cluster: NATS {} ({}), {} partitions, EPS interval {} s",
         nats.server_version(),
