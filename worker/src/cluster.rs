@@ -687,9 +687,20 @@ impl DetectionSink for QueueSink {
     }
 }
 
-/// Starts a partition just leased: records the new fence in the commit
-/// record, then reads it from the start of what the stream holds.
+/// Starts a partition just leased; if that fails, gives the lease back at
+/// once so another worker need not wait for it to expire.
 async fn take(shared: &Shared, lease: Lease) -> Result<Owned, WorkerError> {
+    let held = lease.clone();
+    let taken = start_partition(shared, lease).await;
+    if taken.is_err() {
+        let _ = shared.leases.release(held).await;
+    }
+    taken
+}
+
+/// Records the new fence in the commit record, restores or rebuilds the
+/// rule state, and starts reading the partition.
+async fn start_partition(shared: &Shared, lease: Lease) -> Result<Owned, WorkerError> {
     let partition = lease.partition();
     let fence = lease.fence();
     let (revision, mut record) = read_commit(&shared.stored, partition).await?;
