@@ -109,7 +109,10 @@ impl StreamSink {
     fn publish(&mut self, partition: u16, events: &[Event], counted: bool) -> Result<(), SinkClosed> {
         self.buffer.clear();
         parsers::wire::encode_batch(events, &mut self.buffer);
-        let payload = Bytes::copy_from_slice(&self.buffer);
+        // The encoded batch becomes the payload as it is (no copy); the
+        // next one starts in a buffer of the same size.
+        let next = Vec::with_capacity(self.buffer.len());
+        let payload = Bytes::from(std::mem::replace(&mut self.buffer, next));
         self.sent += 1;
         let msg_id = format!("{}/{}", self.prefix, self.sent);
         let n = if counted { events.len() as u64 } else { 0 };

@@ -382,26 +382,43 @@ fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Deletes this node's files that no commit covers.
-async fn remove_uncommitted(data_dir: &Path, node: &str, stored: &ControlKv) -> Result<u64, WorkerError> {
+/// This node's files of stream partitions: path, partition, fence, and
+/// the highest sequence in the file.
+fn partition_files(data_dir: &Path, node: &str) -> Vec<(PathBuf, u16, u64, u64)> {
     let mut files = Vec::new();
     parquet_files(&data_dir.join("events"), &mut files);
-    let mut records: BTreeMap<u16, CommitRecord> = BTreeMap::new();
-    let mut removed = 0;
-    for path in files {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        let Some((partition, fence, position)) = parse_file_name(name, node) else { continue };
-        let record = match records.entry(partition) {
-            std::collections::btree_map::Entry::Occupied(e) => e.get().clone(),
-            std::collections::btree_map::Entry::Vacant(e) => e.insert(read_commit(stored, partition).await?.1).clone(),
-        };
-        let committed = match record.fences.get(&fence) {
+    files
+        .into_iter()
+        .filter_map(|path| {
+            let (p, f, pos) = parse_file_name(path.file_name()?.to_str()?, node)?;
+            Some((path, p, f, pos))
+        })
+        .collect()
+}
+
+impl CommitRecord {
+    /// Whether a file written under `fence` holding sequences up to
+    /// `position` was committed.
+    fn covers(&self, fence: u64, position: u64) -> bool {
+        match self.fences.get(&fence) {
             Some(&upto) => position <= upto,
             // A fence older than the record remembers: long since committed
-            // or replaced; keep the file.
-            None => record.fences.keys().next().is_some_and(|&oldest| fence < oldest),
+            // or replaced; the file counts.
+            None => self.fences.keys().next().is_some_and(|&oldest| fence < oldest),
+        }
+    }
+}
+
+/// Deletes this node's files that no commit covers.
+async fn remove_uncommitted(data_dir: &Path, node: &str, stored: &ControlKv) -> Result<u64, WorkerError> {
+    let mut records: BTreeMap<u16, CommitRecord> = BTreeMap::new();
+    let mut removed = 0;
+    for (path, partition, fence, position) in partition_files(data_dir, node) {
+        let record = match records.entry(partition) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(read_commit(stored, partition).await?.1),
         };
-        if !committed {
+        if !record.covers(fence, position) {
             std::fs::remove_file(&path).map_err(|source| WorkerError::Io { path: path.clone(), source })?;
             removed += 1;
         }
@@ -549,8 +566,7 @@ fn lose(shared: &Shared, owned: &Mutex<BTreeMap<u16, Owned>>, partition: u16) {
         loop {
             match shared.runtime.block_on(read_commit(&shared.stored, partition)) {
                 Ok((_, record)) => {
-                    let upto = record.fences.get(&fence).copied().unwrap_or(0);
-                    let removed = remove_files_past(&shared.setup.data_dir, &shared.node, partition, fence, upto);
+                    let removed = remove_files_past(&shared.setup.data_dir, &shared.node, partition, fence, &record);
                     shared.stats.orphans_removed.fetch_add(removed, Ordering::Relaxed);
                     return;
                 }
@@ -560,17 +576,12 @@ fn lose(shared: &Shared, owned: &Mutex<BTreeMap<u16, Owned>>, partition: u16) {
     });
 }
 
-/// Removes this node's files of `partition` written under `fence` whose
-/// highest sequence is past `upto` (never committed).
-fn remove_files_past(data_dir: &Path, node: &str, partition: u16, fence: u64, upto: u64) -> u64 {
-    let mut files = Vec::new();
-    parquet_files(&data_dir.join("events"), &mut files);
+/// Removes this node's files of `partition` written under `fence` that
+/// `record` does not cover (never committed).
+fn remove_files_past(data_dir: &Path, node: &str, partition: u16, fence: u64, record: &CommitRecord) -> u64 {
     let mut removed = 0;
-    for path in files {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        if parse_file_name(name, node).is_some_and(|(p, f, pos)| p == partition && f == fence && pos > upto)
-            && std::fs::remove_file(&path).is_ok()
-        {
+    for (path, p, f, position) in partition_files(data_dir, node) {
+        if p == partition && f == fence && !record.covers(f, position) && std::fs::remove_file(&path).is_ok() {
             removed += 1;
         }
     }
@@ -603,8 +614,7 @@ async fn hand_back(shared: &Shared, owned: &Mutex<BTreeMap<u16, Owned>>, partiti
     } else if let Ok((_, record)) = read_commit(&shared.stored, partition).await {
         // Another owner committed: what this one wrote past its last commit
         // is that owner's to store.
-        let upto = record.fences.get(&o.fence).copied().unwrap_or(0);
-        let removed = remove_files_past(&shared.setup.data_dir, &shared.node, partition, o.fence, upto);
+        let removed = remove_files_past(&shared.setup.data_dir, &shared.node, partition, o.fence, &record);
         shared.stats.orphans_removed.fetch_add(removed, Ordering::Relaxed);
     }
 }
@@ -844,7 +854,8 @@ fn feed(
             }
             Ok(Ok(record)) => record,
         };
-        let events = match parsers::wire::decode_batch(&record.payload) {
+        // Each event's raw line is a slice of the message: no copy.
+        let events = match parsers::wire::decode_batch_bytes(&record.payload) {
             Ok(events) => events,
             Err(e) => {
                 stats.bad_batches.fetch_add(1, Ordering::Relaxed);
@@ -1004,6 +1015,15 @@ fn horizon_floor(c: &CommitLoop) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_commit_record_covers_what_each_fence_committed() {
+        let record = CommitRecord { fences: [(5, 100), (9, 140)].into_iter().collect(), ..CommitRecord::default() };
+        assert!(record.covers(5, 100) && !record.covers(5, 101));
+        assert!(record.covers(9, 140) && !record.covers(9, 141));
+        assert!(record.covers(3, 1_000), "older than the record remembers: kept");
+        assert!(!record.covers(7, 1), "a fence that never committed");
+    }
 
     #[test]
     fn file_names_tell_partition_fence_and_position() {
