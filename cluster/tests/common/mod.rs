@@ -112,8 +112,16 @@ impl Server {
     }
 
     /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
+    /// Returns once the process is stopped (the signal is asynchronous: a
+    /// server still running for a moment could answer what comes next).
     pub fn freeze(&self) {
         self.signal("-STOP");
+        let pid = self.child.as_ref().expect("server running").id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !stopped(pid) {
+            assert!(Instant::now() < deadline, "nats-server did not stop on SIGSTOP");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Lets a frozen server run again (SIGCONT).
@@ -140,6 +148,13 @@ impl Drop for Server {
         }
         self.kill();
     }
+}
+
+/// Whether process `pid` is stopped (state `T` in /proc/PID/stat).
+fn stopped(pid: u32) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses.
+    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
 }
 
 fn wait_for_port(dir: &Path, limit: Duration) -> Option<u16> {
