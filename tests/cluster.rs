@@ -8,15 +8,29 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::cluster::{
-    CLUSTER_CONFIG, Nats, collector, config_file, metric, send, stored_ids, supervisor, wait, worker,
+    CLUSTER_CONFIG, Nats, collector, config_file, metric, metric_lines, send, stored_ids, supervisor, wait,
+    wait_explained, worker,
 };
 use common::run::ssh_attack;
 
 const TOKEN: &str = "cluster-test-admin-token-0123456789";
 
-/// Incidents in a listing that name `attacker`.
-fn mine(listing: &serde_json::Value, attacker: &str) -> usize {
-    listing["items"].as_array().map_or(0, |items| items.iter().filter(|i| i.to_string().contains(attacker)).count())
+/// Incidents newer than `after` (an incident id) in a listing that name
+/// `attacker`: a shared PostgreSQL keeps earlier runs' incidents, whose
+/// attacker may be the same.
+fn mine(listing: &serde_json::Value, attacker: &str, after: u64) -> usize {
+    listing["items"].as_array().map_or(0, |items| {
+        items
+            .iter()
+            .filter(|i| i["id"].as_u64().is_some_and(|id| id > after) && i.to_string().contains(attacker))
+            .count()
+    })
+}
+
+/// The newest incident id the supervisor has (0: none).
+fn newest_incident(sup: &common::cluster::Supervisor) -> u64 {
+    let (_, listing) = sup.get("/incidents?limit=1");
+    listing["items"][0]["id"].as_u64().unwrap_or(0)
 }
 
 /// Brute force of five failures whose partition owner is killed (-9) after
@@ -64,8 +78,8 @@ fn brute_force_across_a_kill(tag: &str, checkpoint: bool) {
         .expect("an owner of partition 1");
     // A unique attacker, so a shared PostgreSQL's older incidents do not count.
     let attacker = format!("198.19.{}.{}", std::process::id() % 250, u8::from(checkpoint) + 1);
-    let attack = ssh_attack("web-01", &attacker, 5);
-    send(&dir, &a.tcp, "first.log", attack[..3].to_vec());
+    let after = newest_incident(&sup);
+    send(&dir, &a.tcp, "first.log", ssh_attack("web-01", &attacker, 5)[..3].to_vec());
     wait("three events acknowledged", Duration::from_secs(30), || {
         metric(&a.metrics_url, "vigil_events_acknowledged_total", &[]) == 3
     });
@@ -79,18 +93,39 @@ fn brute_force_across_a_kill(tag: &str, checkpoint: bool) {
     }
     workers[owner].role.kill();
     let survivor = 1 - owner;
-    send(&dir, &b.tcp, "second.log", attack[3..].to_vec());
+    // Stamped now, as a device would: the failures go on after the kill.
+    send(&dir, &b.tcp, "second.log", ssh_attack("web-01", &attacker, 5)[3..].to_vec());
     wait("the survivor took partition 1", Duration::from_secs(30), || {
         common::cluster::metrics(&workers[survivor].metrics_url).contains("partition=\"1\"")
     });
-    wait("one brute-force incident", Duration::from_secs(60), || {
-        mine(&sup.get("/incidents?rule=ssh-brute-force&limit=500").1, &attacker) >= 1
-    });
+    wait_explained(
+        "one brute-force incident",
+        Duration::from_secs(60),
+        || mine(&sup.get("/incidents?rule=ssh-brute-force&limit=500").1, &attacker, after) >= 1,
+        || {
+            let survivor = &workers[survivor].metrics_url;
+            let edges = [&a.metrics_url, &b.metrics_url].map(|u| metric_lines(u, &["vigil_events_"]));
+            format!(
+                "survivor:\n{}\ncollectors:\n{}\n{}\nsupervisor:\n{}",
+                metric_lines(
+                    survivor,
+                    &["vigil_events_stored", "vigil_rule_late", "vigil_partitions_", "vigil_detection"]
+                ),
+                edges[0],
+                edges[1],
+                metric_lines(&sup.metrics_url, &["vigil_incident"]),
+            )
+        },
+    );
+    // The events that waited in the stream for the new owner are not late
+    // (its rule clock stays with the backlog, not the wall clock).
+    let late = metric(&workers[survivor].metrics_url, "vigil_rule_late_events", &["partition=\"1\""]);
+    assert_eq!(late, 0, "late events after the takeover");
     let restored = metric(&workers[survivor].metrics_url, "vigil_partitions_restored_total", &[]);
     assert_eq!(restored >= 1, checkpoint, "rule state restored from a checkpoint: {restored}");
     std::thread::sleep(Duration::from_secs(2));
     let (_, incidents) = sup.get("/incidents?rule=ssh-brute-force&limit=500");
-    assert_eq!(mine(&incidents, &attacker), 1, "exactly one incident: {incidents}");
+    assert_eq!(mine(&incidents, &attacker, after), 1, "exactly one incident: {incidents}");
 
     // Stored exactly once: restart the killed worker (it removes what it
     // wrote without committing), then count ids across both.
@@ -186,6 +221,7 @@ fn detections_wait_for_a_restarted_supervisor_and_become_one_incident() {
     wait("w1 owns every partition (4 orgs' and the cross-org one)", Duration::from_secs(30), || {
         metric(&w.metrics_url, "vigil_partitions_owned", &[]) == 5
     });
+    let after = newest_incident(&sup);
     sup.role.kill();
     // A unique attacker, so a shared PostgreSQL's older incidents do not count.
     let attacker = format!("198.18.{}.{}", std::process::id() % 250, 1 + std::process::id() % 200);
@@ -197,8 +233,9 @@ fn detections_wait_for_a_restarted_supervisor_and_become_one_incident() {
         metric(&w.metrics_url, "vigil_detection_batches_total", &[]) >= 1
     });
     sup = supervisor(&dir, &nats.url(), &config, pg.as_deref(), TOKEN);
-    let count =
-        |sup: &common::cluster::Supervisor| mine(&sup.get("/incidents?rule=ssh-brute-force&limit=500").1, &attacker);
+    let count = |sup: &common::cluster::Supervisor| {
+        mine(&sup.get("/incidents?rule=ssh-brute-force&limit=500").1, &attacker, after)
+    };
     wait("the incident after the restart", Duration::from_secs(60), || count(&sup) >= 1);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(count(&sup), 1, "exactly one incident");

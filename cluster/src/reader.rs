@@ -97,6 +97,10 @@ pub struct PartitionReader {
     failing_since: Option<Instant>,
     backoff: Duration,
     recreated: u64,
+    /// Messages the current pull has delivered.
+    in_batch: u64,
+    /// The server had nothing more for the last pull (see [`PartitionReader::caught_up`]).
+    caught_up: bool,
 }
 
 impl std::fmt::Debug for PartitionReader {
@@ -137,6 +141,8 @@ impl PartitionReader {
             failing_since: None,
             backoff: BACKOFF_MIN,
             recreated: 0,
+            in_batch: 0,
+            caught_up: false,
         }
     }
 
@@ -150,6 +156,15 @@ impl PartitionReader {
         self.next_sequence
     }
 
+    /// Whether everything the partition held at the last delivery has been
+    /// handed out: the last message came with nothing pending after it, or
+    /// the last pull ended empty. False before the first pull ends and
+    /// while the server cannot be reached, so a reader that is behind (or
+    /// cannot tell) never reports that it is not.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
+    }
+
     /// How many consumers it has made (1 + recoveries), for /metrics.
     pub fn consumers_made(&self) -> u64 {
         self.recreated
@@ -161,7 +176,10 @@ impl PartitionReader {
         loop {
             if self.batch.is_none() {
                 match self.pull().await {
-                    Ok(batch) => self.batch = Some(batch),
+                    Ok(batch) => {
+                        self.batch = Some(batch);
+                        self.in_batch = 0;
+                    }
                     Err(err) => {
                         self.drop_consumer();
                         self.failed(err).await?;
@@ -181,7 +199,13 @@ impl PartitionReader {
                         return Ok(record);
                     }
                 }
-                Ok(None) => self.batch = None,
+                Ok(None) => {
+                    // An empty pull: the server had nothing for it.
+                    if self.in_batch == 0 {
+                        self.caught_up = true;
+                    }
+                    self.batch = None;
+                }
                 Ok(Some(Err(err))) => {
                     // No responders (the consumer is gone), consumer deleted, leadership
                     // change...: start over from the next sequence.
@@ -191,6 +215,7 @@ impl PartitionReader {
                 }
                 Err(_) => {
                     self.batch = None;
+                    self.caught_up = false;
                     self.failed("pull got no answer (connection lost?)".to_owned()).await?;
                 }
             }
@@ -258,6 +283,8 @@ impl PartitionReader {
             return None;
         }
         self.delivered = consumer_sequence;
+        self.in_batch += 1;
+        self.caught_up = pending == 0;
         if stream_sequence < self.next_sequence {
             return None;
         }
@@ -274,6 +301,7 @@ impl PartitionReader {
     /// Forgets the consumer and deletes it in the background (it also expires on its own).
     fn drop_consumer(&mut self) {
         self.batch = None;
+        self.caught_up = false;
         if let Some(consumer) = self.consumer.take() {
             let jetstream = self.jetstream.clone();
             let name = consumer.cached_info().name.clone();

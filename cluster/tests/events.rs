@@ -213,13 +213,17 @@ async fn a_reader_starts_at_the_given_sequence() {
         }
         // Partition 0 holds the odd sequences 1, 3, .., 19; start in the middle, between two.
         let mut reader = stream.reader(0, 10, ReaderConfig::default()).unwrap();
+        assert!(!reader.caught_up(), "nothing pulled yet: it cannot tell");
         let first = reader.next().await.unwrap();
         assert_eq!((first.sequence, first.payload.as_ref()), (11, b"10".as_ref()));
+        assert_eq!(first.pending, 4, "four more of the partition after it");
+        assert!(!reader.caught_up());
         let mut seen = vec![first.sequence];
         while seen.len() < 5 {
             seen.push(reader.next().await.unwrap().sequence);
         }
         assert_eq!(seen, [11, 13, 15, 17, 19]);
+        assert!(reader.caught_up(), "the last one had nothing after it");
 
         // A reader past the end waits for new batches.
         let waiting = tokio::spawn(async move { reader.next().await.map(|r| (r.sequence, r.payload)) });

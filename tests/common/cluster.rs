@@ -297,12 +297,27 @@ pub fn metric(url: &str, name: &str, with: &[&str]) -> u64 {
         .sum()
 }
 
-pub fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub fn wait(what: &str, limit: Duration, done: impl FnMut() -> bool) {
+    wait_explained(what, limit, done, String::new);
+}
+
+/// [`wait`], failing with what `explain` says about the state (metrics,
+/// listings) when the time is up.
+pub fn wait_explained(what: &str, limit: Duration, mut done: impl FnMut() -> bool, explain: impl Fn() -> String) {
     let deadline = Instant::now() + limit;
     while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}\n{}", explain());
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The samples of `/metrics` whose names start with one of `prefixes`.
+pub fn metric_lines(url: &str, prefixes: &[&str]) -> String {
+    metrics(url)
+        .lines()
+        .filter(|l| !l.starts_with('#') && prefixes.iter().any(|p| l.starts_with(p)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Sends `lines` to `tcp` with the real `vigil send`.

@@ -633,6 +633,9 @@ struct PartitionSource {
     last: std::cell::Cell<(u64, bool)>,
     /// Every batch is for the rules only (the cross-org partition).
     rules_only: bool,
+    /// The stream holds messages of the partition not yet handed over
+    /// (see [`Feeder::behind`]).
+    behind: Arc<AtomicBool>,
 }
 
 impl BatchSource for PartitionSource {
@@ -643,7 +646,9 @@ impl BatchSource for PartitionSource {
     }
 
     fn waiting(&self) -> usize {
-        self.rx.len()
+        // The channel empties between pulls: a partition behind the stream
+        // still has a backlog, and the rule clock must not run ahead of it.
+        self.rx.len() + usize::from(self.behind.load(Ordering::Acquire))
     }
 
     fn position(&self) -> u64 {
@@ -797,18 +802,28 @@ async fn start_partition(shared: &Shared, lease: Lease) -> Result<Owned, WorkerE
         stats: shared.stats.clone(),
         only: cross.then(|| shared.cross_rules.clone()),
     };
-    let source = PartitionSource { rx, last: std::cell::Cell::new((0, false)), rules_only: cross };
+    // Behind until the first pull says otherwise.
+    let behind = Arc::new(AtomicBool::new(true));
+    let source =
+        PartitionSource { rx, last: std::cell::Cell::new((0, false)), rules_only: cross, behind: behind.clone() };
     let node = Arc::new(WorkerNode::start(worker_setup, shared.clock.clone(), source, sink)?);
     let reader = shared
         .stream
         .reader(partition, start, ReaderConfig { max_wait: Duration::from_millis(500), ..ReaderConfig::default() })
         .map_err(|e| WorkerError::Cluster(e.to_string()))?;
     let feeder = {
-        let (stop, runtime, stats, arrivals) =
-            (stop.clone(), shared.runtime.clone(), shared.stats.clone(), arrivals.clone());
+        let feeder = Feeder {
+            tx,
+            stop: stop.clone(),
+            behind,
+            runtime: shared.runtime.clone(),
+            stats: shared.stats.clone(),
+            arrivals: arrivals.clone(),
+            stored_upto,
+        };
         std::thread::Builder::new()
             .name(format!("vigil-feed-p{partition}"))
-            .spawn(move || feed(reader, tx, stop, runtime, stats, arrivals, stored_upto))
+            .spawn(move || feeder.run(reader))
             .map_err(|e| WorkerError::Io { path: "vigil-feed thread".into(), source: e })?
     };
     let committer = tokio::spawn(commit_loop(CommitLoop {
@@ -833,61 +848,80 @@ async fn start_partition(shared: &Shared, lease: Lease) -> Result<Owned, WorkerE
     Ok(Owned { lease, fence, stop, lost, node, feeder: Some(feeder), committer, committed })
 }
 
-/// Reads the partition and hands decoded batches to the pipeline until told
-/// to stop.
-fn feed(
-    mut reader: cluster::PartitionReader,
+/// The thread that reads a partition for its pipeline.
+struct Feeder {
     tx: crossbeam_channel::Sender<Item>,
     stop: Arc<AtomicBool>,
+    /// Set while the stream may hold messages of the partition not yet in
+    /// the pipeline's channel: before the first pull ends, while a batch
+    /// waits for room, when the last delivery had more pending, and while
+    /// the server cannot be reached. The pipeline's rule clock then stays
+    /// with the last event taken, so a new owner's backlog (or a slow
+    /// reader's) is never made late by the wall clock.
+    behind: Arc<AtomicBool>,
     runtime: tokio::runtime::Handle,
     stats: Arc<ClusterStats>,
     arrivals: Arc<Mutex<VecDeque<(u64, i64)>>>,
     stored_upto: u64,
-) {
-    while !stop.load(Ordering::Acquire) {
-        let next = runtime.block_on(async { tokio::time::timeout(Duration::from_millis(250), reader.next()).await });
-        let record = match next {
-            Err(_) => continue,
-            Ok(Err(e)) => {
-                eprintln!("vigil worker: {e}");
-                continue;
-            }
-            Ok(Ok(record)) => record,
-        };
-        // Each event's raw line is a slice of the message: no copy.
-        let events = match parsers::wire::decode_batch_bytes(&record.payload) {
-            Ok(events) => events,
-            Err(e) => {
-                stats.bad_batches.fetch_add(1, Ordering::Relaxed);
-                eprintln!("vigil worker: skipping undecodable batch at sequence {}: {e}", record.sequence);
-                continue;
-            }
-        };
-        let received = events.last().map_or(0, |e| e.received_at.unix_secs());
-        {
-            let mut a = arrivals.lock().unwrap_or_else(PoisonError::into_inner);
-            if a.len() >= 1 << 20 {
-                a.pop_front();
-            }
-            a.push_back((record.sequence, received));
-        }
-        let replayed = record.sequence <= stored_upto;
-        if replayed {
-            stats.replayed_batches.fetch_add(1, Ordering::Relaxed);
-        }
-        let mut item = Item { events, sequence: record.sequence, replayed };
-        // Bounded: a slow pipeline stops the reading here.
-        loop {
-            match tx.send_timeout(item, Duration::from_millis(250)) {
-                Ok(()) => break,
-                Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
-                    if stop.load(Ordering::Acquire) {
-                        return;
-                    }
-                    item = back;
+}
+
+impl Feeder {
+    /// Reads the partition and hands decoded batches to the pipeline until
+    /// told to stop.
+    fn run(self, mut reader: cluster::PartitionReader) {
+        while !self.stop.load(Ordering::Acquire) {
+            let next =
+                self.runtime.block_on(async { tokio::time::timeout(Duration::from_millis(250), reader.next()).await });
+            let record = match next {
+                Err(_) => {
+                    self.behind.store(!reader.caught_up(), Ordering::Release);
+                    continue;
                 }
-                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return,
+                Ok(Err(e)) => {
+                    self.behind.store(true, Ordering::Release);
+                    eprintln!("vigil worker: {e}");
+                    continue;
+                }
+                Ok(Ok(record)) => record,
+            };
+            self.behind.store(true, Ordering::Release);
+            // Each event's raw line is a slice of the message: no copy.
+            let events = match parsers::wire::decode_batch_bytes(&record.payload) {
+                Ok(events) => events,
+                Err(e) => {
+                    self.stats.bad_batches.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("vigil worker: skipping undecodable batch at sequence {}: {e}", record.sequence);
+                    continue;
+                }
+            };
+            let received = events.last().map_or(0, |e| e.received_at.unix_secs());
+            {
+                let mut a = self.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
+                if a.len() >= 1 << 20 {
+                    a.pop_front();
+                }
+                a.push_back((record.sequence, received));
             }
+            let replayed = record.sequence <= self.stored_upto;
+            if replayed {
+                self.stats.replayed_batches.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut item = Item { events, sequence: record.sequence, replayed };
+            // Bounded: a slow pipeline stops the reading here.
+            loop {
+                match self.tx.send_timeout(item, Duration::from_millis(250)) {
+                    Ok(()) => break,
+                    Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
+                        if self.stop.load(Ordering::Acquire) {
+                            return;
+                        }
+                        item = back;
+                    }
+                    Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return,
+                }
+            }
+            // In the channel now, which the pipeline counts itself.
+            self.behind.store(record.pending > 0, Ordering::Release);
         }
     }
 }

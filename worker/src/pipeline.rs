@@ -344,7 +344,9 @@ impl Worker {
                 let mark = (position > marked).then_some(position);
                 marked = position;
                 self.ship(sealed, mark, to_disk)?;
-                self.engine.advance(self.horizon(clock.now(), input.waiting() > 0), &mut incidents);
+                if let Some(horizon) = self.horizon(clock.now(), input.waiting() > 0) {
+                    self.engine.advance(horizon, &mut incidents);
+                }
                 self.publish_engine_stats();
                 if let Some((every, checkpoint)) = &self.checkpoints
                     && position > checkpointed
@@ -408,15 +410,19 @@ impl Worker {
     /// While a backlog drains (or the worker was held up by a slow disk)
     /// this trails the wall clock by the time events waited inside vigil,
     /// so queueing here never makes an event late; when the input is quiet
-    /// it follows the clock, so quiet orgs' windows close.
-    fn horizon(&self, now: EventTime, backlog: bool) -> EventTime {
+    /// it follows the clock, so quiet orgs' windows close. Nothing taken yet
+    /// with input waiting (a new partition owner before its first batch):
+    /// the clock stays where it is, or every event of the backlog would be
+    /// late.
+    fn horizon(&self, now: EventTime, backlog: bool) -> Option<EventTime> {
         match self.frontier {
-            Some((received, _)) if backlog => received,
+            Some((received, _)) if backlog => Some(received),
             Some((received, seen)) => {
                 let waited = now.unix_nanos().saturating_sub(seen.unix_nanos());
-                EventTime::from_unix_nanos(received.unix_nanos().saturating_add(waited).min(now.unix_nanos()))
+                Some(EventTime::from_unix_nanos(received.unix_nanos().saturating_add(waited).min(now.unix_nanos())))
             }
-            None => now,
+            None if backlog => None,
+            None => Some(now),
         }
     }
 
@@ -572,11 +578,12 @@ mod tests {
         let writer = EventWriter::open(crate::EventWriterConfig::new(&dir, "node-1"), t(0)).unwrap();
         let engine = Engine::new(Arc::new(rules::builtin()), rules::EngineConfig::default());
         let mut worker = Worker::new(writer, engine, Arc::new(WorkerStats::default()));
-        assert_eq!(worker.horizon(t(100), false), t(100), "nothing taken yet: the clock");
+        assert_eq!(worker.horizon(t(100), false), Some(t(100)), "nothing taken yet: the clock");
+        assert_eq!(worker.horizon(t(100), true), None, "nothing taken yet, input waiting: no move");
         worker.frontier = Some((t(90), t(95)));
-        assert_eq!(worker.horizon(t(100), true), t(90), "input waiting: no further than what was taken");
-        assert_eq!(worker.horizon(t(100), false), t(95), "quiet: the time since counts");
-        assert_eq!(worker.horizon(t(200), false), t(195));
+        assert_eq!(worker.horizon(t(100), true), Some(t(90)), "input waiting: no further than what was taken");
+        assert_eq!(worker.horizon(t(100), false), Some(t(95)), "quiet: the time since counts");
+        assert_eq!(worker.horizon(t(200), false), Some(t(195)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
