@@ -287,6 +287,7 @@ pub async fn run_supervisor(
         guarantees: Default::default(),
         burst_cap_eps: licence_eps,
         org_poll: Duration::from_secs_f64(config.orgs.refresh_secs),
+        search: Some(config.search.to_config(&config.data_dir)?),
     };
     let cluster_setup = supervisor::cluster::ClusterSetup {
         partitions: config.cluster.partitions,

@@ -8,6 +8,7 @@ pub mod license;
 pub mod parse;
 pub mod rules;
 pub mod run;
+pub mod search;
 pub mod send;
 pub mod supervisor;
 pub mod tls;

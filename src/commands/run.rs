@@ -88,6 +88,8 @@ pub struct RunConfig {
     pub orgs: OrgsConfig,
     /// The cluster roles (`vigil supervisor|collector|worker`); `vigil run` ignores it.
     pub cluster: cluster::ClusterConfig,
+    /// Event search limits and where the events are.
+    pub search: search::SearchSettings,
 }
 
 /// A database URL from the config: it may hold a password, so `Debug`
@@ -142,6 +144,7 @@ impl Default for RunConfig {
             rules: RulesConfig::default(),
             orgs: OrgsConfig::default(),
             cluster: cluster::ClusterConfig::default(),
+            search: search::SearchSettings::default(),
         }
     }
 }
@@ -190,6 +193,8 @@ addr = "127.0.0.1:9464"          # keep it on loopback or a private network
 flush_interval_ms = 1000         # buffered events are written this often: the most kill -9 can lose
 roll_rows = 262144               # events per Parquet file at most
 max_buffer_mb = 128              # memory for events on their way to Parquet: half being filled, half waiting for the disk
+compact_after_secs = 3600        # files unchanged this long are merged into larger ones sorted by time (0: never)
+compact_every_secs = 300         # seconds between compaction passes
 
 [rules]
 builtin = true                   # the built-in pack (rules/packs)
@@ -214,6 +219,13 @@ heartbeat_secs = 2.0             # nodes tell the supervisor they are alive this
 missed_heartbeat_secs = 10.0     # silent this long: the node is flagged (alert)
 stream_max_mb = 1024             # event stream size limit; when full, collectors push back
 cross_org = false                # run cross-org rules: every batch also goes to the cross-org partition (supervisor's setting)
+
+[search]                         # event search (POST /api/v1/search, GET /api/v1/events)
+# events_dir = "vigil-data/events" # default: <data_dir>/events; in a cluster, the workers' shared root
+max_rows = 10000                 # most rows one answer holds
+memory_mb = 256                  # memory one query may use (no spilling); over it: 422
+time_limit_secs = 30.0           # a query running longer is stopped: 422
+concurrency = 4                  # searches at once; more: 503 with Retry-After
 "#;
 
 fn load_config(args: &RunArgs) -> Result<RunConfig> {
@@ -351,6 +363,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         guarantees: [(node.clone(), licence_eps)].into_iter().collect(),
         burst_cap_eps: licence_eps,
         org_poll: std::time::Duration::from_secs_f64(config.orgs.refresh_secs),
+        search: Some(config.search.to_config(&config.data_dir)?),
     };
     let supervisor = Arc::new(
         SupervisorNode::start(supervisor_setup, store.clone(), clock.clone(), report_rx, collector.clone()).await?,

@@ -64,7 +64,10 @@ async fn serve(mut args: SupervisorArgs) -> Result<ExitCode> {
         return super::cluster::run_supervisor(config, store, listener).await;
     }
     println!("api: http://{addr}/api/v1 (OpenAPI: http://{addr}/api/v1/openapi.json)");
-    let app = supervisor::api::router(store.clone());
+    // The API-only supervisor searches the events under its data directory.
+    let search = search::SearchSettings::default().to_config(&args.store.data_dir)?;
+    println!("events: {} (search)", search.root.display());
+    let app = supervisor::api::router_with_search(store.clone(), Some(search::Searcher::new(search)?));
     axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.context("API server")?;
     store.close().await;
     println!("vigil supervisor: stopped");

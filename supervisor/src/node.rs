@@ -171,6 +171,9 @@ pub struct SupervisorSetup {
     /// How often the org publisher looks for org changes made by another
     /// process (the admin CLI); changes through this store apply at once.
     pub org_poll: Duration,
+    /// Event search over the stored Parquet (`None`: this supervisor
+    /// cannot read the events; the search endpoints answer 503).
+    pub search: Option<search::SearchConfig>,
 }
 
 /// What runs until [`SupervisorNode::stop`].
@@ -183,6 +186,7 @@ struct Running {
 /// A running supervisor.
 pub struct SupervisorNode {
     store: Arc<Store>,
+    search: Option<search::Searcher>,
     /// Taken at stop, so the ingest task ends once the last worker's
     /// sink is gone.
     ingest: Mutex<Option<Ingest>>,
@@ -228,6 +232,13 @@ impl SupervisorNode {
         .validate()
         .map_err(|e| StoreError::BadRequest(format!("EPS allocation: {e}")))?;
         config.orgs = quotas_of(&first);
+        let search = match setup.search {
+            Some(config) => Some(
+                search::Searcher::new(config)
+                    .map_err(|e| StoreError::BadRequest(format!("cannot start event search: {e}")))?,
+            ),
+            None => None,
+        };
         let (ingest, ingest_task) = Ingest::start(store.clone(), IngestConfig::default());
         let mut control = Supervisor::new(config, reports, downlink.clone(), setup.grace_secs);
         let quotas = control.quotas();
@@ -255,6 +266,7 @@ impl SupervisorNode {
         let publisher = tokio::spawn(publish_orgs(store.clone(), first, downlink, quotas, setup.org_poll, stopped));
         Ok(SupervisorNode {
             store,
+            search,
             ingest: Mutex::new(Some(ingest)),
             licence_eps: setup.licence_eps,
             figures,
@@ -284,7 +296,7 @@ impl SupervisorNode {
 
     /// The HTTP API.
     pub fn router(&self) -> axum::Router {
-        crate::api::router(self.store.clone())
+        crate::api::router_with_search(self.store.clone(), self.search.clone())
     }
 
     /// Stops the control loop and the org publisher, writes every queued
@@ -311,6 +323,9 @@ impl SupervisorNode {
         let (pool, burst) = *self.figures.lock().unwrap_or_else(PoisonError::into_inner);
         m.gauge("vigil_unused_pool_eps", "Unused-EPS pool: licensed EPS left unused, available for bursts.", pool);
         m.gauge("vigil_burst_eps", "EPS granted from the pool above the allocations for this interval.", burst);
+        if let Some(search) = &self.search {
+            render_search_metrics(search.counters(), m);
+        }
         let Some(ingest) = self.ingest() else { return };
         let s = ingest.stats();
         let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
@@ -355,6 +370,36 @@ impl SupervisorNode {
         latency.push_str(&format!("vigil_event_to_incident_seconds_count {}\n", l.count));
         m.raw(&latency);
     }
+}
+
+/// Writes the event search's series.
+fn render_search_metrics(c: &search::SearchCounters, m: &mut Exposition) {
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    m.add(
+        "vigil_searches_total",
+        "counter",
+        "Event searches (SQL, event pages, histograms, incident events) by how they ended.",
+        [
+            ("outcome=\"answered\"".to_owned(), n(&c.answered)),
+            ("outcome=\"rejected\"".to_owned(), n(&c.rejected)),
+            ("outcome=\"limited\"".to_owned(), n(&c.limited)),
+            ("outcome=\"busy\"".to_owned(), n(&c.busy)),
+            ("outcome=\"failed\"".to_owned(), n(&c.failed)),
+        ],
+    );
+    m.gauge("vigil_searches_running", "Event searches running now.", n(&c.running));
+    m.add(
+        "vigil_search_rows_scanned_total",
+        "counter",
+        "Rows event searches read from Parquet files.",
+        [(String::new(), n(&c.rows_scanned))],
+    );
+    m.add(
+        "vigil_search_bytes_read_total",
+        "counter",
+        "Bytes event searches read from Parquet files.",
+        [(String::new(), n(&c.bytes_read))],
+    );
 }
 
 /// Writes the node registry's series, one set per node (from

@@ -39,6 +39,7 @@ fn setup(licence_eps: u64) -> SupervisorSetup {
         guarantees: [(NodeId::new("node-1"), licence_eps)].into_iter().collect::<BTreeMap<_, _>>(),
         burst_cap_eps: licence_eps,
         org_poll: Duration::from_millis(250),
+        search: None,
     }
 }
 

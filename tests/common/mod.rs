@@ -27,6 +27,17 @@ pub fn vigil_with_input(args: &[&str], stdin: Option<&[u8]>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs `vigil ARGS` with these environment variables set.
+pub fn vigil_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("VIGIL_DATABASE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// An empty directory for one test, unique to this process.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vigil-e2e-{tag}-{}", std::process::id()));

@@ -344,6 +344,18 @@ impl Columns {
     }
 }
 
+/// How event files are written: zstd at `level`, dictionaries only where
+/// values repeat (orgs, hosts, apps, types); building one for raw lines and
+/// messages costs more than it saves.
+pub(crate) fn writer_properties(level: i32) -> Result<WriterProperties, WorkerError> {
+    let level = ZstdLevel::try_new(level)?;
+    let mut props = WriterProperties::builder().set_compression(Compression::ZSTD(level)).set_dictionary_enabled(false);
+    for column in DICTIONARY_COLUMNS {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(*column), true);
+    }
+    Ok(props.build())
+}
+
 /// Org id and UTC day of an event: its partition.
 type PartitionKey = (u32, i64);
 
@@ -483,20 +495,13 @@ impl FileWriter {
     pub fn open(config: &EventWriterConfig, now: EventTime) -> Result<FileWriter, WorkerError> {
         let root = config.dir.join("events");
         fs::create_dir_all(&root).map_err(io(&root))?;
-        let level = ZstdLevel::try_new(config.zstd_level)?;
-        // Dictionaries only where values repeat (orgs, hosts, apps, types);
-        // building one for raw lines and messages costs more than it saves.
-        let mut props =
-            WriterProperties::builder().set_compression(Compression::ZSTD(level)).set_dictionary_enabled(false);
-        for column in DICTIONARY_COLUMNS {
-            props = props.set_column_dictionary_enabled(ColumnPath::from(*column), true);
-        }
+        let props = writer_properties(config.zstd_level)?;
         Ok(FileWriter {
             dir: root,
             node: file_safe(&config.node),
             started_ms: i64::try_from(now.unix_nanos() / 1_000_000).unwrap_or(0),
             seq: std::sync::atomic::AtomicU64::new(0),
-            props: props.build(),
+            props,
         })
     }
 

@@ -16,6 +16,7 @@
 //! incidents' storage (the supervisor's record store).
 
 pub mod cluster;
+pub mod compact;
 pub mod events;
 pub mod node;
 pub mod pipeline;

@@ -29,11 +29,22 @@ pub struct StorageConfig {
     /// Megabytes of events on their way to Parquet: columns being filled
     /// are sealed at half of it, and at most the other half wait for the disk.
     pub max_buffer_mb: usize,
+    /// Files this old (seconds since last written) are merged into larger
+    /// ones, sorted by time; 0: never (see `worker::compact`).
+    pub compact_after_secs: u64,
+    /// Seconds between compaction passes.
+    pub compact_every_secs: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> StorageConfig {
-        StorageConfig { flush_interval_ms: 1_000, roll_rows: 256 * 1024, max_buffer_mb: 128 }
+        StorageConfig {
+            flush_interval_ms: 1_000,
+            roll_rows: 256 * 1024,
+            max_buffer_mb: 128,
+            compact_after_secs: 3_600,
+            compact_every_secs: 300,
+        }
     }
 }
 
@@ -44,6 +55,9 @@ impl StorageConfig {
             return Err(WorkerError::Config(
                 "storage.flush_interval_ms, storage.roll_rows and storage.max_buffer_mb must be positive".into(),
             ));
+        }
+        if self.compact_every_secs == 0 {
+            return Err(WorkerError::Config("storage.compact_every_secs must be positive".into()));
         }
         Ok(())
     }
@@ -167,6 +181,10 @@ pub struct WorkerNode {
     stats: Arc<WorkerStats>,
     thread: Mutex<Option<std::thread::JoinHandle<Result<u64, WorkerError>>>>,
     waiting: Arc<AtomicU64>,
+    /// The compactor of this node's files (`vigil run`; not a cluster
+    /// partition's, whose files are committed through the stream).
+    compactor: Mutex<Option<crate::compact::Background>>,
+    compact_stats: Option<Arc<crate::compact::CompactStats>>,
 }
 
 impl WorkerNode {
@@ -204,6 +222,18 @@ impl WorkerNode {
             worker = worker.with_checkpoints(every, checkpoint);
         }
         let flush = Duration::from_millis(setup.storage.flush_interval_ms);
+        let compactor = match (setup.handoff, setup.storage.compact_after_secs) {
+            (false, after) if after > 0 => {
+                let config = crate::compact::CompactConfig {
+                    min_age: Duration::from_secs(after),
+                    ..crate::compact::CompactConfig::new(setup.data_dir.join("events"), &setup.node)
+                };
+                let every = Duration::from_secs(setup.storage.compact_every_secs);
+                Some(crate::compact::Background::start(crate::compact::Compactor::new(config)?, clock.clone(), every)?)
+            }
+            _ => None,
+        };
+        let compact_stats = compactor.as_ref().map(|c| c.stats().clone());
         let waiting = Arc::new(AtomicU64::new(0));
         let source = Counted { inner: source, waiting: waiting.clone() };
         let thread = std::thread::Builder::new()
@@ -215,7 +245,14 @@ impl WorkerNode {
             })
             .map_err(|e| WorkerError::Io { path: "vigil-worker thread".into(), source: e })?;
         let labels = setup.labels.unwrap_or_else(|| format!("node=\"{}\"", label(&setup.node)));
-        Ok(WorkerNode { labels, stats, thread: Mutex::new(Some(thread)), waiting })
+        Ok(WorkerNode {
+            labels,
+            stats,
+            thread: Mutex::new(Some(thread)),
+            waiting,
+            compactor: Mutex::new(compactor),
+            compact_stats,
+        })
     }
 
     /// The worker's counters.
@@ -226,6 +263,9 @@ impl WorkerNode {
     /// Waits for the worker to finish (its source ended and everything
     /// was written); the events written in all.
     pub fn join(&self) -> Result<u64, WorkerError> {
+        if let Some(mut c) = self.compactor.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            c.stop();
+        }
         let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
         match thread {
             Some(t) => t.join().unwrap_or(Err(WorkerError::WriterFailed)),
@@ -285,6 +325,23 @@ impl WorkerNode {
         ];
         for (name, kind, help, value) in series {
             m.add(name, kind, help, one(value));
+        }
+        if let Some(c) = &self.compact_stats {
+            let compaction: [(&'static str, &'static str, u64); 6] = [
+                ("vigil_compacted_files_total", "Small Parquet files merged into larger ones.", n(&c.inputs)),
+                ("vigil_compaction_outputs_total", "Merged Parquet files written.", n(&c.outputs)),
+                ("vigil_compaction_bytes_in_total", "Bytes of the files merged.", n(&c.bytes_in)),
+                ("vigil_compaction_bytes_out_total", "Bytes of the merged files.", n(&c.bytes_out)),
+                (
+                    "vigil_compaction_deleted_total",
+                    "Input files deleted after their grace period (their rows are in merged files).",
+                    n(&c.deleted),
+                ),
+                ("vigil_compaction_errors_total", "Compaction passes that failed (tried again).", n(&c.errors)),
+            ];
+            for (name, help, value) in compaction {
+                m.add(name, "counter", help, one(value));
+            }
         }
         m.add(
             "vigil_queue_depth",

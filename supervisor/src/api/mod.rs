@@ -15,6 +15,7 @@
 //! else) and every query string through `query::check` (the parameters
 //! the endpoint takes, typed and in range, nothing else).
 
+mod events;
 mod openapi;
 mod query;
 
@@ -98,6 +99,9 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, Json(serde_json::json!({ "error": error }))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"vigil\""));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }
@@ -272,8 +276,14 @@ fn ok<T: serde::Serialize>(value: T) -> Response {
     Json(value).into_response()
 }
 
-/// The `/api/v1` router over `store`.
+/// The `/api/v1` router over `store`, without event search (its endpoints
+/// answer 503: no event store).
 pub fn router(store: Arc<Store>) -> Router {
+    router_with_search(store, None)
+}
+
+/// The `/api/v1` router over `store`, searching events with `search`.
+pub fn router_with_search(store: Arc<Store>, search: Option<search::Searcher>) -> Router {
     let api = Router::new()
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
@@ -287,6 +297,7 @@ pub fn router(store: Arc<Store>) -> Router {
         .merge(records(Kind::Alert))
         .merge(orgs())
         .merge(people())
+        .merge(events::routes())
         .route(
             "/audit",
             get(async |State(s): State<Arc<Store>>, Caller(c): Caller, Params(q): Params<AuditQuery>| {
@@ -306,6 +317,7 @@ pub fn router(store: Arc<Store>) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::Extension(events::SearchHandle(search)))
         .with_state(store)
 }
 
@@ -529,6 +541,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("patch", "/incidents/{id}"),
     ("delete", "/incidents/{id}"),
     ("get", "/incidents/{id}/comments"),
+    ("get", "/incidents/{id}/events"),
     ("post", "/incidents/{id}/comments"),
     ("get", "/alerts"),
     ("post", "/alerts"),
@@ -565,4 +578,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/tokens/{id}"),
     ("get", "/audit"),
     ("get", "/nodes"),
+    ("post", "/search"),
+    ("get", "/events"),
+    ("get", "/events/histogram"),
 ];

@@ -54,6 +54,15 @@ const OPERATIONS: &[Operation] = &[
     ("delete", "/incidents/{id}", "Delete an incident", "incidents", None, None, 204),
     ("get", "/incidents/{id}/comments", "An incident's comments", "incidents", None, Some("CommentPage"), 200),
     (
+        "get",
+        "/incidents/{id}/events",
+        "The incident's contributing events, oldest first (visible exactly when the incident is)",
+        "events",
+        None,
+        Some("EventPage"),
+        200,
+    ),
+    (
         "post",
         "/incidents/{id}/comments",
         "Comment on an incident",
@@ -162,7 +171,33 @@ const OPERATIONS: &[Operation] = &[
         Some("NodeList"),
         200,
     ),
+    (
+        "post",
+        "/search",
+        "One read-only SQL query (SELECT over the table `events`) across the orgs the caller sees",
+        "events",
+        Some("SearchRequest"),
+        Some("SearchAnswer"),
+        200,
+    ),
+    ("get", "/events", "Stored events under simple filters, newest first", "events", None, Some("EventPage"), 200),
+    (
+        "get",
+        "/events/histogram",
+        "Counts of stored events per time bucket under the same filters",
+        "events",
+        None,
+        Some("Histogram"),
+        200,
+    ),
 ];
+
+/// The event search endpoints: they may answer 422 (a query over its
+/// memory or time limit) and 503 (too many searches running, or no event
+/// store).
+fn searches(path: &str) -> bool {
+    matches!(path, "/search" | "/events" | "/events/histogram" | "/incidents/{id}/events")
+}
 
 fn s(t: &str) -> Value {
     json!({ "type": t })
@@ -289,6 +324,19 @@ fn schemas() -> Value {
             ("transitions", array(r("NodeTransition")))]),
         "NodeTransition": obj(&["node", "from", "to", "reason", "at"], &[("node", s("string")), ("from", node_state.clone()), ("to", node_state),
             ("reason", s("string")), ("at", s("string"))]),
+        "SearchRequest": obj(&["sql"], &[("sql", json!({ "type": "string", "maxLength": search::MAX_SQL_BYTES,
+                "description": "one SELECT (or WITH … SELECT) over `events`" })),
+            ("from", json!({ "type": "string", "format": "date-time", "description": "start of the range (default: 24 hours before `to`)" })),
+            ("to", json!({ "type": "string", "format": "date-time", "description": "end of the range, exclusive (default: now)" })),
+            ("limit", json!({ "type": "integer", "format": "int64", "minimum": 1, "maximum": 10_000, "description": "most rows (default 1000)" }))]),
+        "SearchAnswer": obj(&["columns", "rows", "truncated", "stats"], &[("columns", array(obj(&["name", "type"], &[("name", s("string")), ("type", s("string"))]))),
+            ("rows", array(array(json!({})))), ("truncated", s("boolean")), ("stats", r("SearchStats"))]),
+        "SearchStats": obj(&["files", "partitions", "partitions_pruned", "files_pruned", "row_groups", "row_groups_pruned", "rows_scanned", "bytes_read", "elapsed_ms"],
+            &[("files", s("integer")), ("partitions", s("integer")), ("partitions_pruned", s("integer")), ("files_pruned", s("integer")), ("row_groups", s("integer")),
+            ("row_groups_pruned", s("integer")), ("rows_scanned", s("integer")), ("bytes_read", s("integer")), ("elapsed_ms", s("integer"))]),
+        "EventPage": obj(&["items", "next_cursor", "stats"], &[("items", array(json!({ "type": "object" }))), ("next_cursor", nullable("string")), ("stats", r("SearchStats"))]),
+        "Histogram": obj(&["interval_secs", "buckets", "stats"], &[("interval_secs", s("integer")),
+            ("buckets", array(obj(&["time", "count"], &[("time", s("string")), ("count", s("integer"))]))), ("stats", r("SearchStats"))]),
         "Me": obj(&["user", "permissions", "super_user"], &[("user", r("User")), ("permissions", permissions()), ("super_user", s("boolean"))]),
         "RecordPage": page("Record"), "CommentPage": page("Comment"), "OrgPage": page("Org"), "UserPage": page("User"),
         "TeamPage": page("Team"), "RolePage": page("Role"), "TokenPage": page("Token"), "AuditPage": page("AuditEntry"),
@@ -366,6 +414,10 @@ pub fn document() -> Value {
                 responses.insert("409".into(), err("the current state refuses the change"));
             }
             op["security"] = json!([{ "bearer": [] }]);
+        }
+        if searches(path) {
+            responses.insert("422".into(), err("the query ran over its memory or time limit"));
+            responses.insert("503".into(), err("too many searches are running, or this server keeps no events"));
         }
         if request.is_some() {
             responses.insert("413".into(), err("the body is larger than 256 KiB"));
@@ -466,7 +518,7 @@ mod tests {
         // Permissions name their modules and nothing else.
         let perms = &schemas["NewRole"]["properties"]["permissions"];
         assert_eq!(perms["additionalProperties"], false);
-        assert_eq!(perms["properties"].as_object().map(|p| p.len()), Some(7));
+        assert_eq!(perms["properties"].as_object().map(|p| p.len()), Some(8));
         // `null` only where it means "none".
         let mut nullable = Vec::new();
         for (name, schema) in schemas.as_object().into_iter().flatten() {

@@ -37,6 +37,31 @@ pub(crate) enum Kind {
     Time,
     /// A page cursor: `N:N` (two integers) or `N`, as lists hand them out.
     Cursor { pair: bool },
+    /// An event page cursor: 16 hex digits, `.`, 16 hex digits.
+    EventCursor,
+    /// A duration: seconds, or a number with `s`, `m`, `h` or `d`.
+    Interval,
+}
+
+/// The pattern of [`Kind::EventCursor`].
+pub(crate) const EVENT_CURSOR_PATTERN: &str = "^[0-9a-f]{16}\\.[0-9a-f]{16}$";
+/// The pattern of [`Kind::Interval`].
+pub(crate) const INTERVAL_PATTERN: &str = "^[1-9][0-9]{0,6}[smhd]?$";
+
+/// Seconds in an interval as [`Kind::Interval`] writes it (`90`, `90s`,
+/// `5m`, `1h`, `1d`); `None` if it is not one.
+pub(crate) fn interval_secs(text: &str) -> Option<u64> {
+    let (digits, unit) = match text.as_bytes().last()? {
+        b's' => (&text[..text.len() - 1], 1),
+        b'm' => (&text[..text.len() - 1], 60),
+        b'h' => (&text[..text.len() - 1], 3_600),
+        b'd' => (&text[..text.len() - 1], 86_400),
+        _ => (text, 1),
+    };
+    if digits.is_empty() || digits.len() > 7 || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok().map(|n| n * unit)
 }
 
 /// One query parameter of an endpoint.
@@ -107,6 +132,46 @@ const AUDIT: &[Param] = &[
     opt("cursor", Kind::Cursor { pair: false }, "the previous page's next_cursor"),
 ];
 
+/// The filters of the event list and its histogram.
+const EVENT_FILTERS: [Param; 9] = [
+    opt("from", Kind::Time, "events at or after this time (default: 24 hours before `to`)"),
+    opt("to", Kind::Time, "events before this time (default: now)"),
+    opt("org", Kind::Text { min: 1, max: 128 }, "an org's id or name (default: every org the caller sees)"),
+    opt("event_type", Kind::Text { min: 1, max: 256 }, "the normalized event type, exactly"),
+    opt("src_ip", Kind::Text { min: 1, max: 64 }, "a source address, or a network like 10.0.0.0/8"),
+    opt("dst_ip", Kind::Text { min: 1, max: 64 }, "a destination address, or a network"),
+    opt("user", Kind::Text { min: 1, max: 256 }, "the user name, exactly"),
+    opt("host", Kind::Text { min: 1, max: 256 }, "the host name, exactly"),
+    opt("text", Kind::Text { min: 1, max: 256 }, "text in the message (case-insensitive)"),
+];
+
+const EVENTS: &[Param] = &[
+    EVENT_FILTERS[0],
+    EVENT_FILTERS[1],
+    EVENT_FILTERS[2],
+    EVENT_FILTERS[3],
+    EVENT_FILTERS[4],
+    EVENT_FILTERS[5],
+    EVENT_FILTERS[6],
+    EVENT_FILTERS[7],
+    EVENT_FILTERS[8],
+    opt("limit", LIMIT, "page size (default 100)"),
+    opt("cursor", Kind::EventCursor, "the previous page's next_cursor"),
+];
+
+const HISTOGRAM: &[Param] = &[
+    EVENT_FILTERS[0],
+    EVENT_FILTERS[1],
+    EVENT_FILTERS[2],
+    EVENT_FILTERS[3],
+    EVENT_FILTERS[4],
+    EVENT_FILTERS[5],
+    EVENT_FILTERS[6],
+    EVENT_FILTERS[7],
+    EVENT_FILTERS[8],
+    opt("interval", Kind::Interval, "bucket width: seconds, or with s, m, h or d (default: 1h)"),
+];
+
 const DEBOARD: &[Param] = &[Param {
     name: "confirm",
     kind: Kind::True,
@@ -121,6 +186,8 @@ pub(crate) fn params_for(method: &str, path: &str) -> &'static [Param] {
         ("get" | "head", "/incidents" | "/alerts") => RECORD_LIST,
         ("get" | "head", "/incidents/counts" | "/alerts/counts") => RECORD_COUNTS,
         ("get" | "head", "/audit") => AUDIT,
+        ("get" | "head", "/events") => EVENTS,
+        ("get" | "head", "/events/histogram") => HISTOGRAM,
         ("delete", "/orgs/{id}") => DEBOARD,
         _ => &[],
     }
@@ -189,6 +256,21 @@ fn check_value(param: &Param, value: &str) -> Result<Value, ApiError> {
                 false => Err(bad(name, format!("query parameter `{name}` is not a cursor from this list"))),
             }
         }
+        Kind::EventCursor => {
+            let hex = |s: &str| s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            let ok = value.split_once('.').is_some_and(|(t, id)| hex(t) && hex(id));
+            match ok {
+                true => Ok(json!(value)),
+                false => Err(bad(name, format!("query parameter `{name}` is not a cursor from this list"))),
+            }
+        }
+        Kind::Interval => match interval_secs(value) {
+            Some(_) => Ok(json!(value)),
+            None => Err(bad(
+                name,
+                format!("query parameter `{name}`: {value:?} is not an interval like 90, 30s, 5m, 1h or 1d"),
+            )),
+        },
     }
 }
 
@@ -290,6 +372,8 @@ pub(crate) fn openapi(method: &str, path: &str) -> Vec<Value> {
                 Kind::Time => json!({ "type": "string", "format": "date-time" }),
                 Kind::Cursor { pair: true } => json!({ "type": "string", "pattern": "^-?[0-9]{1,18}:[0-9]{1,18}$" }),
                 Kind::Cursor { pair: false } => json!({ "type": "string", "pattern": "^[0-9]{1,18}$" }),
+                Kind::EventCursor => json!({ "type": "string", "pattern": EVENT_CURSOR_PATTERN }),
+                Kind::Interval => json!({ "type": "string", "pattern": INTERVAL_PATTERN }),
             };
             out
         })
@@ -338,5 +422,24 @@ mod tests {
         assert_eq!(field(validate(DEBOARD, Some("confirm=false"))).as_deref(), Some("confirm"));
         assert!(validate(DEBOARD, Some("confirm=true")).is_ok());
         assert!(validate(AUDIT, Some("cursor=17&object_type=incident")).is_ok());
+        assert!(validate(EVENTS, Some("cursor=18ed6a5e3c2f0000.ffffffffffffffff&src_ip=10.0.0.0/8")).is_ok());
+        for bad in [
+            "cursor=1.2",
+            "cursor=18ed6a5e3c2f0000.FFFFFFFFFFFFFFFF",
+            "cursor=18ed6a5e3c2f0000.fffffffffffffff",
+            "limit=1001",
+        ] {
+            let name = bad.split('=').next().unwrap_or_default().to_owned();
+            assert_eq!(field(validate(EVENTS, Some(bad))), Some(name), "{bad}");
+        }
+        for (text, secs) in
+            [("90", Some(90)), ("30s", Some(30)), ("5m", Some(300)), ("1h", Some(3600)), ("2d", Some(172_800))]
+        {
+            assert_eq!(interval_secs(text), secs, "{text}");
+        }
+        for bad in ["", "0", "05m", "m", "1w", "1.5h", "-1", "12345678"] {
+            assert_eq!(interval_secs(bad), None, "{bad}");
+            assert!(validate(HISTOGRAM, Some(&format!("interval={bad}"))).is_err(), "{bad}");
+        }
     }
 }

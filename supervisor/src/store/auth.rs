@@ -28,11 +28,13 @@ pub enum Module {
     Rules,
     /// The licence.
     Licence,
+    /// Stored events (search, histograms, an incident's events).
+    Events,
 }
 
 impl Module {
     /// Every module.
-    pub const ALL: [Module; 7] = [
+    pub const ALL: [Module; 8] = [
         Module::Incidents,
         Module::Alerts,
         Module::Comments,
@@ -40,11 +42,12 @@ impl Module {
         Module::Users,
         Module::Rules,
         Module::Licence,
+        Module::Events,
     ];
 
     /// Its name in role documents.
     pub fn as_str(self) -> &'static str {
-        ["incidents", "alerts", "comments", "orgs", "users", "rules", "licence"][self as usize]
+        ["incidents", "alerts", "comments", "orgs", "users", "rules", "licence", "events"][self as usize]
     }
 }
 
@@ -304,6 +307,13 @@ mod tests {
         assert!(!Perms::all().is_subset_of(Perms::analyst()));
         assert!(serde_json::from_str::<Perms>(r#"{"incidnets": ["read"]}"#).is_err());
         assert!(serde_json::from_str::<Perms>(r#"{"incidents": ["reed"]}"#).is_err());
+    }
+
+    #[test]
+    fn the_events_module_has_the_bits_migration_3_grants() {
+        assert_eq!(Perms::NONE.with(Module::Events, &Op::ALL).bits(), 4_026_531_840);
+        assert_eq!(Perms::NONE.with(Module::Events, &[Op::Read]).bits(), 536_870_912);
+        assert!(Perms::read_all().allows(Module::Events, Op::Read));
     }
 
     #[test]

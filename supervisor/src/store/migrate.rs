@@ -15,7 +15,7 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first. Never edit a released one: add another.
-pub(crate) const MIGRATIONS: &[Migration] = &[TENANTS, NODES];
+pub(crate) const MIGRATIONS: &[Migration] = &[TENANTS, NODES, EVENTS_MODULE];
 
 const TENANTS: Migration = Migration {
     version: 1,
@@ -158,6 +158,18 @@ const NODES: Migration = Migration {
             reason TEXT NOT NULL,
             at_ms BIGINT NOT NULL)",
         "CREATE INDEX node_transitions_node ON node_transitions (node_id, id)",
+    ],
+};
+
+/// The `events` permission module (bits 28–31: create, read, update,
+/// delete) for stores made before it existed: the built-in admin gets all
+/// of it, analyst and viewer read. Custom roles get it when edited.
+const EVENTS_MODULE: Migration = Migration {
+    version: 3,
+    name: "events permission",
+    statements: &[
+        "UPDATE roles SET perms = perms | 4026531840 WHERE builtin = 1 AND name = 'admin'",
+        "UPDATE roles SET perms = perms | 536870912 WHERE builtin = 1 AND name IN ('analyst', 'viewer')",
     ],
 };
 

@@ -15,6 +15,7 @@ mod audit;
 pub use audit::AuditQuery;
 pub mod auth;
 mod error;
+mod events;
 pub mod ingest;
 mod migrate;
 pub mod model;
