@@ -26,13 +26,6 @@ pub(crate) fn day_of(nanos: i64) -> i64 {
     nanos.div_euclid(86_400 * 1_000_000_000)
 }
 
-/// The day number of a `date=YYYY-MM-DD` directory name.
-fn day_of_dir(name: &str) -> Option<i64> {
-    let date: jiff::civil::Date = name.strip_prefix("date=")?.parse().ok()?;
-    let start = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp().as_second();
-    Some(start.div_euclid(86_400))
-}
-
 /// The date directories of `orgs` under `root` (the `events` directory)
 /// whose day overlaps `[from, to)` (nanoseconds).
 pub(crate) fn select(root: &Path, orgs: &[u32], from: i64, to: i64) -> std::io::Result<Selection> {
@@ -49,7 +42,7 @@ pub(crate) fn select(root: &Path, orgs: &[u32], from: i64, to: i64) -> std::io::
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name();
-            let Some(day) = name.to_str().and_then(day_of_dir) else { continue };
+            let Some(day) = name.to_str().and_then(worker::retention::day_of_dir) else { continue };
             if day < first || day > last {
                 out.dirs_pruned += 1;
                 continue;
@@ -104,8 +97,8 @@ mod tests {
 
     #[test]
     fn day_numbers() {
-        assert_eq!(day_of_dir("date=1970-01-02"), Some(1));
-        assert_eq!(day_of_dir("date=nope"), None);
+        assert_eq!(worker::retention::day_of_dir("date=1970-01-02"), Some(1));
+        assert_eq!(worker::retention::day_of_dir("date=nope"), None);
         assert_eq!(day_of(-1), -1);
     }
 }

@@ -181,12 +181,16 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
-    /// A range, checked: `from` before `to`.
+    /// The range `[from, to)`; `to` at or before `from` is the empty range
+    /// (no events, no buckets), not an error: every pair of times is a
+    /// valid request.
     pub fn new(from: i64, to: i64) -> Result<TimeRange, SearchError> {
-        if from >= to {
-            return Err(SearchError::Invalid("`from` must be before `to`".into()));
-        }
-        Ok(TimeRange { from, to })
+        Ok(TimeRange { from, to: to.max(from) })
+    }
+
+    /// Whether it holds no time at all.
+    pub fn is_empty(&self) -> bool {
+        self.to <= self.from
     }
 }
 
@@ -499,13 +503,15 @@ impl Searcher {
             .and_then(|s| s.checked_mul(1_000_000_000))
             .filter(|w| *w > 0)
             .ok_or_else(|| SearchError::Invalid("`interval` must be at least one second".into()))?;
-        let first = range.from.div_euclid(width) * width;
-        let count = (range.to - first + width - 1) / width;
-        if count > MAX_BUCKETS {
-            return Err(SearchError::Invalid(format!(
-                "{count} buckets of {interval_secs} s; at most {MAX_BUCKETS}: widen the interval or narrow the range"
-            )));
-        }
+        // More than MAX_BUCKETS of the asked width: the narrowest whole
+        // number of seconds that fits (the answer says which).
+        let span = range.to.saturating_sub(range.from);
+        let up = |n: i64, d: i64| n / d + i64::from(n % d > 0);
+        let needed = up(up(span, MAX_BUCKETS), 1_000_000_000).saturating_mul(1_000_000_000);
+        let width = width.max(needed);
+        let interval_secs = u64::try_from(width / 1_000_000_000).unwrap_or(u64::MAX);
+        let first = range.from.div_euclid(width).saturating_mul(width);
+        let count = if range.is_empty() { 0 } else { up(range.to.saturating_sub(first), width) };
         let predicate = predicate(filter)?;
         let (this, orgs) = (self.clone(), orgs.to_vec());
         self.bounded(async move {
@@ -530,7 +536,7 @@ impl Searcher {
             }
             let buckets = (0..count)
                 .map(|i| {
-                    let time = rfc3339(first + i * width);
+                    let time = rfc3339(first.saturating_add(i.saturating_mul(width)));
                     let count = counts.get(&time).copied().unwrap_or(0);
                     Bucket { time, count }
                 })

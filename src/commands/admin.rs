@@ -73,6 +73,19 @@ pub enum OrgCommand {
         /// A reporter IP range (CIDR) whose events belong to it; repeatable.
         #[arg(long = "ip-range")]
         ip_ranges: Vec<String>,
+        /// Days its events are kept (default 90).
+        #[arg(long)]
+        retention_days: Option<i64>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Set how many days an org's events are kept (older days are deleted
+    /// by the daily retention pass).
+    Retention {
+        /// Its name.
+        name: String,
+        /// Days to keep (1-36500).
+        days: i64,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -200,24 +213,36 @@ pub fn org(cmd: OrgCommand) -> Result<ExitCode> {
     runtime()?.block_on(async {
         let cli = Principal::cli();
         match cmd {
-            OrgCommand::Create { name, description, eps_limit, ip_ranges, store } => {
+            OrgCommand::Create { name, description, eps_limit, ip_ranges, retention_days, store } => {
                 let s = store.open().await?;
-                let org = s.create_org(&cli, NewOrg { name, description, eps_limit, ip_ranges }).await?;
+                let org =
+                    s.create_org(&cli, NewOrg { name, description, eps_limit, ip_ranges, retention_days }).await?;
                 println!("created org {} (id {})", org.name, org.id);
+                s.close().await;
+            }
+            OrgCommand::Retention { name, days, store } => {
+                let s = store.open().await?;
+                let patch = supervisor::store::OrgPatch { retention_days: Some(days), ..Default::default() };
+                let org = s.update_org(&cli, &OrgRef::Name(name), patch).await?;
+                println!("org {} keeps its events {} days", org.name, org.retention_days);
                 s.close().await;
             }
             OrgCommand::List { store } => {
                 let s = store.open().await?;
                 let orgs = s.list_orgs(&cli).await?;
-                println!("{:>5}  {:<32} {:<8} {:>9}  IP RANGES", "ID", "NAME", "ENABLED", "EPS LIMIT");
+                println!(
+                    "{:>5}  {:<32} {:<8} {:>9} {:>9}  IP RANGES",
+                    "ID", "NAME", "ENABLED", "EPS LIMIT", "RETENTION"
+                );
                 for o in orgs.items {
                     let limit = o.eps_limit.map_or_else(|| "-".to_owned(), |l| l.to_string());
                     let ranges = if o.ip_ranges.is_empty() { "-".to_owned() } else { o.ip_ranges.join(",") };
                     println!(
-                        "{:>5}  {:<32} {:<8} {limit:>9}  {ranges}",
+                        "{:>5}  {:<32} {:<8} {limit:>9} {:>8}d  {ranges}",
                         o.id,
                         o.name,
-                        if o.enabled { "yes" } else { "no" }
+                        if o.enabled { "yes" } else { "no" },
+                        o.retention_days
                     );
                 }
                 s.close().await;

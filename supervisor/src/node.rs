@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -181,6 +181,70 @@ struct Running {
     control: std::thread::JoinHandle<()>,
     publisher: tokio::task::JoinHandle<()>,
     ingest_task: tokio::task::JoinHandle<()>,
+    retention: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What the retention pass deleted, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RetentionStats {
+    /// Date directories (one org's day) deleted.
+    pub days: AtomicU64,
+    /// Files deleted.
+    pub files: AtomicU64,
+    /// Bytes deleted.
+    pub bytes: AtomicU64,
+    /// Passes that failed (tried again at the next).
+    pub errors: AtomicU64,
+}
+
+/// How often the retention pass runs (it deletes whole days, so hourly
+/// keeps every org within an hour of its retention).
+pub const RETENTION_EVERY: Duration = Duration::from_secs(3_600);
+
+/// Deletes each org's events older than its `retention_days`, at start and
+/// every [`RETENTION_EVERY`], by the store's clock, until stopped.
+async fn retention_loop(
+    store: Arc<Store>,
+    root: std::path::PathBuf,
+    stats: Arc<RetentionStats>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match store.retention_policy().await {
+            Ok(policy) => {
+                let now_secs = store.now_ms().div_euclid(1_000);
+                let dir = root.clone();
+                let done =
+                    tokio::task::spawn_blocking(move || worker::retention::expire(&dir, &policy, now_secs)).await;
+                match done {
+                    Ok(Ok(r)) => {
+                        if r.days > 0 {
+                            eprintln!(
+                                "vigil supervisor: retention deleted {} days of events ({} files, {} bytes)",
+                                r.days, r.files, r.bytes
+                            );
+                        }
+                        stats.days.fetch_add(r.days, Ordering::Relaxed);
+                        stats.files.fetch_add(r.files, Ordering::Relaxed);
+                        stats.bytes.fetch_add(r.bytes, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("vigil supervisor: retention: {e}");
+                    }
+                    Err(e) => eprintln!("vigil supervisor: retention: {e}"),
+                }
+            }
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                eprintln!("vigil supervisor: retention: {e}");
+            }
+        }
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(RETENTION_EVERY) => {}
+        }
+    }
 }
 
 /// A running supervisor.
@@ -197,6 +261,7 @@ pub struct SupervisorNode {
     stop_publisher: tokio::sync::watch::Sender<bool>,
     running: Mutex<Option<Running>>,
     nodes: SharedNodes,
+    retention: Arc<RetentionStats>,
 }
 
 fn quotas_of(orgs: &OrgSnapshot) -> Vec<OrgQuota> {
@@ -264,6 +329,11 @@ impl SupervisorNode {
         downlink.orgs(&first);
         store.attach_org_publisher();
         let publisher = tokio::spawn(publish_orgs(store.clone(), first, downlink, quotas, setup.org_poll, stopped));
+        let retention = Arc::new(RetentionStats::default());
+        let expiring = search.as_ref().map(|s| {
+            let root = s.config().root.clone();
+            tokio::spawn(retention_loop(store.clone(), root, retention.clone(), stop_publisher.subscribe()))
+        });
         Ok(SupervisorNode {
             store,
             search,
@@ -272,7 +342,8 @@ impl SupervisorNode {
             figures,
             stop,
             stop_publisher,
-            running: Mutex::new(Some(Running { control: control_thread, publisher, ingest_task })),
+            running: Mutex::new(Some(Running { control: control_thread, publisher, ingest_task, retention: expiring })),
+            retention,
             nodes,
         })
     }
@@ -307,6 +378,9 @@ impl SupervisorNode {
         let running = self.running.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(r) = running {
             let _ = r.publisher.await;
+            if let Some(task) = r.retention {
+                let _ = task.await;
+            }
             let _ = tokio::task::spawn_blocking(move || r.control.join()).await;
             let ingest = self.ingest.lock().unwrap_or_else(PoisonError::into_inner).take();
             if let Some(ingest) = ingest {
@@ -325,6 +399,17 @@ impl SupervisorNode {
         m.gauge("vigil_burst_eps", "EPS granted from the pool above the allocations for this interval.", burst);
         if let Some(search) = &self.search {
             render_search_metrics(search.counters(), m);
+            let r = &self.retention;
+            let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            let series: [(&'static str, &'static str, u64); 4] = [
+                ("vigil_retention_deleted_days_total", "Org-days of events deleted past their retention.", n(&r.days)),
+                ("vigil_retention_deleted_files_total", "Event files deleted past their retention.", n(&r.files)),
+                ("vigil_retention_deleted_bytes_total", "Event bytes deleted past their retention.", n(&r.bytes)),
+                ("vigil_retention_errors_total", "Retention passes that failed (tried again).", n(&r.errors)),
+            ];
+            for (name, help, value) in series {
+                m.add(name, "counter", help, [(String::new(), value)]);
+            }
         }
         let Some(ingest) = self.ingest() else { return };
         let s = ingest.stats();

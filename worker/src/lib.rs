@@ -20,6 +20,7 @@ pub mod compact;
 pub mod events;
 pub mod node;
 pub mod pipeline;
+pub mod retention;
 
 pub use events::{EventBuffer, EventWriter, EventWriterConfig, FileWriter, FlushReport, Sealed, WorkerError, schema};
 pub use pipeline::{BatchSource, Detection, Worker, WorkerStats};

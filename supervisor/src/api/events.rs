@@ -204,7 +204,10 @@ fn range(s: &Store, from: Option<&str>, to: Option<&str>) -> ApiResult<TimeRange
         let t: jiff::Timestamp = text.parse().map_err(|_| {
             field(name, format!("`{name}`: {text:?} is not an RFC 3339 time (e.g. 2026-11-22T10:15:42Z)"))
         })?;
-        i64::try_from(t.as_nanosecond()).map_err(|_| field(name, format!("`{name}` is out of range")))
+        // Nanoseconds since 1970 in an i64 reach 1677 and 2262: times
+        // beyond are as far as that (nothing is stored there).
+        let nanos = t.as_nanosecond().clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+        Ok(i64::try_from(nanos).unwrap_or_default())
     };
     let to = match to {
         Some(t) => time("to", t)?,

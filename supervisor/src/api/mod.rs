@@ -431,8 +431,14 @@ fn orgs() -> Router<Arc<Store>> {
                 ApiResult::Ok(ok(s.update_org(&c, &OrgRef::Id(id), b).await?))
             })
             .delete(
-                async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id, Params(d): Params<Deboard>| {
-                    ApiResult::Ok(ok(s.deboard_org(&c, &OrgRef::Id(id), d.confirm).await?))
+                async |State(s): State<Arc<Store>>,
+                       Caller(c): Caller,
+                       Id(id): Id,
+                       axum::Extension(h): axum::Extension<events::SearchHandle>,
+                       Params(d): Params<Deboard>| {
+                    // The org's stored events go with it.
+                    let events = h.0.as_ref().map(|search| search.config().root.clone());
+                    ApiResult::Ok(ok(s.deboard_org(&c, &OrgRef::Id(id), d.confirm, events.as_deref()).await?))
                 },
             ),
         )

@@ -270,16 +270,21 @@ fn schemas() -> Value {
     let scope = json!({ "type": ["array", "null"], "items": reference("an org"),
         "description": "the orgs a Super/Global user sees; null: all" });
     let event_id = json!({ "type": "integer", "minimum": 0, "maximum": u64::MAX });
+    let retention = json!({ "type": "integer", "format": "int64", "minimum": 1, "maximum": store::MAX_RETENTION_DAYS,
+        "description": "days its events are kept (default 90)" });
     let roles = [parsers::NodeRole::Collector, parsers::NodeRole::Worker, parsers::NodeRole::Supervisor];
     let node_role = json!({ "type": "string", "enum": roles.map(parsers::NodeRole::as_str) });
     let node_state = json!({ "type": "string", "enum": store::NodeState::ALL.map(store::NodeState::as_str) });
     json!({
         "Error": obj(&["error"], &[("error", obj(&["code", "message"], &[("code", s("string")), ("message", s("string")), ("field", s("string"))]))]),
-        "Org": obj(&["id", "name", "description", "eps_limit", "enabled", "builtin", "ip_ranges", "created_at", "updated_at"],
+        "Org": obj(&["id", "name", "description", "eps_limit", "enabled", "builtin", "ip_ranges", "retention_days", "created_at", "updated_at"],
             &[("id", id()), ("name", s("string")), ("description", s("string")), ("eps_limit", nullable("integer")),
-            ("enabled", s("boolean")), ("builtin", s("boolean")), ("ip_ranges", array(s("string"))), ("created_at", s("string")), ("updated_at", s("string"))]),
-        "NewOrg": obj(&["name"], &[("name", name(128)), ("description", text(256)), ("eps_limit", eps_limit.clone()), ("ip_ranges", array(cidr.clone()))]),
-        "OrgPatch": obj(&[], &[("name", name(128)), ("description", text(256)), ("eps_limit", eps_limit), ("ip_ranges", array(cidr))]),
+            ("enabled", s("boolean")), ("builtin", s("boolean")), ("ip_ranges", array(s("string"))), ("retention_days", s("integer")),
+            ("created_at", s("string")), ("updated_at", s("string"))]),
+        "NewOrg": obj(&["name"], &[("name", name(128)), ("description", text(256)), ("eps_limit", eps_limit.clone()), ("ip_ranges", array(cidr.clone())),
+            ("retention_days", retention.clone())]),
+        "OrgPatch": obj(&[], &[("name", name(128)), ("description", text(256)), ("eps_limit", eps_limit), ("ip_ranges", array(cidr)),
+            ("retention_days", retention)]),
         "Deboarded": obj(&["org", "id", "deleted"], &[("org", s("string")), ("id", id()), ("deleted", json!({ "type": "object", "additionalProperties": { "type": "integer" } }))]),
         "User": obj(&["id", "name", "org_id", "org", "role_id", "role", "enabled", "scope", "teams", "created_at"],
             &[("id", id()), ("name", s("string")), ("org_id", id()), ("org", s("string")),

@@ -41,6 +41,8 @@ pub(crate) enum Kind {
     EventCursor,
     /// A duration: seconds, or a number with `s`, `m`, `h` or `d`.
     Interval,
+    /// An IPv4 or IPv6 address, or a network (`10.0.0.0/8`).
+    Cidr,
 }
 
 /// The pattern of [`Kind::EventCursor`].
@@ -138,8 +140,8 @@ const EVENT_FILTERS: [Param; 9] = [
     opt("to", Kind::Time, "events before this time (default: now)"),
     opt("org", Kind::Text { min: 1, max: 128 }, "an org's id or name (default: every org the caller sees)"),
     opt("event_type", Kind::Text { min: 1, max: 256 }, "the normalized event type, exactly"),
-    opt("src_ip", Kind::Text { min: 1, max: 64 }, "a source address, or a network like 10.0.0.0/8"),
-    opt("dst_ip", Kind::Text { min: 1, max: 64 }, "a destination address, or a network"),
+    opt("src_ip", Kind::Cidr, "a source address, or a network like 10.0.0.0/8"),
+    opt("dst_ip", Kind::Cidr, "a destination address, or a network"),
     opt("user", Kind::Text { min: 1, max: 256 }, "the user name, exactly"),
     opt("host", Kind::Text { min: 1, max: 256 }, "the host name, exactly"),
     opt("text", Kind::Text { min: 1, max: 256 }, "text in the message (case-insensitive)"),
@@ -264,6 +266,13 @@ fn check_value(param: &Param, value: &str) -> Result<Value, ApiError> {
                 false => Err(bad(name, format!("query parameter `{name}` is not a cursor from this list"))),
             }
         }
+        Kind::Cidr => match crate::store::text_is_cidr(value) {
+            true => Ok(json!(value)),
+            false => Err(bad(
+                name,
+                format!("query parameter `{name}`: {value:?} is not an address or a network like 10.0.0.0/8"),
+            )),
+        },
         Kind::Interval => match interval_secs(value) {
             Some(_) => Ok(json!(value)),
             None => Err(bad(
@@ -374,6 +383,7 @@ pub(crate) fn openapi(method: &str, path: &str) -> Vec<Value> {
                 Kind::Cursor { pair: false } => json!({ "type": "string", "pattern": "^[0-9]{1,18}$" }),
                 Kind::EventCursor => json!({ "type": "string", "pattern": EVENT_CURSOR_PATTERN }),
                 Kind::Interval => json!({ "type": "string", "pattern": INTERVAL_PATTERN }),
+                Kind::Cidr => json!({ "type": "string", "pattern": crate::store::CIDR_PATTERN }),
             };
             out
         })

@@ -68,6 +68,9 @@ pub enum StoreError {
     /// Data read from the database is not what this version wrote.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// Stored event files could not be removed.
+    #[error("event files: {0}")]
+    EventFiles(String),
 }
 
 impl StoreError {

@@ -15,7 +15,7 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first. Never edit a released one: add another.
-pub(crate) const MIGRATIONS: &[Migration] = &[TENANTS, NODES, EVENTS_MODULE];
+pub(crate) const MIGRATIONS: &[Migration] = &[TENANTS, NODES, EVENTS_MODULE, RETENTION];
 
 const TENANTS: Migration = Migration {
     version: 1,
@@ -171,6 +171,14 @@ const EVENTS_MODULE: Migration = Migration {
         "UPDATE roles SET perms = perms | 4026531840 WHERE builtin = 1 AND name = 'admin'",
         "UPDATE roles SET perms = perms | 536870912 WHERE builtin = 1 AND name IN ('analyst', 'viewer')",
     ],
+};
+
+/// How long each org's events are kept (days; the daily retention pass
+/// deletes older date directories).
+const RETENTION: Migration = Migration {
+    version: 4,
+    name: "org retention",
+    statements: &["ALTER TABLE orgs ADD COLUMN retention_days BIGINT NOT NULL DEFAULT 90"],
 };
 
 fn render(backend: Backend, statement: &str) -> String {

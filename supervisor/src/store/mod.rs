@@ -38,8 +38,10 @@ pub use error::{Result, StoreError};
 pub use ingest::{IncidentUpdate, Ingest, IngestConfig, IngestStats, LatencySummary};
 pub use model::*;
 pub use nodes::{MAX_NODE_NAME, NodeInfo, NodeState, NodeTransition, RECENT_TRANSITIONS, TRANSITIONS_KEPT};
+pub use orgs::{DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS};
 pub use records::{ListQuery, MAX_EVENT_IDS, MAX_LIMIT};
 pub use sql::Backend;
+pub use text::is_cidr as text_is_cidr;
 pub use text::{CIDR_PATTERN, MULTI_LINE_PATTERN, NAME_PATTERN, NOT_BLANK_PATTERN, SINGLE_LINE_PATTERN, rfc3339_ms};
 pub(crate) use text::{Lines, check_lookup, check_name, check_text};
 

@@ -69,6 +69,8 @@ pub struct Org {
     pub builtin: bool,
     /// Reporter IP ranges whose events belong to this org.
     pub ip_ranges: Vec<String>,
+    /// Days its events are kept.
+    pub retention_days: i64,
     /// When it was created.
     pub created_at: String,
     /// When it last changed.
@@ -90,6 +92,9 @@ pub struct NewOrg {
     /// Reporter IP ranges (CIDR).
     #[serde(default)]
     pub ip_ranges: Vec<String>,
+    /// Days its events are kept (default 90).
+    #[serde(default, deserialize_with = "present")]
+    pub retention_days: Option<i64>,
 }
 
 /// `PATCH /orgs/{id}`.
@@ -108,6 +113,9 @@ pub struct OrgPatch {
     /// Replaces the IP ranges.
     #[serde(default, deserialize_with = "present")]
     pub ip_ranges: Option<Vec<String>>,
+    /// Days its events are kept.
+    #[serde(default, deserialize_with = "present")]
+    pub retention_days: Option<i64>,
 }
 
 /// A role: a named set of per-module permissions.

@@ -11,7 +11,12 @@ use super::model::{NewOrg, Org, OrgPatch, OrgRef, Page, SUPER_GLOBAL, fmt_ms};
 use super::sql::{RowExt, Sql};
 use super::{AuditRow, Lines, Store, check_lookup, check_name, check_text, insert_id};
 
-const COLUMNS: &str = "id, name, description, eps_limit, enabled, builtin, created_at, updated_at";
+const COLUMNS: &str = "id, name, description, eps_limit, enabled, builtin, retention_days, created_at, updated_at";
+
+/// Days an org's events are kept unless it says otherwise.
+pub const DEFAULT_RETENTION_DAYS: i64 = 90;
+/// The longest retention an org may have (100 years).
+pub const MAX_RETENTION_DAYS: i64 = 36_500;
 
 fn org(row: &AnyRow, ip_ranges: Vec<String>) -> Result<Org> {
     Ok(Org {
@@ -22,6 +27,7 @@ fn org(row: &AnyRow, ip_ranges: Vec<String>) -> Result<Org> {
         enabled: row.int("enabled")? != 0,
         builtin: row.int("builtin")? != 0,
         ip_ranges,
+        retention_days: row.int("retention_days")?,
         created_at: fmt_ms(row.int("created_at")?),
         updated_at: fmt_ms(row.int("updated_at")?),
     })
@@ -44,6 +50,15 @@ fn check_ranges(ranges: &[String]) -> Result<Vec<String>> {
 fn check_limit(limit: Option<i64>) -> Result<()> {
     match limit {
         Some(l) if l < 0 => Err(StoreError::invalid("eps_limit", "must not be negative")),
+        _ => Ok(()),
+    }
+}
+
+fn check_retention(days: Option<i64>) -> Result<()> {
+    match days {
+        Some(d) if !(1..=MAX_RETENTION_DAYS).contains(&d) => {
+            Err(StoreError::invalid("retention_days", format!("must be 1 to {MAX_RETENTION_DAYS}")))
+        }
         _ => Ok(()),
     }
 }
@@ -154,16 +169,18 @@ impl Store {
         let key = check_name("name", &new.name, 128)?;
         check_text("description", &new.description, 256, Lines::Multi)?;
         check_limit(new.eps_limit)?;
+        check_retention(new.retention_days)?;
         let ranges = check_ranges(&new.ip_ranges)?;
         let now = self.now_ms();
         let mut w = self.write().await?;
         self.check_licence(w.conn(), 0, new.eps_limit, true).await?;
         let mut q = Sql::new(
-            "INSERT INTO orgs (name, name_key, description, eps_limit, enabled, builtin, created_at, updated_at) \
-             VALUES (",
+            "INSERT INTO orgs (name, name_key, description, eps_limit, enabled, builtin, retention_days, created_at, \
+             updated_at) VALUES (",
         );
         q.bind(new.name.clone()).push(", ").bind(key).push(", ").bind(new.description).push(", ");
-        q.bind(new.eps_limit).push(", 1, 0, ").bind(now).push(", ").bind(now).push(") RETURNING id");
+        q.bind(new.eps_limit).push(", 1, 0, ").bind(new.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS));
+        q.push(", ").bind(now).push(", ").bind(now).push(") RETURNING id");
         let id = insert_id(w.conn(), q, || format!("an organization named {:?} already exists", new.name)).await?;
         self.set_ranges(w.conn(), id, &ranges).await?;
         let created = self.load_org(w.conn(), id).await?.ok_or(StoreError::NotFound("organization"))?;
@@ -182,6 +199,7 @@ impl Store {
         if let Some(l) = patch.eps_limit {
             check_limit(l)?;
         }
+        check_retention(patch.retention_days)?;
         let ranges = patch.ip_ranges.as_deref().map(check_ranges).transpose()?;
         let now = self.now_ms();
         let mut w = self.write().await?;
@@ -205,6 +223,9 @@ impl Store {
         }
         if let Some(d) = patch.description {
             q.push(", description = ").bind(d);
+        }
+        if let Some(days) = patch.retention_days {
+            q.push(", retention_days = ").bind(days);
         }
         q.push(", eps_limit = ").bind(limit).push(" WHERE id = ").bind(id);
         match q.build().execute(w.conn()).await {
@@ -274,7 +295,16 @@ impl Store {
     /// Deboards an org: deletes it with all its records, comments, users,
     /// teams, roles, tokens and audit entries, irreversibly, and leaves one
     /// provider-level audit entry saying so. `confirm` must be true.
-    pub async fn deboard_org(&self, who: &Principal, r: &OrgRef, confirm: bool) -> Result<serde_json::Value> {
+    /// With `events` (the events directory), the org's stored events are
+    /// deleted too, before the change commits, and counted in the summary
+    /// the audit log keeps.
+    pub async fn deboard_org(
+        &self,
+        who: &Principal,
+        r: &OrgRef,
+        confirm: bool,
+        events: Option<&std::path::Path>,
+    ) -> Result<serde_json::Value> {
         who.require(Module::Orgs, Op::Delete)?;
         let now = self.now_ms();
         let mut w = self.write().await?;
@@ -316,6 +346,14 @@ impl Store {
         let mut q = Sql::new("DELETE FROM orgs WHERE id = ");
         q.bind(id);
         q.build().execute(w.conn()).await?;
+        if let Some(root) = events {
+            let org = u32::try_from(id).map_err(|_| StoreError::Corrupt(format!("org id {id}")))?;
+            let removed =
+                worker::retention::remove_org(root, org).map_err(|e| StoreError::EventFiles(e.to_string()))?;
+            counts.insert("event_days".into(), removed.days.into());
+            counts.insert("event_files".into(), removed.files.into());
+            counts.insert("event_bytes".into(), removed.bytes.into());
+        }
         let summary = serde_json::json!({ "org": before.name, "id": id, "deleted": counts });
         w.finish(
             now,
@@ -329,6 +367,19 @@ impl Store {
 }
 
 impl Store {
+    /// Each org's id and retention in days, for the retention pass.
+    pub async fn retention_policy(&self) -> Result<Vec<(u32, u32)>> {
+        let rows = Sql::new("SELECT id, retention_days FROM orgs ORDER BY id").build().fetch_all(self.pool()).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let (id, days) = (r.int("id")?, r.int("retention_days")?);
+            if let (Ok(id), Ok(days)) = (u32::try_from(id), u32::try_from(days)) {
+                out.push((id, days));
+            }
+        }
+        Ok(out)
+    }
+
     /// Tells the org publisher the orgs changed, and waits (at most a
     /// second) until it has applied the change to the pipeline, so an org
     /// created through the API routes the very next event.

@@ -93,6 +93,11 @@ pub(crate) fn check_lookup(field: &'static str, value: &str) -> Result<()> {
 }
 
 /// Checks that a range is written as [`CIDR_PATTERN`] says.
+/// Whether `value` is an address or a network as [`CIDR_PATTERN`] writes it.
+pub fn is_cidr(value: &str) -> bool {
+    CIDR.as_ref().is_some_and(|re| re.is_match(value))
+}
+
 pub(crate) fn check_cidr(value: &str) -> Result<()> {
     match CIDR.as_ref() {
         Some(re) if re.is_match(value) => Ok(()),
