@@ -393,3 +393,109 @@ fn a_stalled_worker_holds_the_sender_back_and_memory_stays_bounded() {
     assert_eq!((ids.len(), unique.len()), (1_400, 1_400), "each accepted event stored exactly once");
     assert_eq!(metric(&c.metrics_url, "vigil_events_accepted_total", &[]), 1_400);
 }
+
+/// Issue 13 in the cluster layout: two workers write under one shared
+/// root, the supervisor's search reads it. An attack's incident leads to
+/// its events, SQL finds every org's events exactly once, and the workers'
+/// compactor merges their committed files without changing any answer.
+#[test]
+fn the_supervisor_searches_the_workers_shared_root_before_and_after_compaction() {
+    let dir = common::temp_dir("cluster-search");
+    let Some(nats) = Nats::start(&dir) else { return };
+    let shared = dir.join("shared");
+    let text =
+        CLUSTER_CONFIG.replace("[storage]\n", "[storage]\ncompact_after_secs = 1\ncompact_every_secs = 1\n").replace(
+            "[orgs]\n",
+            &format!("[search]\nevents_dir = {:?}\n[orgs]\n", shared.join("events").display().to_string()),
+        );
+    let config = config_file(&dir, &text);
+    let sup = supervisor(&dir, &nats.url(), &config, None, TOKEN);
+    let workers = [worker("w1", &nats.url(), &config, &shared), worker("w2", &nats.url(), &config, &shared)];
+    let c = collector("edge-a", &nats.url(), &config);
+    wait("partitions shared", Duration::from_secs(60), || {
+        workers.iter().map(|w| metric(&w.metrics_url, "vigil_partitions_owned", &[])).sum::<u64>() == 5
+    });
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    for (name, range) in [("Acme", "10.1.0.0/16"), ("Globex", "10.2.0.0/16")] {
+        let created = agent
+            .post(format!("{}/orgs", sup.api))
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .send_json(serde_json::json!({"name": name, "ip_ranges": [range]}))
+            .unwrap();
+        assert_eq!(created.status().as_u16(), 201);
+    }
+    wait("both orgs on the collector", Duration::from_secs(5), || metric(&c.metrics_url, "vigil_orgs", &[]) >= 4);
+    // One failure of the attack and one Globex line at a time, apart: many
+    // small files per org for the compactor. Stamped when sent, as a
+    // device would (the allowed lateness is 1 s).
+    for i in 0..5 {
+        let attack = ssh_attack("10.1.0.5", "203.0.113.77", 5).swap_remove(i);
+        let noise = ssh_attack("10.2.0.9", "192.0.2.10", 5).swap_remove(i);
+        send(&dir, &c.tcp, &format!("part{i}.log"), vec![attack, noise]);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    // Globex's five failures are an incident of their own; Acme's is ours.
+    let acme_incident = || {
+        let (_, incidents) = sup.get("/incidents?rule=ssh-brute-force");
+        incidents["items"].as_array()?.iter().find(|i| i.to_string().contains("203.0.113.77"))?["id"].as_u64()
+    };
+    wait_explained(
+        "the brute-force incident",
+        Duration::from_secs(60),
+        || acme_incident().is_some(),
+        || {
+            let w: Vec<String> = workers
+                .iter()
+                .map(|w| metric_lines(&w.metrics_url, &["vigil_events_stored", "vigil_rule_late", "vigil_partitions_"]))
+                .collect();
+            format!(
+                "incidents: {}\nworkers:\n{}\ncollector:\n{}",
+                sup.get("/incidents").1,
+                w.join("\n"),
+                metric_lines(&c.metrics_url, &["vigil_events_"])
+            )
+        },
+    );
+    let incident = acme_incident().unwrap();
+    let search = |sql: &str| -> serde_json::Value {
+        let mut resp = agent
+            .post(format!("{}/search", sup.api))
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .send_json(serde_json::json!({"sql": sql}))
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.body_mut().read_json().unwrap();
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let per_org = "SELECT org, count(*) AS n, count(DISTINCT event_id) AS d FROM events \
+                   WHERE event_type = 'ssh.auth.failure' GROUP BY org ORDER BY org";
+    let expected = serde_json::json!([["Acme", 5, 5], ["Globex", 5, 5]]);
+    wait("every event searchable", Duration::from_secs(30), || search(per_org)["rows"] == expected);
+    let drill = |what: &str| {
+        let (status, events) = sup.get(&format!("/incidents/{incident}/events"));
+        assert_eq!(status, 200, "{events}");
+        let items = events["items"].as_array().unwrap();
+        assert_eq!(items.len(), 5, "{what}: the incident's five events: {events}");
+        assert!(items.iter().all(|e| e["src_ip"] == "203.0.113.77"), "{events}");
+    };
+    drill("before compaction");
+
+    wait_explained(
+        "the workers compacted their committed files",
+        Duration::from_secs(60),
+        || workers.iter().map(|w| metric(&w.metrics_url, "vigil_compacted_files_total", &[])).sum::<u64>() >= 4,
+        || workers.iter().map(|w| metric_lines(&w.metrics_url, &["vigil_compact"])).collect::<Vec<_>>().join("\n"),
+    );
+    let merged = common::run::parquet_files(&shared)
+        .into_iter()
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("compact-")))
+        .count();
+    assert!(merged >= 1, "merged files under the shared root");
+    let answer = search(per_org);
+    assert_eq!(answer["rows"], expected, "the same answer after compaction: {answer}");
+    assert!(answer["stats"]["files"].as_u64().unwrap() >= 1, "{answer}");
+    drill("after compaction");
+    let errors: u64 = workers.iter().map(|w| metric(&w.metrics_url, "vigil_compaction_errors_total", &[])).sum();
+    assert_eq!(errors, 0);
+}

@@ -130,6 +130,10 @@ pub struct ClusterWorker {
     owned: Arc<Mutex<BTreeMap<u16, Owned>>>,
     stop: tokio::sync::watch::Sender<bool>,
     manager: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The compactor of this node's committed files, with the task that
+    /// keeps its view of the commit records fresh.
+    compactor: Mutex<Option<(crate::compact::Background, tokio::task::JoinHandle<()>)>>,
+    compact_stats: Option<Arc<crate::compact::CompactStats>>,
 }
 
 /// What an owned partition runs.
@@ -211,6 +215,14 @@ impl ClusterWorker {
         if removed > 0 {
             eprintln!("vigil worker: removed {removed} files no commit covers (their events are stored again)");
         }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let compactor = match setup.storage.compact_after_secs {
+            0 => None,
+            after => {
+                Some(start_compactor(&setup, &stored, stream.partitions(), clock.clone(), after, stopped.clone())?)
+            }
+        };
+        let compact_stats = compactor.as_ref().map(|(c, _)| c.stats().clone());
         let heartbeat = setup.heartbeat;
         let shared = Shared {
             node: setup.node.clone(),
@@ -226,10 +238,17 @@ impl ClusterWorker {
             runtime: tokio::runtime::Handle::current(),
         };
         let owned = Arc::new(Mutex::new(BTreeMap::new()));
-        let (stop, stopped) = tokio::sync::watch::channel(false);
         let node = shared.node.clone();
         let manager = tokio::spawn(manage(shared, presence, nats.client().clone(), owned.clone(), heartbeat, stopped));
-        Ok(ClusterWorker { node, stats, owned, stop, manager: Mutex::new(Some(manager)) })
+        Ok(ClusterWorker {
+            node,
+            stats,
+            owned,
+            stop,
+            manager: Mutex::new(Some(manager)),
+            compactor: Mutex::new(compactor),
+            compact_stats,
+        })
     }
 
     /// The partitions owned now.
@@ -249,6 +268,12 @@ impl ClusterWorker {
         let manager = self.manager.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(m) = manager {
             let _ = m.await;
+        }
+        let compactor = self.compactor.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some((mut background, refresh)) = compactor {
+            let _ = refresh.await;
+            // Waits out a pass under way.
+            let _ = tokio::task::spawn_blocking(move || background.stop()).await;
         }
     }
 
@@ -300,10 +325,62 @@ impl ClusterWorker {
             "Highest stream sequence stored and committed, per owned partition.",
             owned.iter().map(|(p, o)| (format!("{nl},partition=\"{p}\""), o.committed.load(Ordering::Relaxed))),
         );
+        if let Some(c) = &self.compact_stats {
+            c.render(m, &nl);
+        }
         for o in owned.values() {
             o.node.render_metrics(m);
         }
     }
+}
+
+/// Starts compacting this node's committed files (of any partition it
+/// ever owned): a task reads every partition's commit record once per
+/// compaction period and the compactor merges only the files those
+/// records cover.
+fn start_compactor(
+    setup: &ClusterWorkerSetup,
+    stored: &ControlKv,
+    partitions: u16,
+    clock: Arc<dyn Clock>,
+    after: u64,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(crate::compact::Background, tokio::task::JoinHandle<()>), WorkerError> {
+    let records: Arc<std::sync::RwLock<BTreeMap<u16, CommitRecord>>> = Arc::default();
+    let every = Duration::from_secs(setup.storage.compact_every_secs);
+    let refresh = {
+        let (records, stored) = (records.clone(), stored.clone());
+        tokio::spawn(async move {
+            loop {
+                for partition in 0..partitions {
+                    if let Ok((_, record)) = read_commit(&stored, partition).await {
+                        records.write().unwrap_or_else(PoisonError::into_inner).insert(partition, record);
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep((every / 2).max(Duration::from_millis(500))) => {}
+                    _ = stopped.changed() => return,
+                }
+            }
+        })
+    };
+    let node = setup.node.clone();
+    let committed = move |name: &str| {
+        parse_file_name(name, &node).is_some_and(|(partition, fence, position)| {
+            records
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&partition)
+                .is_some_and(|r| r.covers(fence, position))
+        })
+    };
+    let config = crate::compact::CompactConfig {
+        min_age: Duration::from_secs(after),
+        eligible: crate::compact::Eligible::Committed(Arc::new(committed)),
+        ..crate::compact::CompactConfig::new(setup.data_dir.join("events"), &setup.node)
+    };
+    let background = crate::compact::Background::start(crate::compact::Compactor::new(config)?, clock, every)?;
+    Ok((background, refresh))
 }
 
 /// The supervisor's settings (it writes them at start), waiting for them.

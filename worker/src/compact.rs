@@ -22,10 +22,12 @@
 //! by [`Compactor::recover`]; from step 3 on the merged file is what they
 //! see and step 4 is finished by the next run.
 //!
-//! Only files this node wrote without a stream position (`vigil run`'s,
-//! whose every file is committed once written) are compacted; a cluster
-//! worker's files are committed through its partition's commit record and
-//! stay as they are.
+//! Only committed files are compacted ([`Eligible`]): in `vigil run` every
+//! file is committed once written (it has no stream position); a cluster
+//! worker's file is committed once its partition's commit record covers
+//! it, and from then on no owner removes it, so it is as final as a
+//! `vigil run` file. Merged files (`compact-…`) are never taken for a
+//! partition's uncommitted leftovers.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -40,6 +42,29 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 
 use crate::events::{WorkerError, file_safe, schema, writer_properties};
+
+/// Which of a node's `part-` files a pass may merge.
+#[derive(Clone)]
+pub enum Eligible {
+    /// Files written without a stream position (`vigil run`'s, committed
+    /// once written).
+    Unpositioned,
+    /// Files the predicate (over the file name) says are committed: a
+    /// cluster worker's, covered by their partition's commit record. The
+    /// predicate may answer from a stale view of the records: commits only
+    /// grow, so a stale view leaves a file for the next pass, never takes
+    /// one too early.
+    Committed(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+}
+
+impl std::fmt::Debug for Eligible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Eligible::Unpositioned => "Unpositioned",
+            Eligible::Committed(_) => "Committed(..)",
+        })
+    }
+}
 
 /// Compaction settings.
 #[derive(Clone, Debug)]
@@ -60,6 +85,8 @@ pub struct CompactConfig {
     pub min_files: usize,
     /// zstd level of merged files.
     pub zstd_level: i32,
+    /// Which files are final enough to merge.
+    pub eligible: Eligible,
 }
 
 impl CompactConfig {
@@ -74,6 +101,7 @@ impl CompactConfig {
             target_rows: 250_000,
             min_files: 2,
             zstd_level: 3,
+            eligible: Eligible::Unpositioned,
         }
     }
 }
@@ -260,9 +288,13 @@ impl Compactor {
         let mut candidates: Vec<(PathBuf, u64, i64)> = Vec::new();
         for path in &visible {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-            // `part-<node>-<start>-<seq>.parquet`: no `-s<position>`.
             let Some(rest) = name.strip_prefix(&part).and_then(|r| r.strip_suffix(".parquet")) else { continue };
-            if rest.split('-').any(|p| p.starts_with('s')) || rest.split('-').count() != 2 {
+            let eligible = match &self.config.eligible {
+                // `part-<node>-<start>-<seq>.parquet`: no `-s<position>`.
+                Eligible::Unpositioned => !rest.split('-').any(|p| p.starts_with('s')) && rest.split('-').count() == 2,
+                Eligible::Committed(committed) => committed(name),
+            };
+            if !eligible {
                 continue;
             }
             let meta = fs::metadata(path).map_err(io(path))?;
@@ -393,6 +425,28 @@ pub struct CompactStats {
     pub deleted: std::sync::atomic::AtomicU64,
     /// Passes that failed (retried on the next).
     pub errors: std::sync::atomic::AtomicU64,
+}
+
+impl CompactStats {
+    /// Writes the compaction series under `labels`.
+    pub fn render(&self, m: &mut collector::metrics::Exposition, labels: &str) {
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let series: [(&'static str, &'static str, u64); 6] = [
+            ("vigil_compacted_files_total", "Small Parquet files merged into larger ones.", n(&self.inputs)),
+            ("vigil_compaction_outputs_total", "Merged Parquet files written.", n(&self.outputs)),
+            ("vigil_compaction_bytes_in_total", "Bytes of the files merged.", n(&self.bytes_in)),
+            ("vigil_compaction_bytes_out_total", "Bytes of the merged files.", n(&self.bytes_out)),
+            (
+                "vigil_compaction_deleted_total",
+                "Input files deleted after their grace period (their rows are in merged files).",
+                n(&self.deleted),
+            ),
+            ("vigil_compaction_errors_total", "Compaction passes that failed (tried again).", n(&self.errors)),
+        ];
+        for (name, help, value) in series {
+            m.add(name, "counter", help, [(labels.to_owned(), value)]);
+        }
+    }
 }
 
 /// The compactor on a thread of its own, a pass every `every`, until

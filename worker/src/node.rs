@@ -181,8 +181,8 @@ pub struct WorkerNode {
     stats: Arc<WorkerStats>,
     thread: Mutex<Option<std::thread::JoinHandle<Result<u64, WorkerError>>>>,
     waiting: Arc<AtomicU64>,
-    /// The compactor of this node's files (`vigil run`; not a cluster
-    /// partition's, whose files are committed through the stream).
+    /// The compactor of this node's files (`vigil run`; a cluster worker
+    /// compacts its partitions' committed files itself).
     compactor: Mutex<Option<crate::compact::Background>>,
     compact_stats: Option<Arc<crate::compact::CompactStats>>,
 }
@@ -327,21 +327,7 @@ impl WorkerNode {
             m.add(name, kind, help, one(value));
         }
         if let Some(c) = &self.compact_stats {
-            let compaction: [(&'static str, &'static str, u64); 6] = [
-                ("vigil_compacted_files_total", "Small Parquet files merged into larger ones.", n(&c.inputs)),
-                ("vigil_compaction_outputs_total", "Merged Parquet files written.", n(&c.outputs)),
-                ("vigil_compaction_bytes_in_total", "Bytes of the files merged.", n(&c.bytes_in)),
-                ("vigil_compaction_bytes_out_total", "Bytes of the merged files.", n(&c.bytes_out)),
-                (
-                    "vigil_compaction_deleted_total",
-                    "Input files deleted after their grace period (their rows are in merged files).",
-                    n(&c.deleted),
-                ),
-                ("vigil_compaction_errors_total", "Compaction passes that failed (tried again).", n(&c.errors)),
-            ];
-            for (name, help, value) in compaction {
-                m.add(name, "counter", help, one(value));
-            }
+            c.render(m, &nl);
         }
         m.add(
             "vigil_queue_depth",

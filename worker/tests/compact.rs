@@ -182,3 +182,47 @@ fn other_nodes_and_stream_positioned_files_are_left_alone() {
     exactly_once(&day, "positioned file kept");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A cluster worker's files (`part-<node>-p<partition>-f<fence>-…-s<position>`)
+/// are merged once their commit record covers them and not before: what
+/// is not committed yet may still be removed by a takeover.
+#[test]
+fn a_cluster_workers_files_are_merged_only_once_committed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let root = temp("committed");
+    let day = write(&root, "w1-p1-f3");
+    // Positions 10, 20, … 100 in write order.
+    for (k, path) in visible_files(&day).unwrap().into_iter().enumerate() {
+        let name =
+            path.file_name().unwrap().to_str().unwrap().replace(".parquet", &format!("-s{}.parquet", (k + 1) * 10));
+        std::fs::rename(&path, day.join(name)).unwrap();
+    }
+    age(&day, Duration::from_secs(7_200));
+    let committed_through = Arc::new(AtomicU64::new(50));
+    let committed = {
+        let through = committed_through.clone();
+        move |name: &str| {
+            let position =
+                name.strip_suffix(".parquet").and_then(|n| n.rsplit_once("-s")).and_then(|(_, p)| p.parse().ok());
+            position.is_some_and(|p: u64| p <= through.load(Ordering::Relaxed))
+        }
+    };
+    let c = Compactor::new(CompactConfig {
+        eligible: worker::compact::Eligible::Committed(Arc::new(committed)),
+        ..config(&root, "w1")
+    })
+    .unwrap();
+    let r = c.run(SystemTime::now()).unwrap();
+    assert_eq!((r.outputs, r.inputs), (1, 5), "only the five committed files: {r:?}");
+    exactly_once(&day, "half committed");
+    let visible = visible_files(&day).unwrap();
+    assert_eq!(visible.len(), 6, "the merged file and the five uncommitted: {visible:?}");
+    // The rest is committed later: merged on the next pass.
+    committed_through.store(100, Ordering::Relaxed);
+    let r = c.run(SystemTime::now()).unwrap();
+    assert_eq!((r.outputs, r.inputs), (1, 5), "{r:?}");
+    exactly_once(&day, "all committed");
+    assert_eq!(visible_files(&day).unwrap().len(), 2);
+    let _ = std::fs::remove_dir_all(&root);
+}
