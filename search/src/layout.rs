@@ -9,21 +9,33 @@
 
 use std::path::{Path, PathBuf};
 
+/// A file a search reads.
+#[derive(Debug)]
+pub(crate) struct Selected {
+    pub path: PathBuf,
+    /// Its whole day is inside the range: every row of it is (a date
+    /// directory holds the events whose time falls in that UTC day), so
+    /// it is read without a time filter.
+    pub whole_day: bool,
+}
+
 /// The files one search reads, and what was left out.
 #[derive(Debug, Default)]
 pub(crate) struct Selection {
     /// Parquet files to read (those of a compaction's switch point on:
     /// [`worker::compact::visible_files`]).
-    pub files: Vec<PathBuf>,
+    pub files: Vec<Selected>,
     /// `org=<id>/date=<day>/` directories they are in.
     pub dirs: u64,
     /// Date directories of the scope's orgs outside the time range.
     pub dirs_pruned: u64,
 }
 
+const DAY_NS: i64 = 86_400 * 1_000_000_000;
+
 /// UTC day number of a time in nanoseconds.
 pub(crate) fn day_of(nanos: i64) -> i64 {
-    nanos.div_euclid(86_400 * 1_000_000_000)
+    nanos.div_euclid(DAY_NS)
 }
 
 /// The date directories of `orgs` under `root` (the `events` directory)
@@ -50,11 +62,12 @@ pub(crate) fn select(root: &Path, orgs: &[u32], from: i64, to: i64) -> std::io::
             days.push((day, entry.path()));
         }
         days.sort();
-        for (_, path) in days {
+        for (day, path) in days {
             let files = worker::compact::visible_files(&path)?;
+            let whole_day = from <= day.saturating_mul(DAY_NS) && day.saturating_add(1).saturating_mul(DAY_NS) <= to;
             if !files.is_empty() {
                 out.dirs += 1;
-                out.files.extend(files);
+                out.files.extend(files.into_iter().map(|path| Selected { path, whole_day }));
             }
         }
     }
@@ -82,15 +95,21 @@ mod tests {
         let day = 86_400_000_000_000i64;
         let got = select(&root, &[1, 2], dec1, dec1 + day).unwrap();
         let names: Vec<String> =
-            got.files.iter().map(|d| d.strip_prefix(&root).unwrap().display().to_string()).collect();
+            got.files.iter().map(|d| d.path.strip_prefix(&root).unwrap().display().to_string()).collect();
         assert_eq!(
             names,
             ["org=1/date=2026-12-01/part-a-1-000001.parquet", "org=2/date=2026-12-01/part-a-1-000001.parquet"]
         );
+        assert!(got.files.iter().all(|f| f.whole_day));
         assert_eq!((got.dirs, got.dirs_pruned), (2, 3));
         // A range ending exactly at midnight does not take the next day.
         let got = select(&root, &[1], dec1 - day, dec1 + day).unwrap();
         assert_eq!(got.dirs, 2);
+        // Part of a day: read with the time filter.
+        let got = select(&root, &[1], dec1 + 1, dec1 + day).unwrap();
+        assert_eq!(got.files.iter().map(|f| f.whole_day).collect::<Vec<_>>(), [false]);
+        let got = select(&root, &[1], dec1 - day / 2, dec1 + day).unwrap();
+        assert_eq!(got.files.iter().map(|f| f.whole_day).collect::<Vec<_>>(), [false, true]);
         assert!(select(&root, &[9], dec1, dec1 + day).unwrap().files.is_empty());
         let _ = std::fs::remove_dir_all(&root);
     }

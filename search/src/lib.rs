@@ -32,6 +32,8 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache, FileStatisticsCache};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -184,8 +186,8 @@ impl TimeRange {
     /// The range `[from, to)`; `to` at or before `from` is the empty range
     /// (no events, no buckets), not an error: every pair of times is a
     /// valid request.
-    pub fn new(from: i64, to: i64) -> Result<TimeRange, SearchError> {
-        Ok(TimeRange { from, to: to.max(from) })
+    pub fn new(from: i64, to: i64) -> TimeRange {
+        TimeRange { from, to: to.max(from) }
     }
 
     /// Whether it holds no time at all.
@@ -352,7 +354,33 @@ pub struct Searcher {
     permits: Arc<tokio::sync::Semaphore>,
     counters: Arc<SearchCounters>,
     runtime: Arc<QueryRuntime>,
+    caches: Caches,
 }
+
+/// What sessions share: the Parquet footers (and page indexes) and the
+/// per-file statistics already read, so a query does not read every
+/// footer again — the cost that dominates a day of many small files.
+/// Entries are keyed by path and checked against the file's size and
+/// modification time, so a replaced file is read afresh. Sharing them
+/// across callers tells nobody anything: a session only ever asks for
+/// the files of its own orgs. (The listing cache is not shared: it never
+/// expires, and each session names its files itself.)
+#[derive(Clone)]
+struct Caches {
+    metadata: Arc<FileMetadataCache>,
+    statistics: Arc<FileStatisticsCache>,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches").finish_non_exhaustive()
+    }
+}
+
+/// Memory the shared footer cache may hold.
+const METADATA_CACHE_BYTES: usize = 64 << 20;
+/// Memory the shared statistics cache may hold.
+const STATISTICS_CACHE_BYTES: usize = 32 << 20;
 
 /// The threads queries run on: their own, so a heavy query never holds up
 /// the API's runtime, and the caller's time limit fires (and stops the
@@ -406,6 +434,10 @@ impl Searcher {
             permits,
             counters: Arc::default(),
             runtime: Arc::new(QueryRuntime(Some(runtime))),
+            caches: Caches {
+                metadata: Arc::new(DefaultCache::new(METADATA_CACHE_BYTES).with_name("vigil search footers")),
+                statistics: Arc::new(DefaultCache::new(STATISTICS_CACHE_BYTES).with_name("vigil search statistics")),
+            },
         })
     }
 
@@ -623,6 +655,13 @@ impl Searcher {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(GreedyMemoryPool::new(self.config.memory_limit)))
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_cache_manager(
+                CacheManagerConfig::default()
+                    .with_file_metadata_cache(Some(self.caches.metadata.clone()))
+                    .with_metadata_cache_limit(METADATA_CACHE_BYTES)
+                    .with_file_statistics_cache(Some(self.caches.statistics.clone()))
+                    .with_file_statistics_cache_limit(STATISTICS_CACHE_BYTES),
+            )
             .build_arc()
             .map_err(|e| SearchError::Internal(e.to_string()))?;
         let mut config = SessionConfig::new().with_information_schema(false);
@@ -638,30 +677,48 @@ impl Searcher {
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(udf::cidr_match());
         let schema: SchemaRef = worker::events::schema();
-        let table: Arc<dyn TableProvider> = if selection.files.is_empty() {
-            Arc::new(MemTable::try_new(schema, vec![vec![]]).map_err(|e| SearchError::Internal(e.to_string()))?)
-        } else {
-            let urls = selection
-                .files
-                .iter()
+        let internal = |e: DataFusionError| SearchError::Internal(e.to_string());
+        let listing = |files: Vec<&PathBuf>| -> Result<Arc<dyn TableProvider>, SearchError> {
+            let urls = files
+                .into_iter()
                 .map(|f| ListingTableUrl::parse(f.display().to_string()))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| SearchError::Internal(e.to_string()))?;
+                .map_err(internal)?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-            let config =
-                ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
-            Arc::new(ListingTable::try_new(config).map_err(|e| SearchError::Internal(e.to_string()))?)
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(schema.clone());
+            Ok(Arc::new(ListingTable::try_new(config).map_err(internal)?))
+        };
+        // Files of days wholly inside the range are read as they are;
+        // those of the days the range cuts (at most its first and last),
+        // through the time filter, which the scan pushes down.
+        let (whole, cut): (Vec<_>, Vec<_>) = selection.files.iter().partition(|f| f.whole_day);
+        let mut table: Option<DataFrame> = None;
+        if !whole.is_empty() {
+            table = Some(ctx.read_table(listing(whole.into_iter().map(|f| &f.path).collect())?).map_err(internal)?);
+        }
+        if !cut.is_empty() {
+            let filtered = ctx
+                .read_table(listing(cut.into_iter().map(|f| &f.path).collect())?)
+                .and_then(|df| {
+                    df.filter(col("time").gt_eq(time_literal(range.from)).and(col("time").lt(time_literal(range.to))))
+                })
+                .map_err(internal)?;
+            table = Some(match table {
+                Some(whole) => whole.union(filtered).map_err(internal)?,
+                None => filtered,
+            });
+        }
+        let table = match table {
+            Some(t) => t,
+            None => ctx
+                .read_table(Arc::new(MemTable::try_new(schema, vec![vec![]]).map_err(internal)?))
+                .map_err(internal)?,
         };
         let mut columns = vec![col("id").alias("event_id")];
         columns.extend(worker::events::schema().fields().iter().skip(1).map(|f| col(f.name().as_str())));
-        let view = ctx
-            .read_table(table)
-            .and_then(|df| {
-                df.filter(col("time").gt_eq(time_literal(range.from)).and(col("time").lt(time_literal(range.to))))
-            })
-            .and_then(|df| df.select(columns))
-            .map_err(|e| SearchError::Internal(e.to_string()))?
-            .into_view();
+        let view = table.select(columns).map_err(internal)?.into_view();
         ctx.register_table("events", view).map_err(|e| SearchError::Internal(e.to_string()))?;
         Ok(Session { ctx, selection })
     }

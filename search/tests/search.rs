@@ -68,7 +68,7 @@ fn searcher(dir: &std::path::Path) -> Searcher {
 }
 
 fn nov22() -> TimeRange {
-    TimeRange::new(NOV22, NOV22 + DAY).unwrap()
+    TimeRange::new(NOV22, NOV22 + DAY)
 }
 
 async fn sql(s: &Searcher, orgs: &[u32], text: &str) -> Result<search::Answer, SearchError> {
@@ -176,13 +176,22 @@ async fn the_date_layout_and_row_group_statistics_prune() {
     assert_eq!(a.stats.files, 3, "one file per flush of Nov 22: {:?}", a.stats);
     // An hour of Nov 22: the files of other hours are skipped by their
     // statistics on `time`.
-    let hour = TimeRange::new(NOV22 + 4 * 3_600_000_000_000, NOV22 + 5 * 3_600_000_000_000).unwrap();
+    let hour = TimeRange::new(NOV22 + 4 * 3_600_000_000_000, NOV22 + 5 * 3_600_000_000_000);
     let q = SqlQuery { sql: "SELECT count(*) FROM events".into(), range: hour, limit: 10 };
     let a = s.sql(&[2], &q).await.unwrap();
     assert_eq!(a.rows[0][0], Value::from(60));
     // Hour 4 is in the third file only.
     assert_eq!(a.stats.files_pruned + a.stats.row_groups_pruned, 2, "{:?}", a.stats);
     assert!(a.stats.rows_scanned <= 100, "{:?}", a.stats);
+    // Nov 22 whole (read without the time filter) and the part of Nov 21
+    // from 00:30 (through it): 300 + 20.
+    let across = TimeRange::new(NOV22 - DAY + 30 * 60_000_000_000, NOV22 + DAY);
+    let q = SqlQuery { sql: "SELECT count(*), count(DISTINCT event_id) FROM events".into(), range: across, limit: 10 };
+    let a = s.sql(&[2], &q).await.unwrap();
+    assert_eq!(a.rows[0], [Value::from(320), Value::from(320)], "{:?}", a.stats);
+    let both = TimeRange::new(NOV22 - DAY, NOV22 + DAY);
+    let a = s.sql(&[2], &SqlQuery { range: both, ..q }).await.unwrap();
+    assert_eq!(a.rows[0], [Value::from(350), Value::from(350)]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
