@@ -24,8 +24,9 @@ use clap::Args;
 #[derive(Args)]
 pub struct BenchArgs {
     /// Licence for the run (the unlicensed allowance is far below a benchmark's rate).
-    #[arg(long, alias = "licence", value_name = "FILE")]
-    pub(super) license: PathBuf,
+    /// (Required, except with --search.)
+    #[arg(long, alias = "licence", value_name = "FILE", required_unless_present = "search")]
+    pub(super) license: Option<PathBuf>,
     /// Events in the workload.
     #[arg(long, default_value_t = 2_000_000)]
     pub(super) events: u64,
@@ -73,6 +74,35 @@ pub struct BenchArgs {
     /// nats-server for --cluster (default: `nats-server` on PATH; 2.11 or newer).
     #[arg(long, value_name = "PATH")]
     pub(super) nats_server: Option<PathBuf>,
+    /// Instead of the pipeline: the event-search benchmark. Generates
+    /// --search-events events of --orgs orgs over one day as Parquet the
+    /// way flushes leave it, runs a needle query and a group-by over one
+    /// org's day --search-runs times with vigil's search and with DuckDB
+    /// (the baseline, same SQL, same files, same run), compacts, and runs
+    /// them again.
+    #[arg(long)]
+    pub(super) search: bool,
+    /// Events in the search benchmark.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub(super) search_events: u64,
+    /// Seconds between the simulated flushes of the search benchmark's
+    /// uncompacted layout: one file per org per this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub(super) search_flush_secs: u64,
+    /// Timed runs of each query.
+    #[arg(long, default_value_t = 20)]
+    pub(super) search_runs: usize,
+    /// Python with the `duckdb` package, for the baseline (default: python3).
+    #[arg(long, value_name = "PATH")]
+    pub(super) python: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// The licence file's full path (clap requires it unless --search).
+    pub(super) fn license(&self) -> Result<PathBuf> {
+        let path = self.license.as_deref().context("--license FILE is required")?;
+        path.canonicalize().with_context(|| format!("cannot read {}", path.display()))
+    }
 }
 
 /// What one receiver did with the workload.
@@ -90,6 +120,13 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         None => std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if args.search {
+        let result = super::bench_search::run(&args, &dir);
+        if !args.keep {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return result.map(|()| ExitCode::SUCCESS);
+    }
     let exe = std::env::current_exe().context("cannot find the vigil executable")?;
     let workload = dir.join("workload.log");
     let attack_starts = write_workload(&workload, args.events, args.orgs.max(1), args.attack_every.max(7))?;
@@ -234,6 +271,14 @@ fn write_workload(path: &Path, events: u64, orgs: u32, attack_every: u64) -> Res
         1 << 20,
         File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
     );
+    let starts = workload(&mut out, events, orgs, attack_every)?;
+    out.flush().with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(starts)
+}
+
+/// The workload's lines into `out` (see [`write_workload`]). The device
+/// of org k sends from, and names itself, 10.(k/256).(k%256).h.
+pub(super) fn workload(out: &mut impl Write, events: u64, orgs: u32, attack_every: u64) -> Result<Vec<u64>> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let (mut written, mut attacks) = (0u64, 0u64);
     let mut starts = Vec::new();
@@ -303,7 +348,6 @@ fn write_workload(path: &Path, events: u64, orgs: u32, attack_every: u64) -> Res
         }
         written += 1;
     }
-    out.flush().with_context(|| format!("cannot write {}", path.display()))?;
     Ok(starts)
 }
 
@@ -407,7 +451,7 @@ fn bench_vigil(args: &BenchArgs, exe: &Path, dir: &Path, workload: &Path, load: 
         format!(
             "data_dir = {data:?}\nlicense = {:?}\n[syslog]\naddr = \"127.0.0.1:0\"\nudp = false\n[api]\naddr = \"127.0.0.1:0\"\n[metrics]\naddr = \"127.0.0.1:0\"\n\
              [rules]\nlateness_secs = {}\n[orgs]\nrefresh_secs = 0.2\n",
-            args.license.canonicalize().with_context(|| format!("cannot read {}", args.license.display()))?,
+            args.license()?,
             args.lateness
         ),
     )?;

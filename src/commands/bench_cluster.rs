@@ -134,7 +134,7 @@ fn cluster_config(ctx: &Context<'_>, nats: &str) -> Result<std::path::PathBuf> {
         format!(
             "license = {:?}\n[cluster]\nnats = \"{nats}\"\npartitions = 8\n[syslog]\naddr = \"127.0.0.1:0\"\nudp = false\n\
              [metrics]\naddr = \"127.0.0.1:0\"\n[rules]\nlateness_secs = {}\n[orgs]\nrefresh_secs = 0.2\n",
-            ctx.args.license.canonicalize().with_context(|| format!("cannot read {}", ctx.args.license.display()))?,
+            ctx.args.license()?,
             ctx.args.lateness
         ),
     )?;
@@ -205,7 +205,7 @@ fn bench_cluster(ctx: &Context<'_>, nats_server: &Path, load: Load) -> Result<Ru
         .args(["node", "set", "edge-1", "--guaranteed-eps", &licensed.to_string(), "--data-dir"])
         .arg(&sup_dir)
         .arg("--license")
-        .arg(&ctx.args.license)
+        .arg(ctx.args.license()?)
         .output()?;
     if !out.status.success() {
         bail!("vigil node set: {}", String::from_utf8_lossy(&out.stderr));
