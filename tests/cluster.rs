@@ -322,15 +322,7 @@ fn a_cross_org_rule_sees_every_orgs_events() {
     wait("partitions shared", Duration::from_secs(60), || {
         workers.iter().map(|w| metric(&w.metrics_url, "vigil_partitions_owned", &[])).sum::<u64>() == 5
     });
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    for (name, range) in [("Acme", "10.1.0.0/16"), ("Globex", "10.2.0.0/16")] {
-        let created = agent
-            .post(format!("{}/orgs", sup.api))
-            .header("Authorization", format!("Bearer {TOKEN}"))
-            .send_json(serde_json::json!({"name": name, "ip_ranges": [range]}))
-            .unwrap();
-        assert_eq!(created.status().as_u16(), 201);
-    }
+    sup.create_orgs(&[("Acme", "10.1.0.0/16"), ("Globex", "10.2.0.0/16")]);
     wait("both orgs on the collector", Duration::from_secs(5), || metric(&c.metrics_url, "vigil_orgs", &[]) >= 4);
     let mut lines = ssh_attack("10.1.0.5", "203.0.113.66", 2);
     lines.extend(ssh_attack("10.2.0.9", "203.0.113.66", 2));
@@ -415,15 +407,8 @@ fn the_supervisor_searches_the_workers_shared_root_before_and_after_compaction()
     wait("partitions shared", Duration::from_secs(60), || {
         workers.iter().map(|w| metric(&w.metrics_url, "vigil_partitions_owned", &[])).sum::<u64>() == 5
     });
+    sup.create_orgs(&[("Acme", "10.1.0.0/16"), ("Globex", "10.2.0.0/16")]);
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    for (name, range) in [("Acme", "10.1.0.0/16"), ("Globex", "10.2.0.0/16")] {
-        let created = agent
-            .post(format!("{}/orgs", sup.api))
-            .header("Authorization", format!("Bearer {TOKEN}"))
-            .send_json(serde_json::json!({"name": name, "ip_ranges": [range]}))
-            .unwrap();
-        assert_eq!(created.status().as_u16(), 201);
-    }
     wait("both orgs on the collector", Duration::from_secs(5), || metric(&c.metrics_url, "vigil_orgs", &[]) >= 4);
     // One failure of the attack and one Globex line at a time, apart: many
     // small files per org for the compactor. Stamped when sent, as a

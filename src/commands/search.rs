@@ -169,7 +169,7 @@ async fn local(args: &SearchArgs) -> Result<Value> {
     };
     let to = time("to", &args.to, now)?;
     let from = time("from", &args.from, to - 86_400 * 1_000_000_000)?;
-    let range = search::TimeRange::new(from, to)?;
+    let range = search::TimeRange::new(from, to);
     let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
     Ok(match &args.sql {
         Some(sql) => {

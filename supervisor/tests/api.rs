@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::StatusCode;
-use common::{TestDb, backends, call, open};
+use common::{TestDb, backends, call, id, ok, open, user_token};
 use serde_json::{Value, json};
 use supervisor::store::{IncidentUpdate, Ingest, IngestConfig, Store, StoreConfig};
 
@@ -43,33 +43,6 @@ struct World {
     inc_c: i64,
     inc_self: i64,
     alert_b: i64,
-}
-
-async fn ok(app: &Router, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
-    let (status, v) = call(app, method, path, Some(token), body).await;
-    assert!(status.is_success(), "{method} {path}: {status} {v}");
-    v
-}
-
-fn id(v: &Value) -> i64 {
-    v["id"].as_i64().unwrap_or_else(|| panic!("no id in {v}"))
-}
-
-async fn user_token(
-    app: &Router,
-    root: &str,
-    name: &str,
-    org: Value,
-    role: &str,
-    scope: Option<Value>,
-) -> (i64, String, i64) {
-    let mut body = json!({ "name": name, "org": org, "role": role });
-    if let Some(s) = scope {
-        body["scope"] = s;
-    }
-    let user = ok(app, "POST", "/users", root, Some(body)).await;
-    let token = ok(app, "POST", "/tokens", root, Some(json!({ "user_id": id(&user), "name": "t" }))).await;
-    (id(&user), token["token_secret"].as_str().unwrap().to_owned(), id(&token))
 }
 
 async fn world(db: &TestDb) -> World {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use bytes::Bytes;
-use common::{TestDb, backends, call, open};
+use common::{TestDb, backends, call, id, ok, open, user_token};
 use parsers::{DeviceParsers, EventTime, OrgId, Parser};
 use serde_json::{Value, json};
 use supervisor::store::{IncidentUpdate, Ingest, IngestConfig, StoreConfig};
@@ -43,24 +43,9 @@ impl Drop for World {
     }
 }
 
-async fn ok(app: &Router, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
-    let (status, v) = call(app, method, path, Some(token), body).await;
-    assert!(status.is_success(), "{method} {path}: {status} {v}");
-    v
-}
-
-fn id(v: &Value) -> i64 {
-    v["id"].as_i64().unwrap_or_else(|| panic!("no id in {v}"))
-}
-
+/// A new user's token secret.
 async fn token(app: &Router, root: &str, name: &str, org: Value, role: Value, scope: Option<Value>) -> String {
-    let mut body = json!({ "name": name, "org": org, "role": role });
-    if let Some(s) = scope {
-        body["scope"] = s;
-    }
-    let user = ok(app, "POST", "/users", root, Some(body)).await;
-    let token = ok(app, "POST", "/tokens", root, Some(json!({ "user_id": id(&user), "name": "t" }))).await;
-    token["token_secret"].as_str().unwrap().to_owned()
+    user_token(app, root, name, org, role, scope).await.1
 }
 
 /// Writes `n` sshd failures of `org` from `ip`, ids `first..`, a second apart.

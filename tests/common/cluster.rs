@@ -202,6 +202,19 @@ pub fn supervisor(dir: &Path, nats: &str, config: &Path, database: Option<&str>,
 }
 
 impl Supervisor {
+    /// Creates orgs (name, one IP range) through the API.
+    pub fn create_orgs(&self, orgs: &[(&str, &str)]) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        for (name, range) in orgs {
+            let created = agent
+                .post(format!("{}/orgs", self.api))
+                .header("Authorization", format!("Bearer {}", self.token))
+                .send_json(serde_json::json!({"name": name, "ip_ranges": [range]}))
+                .unwrap();
+            assert_eq!(created.status().as_u16(), 201, "creating {name}");
+        }
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

@@ -136,7 +136,7 @@ async fn events(
     let cursor = q.cursor.as_deref().map(Cursor::decode).transpose().map_err(refused("cursor"))?;
     let (searcher, range, orgs) = filtered(&s, &c, &h, &q).await?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    let page = searcher.events(&orgs, range, &q.filter(), limit, cursor).await.map_err(refused("q"))?;
+    let page = searcher.events(&orgs, range, &q.filter(), limit, cursor).await.map_err(refused("filter"))?;
     Ok(ok(page))
 }
 
@@ -191,8 +191,7 @@ async fn incident_events(
     let range = TimeRange::new(
         first.saturating_sub(INCIDENT_MARGIN_NS),
         last.saturating_add(INCIDENT_MARGIN_NS).max(first.saturating_sub(INCIDENT_MARGIN_NS) + 1),
-    )
-    .map_err(refused("id"))?;
+    );
     let page = searcher.by_ids(&[org], range, &ids).await.map_err(refused("id"))?;
     Ok(ok(page))
 }
@@ -217,7 +216,7 @@ fn range(s: &Store, from: Option<&str>, to: Option<&str>) -> ApiResult<TimeRange
         Some(t) => time("from", t)?,
         None => to.saturating_sub(DEFAULT_RANGE_NS),
     };
-    TimeRange::new(from, to).map_err(refused("from"))
+    Ok(TimeRange::new(from, to))
 }
 
 fn field(name: &str, message: String) -> ApiError {

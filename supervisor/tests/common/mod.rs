@@ -116,3 +116,34 @@ pub async fn raw(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
     let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
     (status, json)
 }
+
+/// `call` that must succeed; the body.
+pub async fn ok(app: &Router, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
+    let (status, v) = call(app, method, path, Some(token), body).await;
+    assert!(status.is_success(), "{method} {path}: {status} {v}");
+    v
+}
+
+/// The `id` of a created record.
+pub fn id(v: &Value) -> i64 {
+    v["id"].as_i64().unwrap_or_else(|| panic!("no id in {v}"))
+}
+
+/// A new user of `org` with `role` (a name or a role object) and a token
+/// of theirs: (user id, token secret, token id).
+pub async fn user_token(
+    app: &Router,
+    root: &str,
+    name: &str,
+    org: Value,
+    role: impl Into<Value>,
+    scope: Option<Value>,
+) -> (i64, String, i64) {
+    let mut body = serde_json::json!({ "name": name, "org": org, "role": role.into() });
+    if let Some(s) = scope {
+        body["scope"] = s;
+    }
+    let user = ok(app, "POST", "/users", root, Some(body)).await;
+    let token = ok(app, "POST", "/tokens", root, Some(serde_json::json!({ "user_id": id(&user), "name": "t" }))).await;
+    (id(&user), token["token_secret"].as_str().unwrap_or_default().to_owned(), id(&token))
+}
