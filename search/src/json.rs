@@ -26,7 +26,19 @@ pub struct Column {
 
 /// The columns of a result schema.
 pub(crate) fn columns(schema: &datafusion::arrow::datatypes::Schema) -> Vec<Column> {
-    schema.fields().iter().map(|f| Column { name: f.name().clone(), data_type: f.data_type().to_string() }).collect()
+    use datafusion::arrow::datatypes::DataType;
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            // Text is read as string views, an engine detail: it is text.
+            let data_type = match f.data_type() {
+                DataType::Utf8View => DataType::Utf8,
+                other => other.clone(),
+            };
+            Column { name: f.name().clone(), data_type: data_type.to_string() }
+        })
+        .collect()
 }
 
 /// Appends the rows of `batch` (at most `room` of them) to `rows`.

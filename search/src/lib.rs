@@ -377,6 +377,24 @@ impl std::fmt::Debug for Caches {
     }
 }
 
+/// The stored schema with text read as string views: the Parquet reader
+/// then points into the pages (dictionary pages included) instead of
+/// copying every value, and grouping compares views. Answers name the
+/// type `Utf8` all the same ([`json::columns`]).
+fn table_schema() -> SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let stored = worker::events::schema();
+    let fields: Vec<Field> = stored
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, stored.metadata().clone()))
+}
+
 /// Memory the shared footer cache may hold.
 const METADATA_CACHE_BYTES: usize = 64 << 20;
 /// Memory the shared statistics cache may hold.
@@ -676,7 +694,7 @@ impl Searcher {
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(udf::cidr_match());
-        let schema: SchemaRef = worker::events::schema();
+        let schema = table_schema();
         let internal = |e: DataFusionError| SearchError::Internal(e.to_string());
         let listing = |files: Vec<&PathBuf>| -> Result<Arc<dyn TableProvider>, SearchError> {
             let urls = files

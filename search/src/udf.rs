@@ -19,9 +19,7 @@ use parsers::Network;
 /// is NULL or not an address. A literal `cidr` that is not a network is an
 /// error when the query is planned; one read from a column is NULL.
 pub(crate) fn cidr_match() -> ScalarUDF {
-    ScalarUDF::new_from_impl(CidrMatch {
-        signature: Signature::exact(vec![DataType::Utf8, DataType::Utf8], Volatility::Immutable),
-    })
+    ScalarUDF::new_from_impl(CidrMatch { signature: Signature::string(2, Volatility::Immutable) })
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
