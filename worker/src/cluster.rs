@@ -366,13 +366,9 @@ fn start_compactor(
     };
     let node = setup.node.clone();
     let committed = move |name: &str| {
-        parse_file_name(name, &node).is_some_and(|(partition, fence, position)| {
-            records
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&partition)
-                .is_some_and(|r| r.covers(fence, position))
-        })
+        let (partition, fence, position) = parse_file_name(name, &node)?;
+        let records = records.read().unwrap_or_else(PoisonError::into_inner);
+        Some(records.get(&partition).is_some_and(|r| r.covers(fence, position)))
     };
     let config = crate::compact::CompactConfig {
         min_age: Duration::from_secs(after),

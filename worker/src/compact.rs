@@ -43,18 +43,21 @@ use parquet::file::properties::WriterProperties;
 
 use crate::events::{WorkerError, file_safe, schema, writer_properties};
 
+/// A cluster worker's file-name predicate ([`Eligible::Committed`]).
+pub type CommittedFn = dyn Fn(&str) -> Option<bool> + Send + Sync;
+
 /// Which of a node's `part-` files a pass may merge.
 #[derive(Clone)]
 pub enum Eligible {
     /// Files written without a stream position (`vigil run`'s, committed
     /// once written).
     Unpositioned,
-    /// Files the predicate (over the file name) says are committed: a
-    /// cluster worker's, covered by their partition's commit record. The
-    /// predicate may answer from a stale view of the records: commits only
-    /// grow, so a stale view leaves a file for the next pass, never takes
-    /// one too early.
-    Committed(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+    /// A cluster worker's files, told by the predicate over the file name:
+    /// `None` when the file is not this node's, else whether its
+    /// partition's commit record covers it. The predicate may answer from
+    /// a stale view of the records: commits only grow, so a stale view
+    /// leaves a file for the next pass, never takes one too early.
+    Committed(Arc<CommittedFn>),
 }
 
 impl std::fmt::Debug for Eligible {
@@ -184,6 +187,29 @@ impl Compactor {
         Ok(Compactor { config, node, props })
     }
 
+    /// Whether the `part-…` file `name` is this node's (`None`: another
+    /// node's, or not a stored file) and may be merged. A node name that
+    /// starts another's (`w1`, `w1-a`) is told apart by the structure of
+    /// the rest of the name, not by a prefix.
+    fn mine(&self, name: &str) -> Option<bool> {
+        match &self.config.eligible {
+            // `part-<node>-<start>-<seq>.parquet`: no `-s<position>`.
+            Eligible::Unpositioned => {
+                let rest = name.strip_prefix("part-")?.strip_prefix(self.node.as_str())?.strip_prefix('-')?;
+                let (start, seq) = rest.strip_suffix(".parquet")?.split_once('-')?;
+                let number = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+                (number(start) && number(seq)).then_some(true)
+            }
+            Eligible::Committed(committed) => committed(name),
+        }
+    }
+
+    /// Whether the merge `compact-<id>` is this node's: merges are named
+    /// after their first input (`part-<id>.parquet`).
+    fn merged_by_me(&self, merge: &str) -> bool {
+        merge.strip_prefix("compact-").is_some_and(|id| self.mine(&format!("part-{id}.parquet")).is_some())
+    }
+
     /// The date directories under the root.
     fn date_dirs(&self) -> Result<Vec<PathBuf>, WorkerError> {
         let root = &self.config.root;
@@ -213,15 +239,17 @@ impl Compactor {
     /// files, `.inputs` files whose merged file was never switched in).
     pub fn recover(&self) -> Result<u64, WorkerError> {
         let mut removed = 0;
-        let prefix = format!("compact-{}-", self.node);
         for dir in self.date_dirs()? {
             let names: Vec<String> =
                 fs::read_dir(&dir).map_err(io(&dir))?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
             for name in &names {
-                let stale_tmp = name.starts_with(&format!(".{prefix}")) && name.ends_with(".tmp");
-                let unswitched = name.starts_with(&prefix)
-                    && name.ends_with(".inputs")
-                    && !names.contains(&format!("{}.parquet", name.trim_end_matches(".inputs")));
+                let stale_tmp = name
+                    .strip_prefix('.')
+                    .and_then(|n| n.strip_suffix(".parquet.tmp"))
+                    .is_some_and(|id| self.merged_by_me(id));
+                let unswitched = name
+                    .strip_suffix(".inputs")
+                    .is_some_and(|id| self.merged_by_me(id) && !names.contains(&format!("{id}.parquet")));
                 if stale_tmp || unswitched {
                     let path = dir.join(name);
                     fs::remove_file(&path).map_err(io(&path))?;
@@ -249,11 +277,12 @@ impl Compactor {
 
     /// Step 4 for the switched compactions of `dir` past their grace.
     fn finish(&self, dir: &Path, now: SystemTime, report: &mut CompactReport) -> Result<(), WorkerError> {
-        let prefix = format!("compact-{}-", self.node);
         let sidecars: Vec<PathBuf> = fs::read_dir(dir)
             .map_err(io(dir))?
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".inputs")))
+            .filter(|e| {
+                e.file_name().to_str().and_then(|n| n.strip_suffix(".inputs")).is_some_and(|id| self.merged_by_me(id))
+            })
             .map(|e| e.path())
             .collect();
         for sidecar in sidecars {
@@ -282,19 +311,12 @@ impl Compactor {
 
     /// Steps 1–3 for `dir`'s small files of this node that are old enough.
     fn merge_dir(&self, dir: &Path, now: SystemTime, report: &mut CompactReport) -> Result<(), WorkerError> {
-        let part = format!("part-{}-", self.node);
         // Inputs of compactions still in their grace are not inputs again.
         let visible: BTreeSet<PathBuf> = visible_files(dir).map_err(io(dir))?.into_iter().collect();
         let mut candidates: Vec<(PathBuf, u64, i64)> = Vec::new();
         for path in &visible {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-            let Some(rest) = name.strip_prefix(&part).and_then(|r| r.strip_suffix(".parquet")) else { continue };
-            let eligible = match &self.config.eligible {
-                // `part-<node>-<start>-<seq>.parquet`: no `-s<position>`.
-                Eligible::Unpositioned => !rest.split('-').any(|p| p.starts_with('s')) && rest.split('-').count() == 2,
-                Eligible::Committed(committed) => committed(name),
-            };
-            if !eligible {
+            if self.mine(name) != Some(true) {
                 continue;
             }
             let meta = fs::metadata(path).map_err(io(path))?;

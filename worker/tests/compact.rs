@@ -205,7 +205,7 @@ fn a_cluster_workers_files_are_merged_only_once_committed() {
         move |name: &str| {
             let position =
                 name.strip_suffix(".parquet").and_then(|n| n.rsplit_once("-s")).and_then(|(_, p)| p.parse().ok());
-            position.is_some_and(|p: u64| p <= through.load(Ordering::Relaxed))
+            Some(position.is_some_and(|p: u64| p <= through.load(Ordering::Relaxed)))
         }
     };
     let c = Compactor::new(CompactConfig {
@@ -224,5 +224,30 @@ fn a_cluster_workers_files_are_merged_only_once_committed() {
     assert_eq!((r.outputs, r.inputs), (1, 5), "{r:?}");
     exactly_once(&day, "all committed");
     assert_eq!(visible_files(&day).unwrap().len(), 2);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Two nodes on one shared root where one name starts the other (`w1`,
+/// `w1-a`): each recovers and finishes only its own merges, so neither
+/// removes the other's list of inputs before its switch (which would show
+/// the inputs and the merged file both).
+#[test]
+fn a_node_whose_name_starts_anothers_leaves_its_merges_alone() {
+    let root = temp("prefix");
+    let day = write(&root, "w1-a");
+    age(&day, Duration::from_secs(7_200));
+    let theirs = Compactor::new(config(&root, "w1-a")).unwrap();
+    theirs.run(SystemTime::now()).unwrap();
+    // Their merge killed between the list of inputs and the switch.
+    let merged = visible_files(&day).unwrap().remove(0);
+    let tmp = day.join(format!(".{}.tmp", merged.file_name().unwrap().to_str().unwrap()));
+    std::fs::rename(&merged, &tmp).unwrap();
+    let before = names(&day);
+    let mine = Compactor::new(config(&root, "w1")).unwrap();
+    assert_eq!(mine.recover().unwrap(), 0, "w1 removed w1-a's leftovers");
+    let r = mine.run(SystemTime::now() + Duration::from_secs(600)).unwrap();
+    assert_eq!(r, Default::default(), "w1 touched w1-a's files");
+    assert_eq!(names(&day), before);
+    exactly_once(&day, "another node's merge in progress");
     let _ = std::fs::remove_dir_all(&root);
 }
