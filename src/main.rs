@@ -65,6 +65,9 @@ enum Command {
     /// The cluster's nodes: list them, set guaranteed EPS, maintenance.
     #[command(subcommand)]
     Node(commands::admin::NodeCommand),
+    /// The device inventory: which devices report, which went silent.
+    #[command(subcommand)]
+    Device(commands::admin::DeviceCommand),
     /// Search stored events: SQL or filters, through the API or on a data
     /// directory.
     Search(commands::search::SearchArgs),
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::User(cmd) => commands::admin::user(cmd),
         Command::Token(cmd) => commands::admin::token(cmd),
         Command::Node(cmd) => commands::admin::node(cmd),
+        Command::Device(cmd) => commands::admin::device(cmd),
         Command::Search(args) => commands::search::run(args),
     };
     match result {

@@ -54,6 +54,11 @@ pub fn report_subject(node: &str) -> String {
     format!("vigil.control.report.{node}")
 }
 
+/// Core NATS subject of node `node`'s device reports (collector → supervisor).
+pub fn devices_subject(node: &str) -> String {
+    format!("vigil.control.devices.{node}")
+}
+
 /// Core NATS subject of node `node`'s heartbeats (every node → supervisor).
 pub fn heartbeat_subject(node: &str) -> String {
     format!("vigil.control.heartbeat.{node}")

@@ -9,9 +9,11 @@
 //!   stream's duplicate window makes that idempotent) until it is stored:
 //!   while NATS is away the window fills, the intake waits, TCP senders
 //!   feel backpressure and UDP drops are counted.
-//! - Interval reports go up on `vigil.control.report.<node>`; heartbeats on
+//! - Interval reports go up on `vigil.control.report.<node>`, device
+//!   reports on `vigil.control.devices.<node>`; heartbeats on
 //!   `vigil.control.heartbeat.<node>`.
-//! - Budgets (`budget.<node>`) and the org table (`orgs`) come down through
+//! - Budgets (`budget.<node>`), the org table (`orgs`) and the device
+//!   limit's standings (`devices`) come down through
 //!   the control KV bucket, watched and applied as they change. The bucket
 //!   keeps them, so a collector that starts while the supervisor is down
 //!   uses the last ones; a brand-new collector waits for its first budget
@@ -26,11 +28,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cluster::{Client, ControlKv, Nats, Publisher, PublisherConfig};
-use parsers::{Budget, Event, EventIds, IntervalReport, NodeHeartbeat, NodeId, NodeRole, OrgSnapshot};
+use parsers::{
+    Budget, DeviceLimits, DeviceReport, Event, EventIds, IntervalReport, NodeHeartbeat, NodeId, NodeRole, OrgSnapshot,
+};
 
 use crate::clock::Clock;
 use crate::metrics::{Exposition, label};
-use crate::node::{Collector, CollectorError, CollectorSetup, EventSink, ReportSink, SinkClosed};
+use crate::node::{Collector, CollectorError, CollectorSetup, DeviceSink, EventSink, ReportSink, SinkClosed};
 
 /// The KV bucket of event-id slots.
 pub const SLOT_BUCKET: &str = "vigil_slots";
@@ -160,12 +164,27 @@ struct NatsReports {
     subject: String,
 }
 
-impl ReportSink for NatsReports {
-    fn report(&self, report: &IntervalReport) {
-        if let Ok(body) = serde_json::to_vec(report) {
-            let (client, subject) = (self.client.clone(), self.subject.clone());
+impl NatsReports {
+    fn send(&self, subject: &str, body: serde_json::Result<Vec<u8>>) {
+        if let Ok(body) = body {
+            let (client, subject) = (self.client.clone(), subject.to_owned());
             let _ = self.runtime.block_on(async move { client.publish(subject, body.into()).await });
         }
+    }
+}
+
+impl ReportSink for NatsReports {
+    fn report(&self, report: &IntervalReport) {
+        self.send(&self.subject, serde_json::to_vec(report));
+    }
+}
+
+/// Sends device reports up on core NATS.
+struct NatsDevices(NatsReports);
+
+impl DeviceSink for NatsDevices {
+    fn devices(&self, report: &DeviceReport) {
+        self.0.send(&self.0.subject, serde_json::to_vec(report));
     }
 }
 
@@ -280,8 +299,11 @@ impl ClusterCollector {
             buffer: Vec::with_capacity(1 << 20),
             outstanding: outstanding.clone(),
         };
-        let reports = NatsReports { client: client.clone(), runtime, subject: cluster::report_subject(&node) };
-        let collector = Arc::new(Collector::start(setup, clock, &orgs, budget, sink, reports).await?);
+        let reports =
+            NatsReports { client: client.clone(), runtime: runtime.clone(), subject: cluster::report_subject(&node) };
+        let devices =
+            NatsDevices(NatsReports { client: client.clone(), runtime, subject: cluster::devices_subject(&node) });
+        let collector = Arc::new(Collector::start(setup, clock, &orgs, budget, sink, reports, devices).await?);
         beating
             .addresses
             .lock()
@@ -444,8 +466,14 @@ async fn follow(
         let watched = async {
             let mut budgets = control.watch(&budget_key).await?;
             let mut orgs = control.watch("orgs").await?;
+            let mut devices = control.watch("devices").await?;
             loop {
                 tokio::select! {
+                    Some(update) = devices.next() => {
+                        if let Some(d) = update?.value.and_then(|v| decode::<DeviceLimits>(&v)) {
+                            collector.apply_devices(&d);
+                        }
+                    }
                     Some(update) = budgets.next() => {
                         if let Some(b) = update?.value.and_then(|v| decode::<Budget>(&v)) {
                             collector.apply_budget(b);

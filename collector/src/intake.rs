@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use parsers::{DeviceParsers, Event, EventIds, EventTime, OrgId, Parser, Str};
 
+use crate::devices::{DeviceTracker, Standing};
 use crate::gate::{Admission, Gate};
 use crate::listen::RawBatch;
 use crate::orgs::OrgTable;
@@ -24,7 +25,8 @@ pub const CLOCK_SKEW_EVENT: &str = "vigil.clock_skew";
 /// Turns raw batches into admitted events.
 pub struct Intake {
     parser: Parser,
-    devices: Option<DeviceParsers>,
+    classifier: Option<DeviceParsers>,
+    devices: Option<Mutex<DeviceTracker>>,
     orgs: ArcSwap<OrgTable>,
     gate: Arc<Gate>,
     collector: Str,
@@ -51,7 +53,8 @@ impl Intake {
     ) -> Intake {
         Intake {
             parser,
-            devices,
+            classifier: devices,
+            devices: None,
             orgs: ArcSwap::from_pointee(orgs),
             gate,
             collector: collector.into(),
@@ -66,6 +69,18 @@ impl Intake {
     pub fn with_event_ids(self, ids: EventIds) -> Intake {
         *self.ids.lock().unwrap_or_else(PoisonError::into_inner) = ids;
         self
+    }
+
+    /// Keeps a device inventory in `tracker` (and applies the licence's
+    /// device limit it holds).
+    pub fn with_devices(mut self, tracker: DeviceTracker) -> Intake {
+        self.devices = Some(Mutex::new(tracker));
+        self
+    }
+
+    /// The device inventory, if kept.
+    pub fn devices(&self) -> Option<std::sync::MutexGuard<'_, DeviceTracker>> {
+        self.devices.as_ref().map(|d| d.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Sets how clock skew is detected and announced.
@@ -114,13 +129,22 @@ impl Intake {
         let mut skewed: Vec<Skewed> = Vec::new();
         let mut announce: Vec<(OrgId, Str, Skewed)> = Vec::new();
         let received_at = batch.received_at;
+        let received_ms = i64::try_from(received_at.unix_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        let mut devices = self.devices();
         for item in batch.items {
             let mut event = self.parser.parse(item.frame.data, received_at);
             event.truncated = item.frame.truncated;
-            if let Some(d) = &self.devices {
-                d.classify(&mut event);
+            let family = self.classifier.as_ref().and_then(|d| d.classify_as(&mut event));
+            let (route, by_host) = orgs.assign_how(item.peer, event.host.as_deref());
+            if let Some(devices) = devices.as_deref_mut()
+                && devices.observe(route.id, item.peer, by_host, &event, family, received_ms) == Standing::Beyond
+            {
+                let drop = devices.enforcing();
+                devices.count_beyond(route.id, drop);
+                if drop {
+                    continue;
+                }
             }
-            let route = orgs.assign(item.peer, event.host.as_deref());
             event.org_id = Some(route.id);
             event.org = Some(route.name.clone());
             event.reporter_ip = Some(item.peer);

@@ -28,6 +28,7 @@
 
 pub mod clock;
 pub mod cluster;
+pub mod devices;
 pub mod gate;
 pub mod intake;
 pub mod listen;

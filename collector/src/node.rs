@@ -16,12 +16,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use parsers::framing::FramerConfig;
-use parsers::{Budget, DeviceParsers, Event, EventIds, EventTime, IntervalReport, NodeId, OrgId, OrgSnapshot, Parser};
+use parsers::{
+    Budget, DeviceLimits, DeviceParsers, DeviceReport, Event, EventIds, EventTime, IntervalReport, NodeId, OrgId,
+    OrgSnapshot, Parser,
+};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::clock::Clock;
+use crate::devices::{DeviceConfig, DeviceTracker};
 use crate::gate::Gate;
 use crate::intake::Intake;
 use crate::listen::{ListenerConfig, ListenerStats, Listeners, RawBatch};
@@ -156,6 +160,21 @@ impl ReportSink for crossbeam_channel::Sender<IntervalReport> {
     }
 }
 
+/// The upstream transport of device reports (collector → supervisor).
+/// Losing one loses that period's counters of those devices, nothing else.
+pub trait DeviceSink: Send + Sync + 'static {
+    /// Sends the report of a period that ended.
+    fn devices(&self, report: &DeviceReport);
+}
+
+impl DeviceSink for tokio::sync::mpsc::Sender<DeviceReport> {
+    fn devices(&self, report: &DeviceReport) {
+        // Bounded: a supervisor that cannot keep up loses reports, and
+        // the collector never waits for it.
+        let _ = self.try_send(report.clone());
+    }
+}
+
 /// A TLS syslog listener to open (the caller builds the acceptor).
 pub struct TlsListener {
     /// Where to listen.
@@ -178,6 +197,8 @@ pub struct CollectorSetup {
     pub collector_org: Option<String>,
     /// Length of an EPS interval, seconds.
     pub interval_secs: u64,
+    /// The device inventory.
+    pub devices: DeviceConfig,
 }
 
 /// Cumulative per-org gate counts of the intervals that ended: received,
@@ -207,6 +228,7 @@ struct Running {
     intake: std::thread::JoinHandle<()>,
     agent: std::thread::JoinHandle<()>,
     agent_stop: Arc<AtomicBool>,
+    devices: Option<std::thread::JoinHandle<()>>,
 }
 
 /// A running collector.
@@ -236,8 +258,10 @@ impl Collector {
         budget: Budget,
         mut events: impl EventSink,
         reports: impl ReportSink,
+        device_reports: impl DeviceSink,
     ) -> Result<Collector, CollectorError> {
         setup.syslog.validate()?;
+        let relays = setup.devices.validate().map_err(CollectorError::Config)?;
         let table = org_table(orgs, setup.collector_org.as_deref())?;
         let gate = Arc::new(Gate::new(setup.node.clone(), budget));
         let skew = SkewConfig {
@@ -245,11 +269,21 @@ impl Collector {
             ..SkewConfig::default()
         };
         let devices = DeviceParsers::builtin().map_err(|e| CollectorError::Devices(e.to_string()))?;
-        let intake = Arc::new(
-            Intake::new(Parser::new(), Some(devices), table, gate.clone(), setup.node.as_str())
-                .with_skew(skew)
-                .with_event_ids(EventIds::new(setup.slot, clock.now())),
-        );
+        let families = devices.family_names().map(Into::into).collect();
+        let mut intake = Intake::new(Parser::new(), Some(devices), table, gate.clone(), setup.node.as_str())
+            .with_skew(skew)
+            .with_event_ids(EventIds::new(setup.slot, clock.now()));
+        if setup.devices.enabled {
+            let now_ms = unix_ms(clock.now());
+            intake = intake.with_devices(DeviceTracker::new(
+                setup.node.clone(),
+                relays,
+                setup.devices.max_per_org,
+                families,
+                now_ms,
+            ));
+        }
+        let intake = Arc::new(intake);
         // Short queues: under overload events wait in the senders' TCP
         // buffers, not here, so the event→incident latency stays low.
         let (raw_tx, mut raw_rx) = mpsc::channel(64);
@@ -325,6 +359,18 @@ impl Collector {
                 })
                 .map_err(|e| CollectorError::Thread("interval", e))?
         };
+        let devices = if setup.devices.enabled {
+            let (intake, stop, clock) = (intake.clone(), agent_stop.clone(), clock.clone());
+            let every = Duration::from_secs_f64(setup.devices.report_secs);
+            Some(
+                std::thread::Builder::new()
+                    .name("vigil-devices".into())
+                    .spawn(move || report_devices(&intake, clock.as_ref(), every, &stop, &device_reports))
+                    .map_err(|e| CollectorError::Thread("devices", e))?,
+            )
+        } else {
+            None
+        };
         Ok(Collector {
             node: setup.node,
             interval_secs: setup.interval_secs.max(1),
@@ -338,7 +384,14 @@ impl Collector {
             // Weak: it must not keep the channel open at shutdown.
             raw_queue: raw_tx.downgrade(),
             bound,
-            running: Mutex::new(Some(Running { stop: stop_tx, serving, intake: intake_thread, agent, agent_stop })),
+            running: Mutex::new(Some(Running {
+                stop: stop_tx,
+                serving,
+                intake: intake_thread,
+                agent,
+                agent_stop,
+                devices,
+            })),
         })
     }
 
@@ -383,6 +436,13 @@ impl Collector {
         Ok(())
     }
 
+    /// Installs the supervisor's view of the licence's device limit.
+    pub fn apply_devices(&self, limits: &DeviceLimits) {
+        if let Some(mut d) = self.intake.devices() {
+            d.apply_limits(limits);
+        }
+    }
+
     /// Events accepted so far, in every interval.
     pub fn accepted(&self) -> u64 {
         self.per_org().values().map(|v| v[1]).sum()
@@ -408,6 +468,10 @@ impl Collector {
             let _ = tokio::task::spawn_blocking(move || r.intake.join()).await;
             r.agent_stop.store(true, Ordering::Release);
             let _ = tokio::task::spawn_blocking(move || r.agent.join()).await;
+            if let Some(devices) = r.devices {
+                // It sends the last period's report as it ends.
+                let _ = tokio::task::spawn_blocking(move || devices.join()).await;
+            }
         }
         self.accepted()
     }
@@ -524,10 +588,35 @@ impl Collector {
             "Accepted events stamped ahead of their receive time by more than syslog.clock_skew_alert_secs, per org (correlated at their receive time).",
             totals.keys().map(|org| (org_labels(org), skewed.get(org).copied().unwrap_or(0))).collect::<Vec<_>>(),
         );
+        let (devices, limit) = self.intake.devices().map(|d| (d.counts(), d.limit())).unwrap_or_default();
+        m.add(
+            "vigil_device_limit_applied",
+            "gauge",
+            "The licence's device limit as this node applies it (0: unlimited, or not received yet).",
+            one(limit.unwrap_or(0)),
+        );
+        let by_org = |f: fn(&crate::devices::OrgDeviceCounts) -> u64| -> Vec<(String, u64)> {
+            devices.iter().map(|(org, c)| (org_labels(org), f(c))).collect()
+        };
         let mut dropped = per_org(2, Some("org_limit"));
         dropped.extend(per_org(3, Some("licence")));
         dropped.extend(per_org(4, Some("org_disabled")));
+        dropped
+            .extend(devices.iter().map(|(org, c)| (format!("{},reason=\"device_limit\"", org_labels(org)), c.dropped)));
         m.add("vigil_events_dropped_total", "counter", "Events dropped per org and reason.", dropped);
+        m.add("vigil_devices_tracked", "gauge", "Devices this node tracks, per org.", by_org(|c| c.tracked));
+        m.add(
+            "vigil_devices_overflow_total",
+            "counter",
+            "New devices not tracked because their org reached devices.max_per_org (their events still flow).",
+            by_org(|c| c.overflow),
+        );
+        m.add(
+            "vigil_device_limit_accepted_total",
+            "counter",
+            "Events accepted from devices beyond the licence's device limit (policy alert).",
+            by_org(|c| c.beyond_accepted),
+        );
         let raw = self.raw_queue.upgrade().map_or(0, |q| q.max_capacity() - q.capacity());
         m.add(
             "vigil_queue_depth",
@@ -590,6 +679,29 @@ pub fn sleep_until_or_stop(clock: &dyn Clock, deadline: EventTime, stop: &Atomic
         }
         let step = deadline.unix_nanos().min(now + STEP_NANOS);
         clock.sleep_until(EventTime::from_unix_nanos(step));
+    }
+}
+
+/// Milliseconds since the epoch.
+fn unix_ms(t: EventTime) -> i64 {
+    i64::try_from(t.unix_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
+}
+
+/// Sends the device inventory's report every `every` until `stop`, and a
+/// last one then.
+fn report_devices(intake: &Intake, clock: &dyn Clock, every: Duration, stop: &AtomicBool, sink: &dyn DeviceSink) {
+    let step = i128::try_from(every.as_nanos()).unwrap_or(i128::MAX).max(1);
+    let mut next = clock.now().unix_nanos() + step;
+    loop {
+        let running = sleep_until_or_stop(clock, EventTime::from_unix_nanos(next), stop);
+        let report = intake.devices().map(|mut d| d.report(unix_ms(clock.now())));
+        if let Some(report) = report.filter(|r| !r.devices.is_empty() || !r.overflow.is_empty()) {
+            sink.devices(&report);
+        }
+        if !running {
+            return;
+        }
+        next += step;
     }
 }
 

@@ -96,12 +96,19 @@ impl OrgTable {
 
     /// The org of an event from `reporter` whose HOSTNAME is `host`.
     pub fn assign(&self, reporter: IpAddr, host: Option<&str>) -> &OrgRoute {
-        let i = self
-            .collector_org
-            .or_else(|| self.lookup(reporter))
-            .or_else(|| host.and_then(|h| h.parse::<IpAddr>().ok()).and_then(|ip| self.lookup(ip)))
-            .unwrap_or(self.local);
-        &self.orgs[i]
+        self.assign_how(reporter, host).0
+    }
+
+    /// Like [`OrgTable::assign`], also saying whether the HOSTNAME decided
+    /// (the reporter is a relay for it).
+    pub fn assign_how(&self, reporter: IpAddr, host: Option<&str>) -> (&OrgRoute, bool) {
+        if let Some(i) = self.collector_org.or_else(|| self.lookup(reporter)) {
+            return (&self.orgs[i], false);
+        }
+        match host.and_then(|h| h.parse::<IpAddr>().ok()).and_then(|ip| self.lookup(ip)) {
+            Some(i) => (&self.orgs[i], true),
+            None => (&self.orgs[self.local], false),
+        }
     }
 
     /// Every org in the table.
@@ -136,6 +143,8 @@ mod tests {
         assert_eq!(t.assign(ip("192.0.2.1"), None).name, "Super/Local");
         // A relay: the HOSTNAME decides when the reporter matches nothing.
         assert_eq!(t.assign(ip("127.0.0.1"), Some("10.9.0.1")).name, "Acme Lab");
+        assert!(t.assign_how(ip("127.0.0.1"), Some("10.9.0.1")).1, "the HOSTNAME decided");
+        assert!(!t.assign_how(ip("10.9.0.1"), Some("10.1.0.1")).1, "the reporter decided");
         assert_eq!(t.assign(ip("127.0.0.1"), Some("web-01")).name, "Super/Local");
         // A collector that belongs to an org takes everything for it.
         let t = OrgTable::new(vec![route(3, "Acme", &["10.0.0.0/8"]), route(4, "B", &[])], Some(OrgId(4))).unwrap();

@@ -160,6 +160,71 @@ pub struct IntervalReport {
     pub orgs: Vec<OrgCounts>,
 }
 
+/// One device's traffic on one node over one report period (issue #18):
+/// counters the intake aggregates, sent as a batch, never per event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSeen {
+    /// The device's org.
+    pub org: OrgId,
+    /// Its identity, normalized: the reporter address, or the relayed
+    /// HOSTNAME when a relay forwards for it.
+    pub identity: String,
+    /// HOSTNAME values seen (a few at most).
+    pub hosts: Vec<String>,
+    /// The device family whose pattern matched most of its events
+    /// (`openssh`, `fortigate`, …), if any did.
+    pub family: Option<String>,
+    /// The product: `cef:<vendor>/<product>` (or `leef:`) when the events
+    /// name one, else the family.
+    pub product: Option<String>,
+    /// Formats seen (`rfc3164`, `rfc5424`, `cef`, `leef`, `raw`).
+    pub formats: Vec<String>,
+    /// Receive time of its first event in the period, ms since the epoch.
+    pub first_ms: i64,
+    /// Receive time of its last event in the period.
+    pub last_ms: i64,
+    /// Events received in the period (accepted or dropped by the device limit).
+    pub events: u64,
+    /// Bytes of those events (their raw lines).
+    pub bytes: u64,
+    /// Longest gap between two of its events within the period, ms.
+    pub max_gap_ms: i64,
+}
+
+/// What an entry node reports about the devices it heard from, every
+/// `devices.report_secs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceReport {
+    /// The reporting node.
+    pub node: NodeId,
+    /// End of the period, ms since the epoch (the node's clock).
+    pub at_ms: i64,
+    /// Length of the period, ms (for the current EPS).
+    pub period_ms: i64,
+    /// Devices heard from in the period.
+    pub devices: Vec<DeviceSeen>,
+    /// New devices not tracked because their org reached the per-org
+    /// ceiling, per org, in the period.
+    pub overflow: Vec<(OrgId, u64)>,
+}
+
+/// What the licence's device limit allows, as the supervisor publishes it
+/// to entry nodes: which devices are within the limit (first seen first).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceLimits {
+    /// Increases with every change.
+    pub version: u64,
+    /// The licence's device limit (`None`: unlimited).
+    pub limit: Option<u64>,
+    /// Drop events of devices beyond the limit (policy `enforce`); else
+    /// accept and count them (policy `alert`).
+    pub enforce: bool,
+    /// Active devices within the limit, as `(org, identity)`.
+    pub within: Vec<(OrgId, String)>,
+    /// Active devices in all (within the limit or not).
+    pub active: u64,
+}
+
 /// Incident severity, as rules set it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

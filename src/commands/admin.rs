@@ -10,7 +10,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use supervisor::licence::{self, LicenceStatus};
-use supervisor::store::{NewOrg, NewToken, NewUser, NodeInfo, OrgRef, Principal, RoleRef, Store, StoreConfig};
+use supervisor::store::{
+    Device, DeviceQuery, DeviceSettings, NewOrg, NewToken, NewUser, NodeInfo, OrgRef, Principal, RoleRef, Store,
+    StoreConfig,
+};
 
 /// Where the record store is.
 #[derive(Args, Clone, Debug)]
@@ -36,7 +39,18 @@ impl StoreArgs {
 
     /// Opens the store (creating and migrating it if needed).
     pub async fn open(&self) -> Result<Store> {
-        let config = StoreConfig { licence_eps: self.licence().licensed_eps(), ..StoreConfig::default() };
+        self.open_with_devices(&collector::devices::DeviceConfig::default()).await
+    }
+
+    /// Opens the store, running the device inventory as `devices` says
+    /// under the licence's device limit.
+    pub async fn open_with_devices(&self, devices: &collector::devices::DeviceConfig) -> Result<Store> {
+        let licence = self.licence();
+        let config = StoreConfig {
+            licence_eps: licence.licensed_eps(),
+            devices: DeviceSettings::new(devices, licence.device_limit()),
+            ..StoreConfig::default()
+        };
         let clock = Arc::new(collector::SystemClock);
         match &self.database {
             Some(url) => Store::open(url, clock, config)
@@ -333,6 +347,102 @@ pub fn node(cmd: NodeCommand) -> Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `vigil device`.
+#[derive(Subcommand)]
+pub enum DeviceCommand {
+    /// List the devices that report: org, identity, family, last seen,
+    /// events, whether silent and whether within the licence's device limit.
+    List {
+        /// Only this org's devices (name or id).
+        #[arg(long)]
+        org: Option<String>,
+        /// Only devices that stopped reporting.
+        #[arg(long)]
+        silent: bool,
+        /// Only devices of this family (openssh, fortigate, ...).
+        #[arg(long)]
+        family: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Runs `vigil device`.
+pub fn device(cmd: DeviceCommand) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        match cmd {
+            DeviceCommand::List { org, silent, family, store } => {
+                let s = store.open().await?;
+                let mut devices = Vec::new();
+                let mut query = DeviceQuery {
+                    org,
+                    family,
+                    silent: silent.then_some(true),
+                    limit: Some(1000),
+                    ..DeviceQuery::default()
+                };
+                let listed = loop {
+                    match s.list_devices(&Principal::cli(), query.clone()).await {
+                        Ok(page) => {
+                            devices.extend(page.items);
+                            match page.next_cursor {
+                                Some(c) => query.cursor = Some(c),
+                                None => break Ok(()),
+                            }
+                        }
+                        Err(e) => break Err(e),
+                    }
+                };
+                s.close().await;
+                listed.context("listing devices")?;
+                print!("{}", device_table(&devices));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The `vigil device list` table.
+fn device_table(devices: &[Device]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>6} {:<20} {:<32} {:<14} {:<24} {:>12} {:<8} LIMIT",
+        "ID", "ORG", "DEVICE", "FAMILY", "LAST SEEN", "EVENTS", "STATE"
+    );
+    for d in devices {
+        let shown = match &d.name {
+            Some(name) => format!("{name} ({})", d.identity),
+            None => d.identity.clone(),
+        };
+        let state = if d.retired {
+            "retired"
+        } else if d.silent {
+            "silent"
+        } else if d.active {
+            "active"
+        } else {
+            "inactive"
+        };
+        let limit = if !d.active {
+            "-"
+        } else if d.within_limit {
+            "within"
+        } else {
+            "beyond"
+        };
+        let family = if d.family.is_empty() { "-" } else { &d.family };
+        let _ = writeln!(
+            out,
+            "{:>6} {:<20} {shown:<32} {family:<14} {:<24} {:>12} {state:<8} {limit}",
+            d.id, d.org, d.last_seen, d.events
+        );
+    }
+    let _ = writeln!(out, "{} devices", devices.len());
+    out
 }
 
 /// The `vigil node list` table.

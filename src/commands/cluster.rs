@@ -160,6 +160,7 @@ async fn run_collector(config: RunConfig) -> Result<ExitCode> {
         tls,
         collector_org: config.orgs.collector_org.clone(),
         interval_secs: config.cluster.interval_secs,
+        devices: config.devices.clone(),
     };
     println!("vigil collector {node} {} (NATS {})", env!("CARGO_PKG_VERSION"), nats.server_version());
     let collector = Arc::new(
@@ -288,6 +289,9 @@ pub async fn run_supervisor(
         burst_cap_eps: licence_eps,
         org_poll: Duration::from_secs_f64(config.orgs.refresh_secs),
         search: Some(config.search.to_config(&config.data_dir)?),
+        // ClusterSupervisor subscribes to the collectors' device reports.
+        device_reports: None,
+        device_every: Duration::from_secs_f64(config.devices.report_secs),
     };
     let cluster_setup = supervisor::cluster::ClusterSetup {
         partitions: config.cluster.partitions,

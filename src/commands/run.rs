@@ -90,6 +90,8 @@ pub struct RunConfig {
     pub cluster: cluster::ClusterConfig,
     /// Event search limits and where the events are.
     pub search: search::SearchSettings,
+    /// The device inventory and the licence's device limit.
+    pub devices: collector::devices::DeviceConfig,
 }
 
 /// A database URL from the config: it may hold a password, so `Debug`
@@ -145,6 +147,7 @@ impl Default for RunConfig {
             orgs: OrgsConfig::default(),
             cluster: cluster::ClusterConfig::default(),
             search: search::SearchSettings::default(),
+            devices: collector::devices::DeviceConfig::default(),
         }
     }
 }
@@ -220,6 +223,17 @@ missed_heartbeat_secs = 10.0     # silent this long: the node is flagged (alert)
 stream_max_mb = 1024             # event stream size limit; when full, collectors push back
 cross_org = false                # run cross-org rules: every batch also goes to the cross-org partition (supervisor's setting)
 
+[devices]                        # the device inventory (GET /api/v1/devices, vigil device list)
+enabled = true
+relays = ["127.0.0.0/8", "::1/128"] # senders that forward for others: their events' device is the HOSTNAME
+max_per_org = 20000              # devices kept per org; more are counted as overflow (their events still flow)
+report_secs = 30.0               # device counters go to the inventory this often; silence is checked as often
+limit_policy = "alert"           # devices beyond the licence's device limit: "alert" (accept, count, alert) or "enforce" (drop, count)
+active_days = 30                 # a device counts towards the limit while seen within this many days
+silent_floor_secs = 600          # shorter silences never raise an incident
+silent_factor = 4.0              # silent after this many times the device's usual gap between events
+learn_periods = 3                # report periods with events before the usual gap is trusted
+
 [search]                         # event search (POST /api/v1/search, GET /api/v1/events)
 # events_dir = "vigil-data/events" # default: <data_dir>/events; in a cluster, the workers' shared root
 max_rows = 10000                 # most rows one answer holds
@@ -264,6 +278,7 @@ fn load_config(args: &RunArgs) -> Result<RunConfig> {
     config.storage.validate()?;
     config.rules.validate()?;
     config.metrics.validate()?;
+    config.devices.validate().map_err(anyhow::Error::msg)?;
     Ok(config)
 }
 
@@ -320,7 +335,11 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
     let rules = compile_rules(&config)?;
 
     // The record store.
-    let store_config = StoreConfig { licence_eps, ..StoreConfig::default() };
+    let store_config = StoreConfig {
+        licence_eps,
+        devices: supervisor::store::DeviceSettings::new(&config.devices, licence.device_limit()),
+        ..StoreConfig::default()
+    };
     let store = Arc::new(match config.database.as_ref().map(|d| &d.0) {
         Some(url) => Store::open(url, clock.clone(), store_config).await.context("cannot open the record store")?,
         None => Store::open_data_dir(&config.data_dir, clock.clone(), store_config)
@@ -347,6 +366,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
     let (tls, tls_note) = tls_listener(&config)?.unzip();
     let (event_tx, event_rx) = crossbeam_channel::bounded::<Vec<parsers::Event>>(16);
     let (report_tx, report_rx) = crossbeam_channel::bounded(1024);
+    let (device_tx, device_rx) = tokio::sync::mpsc::channel(64);
     let setup = CollectorSetup {
         node: node.clone(),
         slot: 0,
@@ -354,8 +374,10 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         tls,
         collector_org: config.orgs.collector_org.clone(),
         interval_secs: INTERVAL_SECS,
+        devices: config.devices.clone(),
     };
-    let collector = Arc::new(Collector::start(setup, clock.clone(), &orgs, budget, event_tx, report_tx).await?);
+    let collector =
+        Arc::new(Collector::start(setup, clock.clone(), &orgs, budget, event_tx, report_tx, device_tx).await?);
     let supervisor_setup = SupervisorSetup {
         licence_eps,
         interval_secs: INTERVAL_SECS as u32,
@@ -364,6 +386,8 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         burst_cap_eps: licence_eps,
         org_poll: std::time::Duration::from_secs_f64(config.orgs.refresh_secs),
         search: Some(config.search.to_config(&config.data_dir)?),
+        device_reports: config.devices.enabled.then_some(device_rx),
+        device_every: std::time::Duration::from_secs_f64(config.devices.report_secs),
     };
     let supervisor = Arc::new(
         SupervisorNode::start(supervisor_setup, store.clone(), clock.clone(), report_rx, collector.clone()).await?,

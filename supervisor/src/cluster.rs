@@ -27,7 +27,9 @@ use cluster::StreamExt;
 use cluster::{ControlKv, Nats, StreamSpec, WorkQueue};
 use collector::metrics::Exposition;
 use collector::{Clock, NodeId};
-use parsers::{Budget, IncidentUpdate, IntervalReport, NodeHeartbeat, NodeRole, OrgSnapshot};
+use parsers::{
+    Budget, DeviceLimits, DeviceReport, IncidentUpdate, IntervalReport, NodeHeartbeat, NodeRole, OrgSnapshot,
+};
 use tokio::sync::Notify;
 
 use crate::control::{Downlink, SharedNodes};
@@ -60,6 +62,8 @@ pub struct ClusterStats {
     pub bad_detections: AtomicU64,
     /// Control values written (budgets, org tables).
     pub control_writes: AtomicU64,
+    /// Device reports that could not be read, or named another node than their subject.
+    pub bad_device_reports: AtomicU64,
 }
 
 /// Budgets and org tables for the control bucket: the latest value per
@@ -79,6 +83,23 @@ impl Downlink for KvDownlink {
     fn orgs(&self, orgs: &OrgSnapshot) {
         if let Ok(v) = serde_json::to_vec(orgs) {
             self.put("orgs".into(), v.into());
+        }
+    }
+
+    fn devices(&self, limits: &DeviceLimits) {
+        if let Ok(v) = serde_json::to_vec(limits) {
+            // NATS refuses a message over its max_payload (1 MiB by
+            // default): about 25,000 standings. Past it, nodes keep the
+            // last standings they had and decide new devices themselves.
+            if v.len() > 1 << 20 {
+                eprintln!(
+                    "vigil supervisor: the device limit's standings ({} devices, {} bytes) exceed NATS's 1 MiB message; not sent",
+                    limits.within.len(),
+                    v.len()
+                );
+                return;
+            }
+            self.put("devices".into(), v.into());
         }
     }
 }
@@ -164,7 +185,14 @@ impl ClusterSupervisor {
             .subscribe(cluster::heartbeat_subject("*"))
             .await
             .map_err(|e| StoreError::Cluster(format!("subscribing to heartbeats: {e}")))?;
+        let devices = client
+            .subscribe(cluster::devices_subject("*"))
+            .await
+            .map_err(|e| StoreError::Cluster(format!("subscribing to device reports: {e}")))?;
+        let (devices_tx, devices_rx) = tokio::sync::mpsc::channel::<DeviceReport>(256);
+        setup.device_reports = Some(devices_rx);
         let node = Arc::new(SupervisorNode::start(setup, store.clone(), clock, reports_rx, downlink).await?);
+        tasks.push(tokio::spawn(take_device_reports(devices, devices_tx, stats.clone(), stopped.clone())));
         let nodes = node.nodes();
         tasks.push(tokio::spawn(take_reports(reports, reports_tx, stats.clone(), stopped.clone())));
         tasks.push(tokio::spawn(follow_nodes(
@@ -213,6 +241,11 @@ impl ClusterSupervisor {
                 n(&s.bad_detections),
             ),
             (
+                "vigil_device_reports_bad_total",
+                "Device reports that could not be read or named another node than their subject (dropped).",
+                n(&s.bad_device_reports),
+            ),
+            (
                 "vigil_control_writes_total",
                 "Budgets and org tables written to the control bucket.",
                 n(&s.control_writes),
@@ -242,6 +275,34 @@ async fn take_reports(
                     // A full queue loses a report: the node counts as silent
                     // for one interval (it falls back to its guarantee).
                     let _ = tx.try_send(report);
+                }
+            }
+        }
+    }
+}
+
+async fn take_device_reports(
+    mut reports: cluster::Subscriber,
+    tx: tokio::sync::mpsc::Sender<DeviceReport>,
+    stats: Arc<ClusterStats>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            message = reports.next() => {
+                let Some(message) = message else { return };
+                match serde_json::from_slice::<DeviceReport>(&message.payload) {
+                    // The subject names the sender: a report claiming
+                    // another node's name is not taken.
+                    Ok(report) if message.subject.as_str() == cluster::devices_subject(report.node.as_str()) => {
+                        // A full queue loses the report: those devices'
+                        // counters of one period, nothing else.
+                        let _ = tx.try_send(report);
+                    }
+                    _ => {
+                        stats.bad_device_reports.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }

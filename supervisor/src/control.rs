@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use collector::node::sleep_until_or_stop;
 use collector::{Clock, IntervalReport, NodeId};
-use parsers::{Budget, EventTime, OrgSnapshot};
+use parsers::{Budget, DeviceLimits, EventTime, OrgSnapshot};
 
 use crate::allocation::{AllocatorConfig, AllocatorState, OrgQuota, Plan, allocate};
 
@@ -31,6 +31,8 @@ pub trait Downlink: Send + Sync {
     fn budget(&self, node: &NodeId, budget: &Budget);
     /// A new org table, for every node.
     fn orgs(&self, orgs: &OrgSnapshot);
+    /// The device limit's standings, for every entry node.
+    fn devices(&self, limits: &DeviceLimits);
 }
 
 /// The org quotas the allocator plans with, shared with whoever follows
@@ -207,6 +209,8 @@ mod tests {
         }
 
         fn orgs(&self, _: &OrgSnapshot) {}
+
+        fn devices(&self, _: &DeviceLimits) {}
     }
 
     fn end_interval(gate: &Gate, tx: &crossbeam_channel::Sender<IntervalReport>, k: u64) {

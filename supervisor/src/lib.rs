@@ -21,6 +21,7 @@ pub mod api;
 pub mod cluster;
 pub mod control;
 mod error;
+pub mod inventory;
 pub mod licence;
 pub mod node;
 pub mod simulate;

@@ -418,6 +418,15 @@ impl LicenceStatus {
         }
     }
 
+    /// The licence's device limit; running unlicensed, devices are
+    /// counted but not limited.
+    pub fn device_limit(&self) -> Option<u64> {
+        match self {
+            LicenceStatus::Licensed(l) => Some(l.device_limit),
+            LicenceStatus::Unlicensed { .. } => None,
+        }
+    }
+
     /// One line for the start-up banner.
     pub fn describe(&self) -> String {
         match self {

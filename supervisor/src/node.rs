@@ -15,11 +15,12 @@ use std::time::Duration;
 use collector::metrics::Exposition;
 use collector::node::Collector;
 use collector::{Clock, IntervalReport, NodeId};
-use parsers::{Budget, DetectionSink, IncidentUpdate, OrgSnapshot};
+use parsers::{Budget, DetectionSink, DeviceLimits, DeviceReport, IncidentUpdate, OrgSnapshot};
 use serde::Deserialize;
 
 use crate::allocation::{AllocatorConfig, MILLI, OrgQuota};
 use crate::control::{Downlink, SharedNodes, SharedQuotas, Supervisor};
+use crate::inventory::InventoryStats;
 use crate::store::{Ingest, IngestConfig, NodeInfo, NodeState, Store, StoreError};
 
 /// `[api]`.
@@ -130,6 +131,10 @@ impl Downlink for Collector {
             eprintln!("vigil: {e}");
         }
     }
+
+    fn devices(&self, limits: &DeviceLimits) {
+        self.apply_devices(limits);
+    }
 }
 
 /// The in-process detection transport: straight into the ingest queue,
@@ -174,6 +179,11 @@ pub struct SupervisorSetup {
     /// Event search over the stored Parquet (`None`: this supervisor
     /// cannot read the events; the search endpoints answer 503).
     pub search: Option<search::SearchConfig>,
+    /// Entry nodes' device reports (`None`: no device inventory).
+    pub device_reports: Option<tokio::sync::mpsc::Receiver<DeviceReport>>,
+    /// How often the inventory finds silent devices and decides the
+    /// licence's device limit.
+    pub device_every: Duration,
 }
 
 /// What runs until [`SupervisorNode::stop`].
@@ -182,6 +192,7 @@ struct Running {
     publisher: tokio::task::JoinHandle<()>,
     ingest_task: tokio::task::JoinHandle<()>,
     retention: Option<tokio::task::JoinHandle<()>>,
+    inventory: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What the retention pass deleted, for `/metrics`.
@@ -262,6 +273,8 @@ pub struct SupervisorNode {
     running: Mutex<Option<Running>>,
     nodes: SharedNodes,
     retention: Arc<RetentionStats>,
+    inventory: Arc<InventoryStats>,
+    device_limits: Arc<Mutex<Option<DeviceLimits>>>,
 }
 
 fn quotas_of(orgs: &OrgSnapshot) -> Vec<OrgQuota> {
@@ -328,6 +341,19 @@ impl SupervisorNode {
         // Every node starts from the table as it is now.
         downlink.orgs(&first);
         store.attach_org_publisher();
+        let inventory = Arc::new(InventoryStats::default());
+        let device_limits = Arc::new(Mutex::new(None));
+        let inventory_task = setup.device_reports.map(|reports| {
+            tokio::spawn(crate::inventory::run(
+                store.clone(),
+                reports,
+                downlink.clone(),
+                setup.device_every.max(Duration::from_millis(100)),
+                inventory.clone(),
+                device_limits.clone(),
+                stop_publisher.subscribe(),
+            ))
+        });
         let publisher = tokio::spawn(publish_orgs(store.clone(), first, downlink, quotas, setup.org_poll, stopped));
         let retention = Arc::new(RetentionStats::default());
         let expiring = search.as_ref().map(|s| {
@@ -342,9 +368,17 @@ impl SupervisorNode {
             figures,
             stop,
             stop_publisher,
-            running: Mutex::new(Some(Running { control: control_thread, publisher, ingest_task, retention: expiring })),
+            running: Mutex::new(Some(Running {
+                control: control_thread,
+                publisher,
+                ingest_task,
+                retention: expiring,
+                inventory: inventory_task,
+            })),
             retention,
             nodes,
+            inventory,
+            device_limits,
         })
     }
 
@@ -358,6 +392,11 @@ impl SupervisorNode {
     /// `replan`).
     pub fn nodes(&self) -> SharedNodes {
         self.nodes.clone()
+    }
+
+    /// The device limit's standings as last sent to the entry nodes.
+    pub fn device_limits(&self) -> Option<DeviceLimits> {
+        self.device_limits.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The record store.
@@ -381,6 +420,10 @@ impl SupervisorNode {
             if let Some(task) = r.retention {
                 let _ = task.await;
             }
+            if let Some(task) = r.inventory {
+                // It merges the reports still queued first.
+                let _ = task.await;
+            }
             let _ = tokio::task::spawn_blocking(move || r.control.join()).await;
             let ingest = self.ingest.lock().unwrap_or_else(PoisonError::into_inner).take();
             if let Some(ingest) = ingest {
@@ -397,6 +440,7 @@ impl SupervisorNode {
         let (pool, burst) = *self.figures.lock().unwrap_or_else(PoisonError::into_inner);
         m.gauge("vigil_unused_pool_eps", "Unused-EPS pool: licensed EPS left unused, available for bursts.", pool);
         m.gauge("vigil_burst_eps", "EPS granted from the pool above the allocations for this interval.", burst);
+        self.inventory.render(self.store.config().devices.limit, m);
         if let Some(search) = &self.search {
             render_search_metrics(search.counters(), m);
             let r = &self.retention;

@@ -43,10 +43,13 @@ struct World {
     inc_c: i64,
     inc_self: i64,
     alert_b: i64,
+    dev_a: i64,
+    dev_b: i64,
+    dev_c: i64,
 }
 
 async fn world(db: &TestDb) -> World {
-    let store = open(db, StoreConfig { licence_eps: 10_000, creator_teams_own: true }).await;
+    let store = open(db, StoreConfig { licence_eps: 10_000, ..StoreConfig::default() }).await;
     let root = store.bootstrap_admin(None).await.unwrap().expect("a new store bootstraps its admin");
     assert!(store.bootstrap_admin(None).await.unwrap().is_none(), "bootstrap happens once");
     let app = supervisor::api::router(store.clone());
@@ -105,6 +108,34 @@ async fn world(db: &TestDb) -> World {
             .unwrap();
     }
     ingest.flush().await.unwrap();
+    // A device of each org, as a collector reports them (today: the
+    // summary counts recent days).
+    let now =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    let seen = |org: i64, ip: &str| parsers::DeviceSeen {
+        org: parsers::OrgId(u32::try_from(org).unwrap()),
+        identity: ip.into(),
+        hosts: vec![],
+        family: Some("fortigate".into()),
+        product: Some("fortigate".into()),
+        formats: vec!["rfc5424".into()],
+        first_ms: now - 60_000,
+        last_ms: now,
+        events: 10,
+        bytes: 1_000,
+        max_gap_ms: 0,
+    };
+    let report = parsers::DeviceReport {
+        node: parsers::NodeId::new("c1"),
+        at_ms: now,
+        period_ms: 30_000,
+        devices: vec![seen(org_a, "10.1.0.5"), seen(org_b, "10.2.0.5"), seen(org_c, "10.3.0.5")],
+        overflow: vec![],
+    };
+    store.merge_devices(&report).await.unwrap();
+    let devices = store.list_devices(&supervisor::store::Principal::cli(), Default::default()).await.unwrap().items;
+    let dev = |org: i64| devices.iter().find(|d| d.org_id == org).unwrap().id;
+    let (dev_a, dev_b, dev_c) = (dev(org_a), dev(org_b), dev(org_c));
     World {
         app,
         store,
@@ -129,6 +160,9 @@ async fn world(db: &TestDb) -> World {
         inc_c,
         inc_self,
         alert_b,
+        dev_a,
+        dev_b,
+        dev_c,
     }
 }
 
@@ -182,6 +216,23 @@ async fn org_users_get_nothing_of_other_orgs() {
         }
         let (status, _) = call(app, "DELETE", &format!("/tokens/{}", w.b_token_id), Some(a), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{}: revoke B's token", db.name);
+        for dev in [w.dev_b, w.dev_c] {
+            let path = format!("/devices/{dev}");
+            let (status, _) = call(app, "GET", &path, Some(a), None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{}: GET {path}", db.name);
+            let (status, _) = call(app, "PATCH", &path, Some(a), Some(json!({ "name": "mine now" }))).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{}: PATCH {path}", db.name);
+        }
+        assert_eq!(ids_of(&ok(app, "GET", "/devices", a, None).await), vec![w.dev_a], "{}", db.name);
+        for path in ["/devices?org=Globex", "/devices/summary?org=Globex", "/devices?org=999"] {
+            let (status, _) = call(app, "GET", path, Some(a), None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{}: {path}", db.name);
+        }
+        let summary = ok(app, "GET", "/devices/summary?days=400", a, None).await;
+        let orgs: Vec<_> = items(&summary).iter().map(|r| r["org_id"].as_i64().unwrap()).collect();
+        assert_eq!(orgs, vec![w.org_a], "{}: {summary}", db.name);
+        let (_, v) = call(app, "GET", &format!("/audit?object_type=device&object_id={}", w.dev_b), Some(a), None).await;
+        assert!(items(&v).is_empty());
 
         // Lists hold only org A's objects.
         for kind in ["incidents", "alerts"] {
@@ -256,6 +307,8 @@ async fn org_users_get_nothing_of_other_orgs() {
         assert_eq!(s, StatusCode::NOT_FOUND, "Super/Global is out of an org user's sight");
 
         // Nothing of B changed.
+        let dev_b = ok(app, "GET", &format!("/devices/{}", w.dev_b), &w.b_admin, None).await;
+        assert!(dev_b["name"].is_null(), "{dev_b}");
         let b = ok(app, "GET", &format!("/incidents/{}", w.inc_b), &w.b_admin, None).await;
         assert_eq!(b["status"], "open");
         assert_eq!(
@@ -270,7 +323,7 @@ async fn org_users_get_nothing_of_other_orgs() {
             assert_eq!(item["org_id"], w.org_b);
         }
         let _ = &w.store;
-        let _ = (w.org_c, w.a_admin_id);
+        let _ = (w.org_c, w.a_admin_id, w.dev_c);
     }
 }
 
@@ -307,6 +360,13 @@ async fn super_users_see_all_or_their_scope() {
         let counts = ok(app, "GET", "/incidents/counts", s, None).await;
         let orgs: Vec<_> = counts["by_org"].as_object().unwrap().keys().cloned().collect();
         assert_eq!(orgs, vec!["Acme", "self"]);
+        assert_eq!(ids_of(&ok(app, "GET", "/devices", s, None).await), vec![w.dev_a], "{}: scoped devices", db.name);
+        let (status, _) = call(app, "GET", &format!("/devices/{}", w.dev_b), Some(s), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let all = ids_of(&ok(app, "GET", "/devices", &w.root, None).await);
+        assert_eq!(all, vec![w.dev_a, w.dev_b, w.dev_c], "{}: root sees every org's devices", db.name);
+        let globex = ok(app, "GET", "/devices?org=Globex&family=fortigate&q=10.2", &w.root, None).await;
+        assert_eq!(ids_of(&globex), vec![w.dev_b]);
         let orgs = ids_of(&ok(app, "GET", "/orgs", s, None).await);
         assert!(orgs.contains(&w.org_a) && !orgs.contains(&w.org_b));
         for e in items(&ok(app, "GET", "/audit?limit=1000", s, None).await) {
@@ -351,6 +411,18 @@ async fn role_permissions_hold() {
             assert_eq!(status, StatusCode::FORBIDDEN, "{}: viewer {method} {path}: {body}", db.name);
             assert_eq!(body["error"]["code"], "forbidden");
         }
+        // Devices: everyone reads; only a role with devices:update changes them.
+        let dev = format!("/devices/{}", w.dev_a);
+        ok(app, "GET", &dev, v, None).await;
+        for who in [v, an] {
+            let (status, body) = call(app, "PATCH", &dev, Some(who), Some(json!({ "name": "edge" }))).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{}: {body}", db.name);
+        }
+        let named =
+            ok(app, "PATCH", &dev, &w.a_admin, Some(json!({ "name": "edge", "expected_interval_secs": 300 }))).await;
+        assert_eq!((named["name"].as_str(), named["expected_interval_secs"].as_i64()), (Some("edge"), Some(300)));
+        let audit = ok(app, "GET", &format!("/audit?object_type=device&object_id={}", w.dev_a), &w.a_admin, None).await;
+        assert_eq!(items(&audit)[0]["after"]["name"], "edge", "{}: {audit}", db.name);
         // A viewer may still make a token for themself.
         ok(app, "POST", "/tokens", v, Some(json!({ "name": "mine" }))).await;
         // Analyst: works incidents, cannot delete them or manage people.
@@ -488,7 +560,7 @@ async fn deboarding_deletes_an_org_irreversibly_and_only_when_confirmed() {
 #[tokio::test]
 async fn eps_limits_stay_within_the_licence() {
     for db in backends().await {
-        let store = open(&db, StoreConfig { licence_eps: 1_000, creator_teams_own: true }).await;
+        let store = open(&db, StoreConfig { licence_eps: 1_000, ..StoreConfig::default() }).await;
         let root = store.bootstrap_admin(Some("vgl_test-admin-token-0001")).await.unwrap().unwrap();
         assert_eq!(root, "vgl_test-admin-token-0001");
         let app = supervisor::api::router(store.clone());
@@ -727,6 +799,7 @@ fn concrete_routes(w: &World) -> Vec<(String, String)> {
                 Some("users") => w.a_admin_id,
                 Some("teams") => w.team_a,
                 Some("roles") => w.role_a,
+                Some("devices") => w.dev_a,
                 _ => w.b_token_id,
             };
             (method.to_uppercase(), path.replace("{id}", &id.to_string()))
@@ -798,7 +871,8 @@ async fn every_documented_query_parameter_is_enforced() {
                             format!("{}", schema["minimum"].as_i64().unwrap() as i128 - 1),
                             "1.5".into(),
                         ],
-                        "boolean" => vec!["false".into(), "yes".into()],
+                        "boolean" if schema["enum"] == json!([true]) => vec!["false".into(), "yes".into()],
+                        "boolean" => vec!["yes".into(), "1".into()],
                         "array" => vec!["".into(), "nope".into(), format!("{},", schema["items"]["enum"][0])],
                         "string" if schema.get("enum").is_some() => vec!["nope".into()],
                         "string" if schema["format"] == "date-time" => {

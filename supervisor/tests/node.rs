@@ -29,6 +29,8 @@ impl Downlink for Recorded {
     fn orgs(&self, orgs: &OrgSnapshot) {
         self.orgs.lock().unwrap().push(orgs.clone());
     }
+
+    fn devices(&self, _: &parsers::DeviceLimits) {}
 }
 
 fn setup(licence_eps: u64) -> SupervisorSetup {
@@ -40,6 +42,8 @@ fn setup(licence_eps: u64) -> SupervisorSetup {
         burst_cap_eps: licence_eps,
         org_poll: Duration::from_millis(250),
         search: None,
+        device_reports: None,
+        device_every: Duration::from_secs(30),
     }
 }
 

@@ -67,7 +67,7 @@ fn write_events(dir: &std::path::Path, org: i64, ip: &str, first: u64, n: u64) {
 async fn world(db: &TestDb, tag: &str) -> World {
     let dir = std::env::temp_dir().join(format!("vigil-api-search-{tag}-{}-{}", db.name, std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let store = open(db, StoreConfig { licence_eps: 10_000, creator_teams_own: true }).await;
+    let store = open(db, StoreConfig { licence_eps: 10_000, ..StoreConfig::default() }).await;
     let root = store.bootstrap_admin(None).await.unwrap().unwrap();
     let searcher = search::Searcher::new(search::SearchConfig::new(dir.join("events"))).unwrap();
     let app = supervisor::api::router_with_search(store.clone(), Some(searcher));
@@ -269,7 +269,7 @@ async fn search_requests_are_checked() {
 #[tokio::test]
 async fn without_an_event_store_search_is_unavailable() {
     let db = backends().await.remove(0);
-    let store = open(&db, StoreConfig { licence_eps: 10_000, creator_teams_own: true }).await;
+    let store = open(&db, StoreConfig { licence_eps: 10_000, ..StoreConfig::default() }).await;
     let root = store.bootstrap_admin(None).await.unwrap().unwrap();
     let app = supervisor::api::router(Arc::clone(&store));
     let (status, e) = call(&app, "POST", "/search", Some(&root), Some(sql("SELECT 1"))).await;

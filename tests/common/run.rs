@@ -138,6 +138,20 @@ impl Vigil {
         (resp.status().as_u16(), resp.body_mut().read_json().unwrap_or(Value::Null))
     }
 
+    pub fn patch(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut resp = agent
+            .patch(format!("{}{path}", self.api))
+            .header("Authorization", format!("Bearer {token}"))
+            .send_json(body)
+            .unwrap();
+        (resp.status().as_u16(), resp.body_mut().read_json().unwrap_or(Value::Null))
+    }
+
     pub fn metrics(&self) -> String {
         let mut resp = ureq::get(&self.metrics_url).call().unwrap();
         resp.body_mut().read_to_string().unwrap()

@@ -712,22 +712,28 @@ impl DeviceParsers {
     /// Sets `event_type` and normalized fields when a family recognises the
     /// event. Returns whether one did. Raw events are left alone.
     pub fn classify(&self, event: &mut Event) -> bool {
+        self.classify_as(event).is_some()
+    }
+
+    /// Like [`DeviceParsers::classify`], returning which family recognised
+    /// the event: its place in [`DeviceParsers::family_names`].
+    pub fn classify_as(&self, event: &mut Event) -> Option<usize> {
         if event.format == Format::Raw {
-            return false;
+            return None;
         }
         // Moved out and back rather than cloned: families write other fields
         // while reading these two, and a clone would copy the message.
-        let Some(message) = event.message.take() else { return false };
+        let message = event.message.take()?;
         let app = event.app.take();
         let trimmed = message.trim_start().as_bytes();
         let app_name = app.as_deref().unwrap_or_default();
-        let classified = self
+        let family = self
             .families
             .iter()
-            .any(|family| family.applies_to(event, app_name, trimmed) && family.classify(event, &message));
+            .position(|family| family.applies_to(event, app_name, trimmed) && family.classify(event, &message));
         event.message = Some(message);
         event.app = app;
-        classified
+        family
     }
 }
 

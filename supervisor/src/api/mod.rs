@@ -36,8 +36,9 @@ use serde_json::Value;
 use query::Params;
 
 use crate::store::{
-    AuditQuery, Kind, ListQuery, NewComment, NewOrg, NewRecord, NewRole, NewTeam, NewToken, NewUser, OrgPatch, OrgRef,
-    Principal, RecordPatch, RolePatch, Store, StoreError, TeamPatch, UserPatch,
+    AuditQuery, DevicePatch, DeviceQuery, Kind, ListQuery, NewComment, NewOrg, NewRecord, NewRole, NewTeam, NewToken,
+    NewUser, OrgPatch, OrgRef, Principal, RecordPatch, RolePatch, Store, StoreError, SummaryQuery, TeamPatch,
+    UserPatch,
 };
 
 pub use openapi::document as openapi_document;
@@ -298,6 +299,7 @@ pub fn router_with_search(store: Arc<Store>, search: Option<search::Searcher>) -
         .merge(orgs())
         .merge(people())
         .merge(events::routes())
+        .merge(devices())
         .route(
             "/audit",
             get(async |State(s): State<Arc<Store>>, Caller(c): Caller, Params(q): Params<AuditQuery>| {
@@ -399,6 +401,33 @@ fn records(kind: Kind) -> Router<Arc<Store>> {
             .post(
                 async move |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id, Body(b): Body<NewComment>| {
                     ApiResult::Ok(created(s.add_comment(&c, kind, id, b).await?))
+                },
+            ),
+        )
+}
+
+fn devices() -> Router<Arc<Store>> {
+    Router::new()
+        .route(
+            "/devices",
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller, Params(q): Params<DeviceQuery>| {
+                ApiResult::Ok(ok(s.list_devices(&c, q).await?))
+            }),
+        )
+        .route(
+            "/devices/summary",
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller, Params(q): Params<SummaryQuery>| {
+                ApiResult::Ok(ok(s.device_summary(&c, q).await?))
+            }),
+        )
+        .route(
+            "/devices/{id}",
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id| {
+                ApiResult::Ok(ok(s.get_device(&c, id).await?))
+            })
+            .patch(
+                async |State(s): State<Arc<Store>>, Caller(c): Caller, Id(id): Id, Body(b): Body<DevicePatch>| {
+                    ApiResult::Ok(ok(s.update_device(&c, id, b).await?))
                 },
             ),
         )
@@ -587,4 +616,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/search"),
     ("get", "/events"),
     ("get", "/events/histogram"),
+    ("get", "/devices"),
+    ("get", "/devices/summary"),
+    ("get", "/devices/{id}"),
+    ("patch", "/devices/{id}"),
 ];

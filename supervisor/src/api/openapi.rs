@@ -181,6 +181,26 @@ const OPERATIONS: &[Operation] = &[
         200,
     ),
     ("get", "/events", "Stored events under simple filters, newest first", "events", None, Some("EventPage"), 200),
+    ("get", "/devices", "Devices that report to the caller's orgs, by id", "devices", None, Some("DevicePage"), 200),
+    (
+        "get",
+        "/devices/summary",
+        "Devices, events and bytes per device family and org over recent days (for sizing and pricing)",
+        "devices",
+        None,
+        Some("DeviceSummary"),
+        200,
+    ),
+    ("get", "/devices/{id}", "One device with its traffic per day", "devices", None, Some("Device"), 200),
+    (
+        "patch",
+        "/devices/{id}",
+        "Name a device, set its expected reporting interval, retire it or bring it back",
+        "devices",
+        Some("DevicePatch"),
+        Some("Device"),
+        200,
+    ),
     (
         "get",
         "/events/histogram",
@@ -275,7 +295,7 @@ fn schemas() -> Value {
     let roles = [parsers::NodeRole::Collector, parsers::NodeRole::Worker, parsers::NodeRole::Supervisor];
     let node_role = json!({ "type": "string", "enum": roles.map(parsers::NodeRole::as_str) });
     let node_state = json!({ "type": "string", "enum": store::NodeState::ALL.map(store::NodeState::as_str) });
-    json!({
+    let mut all = json!({
         "Error": obj(&["error"], &[("error", obj(&["code", "message"], &[("code", s("string")), ("message", s("string")), ("field", s("string"))]))]),
         "Org": obj(&["id", "name", "description", "eps_limit", "enabled", "builtin", "ip_ranges", "retention_days", "created_at", "updated_at"],
             &[("id", id()), ("name", s("string")), ("description", s("string")), ("eps_limit", nullable("integer")),
@@ -345,6 +365,36 @@ fn schemas() -> Value {
         "Me": obj(&["user", "permissions", "super_user"], &[("user", r("User")), ("permissions", permissions()), ("super_user", s("boolean"))]),
         "RecordPage": page("Record"), "CommentPage": page("Comment"), "OrgPage": page("Org"), "UserPage": page("User"),
         "TeamPage": page("Team"), "RolePage": page("Role"), "TokenPage": page("Token"), "AuditPage": page("AuditEntry"),
+    });
+    if let (Some(all), Value::Object(devices)) = (all.as_object_mut(), device_schemas()) {
+        all.extend(devices);
+    }
+    all
+}
+
+/// The device inventory's schemas.
+fn device_schemas() -> Value {
+    json!({
+        "Device": obj(&["id", "org_id", "org", "identity", "name", "family", "product", "formats", "hosts", "collector", "first_seen", "last_seen",
+                "events", "bytes", "eps", "expected_interval_secs", "learned_interval_secs", "silent_after_secs", "silent", "silent_since",
+                "silent_incident_id", "retired", "active", "within_limit"],
+            &[("id", id()), ("org_id", id()), ("org", s("string")), ("identity", s("string")), ("name", nullable("string")), ("family", s("string")),
+            ("product", s("string")), ("formats", array(s("string"))), ("hosts", array(s("string"))), ("collector", s("string")),
+            ("first_seen", s("string")), ("last_seen", s("string")), ("events", s("integer")), ("bytes", s("integer")), ("eps", s("number")),
+            ("expected_interval_secs", nullable("integer")), ("learned_interval_secs", nullable("integer")), ("silent_after_secs", nullable("integer")),
+            ("silent", s("boolean")), ("silent_since", nullable("string")), ("silent_incident_id", nullable("integer")), ("retired", s("boolean")),
+            ("active", s("boolean")), ("within_limit", s("boolean")),
+            ("days", array(obj(&["date", "events", "bytes"], &[("date", s("string")), ("events", s("integer")), ("bytes", s("integer"))])))]),
+        "DevicePatch": obj(&[], &[
+            ("name", json!({ "type": ["string", "null"], "minLength": 1, "maxLength": 128, "pattern": store::NAME_PATTERN, "description": "null clears it" })),
+            ("expected_interval_secs", json!({ "type": ["integer", "null"], "format": "int64", "minimum": 60, "maximum": 2_592_000,
+                "description": "null: learn it from the device's history" })),
+            ("retired", s("boolean"))]),
+        "DeviceSummary": obj(&["days", "items"], &[("days", s("integer")), ("items", array(obj(
+            &["org_id", "org", "family", "devices", "events", "bytes", "events_per_day", "bytes_per_day", "bytes_per_event"],
+            &[("org_id", id()), ("org", s("string")), ("family", s("string")), ("devices", s("integer")), ("events", s("integer")), ("bytes", s("integer")),
+            ("events_per_day", s("number")), ("bytes_per_day", s("number")), ("bytes_per_event", s("number"))])))]),
+        "DevicePage": page("Device"),
     })
 }
 
@@ -436,8 +486,8 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": { "title": "vigil incident API", "version": env!("CARGO_PKG_VERSION"),
-            "description": "Incidents, alerts, orgs, users, teams, roles, tokens and the audit log of a vigil record store, \
-                and the cluster's nodes for its administrators. Every answer is limited to the orgs the caller's token sees." },
+            "description": "Incidents, alerts, orgs, users, teams, roles, tokens, the device inventory and the audit log of a vigil \
+                record store, and the cluster's nodes for its administrators. Every answer is limited to the orgs the caller's token sees." },
         "servers": [{ "url": "/" }],
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
@@ -523,7 +573,7 @@ mod tests {
         // Permissions name their modules and nothing else.
         let perms = &schemas["NewRole"]["properties"]["permissions"];
         assert_eq!(perms["additionalProperties"], false);
-        assert_eq!(perms["properties"].as_object().map(|p| p.len()), Some(8));
+        assert_eq!(perms["properties"].as_object().map(|p| p.len()), Some(9));
         // `null` only where it means "none".
         let mut nullable = Vec::new();
         for (name, schema) in schemas.as_object().into_iter().flatten() {
@@ -540,6 +590,8 @@ mod tests {
         assert_eq!(
             nullable,
             [
+                "DevicePatch.expected_interval_secs",
+                "DevicePatch.name",
                 "NewOrg.eps_limit",
                 "NewRecord.assignee",
                 "NewUser.scope",

@@ -27,6 +27,8 @@ pub(crate) enum Kind {
     Int { min: i64, max: i64 },
     /// `true` (the only value: a confirmation).
     True,
+    /// `true` or `false`.
+    Bool,
     /// One of these words.
     OneOf(&'static [&'static str]),
     /// A comma-separated list of at least one of these words.
@@ -96,7 +98,7 @@ const SORTS: &[&str] = &[
     "id",
     "-id",
 ];
-const OBJECT_TYPES: &[&str] = &["org", "user", "team", "role", "token", "incident", "alert", "node"];
+const OBJECT_TYPES: &[&str] = &["org", "user", "team", "role", "token", "incident", "alert", "node", "device"];
 const LIMIT: Kind = Kind::Int { min: 1, max: MAX_LIMIT };
 
 /// The filters incident and alert lists and their counts share.
@@ -174,6 +176,22 @@ const HISTOGRAM: &[Param] = &[
     opt("interval", Kind::Interval, "bucket width: seconds, or with s, m, h or d (default: 1h)"),
 ];
 
+const DEVICES: &[Param] = &[
+    opt("org", Kind::Text { min: 1, max: 128 }, "an org's id or name"),
+    opt("family", Kind::Text { min: 1, max: 128 }, "a device family (openssh, fortigate, ...), exactly"),
+    opt("silent", Kind::Bool, "true: only silent devices; false: only those reporting"),
+    opt("retired", Kind::Bool, "true: only retired devices; false: only watched ones"),
+    opt("within_limit", Kind::Bool, "true: only devices within the licence's device limit; false: only those beyond"),
+    opt("q", Kind::Text { min: 1, max: 256 }, "text in the identity, name or host names (case-insensitive)"),
+    opt("limit", LIMIT, "page size (default 50)"),
+    opt("cursor", Kind::Cursor { pair: false }, "the previous page's next_cursor"),
+];
+
+const DEVICE_SUMMARY: &[Param] = &[
+    opt("org", Kind::Text { min: 1, max: 128 }, "an org's id or name"),
+    opt("days", Kind::Int { min: 1, max: 400 }, "days counted back from today, UTC (default 7)"),
+];
+
 const DEBOARD: &[Param] = &[Param {
     name: "confirm",
     kind: Kind::True,
@@ -191,6 +209,8 @@ pub(crate) fn params_for(method: &str, path: &str) -> &'static [Param] {
         ("get" | "head", "/events") => EVENTS,
         ("get" | "head", "/events/histogram") => HISTOGRAM,
         ("delete", "/orgs/{id}") => DEBOARD,
+        ("get" | "head", "/devices") => DEVICES,
+        ("get" | "head", "/devices/summary") => DEVICE_SUMMARY,
         _ => &[],
     }
 }
@@ -216,6 +236,11 @@ fn check_value(param: &Param, value: &str) -> Result<Value, ApiError> {
         Kind::Int { min, max } => match value.parse::<i64>() {
             Ok(n) if (min..=max).contains(&n) && !value.starts_with('+') => Ok(json!(n)),
             _ => Err(bad(name, format!("query parameter `{name}` must be an integer from {min} to {max}"))),
+        },
+        Kind::Bool => match value {
+            "true" => Ok(json!(true)),
+            "false" => Ok(json!(false)),
+            _ => Err(bad(name, format!("query parameter `{name}` must be true or false"))),
         },
         Kind::True => match value {
             "true" => Ok(json!(true)),
@@ -370,6 +395,7 @@ pub(crate) fn openapi(method: &str, path: &str) -> Vec<Value> {
                     json!({ "type": "integer", "format": "int64", "minimum": min, "maximum": max })
                 }
                 Kind::True => json!({ "type": "boolean", "enum": [true] }),
+                Kind::Bool => json!({ "type": "boolean" }),
                 Kind::OneOf(words) => json!({ "type": "string", "enum": words }),
                 Kind::ListOf(words) => {
                     out["style"] = json!("form");

@@ -30,11 +30,13 @@ pub enum Module {
     Licence,
     /// Stored events (search, histograms, an incident's events).
     Events,
+    /// The device inventory (reporting devices, their limit and silence).
+    Devices,
 }
 
 impl Module {
     /// Every module.
-    pub const ALL: [Module; 8] = [
+    pub const ALL: [Module; 9] = [
         Module::Incidents,
         Module::Alerts,
         Module::Comments,
@@ -43,11 +45,12 @@ impl Module {
         Module::Rules,
         Module::Licence,
         Module::Events,
+        Module::Devices,
     ];
 
     /// Its name in role documents.
     pub fn as_str(self) -> &'static str {
-        ["incidents", "alerts", "comments", "orgs", "users", "rules", "licence", "events"][self as usize]
+        ["incidents", "alerts", "comments", "orgs", "users", "rules", "licence", "events", "devices"][self as usize]
     }
 }
 
@@ -149,7 +152,7 @@ impl<'de> Deserialize<'de> for Perms {
         for (module, ops) in map {
             let m = Module::ALL.into_iter().find(|m| m.as_str() == module).ok_or_else(|| {
                 D::Error::custom(format!(
-                    "unknown module `{module}`; modules are incidents, alerts, comments, orgs, users, rules, licence"
+                    "unknown module `{module}`; modules are incidents, alerts, comments, orgs, users, rules, licence, events, devices"
                 ))
             })?;
             for op in ops {
@@ -314,6 +317,14 @@ mod tests {
         assert_eq!(Perms::NONE.with(Module::Events, &Op::ALL).bits(), 4_026_531_840);
         assert_eq!(Perms::NONE.with(Module::Events, &[Op::Read]).bits(), 536_870_912);
         assert!(Perms::read_all().allows(Module::Events, Op::Read));
+    }
+
+    #[test]
+    fn the_devices_module_has_the_bits_migration_5_grants() {
+        assert_eq!(Perms::NONE.with(Module::Devices, &Op::ALL).bits(), 64_424_509_440);
+        assert_eq!(Perms::NONE.with(Module::Devices, &[Op::Read]).bits(), 8_589_934_592);
+        assert!(Perms::read_all().allows(Module::Devices, Op::Read));
+        assert!(Perms::all().allows(Module::Devices, Op::Update));
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first. Never edit a released one: add another.
-pub(crate) const MIGRATIONS: &[Migration] = &[TENANTS, NODES, EVENTS_MODULE, RETENTION];
+pub(crate) const MIGRATIONS: &[Migration] = &[TENANTS, NODES, EVENTS_MODULE, RETENTION, DEVICES];
 
 const TENANTS: Migration = Migration {
     version: 1,
@@ -179,6 +179,52 @@ const RETENTION: Migration = Migration {
     version: 4,
     name: "org retention",
     statements: &["ALTER TABLE orgs ADD COLUMN retention_days BIGINT NOT NULL DEFAULT 90"],
+};
+
+/// The device inventory (issue #18): one row per org and identity, its
+/// traffic per UTC day, and the `devices` permission module (bits 32–35)
+/// for the built-in roles of stores made before it existed.
+const DEVICES: Migration = Migration {
+    version: 5,
+    name: "device inventory",
+    statements: &[
+        "CREATE TABLE devices (
+            id @ID,
+            org_id BIGINT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+            identity TEXT NOT NULL,
+            name TEXT,
+            family TEXT NOT NULL DEFAULT '',
+            product TEXT NOT NULL DEFAULT '',
+            formats TEXT NOT NULL DEFAULT '[]',
+            hosts TEXT NOT NULL DEFAULT '[]',
+            collector TEXT NOT NULL DEFAULT '',
+            first_seen BIGINT NOT NULL,
+            last_seen BIGINT NOT NULL,
+            events BIGINT NOT NULL DEFAULT 0,
+            bytes BIGINT NOT NULL DEFAULT 0,
+            eps_milli BIGINT NOT NULL DEFAULT 0,
+            expected_interval_secs BIGINT,
+            usual_gap_ms BIGINT,
+            active_periods BIGINT NOT NULL DEFAULT 0,
+            silent_since BIGINT,
+            silent_record_id BIGINT,
+            retired BIGINT NOT NULL DEFAULT 0,
+            within_limit BIGINT NOT NULL DEFAULT 1,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            UNIQUE (org_id, identity))",
+        "CREATE INDEX devices_seen ON devices (last_seen)",
+        "CREATE INDEX devices_first ON devices (first_seen, id)",
+        "CREATE TABLE device_days (
+            device_id BIGINT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+            day BIGINT NOT NULL,
+            events BIGINT NOT NULL,
+            bytes BIGINT NOT NULL,
+            PRIMARY KEY (device_id, day))",
+        "CREATE INDEX device_days_day ON device_days (day)",
+        "UPDATE roles SET perms = perms | 64424509440 WHERE builtin = 1 AND name = 'admin'",
+        "UPDATE roles SET perms = perms | 8589934592 WHERE builtin = 1 AND name IN ('analyst', 'viewer')",
+    ],
 };
 
 fn render(backend: Backend, statement: &str) -> String {

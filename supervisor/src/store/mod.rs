@@ -1,6 +1,6 @@
 //! The record store (SPEC §4 and §6): orgs, users, teams, roles, tokens,
-//! incidents, alerts, comments, the audit log and the cluster's node
-//! registry, behind one code path for SQLite (the embedded default, a file
+//! incidents, alerts, comments, the audit log, the device inventory and
+//! the cluster's node registry, behind one code path for SQLite (the embedded default, a file
 //! in the data directory) and PostgreSQL (`postgres://…`).
 //!
 //! Every operation takes the [`Principal`] it acts for and enforces the
@@ -14,6 +14,7 @@
 mod audit;
 pub use audit::AuditQuery;
 pub mod auth;
+pub mod devices;
 mod error;
 mod events;
 pub mod ingest;
@@ -34,6 +35,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
 pub use auth::{Module, Op, Perms, Principal};
+pub use devices::{Device, DevicePatch, DeviceQuery, DeviceSettings, DeviceSummary, SummaryQuery};
 pub use error::{Result, StoreError};
 pub use ingest::{IncidentUpdate, Ingest, IngestConfig, IngestStats, LatencySummary};
 pub use model::*;
@@ -56,11 +58,17 @@ pub struct StoreConfig {
     /// Records created by hand are owned by the creator's teams as well as
     /// the tenant's (SPEC §6); `false` keeps ownership to tenant teams.
     pub creator_teams_own: bool,
+    /// The device inventory and the licence's device limit.
+    pub devices: DeviceSettings,
 }
 
 impl Default for StoreConfig {
     fn default() -> StoreConfig {
-        StoreConfig { licence_eps: crate::licence::UNLICENSED_EPS, creator_teams_own: true }
+        StoreConfig {
+            licence_eps: crate::licence::UNLICENSED_EPS,
+            creator_teams_own: true,
+            devices: DeviceSettings::default(),
+        }
     }
 }
 
