@@ -484,3 +484,41 @@ fn the_supervisor_searches_the_workers_shared_root_before_and_after_compaction()
     let errors: u64 = workers.iter().map(|w| metric(&w.metrics_url, "vigil_compaction_errors_total", &[])).sum();
     assert_eq!(errors, 0);
 }
+
+/// The device inventory across the cluster: each collector reports the
+/// devices it hears (here through the loopback relay, so each HOSTNAME is
+/// a device), the supervisor merges them with the collector that heard
+/// them and the org they belong to.
+#[test]
+fn devices_heard_by_two_collectors_reach_the_supervisors_inventory() {
+    let dir = common::temp_dir("cluster-devices");
+    let Some(nats) = Nats::start(&dir) else { return };
+    let config = config_file(&dir, &format!("{CLUSTER_CONFIG}[devices]\nreport_secs = 1.0\n"));
+    let sup = supervisor(&dir, &nats.url(), &config, None, TOKEN);
+    sup.create_orgs(&[("Acme", "10.9.0.0/16")]);
+    let _w = worker("w1", &nats.url(), &config, &dir.join("w1"));
+    let a = collector("edge-a", &nats.url(), &config);
+    let b = collector("edge-b", &nats.url(), &config);
+    wait("the org on edge-a", Duration::from_secs(10), || metric(&a.metrics_url, "vigil_orgs", &[]) >= 3);
+    let line = |host: &str| {
+        format!("<38>Dec  2 10:15:42 {host} sshd[1]: Accepted password for bob from 192.0.2.9 port 4000 ssh2")
+    };
+    send(&dir, &a.tcp, "a.log", vec![line("10.9.0.7"), line("10.9.0.7"), line("web-01")]);
+    send(&dir, &b.tcp, "b.log", vec![line("DB-02.")]);
+    let devices = || sup.get("/devices?limit=100").1["items"].as_array().cloned().unwrap_or_default();
+    wait_explained("three devices", Duration::from_secs(30), || devices().len() == 3, || format!("{:?}", devices()));
+    let all = devices();
+    let find = |id: &str| all.iter().find(|d| d["identity"] == id).unwrap_or_else(|| panic!("{id}: {all:?}")).clone();
+    let acme = find("10.9.0.7");
+    assert_eq!(
+        (acme["org"].as_str(), acme["collector"].as_str(), acme["events"].as_i64()),
+        (Some("Acme"), Some("edge-a"), Some(2))
+    );
+    assert_eq!(
+        (find("web-01")["org"].as_str(), find("web-01")["collector"].as_str()),
+        (Some("Super/Local"), Some("edge-a"))
+    );
+    assert_eq!(find("db-02")["collector"], "edge-b");
+    assert_eq!(find("db-02")["family"], "openssh");
+    assert!(metric(&sup.metrics_url, "vigil_device_reports_total", &[]) >= 2);
+}

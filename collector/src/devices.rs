@@ -16,10 +16,11 @@
 //! ones past it are counted as overflow, their events still flow), and
 //! devices silent for a day are forgotten here (the store keeps them).
 
-use std::hash::{Hash, Hasher};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 
-use hashbrown::{Equivalent, HashMap, HashSet};
+use hashbrown::{HashMap, HashSet, HashTable};
 use parsers::{DeviceLimits, DeviceReport, DeviceSeen, Event, Format, Network, NodeId, OrgId, Str};
 use serde::Deserialize;
 
@@ -196,13 +197,11 @@ impl Hash for KeyRef<'_> {
     }
 }
 
-impl Equivalent<DeviceKey> for KeyRef<'_> {
-    fn equivalent(&self, key: &DeviceKey) -> bool {
+impl KeyRef<'_> {
+    fn is(&self, key: &DeviceKey) -> bool {
         self.org == key.org && self.identity == key.identity.as_ref()
     }
-}
 
-impl KeyRef<'_> {
     fn to_owned(self) -> DeviceKey {
         DeviceKey {
             org: self.org,
@@ -225,7 +224,11 @@ fn normalize_host<'b>(host: &str, buf: &'b mut [u8; MAX_HOST]) -> Option<IdentRe
     if host.is_empty() || host == "-" || host.len() > MAX_HOST {
         return None;
     }
-    if let Ok(ip) = host.parse::<IpAddr>() {
+    // Only what may be an address is parsed as one.
+    let first = host.as_bytes()[0];
+    if (first.is_ascii_hexdigit() || first == b':')
+        && let Ok(ip) = host.parse::<IpAddr>()
+    {
         return Some(IdentRef::Ip(ip.to_canonical()));
     }
     // `[v6]` as some relays write it.
@@ -261,36 +264,52 @@ const HOST_SLOTS: usize = 4;
 /// A device silent this long is forgotten by the node (the store keeps it).
 const FORGET_AFTER_MS: i64 = 86_400_000;
 
+/// A device's state. What every event touches comes first (`repr(C)`
+/// keeps the order), so with the key it spans two cache lines; host names
+/// and the product are looked at only when an event may add to them.
 #[derive(Debug)]
+#[repr(C)]
 struct Device {
     standing: Standing,
-    first_ever_ms: i64,
-    hosts: Vec<Str>,
+    formats: u8,
     /// (family index + 1, events); 0 = free slot.
     families: [(u16, u32); FAMILY_SLOTS],
-    product: Option<Str>,
-    formats: u8,
     first_ms: i64,
     last_ms: i64,
     events: u64,
     bytes: u64,
     max_gap_ms: i64,
+    /// [`host_hint`] of the last HOSTNAME compared with `hosts`.
+    host_hint: u64,
+    first_ever_ms: i64,
+    hosts: Vec<Str>,
+    product: Option<Str>,
+}
+
+/// A cheap fingerprint of a host name (its length and outer bytes): equal
+/// names have equal hints, so a repeated name skips the comparison.
+fn host_hint(h: &str) -> u64 {
+    let b = h.as_bytes();
+    let head = b.iter().take(8).fold(0u64, |acc, x| acc << 8 | u64::from(*x));
+    let tail = b.iter().rev().take(8).fold(0u64, |acc, x| acc << 8 | u64::from(*x));
+    head ^ tail.rotate_left(29) ^ (b.len() as u64).rotate_left(53)
 }
 
 impl Device {
     fn new(now_ms: i64, standing: Standing) -> Device {
         Device {
             standing,
-            first_ever_ms: now_ms,
-            hosts: Vec::new(),
-            families: [(0, 0); FAMILY_SLOTS],
-            product: None,
             formats: 0,
+            families: [(0, 0); FAMILY_SLOTS],
             first_ms: now_ms,
             last_ms: now_ms,
             events: 0,
             bytes: 0,
             max_gap_ms: 0,
+            host_hint: u64::MAX,
+            first_ever_ms: now_ms,
+            hosts: Vec::new(),
+            product: None,
         }
     }
 
@@ -325,13 +344,14 @@ impl Device {
             p.push_str(product);
             self.product = Some(p);
         }
-        if self.hosts.len() < HOST_SLOTS
-            && let Some(h) = event.host.as_deref()
-            && !h.is_empty()
-            && h != "-"
-            && !self.hosts.iter().any(|known| known == h)
-        {
-            self.hosts.push(h.into());
+        if let Some(h) = event.host.as_deref() {
+            let hint = host_hint(h);
+            if hint != self.host_hint {
+                self.host_hint = hint;
+                if self.hosts.len() < HOST_SLOTS && !h.is_empty() && h != "-" && !self.hosts.iter().any(|k| k == h) {
+                    self.hosts.push(h.into());
+                }
+            }
         }
     }
 }
@@ -360,12 +380,21 @@ struct Limits {
 
 /// The inventory of one node: devices heard from, their counters since the
 /// last report, and their standing against the licence's device limit.
+///
+/// Devices live in a slab, found through a table of slab indexes (4 bytes
+/// a bucket, so the part every lookup touches stays small) hashed with
+/// SipHash under a random key, as event-derived keys must be; a run of
+/// events from the device of the one before skips the lookup.
 pub struct DeviceTracker {
     node: NodeId,
     relays: Vec<Network>,
     max_per_org: usize,
     families: Vec<Str>,
-    devices: HashMap<DeviceKey, Device>,
+    devices: Vec<(DeviceKey, Device)>,
+    index: HashTable<u32>,
+    hasher: RandomState,
+    /// The slab index of the last event's device.
+    last: Option<u32>,
     orgs: HashMap<OrgId, OrgDeviceCounts>,
     /// Overflow since the last report, per org.
     overflow: HashMap<OrgId, u64>,
@@ -385,7 +414,10 @@ impl DeviceTracker {
             relays,
             max_per_org: max_per_org.max(1),
             families,
-            devices: HashMap::new(),
+            devices: Vec::new(),
+            index: HashTable::new(),
+            hasher: RandomState::new(),
+            last: None,
             orgs: HashMap::new(),
             overflow: HashMap::new(),
             limits: Limits::default(),
@@ -418,7 +450,17 @@ impl DeviceTracker {
             .flatten();
         let identity = relayed.unwrap_or(IdentRef::Ip(peer.to_canonical()));
         let key = KeyRef { org, identity };
-        if let Some(d) = self.devices.get_mut(&key) {
+        let last = self.last.and_then(|i| self.devices.get(i as usize)).is_some_and(|(k, _)| key.is(k));
+        let found = if last {
+            self.last
+        } else {
+            let devices = &self.devices;
+            self.index.find(self.hasher.hash_one(key), |&i| key.is(&devices[i as usize].0)).copied()
+        };
+        if let Some(i) = found
+            && let Some((_, d)) = self.devices.get_mut(i as usize)
+        {
+            self.last = Some(i);
             d.count(event, family, now_ms);
             return d.standing;
         }
@@ -435,8 +477,29 @@ impl DeviceTracker {
         let standing = self.standing_of_new(&owned);
         let mut device = Device::new(now_ms, standing);
         device.count(event, family, now_ms);
-        self.devices.insert(owned, device);
+        let Ok(i) = u32::try_from(self.devices.len()) else { return standing };
+        let hash = self.hasher.hash_one(&owned);
+        self.devices.push((owned, device));
+        let (devices, hasher) = (&self.devices, &self.hasher);
+        self.index.insert_unique(hash, i, |&j| hasher.hash_one(&devices[j as usize].0));
+        self.last = Some(i);
         standing
+    }
+
+    fn find(&self, key: &DeviceKey) -> Option<usize> {
+        let devices = &self.devices;
+        self.index.find(self.hasher.hash_one(key), |&i| devices[i as usize].0 == *key).map(|&i| i as usize)
+    }
+
+    /// Rebuilds the index after the slab changed order.
+    fn reindex(&mut self) {
+        let (devices, hasher) = (&self.devices, &self.hasher);
+        self.index.clear();
+        for (i, (key, _)) in devices.iter().enumerate() {
+            let hash = hasher.hash_one(key);
+            self.index.insert_unique(hash, i as u32, |&j| hasher.hash_one(&devices[j as usize].0));
+        }
+        self.last = None;
     }
 
     fn standing_of_new(&mut self, key: &DeviceKey) -> Standing {
@@ -506,8 +569,8 @@ impl DeviceTracker {
         });
         for (_, key) in unknown {
             let standing = self.standing_of_new(&key);
-            if let Some(d) = self.devices.get_mut(&key) {
-                d.standing = standing;
+            if let Some(i) = self.find(&key) {
+                self.devices[i].1.standing = standing;
             }
         }
     }
@@ -518,7 +581,8 @@ impl DeviceTracker {
     pub fn report(&mut self, now_ms: i64) -> DeviceReport {
         let mut seen = Vec::new();
         let families = &self.families;
-        self.devices.retain(|key, d| {
+        let before = self.devices.len();
+        self.devices.retain_mut(|(key, d)| {
             if d.events > 0 {
                 let family = d
                     .families
@@ -555,11 +619,14 @@ impl DeviceTracker {
             }
         });
         // Forgotten devices free their org's room.
-        for c in self.orgs.values_mut() {
-            c.tracked = 0;
-        }
-        for key in self.devices.keys() {
-            self.orgs.entry(key.org).or_default().tracked += 1;
+        if self.devices.len() != before {
+            self.reindex();
+            for c in self.orgs.values_mut() {
+                c.tracked = 0;
+            }
+            for (key, _) in &self.devices {
+                self.orgs.entry(key.org).or_default().tracked += 1;
+            }
         }
         seen.sort_by(|a, b| (a.org, &a.identity).cmp(&(b.org, &b.identity)));
         let mut overflow: Vec<(OrgId, u64)> = self.overflow.drain().collect();
@@ -636,6 +703,26 @@ mod tests {
         assert_eq!((web.events, web.hosts.len()), (3, 3));
         assert_eq!(r.devices.iter().find(|d| d.identity == "2001:db8::1").map(|d| d.events), Some(2));
         assert_eq!(r.devices.iter().find(|d| d.identity == "10.0.0.9").map(|d| d.events), Some(2));
+    }
+
+    #[test]
+    fn devices_are_found_again_between_others() {
+        let mut t = tracker(100);
+        for round in 0..3 {
+            for i in 0..50 {
+                t.observe(
+                    OrgId(5),
+                    ip("127.0.0.1"),
+                    false,
+                    &event(&format!("<13>Nov 22 10:15:42 h{i} a: x")),
+                    None,
+                    round,
+                );
+                t.observe(OrgId(5), ip(&format!("192.0.2.{i}")), false, &event("<13>x"), None, round);
+            }
+        }
+        assert_eq!(t.len(), 100);
+        assert!(t.report(5).devices.iter().all(|d| d.events == 3));
     }
 
     #[test]
