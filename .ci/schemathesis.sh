@@ -2,8 +2,8 @@
 # Holds the incident API to its OpenAPI document: starts the real debug
 # binary (`vigil supervisor`, which serves the same /api/v1 router that
 # `vigil run` mounts) on an ephemeral loopback port with a throw-away data
-# directory, gives it content (orgs, users, teams, roles, incidents, alerts,
-# comments, a node), and runs schemathesis against it with every check. Any
+# directory, gives it content (devices heard by `vigil run`, orgs, users,
+# teams, roles, incidents, alerts, comments, a node), and runs schemathesis against it with every check. Any
 # failure fails the script.
 #
 # Expects the debug binary to exist (.ci/run calls this after its test
@@ -41,6 +41,33 @@ cleanup() {
 trap cleanup EXIT
 
 token="vgl_schemathesis_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+
+# Devices come only from logs: `vigil run` on the same data directory hears
+# a few relayed hosts, merges them into the inventory and stops, so the
+# device endpoints have ids that exist.
+printf '[devices]\nreport_secs = 1.0\n' >"$tmp/run.toml"
+VIGIL_ADMIN_TOKEN="$token" "$bin" run --config "$tmp/run.toml" --data-dir "$tmp/data" --syslog-addr 127.0.0.1:0 \
+  --api-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 >"$tmp/run.log" 2>&1 &
+run_pid=$!
+syslog=""
+for _ in $(seq 1 300); do
+  syslog="$(sed -n 's/^syslog: .*\(tcp:[^ ]*\).*/\1/p' "$tmp/run.log")"
+  [ -n "$syslog" ] && break
+  sleep 0.1
+done
+if [ -z "$syslog" ]; then
+  cat "$tmp/run.log" >&2
+  echo "schemathesis: vigil run did not start" >&2
+  exit 1
+fi
+for host in fw-1 fw-2 web-01 10.1.0.7; do
+  echo "<38>Dec  2 10:15:42 $host sshd[1]: Accepted password for bob from 192.0.2.9 port 4000 ssh2"
+done >"$tmp/devices.log"
+"$bin" send --to "$syslog" --quiet "$tmp/devices.log" >/dev/null
+sleep 2
+kill -TERM "$run_pid"
+wait "$run_pid"
+
 VIGIL_ADMIN_TOKEN="$token" "$bin" supervisor --data-dir "$tmp/data" --api-addr 127.0.0.1:0 >"$tmp/server.log" 2>&1 &
 server=$!
 api=""

@@ -468,9 +468,15 @@ impl DeviceTracker {
         if counts.tracked >= self.max_per_org as u64 {
             counts.overflow += 1;
             *self.overflow.entry(org).or_default() += 1;
-            // Untracked devices are not refused: the org's ceiling guards
-            // memory against spoofed names, it is not the licence.
-            return Standing::Within;
+            // The org's ceiling guards memory against spoofed names; it is
+            // not the licence, and it must not get around it either: an
+            // untracked device is beyond the limit once the limit is full.
+            let full = self.limits.limit.is_some_and(|l| (self.limits.within.len() as u64) + self.provisional >= l);
+            return if full && !self.limits.within.contains(&key.to_owned()) {
+                Standing::Beyond
+            } else {
+                Standing::Within
+            };
         }
         counts.tracked += 1;
         let owned = key.to_owned();
@@ -733,10 +739,13 @@ mod tests {
             assert_eq!(s, Standing::Within);
         }
         t.observe(OrgId(6), ip("192.0.2.1"), false, &event("<13>x"), None, 1);
+        // Past the ceiling under a full licence: beyond it, tracked or not.
+        t.apply_limits(&DeviceLimits { version: 1, limit: Some(3), enforce: true, within: vec![], active: 3 });
+        assert_eq!(t.observe(OrgId(5), ip("192.0.2.99"), false, &event("<13>x"), None, 1), Standing::Beyond);
         let r = t.report(2);
         assert_eq!(r.devices.len(), 3);
-        assert_eq!(r.overflow, vec![(OrgId(5), 3)]);
-        assert_eq!(t.counts()[0].1, OrgDeviceCounts { tracked: 2, overflow: 3, ..Default::default() });
+        assert_eq!(r.overflow, vec![(OrgId(5), 4)]);
+        assert_eq!(t.counts()[0].1, OrgDeviceCounts { tracked: 2, overflow: 4, ..Default::default() });
         assert!(t.report(3).overflow.is_empty(), "overflow is reported once");
     }
 

@@ -259,54 +259,72 @@ impl ClusterSupervisor {
     }
 }
 
-async fn take_reports(
-    mut reports: cluster::Subscriber,
-    tx: crossbeam_channel::Sender<IntervalReport>,
-    stats: Arc<ClusterStats>,
+/// Hands each message of `messages` that reads as a `T` to `take` (with its
+/// subject), counting the others as bad, until `stop`.
+async fn take_each<T: serde::de::DeserializeOwned>(
+    mut messages: cluster::Subscriber,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    bad: impl Fn(),
+    mut take: impl FnMut(&str, T) -> bool,
 ) {
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            message = reports.next() => {
+            message = messages.next() => {
                 let Some(message) = message else { return };
-                if let Ok(report) = serde_json::from_slice::<IntervalReport>(&message.payload) {
-                    stats.reports.fetch_add(1, Ordering::Relaxed);
-                    // A full queue loses a report: the node counts as silent
-                    // for one interval (it falls back to its guarantee).
-                    let _ = tx.try_send(report);
+                let taken = serde_json::from_slice::<T>(&message.payload)
+                    .is_ok_and(|value| take(message.subject.as_str(), value));
+                if !taken {
+                    bad();
                 }
             }
         }
     }
 }
 
+async fn take_reports(
+    reports: cluster::Subscriber,
+    tx: crossbeam_channel::Sender<IntervalReport>,
+    stats: Arc<ClusterStats>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let counted = stats.clone();
+    take_each(
+        reports,
+        stop,
+        || {},
+        move |_, report: IntervalReport| {
+            counted.reports.fetch_add(1, Ordering::Relaxed);
+            // A full queue loses a report: the node counts as silent for one
+            // interval (it falls back to its guarantee).
+            let _ = tx.try_send(report);
+            true
+        },
+    )
+    .await;
+}
+
 async fn take_device_reports(
-    mut reports: cluster::Subscriber,
+    reports: cluster::Subscriber,
     tx: tokio::sync::mpsc::Sender<DeviceReport>,
     stats: Arc<ClusterStats>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            message = reports.next() => {
-                let Some(message) = message else { return };
-                match serde_json::from_slice::<DeviceReport>(&message.payload) {
-                    // The subject names the sender: a report claiming
-                    // another node's name is not taken.
-                    Ok(report) if message.subject.as_str() == cluster::devices_subject(report.node.as_str()) => {
-                        // A full queue loses the report: those devices'
-                        // counters of one period, nothing else.
-                        let _ = tx.try_send(report);
-                    }
-                    _ => {
-                        stats.bad_device_reports.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
+    let bad = move || {
+        stats.bad_device_reports.fetch_add(1, Ordering::Relaxed);
+    };
+    take_each(reports, stop, bad, move |subject, report: DeviceReport| {
+        // The subject names the sender: a report claiming another node's
+        // name is not taken.
+        if subject != cluster::devices_subject(report.node.as_str()) {
+            return false;
         }
-    }
+        // A full queue loses the report: those devices' counters of one
+        // period, nothing else.
+        let _ = tx.try_send(report);
+        true
+    })
+    .await;
 }
 
 /// Keeps the node registry from heartbeats, flags silent nodes, and keeps

@@ -125,30 +125,26 @@ impl Vigil {
     }
 
     pub fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let mut resp = agent
-            .post(format!("{}{path}", self.api))
-            .header("Authorization", format!("Bearer {token}"))
-            .send_json(body)
-            .unwrap();
-        (resp.status().as_u16(), resp.body_mut().read_json().unwrap_or(Value::Null))
+        self.send_json("POST", path, token, body)
     }
 
     pub fn patch(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        self.send_json("PATCH", path, token, body)
+    }
+
+    fn send_json(&self, method: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let mut resp = agent
-            .patch(format!("{}{path}", self.api))
-            .header("Authorization", format!("Bearer {token}"))
-            .send_json(body)
-            .unwrap();
+        let url = format!("{}{path}", self.api);
+        let auth = format!("Bearer {token}");
+        let sent = match method {
+            "PATCH" => agent.patch(url).header("Authorization", auth).send_json(body),
+            _ => agent.post(url).header("Authorization", auth).send_json(body),
+        };
+        let mut resp = sent.unwrap();
         (resp.status().as_u16(), resp.body_mut().read_json().unwrap_or(Value::Null))
     }
 

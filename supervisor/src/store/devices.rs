@@ -16,7 +16,7 @@ use sqlx::any::AnyRow;
 
 use super::auth::{Module, Op, Principal};
 use super::error::{Result, StoreError};
-use super::model::{OrgRef, Page, SUPER_GLOBAL, SUPER_LOCAL, fmt_ms, nullable, present};
+use super::model::{Page, SUPER_GLOBAL, SUPER_LOCAL, fmt_ms, nullable, present};
 use super::records::MAX_LIMIT;
 use super::sql::{RowExt, Sql};
 use super::{AuditRow, Store, check_lookup, check_name};
@@ -845,12 +845,7 @@ impl Store {
         let mut q = Sql::new(&format!("SELECT {COLUMNS} FROM devices d JOIN orgs o ON o.id = d.org_id WHERE 1 = 1"));
         who.record_filter(&mut q, "d.org_id");
         if let Some(org) = &query.org {
-            let r = match org.parse::<i64>() {
-                Ok(id) => OrgRef::Id(id),
-                Err(_) => OrgRef::Name(org.clone()),
-            };
-            let id = self.resolve_org(&mut conn, who, &r).await?;
-            q.push(" AND d.org_id = ").bind(id);
+            self.push_org_filter(&mut q, "d.org_id", who, org).await?;
         }
         if let Some(family) = &query.family {
             check_lookup("family", family)?;
@@ -992,12 +987,7 @@ impl Store {
         q.bind(self.now_ms().div_euclid(DAY_MS) - days);
         who.record_filter(&mut q, "d.org_id");
         if let Some(org) = &query.org {
-            let r = match org.parse::<i64>() {
-                Ok(id) => OrgRef::Id(id),
-                Err(_) => OrgRef::Name(org.clone()),
-            };
-            let id = self.resolve_org(&mut conn, who, &r).await?;
-            q.push(" AND d.org_id = ").bind(id);
+            self.push_org_filter(&mut q, "d.org_id", who, org).await?;
         }
         q.push(" GROUP BY d.org_id, o.name, d.family ORDER BY d.org_id, d.family");
         let mut items = Vec::new();

@@ -211,10 +211,7 @@ impl Store {
             q.push(" AND r.rule_id = ").bind(rule.clone());
         }
         if let Some(org) = &query.org {
-            let r = org.parse::<i64>().map(OrgRef::Id).unwrap_or_else(|_| OrgRef::Name(org.clone()));
-            let mut conn = self.pool().acquire().await?;
-            let id = self.resolve_org(&mut conn, who, &r).await?;
-            q.push(" AND r.org_id = ").bind(id);
+            self.push_org_filter(q, "r.org_id", who, org).await?;
         }
         if let Some(t) = &query.since {
             q.push(" AND r.last_seen >= ").bind(parse_time("since", t)?);
