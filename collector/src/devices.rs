@@ -712,6 +712,20 @@ mod tests {
     }
 
     #[test]
+    fn bad_settings_are_refused_with_the_setting_named() {
+        let bad = |c: DeviceConfig| c.validate().unwrap_err();
+        assert!(bad(DeviceConfig { report_secs: 0.0, ..DeviceConfig::default() }).contains("devices.report_secs"));
+        assert!(bad(DeviceConfig { max_per_org: 0, ..DeviceConfig::default() }).contains("devices.max_per_org"));
+        assert!(
+            bad(DeviceConfig { relays: vec!["10.0.0.0/33".into()], ..DeviceConfig::default() })
+                .contains("devices.relays")
+        );
+        let e = toml::from_str::<DeviceConfig>("limit_policy = \"drop\"").unwrap_err().to_string();
+        assert!(e.contains("alert") && e.contains("enforce"), "{e}");
+        assert_eq!(DeviceConfig::default().validate().unwrap().len(), 2);
+    }
+
+    #[test]
     fn devices_are_found_again_between_others() {
         let mut t = tracker(100);
         for round in 0..3 {

@@ -265,6 +265,7 @@ pub fn supervisor_config(args: &ClusterArgs, store: &super::admin::StoreArgs) ->
     if !(0.1..=3600.0).contains(&config.orgs.refresh_secs) {
         bail!("orgs.refresh_secs must be 0.1-3600");
     }
+    config.devices.validate().map_err(anyhow::Error::msg)?;
     Ok(Some(config))
 }
 
