@@ -279,20 +279,11 @@ struct Device {
     events: u64,
     bytes: u64,
     max_gap_ms: i64,
-    /// [`host_hint`] of the last HOSTNAME compared with `hosts`.
-    host_hint: u64,
+    /// The last HOSTNAME compared with `hosts` (inline up to 24 bytes).
+    last_host: Str,
     first_ever_ms: i64,
     hosts: Vec<Str>,
     product: Option<Str>,
-}
-
-/// A cheap fingerprint of a host name (its length and outer bytes): equal
-/// names have equal hints, so a repeated name skips the comparison.
-fn host_hint(h: &str) -> u64 {
-    let b = h.as_bytes();
-    let head = b.iter().take(8).fold(0u64, |acc, x| acc << 8 | u64::from(*x));
-    let tail = b.iter().rev().take(8).fold(0u64, |acc, x| acc << 8 | u64::from(*x));
-    head ^ tail.rotate_left(29) ^ (b.len() as u64).rotate_left(53)
 }
 
 impl Device {
@@ -306,7 +297,7 @@ impl Device {
             events: 0,
             bytes: 0,
             max_gap_ms: 0,
-            host_hint: u64::MAX,
+            last_host: Str::default(),
             first_ever_ms: now_ms,
             hosts: Vec::new(),
             product: None,
@@ -344,13 +335,12 @@ impl Device {
             p.push_str(product);
             self.product = Some(p);
         }
-        if let Some(h) = event.host.as_deref() {
-            let hint = host_hint(h);
-            if hint != self.host_hint {
-                self.host_hint = hint;
-                if self.hosts.len() < HOST_SLOTS && !h.is_empty() && h != "-" && !self.hosts.iter().any(|k| k == h) {
-                    self.hosts.push(h.into());
-                }
+        if let Some(h) = event.host.as_deref()
+            && self.last_host != h
+        {
+            self.last_host = h.into();
+            if self.hosts.len() < HOST_SLOTS && !h.is_empty() && h != "-" && !self.hosts.iter().any(|k| k == h) {
+                self.hosts.push(h.into());
             }
         }
     }
@@ -395,6 +385,10 @@ pub struct DeviceTracker {
     hasher: RandomState,
     /// The slab index of the last event's device.
     last: Option<u32>,
+    /// The sender, org and slab index of the last event's device when it
+    /// sent its own logs (no relay): the same sender and org is the same
+    /// device, known without building its key.
+    last_direct: Option<(IpAddr, OrgId, u32)>,
     orgs: HashMap<OrgId, OrgDeviceCounts>,
     /// Overflow since the last report, per org.
     overflow: HashMap<OrgId, u64>,
@@ -418,6 +412,7 @@ impl DeviceTracker {
             index: HashTable::new(),
             hasher: RandomState::new(),
             last: None,
+            last_direct: None,
             orgs: HashMap::new(),
             overflow: HashMap::new(),
             limits: Limits::default(),
@@ -444,10 +439,21 @@ impl DeviceTracker {
         family: Option<usize>,
         now_ms: i64,
     ) -> Standing {
+        // A device sending its own logs in a run (one connection's batch):
+        // the sender alone says it is the last device again.
+        if !by_host
+            && let Some((p, o, i)) = self.last_direct
+            && p == peer
+            && o == org
+            && let Some((_, d)) = self.devices.get_mut(i as usize)
+        {
+            d.count(event, family, now_ms);
+            return d.standing;
+        }
+        self.last_direct = None;
+        let relay = by_host || self.is_relay(peer);
         let mut buf = [0u8; MAX_HOST];
-        let relayed = (by_host || self.is_relay(peer))
-            .then(|| event.host.as_deref().and_then(|h| normalize_host(h, &mut buf)))
-            .flatten();
+        let relayed = relay.then(|| event.host.as_deref().and_then(|h| normalize_host(h, &mut buf))).flatten();
         let identity = relayed.unwrap_or(IdentRef::Ip(peer.to_canonical()));
         let key = KeyRef { org, identity };
         let last = self.last.and_then(|i| self.devices.get(i as usize)).is_some_and(|(k, _)| key.is(k));
@@ -461,6 +467,9 @@ impl DeviceTracker {
             && let Some((_, d)) = self.devices.get_mut(i as usize)
         {
             self.last = Some(i);
+            if !relay {
+                self.last_direct = Some((peer, org, i));
+            }
             d.count(event, family, now_ms);
             return d.standing;
         }
@@ -489,6 +498,7 @@ impl DeviceTracker {
         let (devices, hasher) = (&self.devices, &self.hasher);
         self.index.insert_unique(hash, i, |&j| hasher.hash_one(&devices[j as usize].0));
         self.last = Some(i);
+        self.last_direct = (!relay).then_some((peer, org, i));
         standing
     }
 
@@ -506,6 +516,7 @@ impl DeviceTracker {
             self.index.insert_unique(hash, i as u32, |&j| hasher.hash_one(&devices[j as usize].0));
         }
         self.last = None;
+        self.last_direct = None;
     }
 
     fn standing_of_new(&mut self, key: &DeviceKey) -> Standing {
