@@ -79,16 +79,6 @@ pub enum LimitPolicy {
     Enforce,
 }
 
-impl LimitPolicy {
-    /// Its name in the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LimitPolicy::Alert => "alert",
-            LimitPolicy::Enforce => "enforce",
-        }
-    }
-}
-
 impl DeviceConfig {
     /// Checks the values, returning the relay networks.
     pub fn validate(&self) -> Result<Vec<Network>, String> {
@@ -325,8 +315,8 @@ impl Device {
                 }
             }
         }
-        if self.product.is_none()
-            && matches!(event.format, Format::Cef | Format::Leef)
+        if matches!(event.format, Format::Cef | Format::Leef)
+            && self.product.is_none()
             && let (Some(vendor), Some(product)) = (&event.vendor, &event.product)
         {
             let mut p = Str::from(if event.format == Format::Cef { "cef:" } else { "leef:" });
@@ -480,11 +470,10 @@ impl DeviceTracker {
             // The org's ceiling guards memory against spoofed names; it is
             // not the licence, and it must not get around it either: an
             // untracked device is beyond the limit once the limit is full.
-            let full = self.limits.limit.is_some_and(|l| (self.limits.within.len() as u64) + self.provisional >= l);
-            return if full && !self.limits.within.contains(&key.to_owned()) {
-                Standing::Beyond
-            } else {
+            return if self.room_left() || self.limits.within.contains(&key.to_owned()) {
                 Standing::Within
+            } else {
+                Standing::Beyond
             };
         }
         counts.tracked += 1;
@@ -519,17 +508,22 @@ impl DeviceTracker {
         self.last_direct = None;
     }
 
+    /// Whether the limit leaves room for a device the supervisor has not
+    /// ranked yet (always, without a limit).
+    fn room_left(&self) -> bool {
+        self.limits.limit.is_none_or(|l| (self.limits.within.len() as u64).saturating_add(self.provisional) < l)
+    }
+
+    /// The standing of a device tracked from now on: within the limit if
+    /// the supervisor says so or there is room left (taken provisionally).
     fn standing_of_new(&mut self, key: &DeviceKey) -> Standing {
-        if self.limits.within.contains(key) {
-            return Standing::Within;
-        }
-        match self.limits.limit {
-            None => Standing::Within,
-            Some(limit) if (self.limits.within.len() as u64).saturating_add(self.provisional) < limit => {
-                self.provisional += 1;
-                Standing::Within
-            }
-            Some(_) => Standing::Beyond,
+        if self.limits.within.contains(key) || self.limits.limit.is_none() {
+            Standing::Within
+        } else if self.room_left() {
+            self.provisional += 1;
+            Standing::Within
+        } else {
+            Standing::Beyond
         }
     }
 

@@ -129,7 +129,7 @@ impl Intake {
         let mut skewed: Vec<Skewed> = Vec::new();
         let mut announce: Vec<(OrgId, Str, Skewed)> = Vec::new();
         let received_at = batch.received_at;
-        let received_ms = i64::try_from(received_at.unix_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        let received_ms = received_at.unix_millis();
         let mut devices = self.devices();
         for item in batch.items {
             let mut event = self.parser.parse(item.frame.data, received_at);

@@ -274,13 +274,12 @@ impl Collector {
             .with_skew(skew)
             .with_event_ids(EventIds::new(setup.slot, clock.now()));
         if setup.devices.enabled {
-            let now_ms = unix_ms(clock.now());
             intake = intake.with_devices(DeviceTracker::new(
                 setup.node.clone(),
                 relays,
                 setup.devices.max_per_org,
                 families,
-                now_ms,
+                clock.now().unix_millis(),
             ));
         }
         let intake = Arc::new(intake);
@@ -682,11 +681,6 @@ pub fn sleep_until_or_stop(clock: &dyn Clock, deadline: EventTime, stop: &Atomic
     }
 }
 
-/// Milliseconds since the epoch.
-fn unix_ms(t: EventTime) -> i64 {
-    i64::try_from(t.unix_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
-}
-
 /// Sends the device inventory's report every `every` until `stop`, and a
 /// last one then.
 fn report_devices(intake: &Intake, clock: &dyn Clock, every: Duration, stop: &AtomicBool, sink: &dyn DeviceSink) {
@@ -694,7 +688,7 @@ fn report_devices(intake: &Intake, clock: &dyn Clock, every: Duration, stop: &At
     let mut next = clock.now().unix_nanos() + step;
     loop {
         let running = sleep_until_or_stop(clock, EventTime::from_unix_nanos(next), stop);
-        let report = intake.devices().map(|mut d| d.report(unix_ms(clock.now())));
+        let report = intake.devices().map(|mut d| d.report(clock.now().unix_millis()));
         if let Some(report) = report.filter(|r| !r.devices.is_empty() || !r.overflow.is_empty()) {
             sink.devices(&report);
         }

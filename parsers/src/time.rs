@@ -57,6 +57,11 @@ impl EventTime {
         EventTime::from_unix_nanos(i128::from(millis) * 1_000_000)
     }
 
+    /// Milliseconds since the Unix epoch (floor).
+    pub fn unix_millis(&self) -> i64 {
+        self.secs.saturating_mul(1_000).saturating_add(i64::from(self.nanos / 1_000_000))
+    }
+
     /// Seconds since the Unix epoch (floor).
     pub fn unix_secs(&self) -> i64 {
         self.secs
@@ -447,6 +452,14 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
         }
+    }
+
+    #[test]
+    fn milliseconds_round_trip_before_and_after_the_epoch() {
+        for ms in [-1_500, -1, 0, 1, 1_800_000_000_123] {
+            assert_eq!(EventTime::from_unix_millis(ms).unix_millis(), ms);
+        }
+        assert_eq!(EventTime::from_unix(7, 999_999_999, 0).unix_millis(), 7_999);
     }
 
     #[test]

@@ -46,7 +46,7 @@ async fn store(db: &TestDb, clock: &Arc<ManualClock>, devices: DeviceSettings) -
 }
 
 fn at(clock: &ManualClock, ms: i64) {
-    clock.set(EventTime::from_unix_nanos(i128::from(ms) * 1_000_000));
+    clock.set(EventTime::from_unix_millis(ms));
 }
 
 fn seen(org: i64, identity: &str, first_ms: i64, last_ms: i64, events: u64) -> DeviceSeen {
@@ -86,7 +86,7 @@ async fn device(store: &Store, identity: &str) -> supervisor::store::Device {
 #[tokio::test]
 async fn a_silent_device_raises_one_incident_and_its_return_resolves_it() {
     for db in backends().await {
-        let clock = Arc::new(ManualClock::new(EventTime::from_unix_nanos(i128::from(T0) * 1_000_000)));
+        let clock = Arc::new(ManualClock::new(EventTime::from_unix_millis(T0)));
         let (store, acme, globex) = store(&db, &clock, DeviceSettings::default()).await;
         for i in 0..5 {
             let t = T0 + i * MIN;
@@ -150,7 +150,7 @@ async fn a_silent_device_raises_one_incident_and_its_return_resolves_it() {
 #[tokio::test]
 async fn an_expected_interval_is_used_and_retired_devices_are_not_watched() {
     for db in backends().await {
-        let clock = Arc::new(ManualClock::new(EventTime::from_unix_nanos(i128::from(T0) * 1_000_000)));
+        let clock = Arc::new(ManualClock::new(EventTime::from_unix_millis(T0)));
         let (store, acme, _) = store(&db, &clock, DeviceSettings::default()).await;
         store
             .merge_devices(&report("c1", T0, vec![seen(acme, "db-1", T0, T0, 1), seen(acme, "db-2", T0, T0, 1)]))
@@ -199,7 +199,7 @@ async fn an_expected_interval_is_used_and_retired_devices_are_not_watched() {
 #[tokio::test]
 async fn a_whole_collector_going_quiet_is_one_incident() {
     for db in backends().await {
-        let clock = Arc::new(ManualClock::new(EventTime::from_unix_nanos(i128::from(T0) * 1_000_000)));
+        let clock = Arc::new(ManualClock::new(EventTime::from_unix_millis(T0)));
         let (store, acme, globex) = store(&db, &clock, DeviceSettings::default()).await;
         for i in 0..4 {
             let t = T0 + i * MIN;
@@ -241,7 +241,7 @@ async fn a_whole_collector_going_quiet_is_one_incident() {
 #[tokio::test]
 async fn the_device_limit_admits_the_first_seen_and_alerts_the_provider() {
     for db in backends().await {
-        let clock = Arc::new(ManualClock::new(EventTime::from_unix_nanos(i128::from(T0) * 1_000_000)));
+        let clock = Arc::new(ManualClock::new(EventTime::from_unix_millis(T0)));
         let settings = DeviceSettings { limit: Some(3), ..DeviceSettings::default() };
         let (store, acme, globex) = store(&db, &clock, settings).await;
         let names = ["d1", "d2", "d3", "d4", "d5"];
@@ -291,7 +291,7 @@ async fn the_device_limit_admits_the_first_seen_and_alerts_the_provider() {
 #[tokio::test]
 async fn an_orgs_inventory_has_a_ceiling() {
     for db in backends().await {
-        let clock = Arc::new(ManualClock::new(EventTime::from_unix_nanos(i128::from(T0) * 1_000_000)));
+        let clock = Arc::new(ManualClock::new(EventTime::from_unix_millis(T0)));
         let settings = DeviceSettings { max_per_org: 2, ..DeviceSettings::default() };
         let (store, acme, globex) = store(&db, &clock, settings).await;
         let many: Vec<DeviceSeen> = (0..5).map(|i| seen(acme, &format!("spoof-{i}"), T0, T0, 1)).collect();

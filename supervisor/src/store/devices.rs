@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use parsers::{DeviceLimits, DeviceReport, DeviceSeen, OrgId};
+use parsers::{DeviceLimits, DeviceReport, DeviceSeen, OrgId, Severity};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
@@ -569,264 +569,17 @@ impl Store {
         Ok(stats)
     }
 
-    /// One inventory pass at the store's clock: finds devices silent past
-    /// their interval (one incident each, or one for all of a collector's
-    /// when they went quiet together), decides which active devices are
-    /// within the licence's limit (first seen first), raises or resolves
-    /// the provider's device-limit incident, and drops per-day traffic
-    /// older than 400 days.
+    /// One inventory pass at the store's clock, in one transaction: finds
+    /// devices silent past their interval, decides which active devices
+    /// are within the licence's limit, and drops per-day traffic older
+    /// than 400 days.
     pub async fn sweep_devices(&self) -> Result<SweepOutcome> {
         let now = self.now_ms();
         let settings = self.config().devices.clone();
-        let active_since = settings.active_since(now);
         let mut out = SweepOutcome::default();
         let mut w = self.write().await?;
-
-        // Silence.
-        let quiet_for = settings.silent_floor_ms.min(*INTERVAL_RANGE.start() * 1_000);
-        let mut q = Sql::new(
-            "SELECT d.id, d.org_id, d.identity, d.name, d.family, d.collector, d.last_seen, \
-             d.expected_interval_secs, d.usual_gap_ms, d.active_periods FROM devices d \
-             WHERE d.retired = 0 AND d.silent_since IS NULL AND d.last_seen < ",
-        );
-        q.bind(now - quiet_for).push(" AND d.last_seen >= ").bind(active_since).push(" ORDER BY d.id");
-        struct Quiet {
-            id: i64,
-            org: i64,
-            label: String,
-            family: String,
-            collector: String,
-            last_seen: i64,
-            after_ms: i64,
-        }
-        let mut quiet: Vec<Quiet> = Vec::new();
-        for r in q.build().fetch_all(w.conn()).await? {
-            let last_seen = r.int("last_seen")?;
-            let Some(after_ms) = settings.silent_after(
-                r.opt_int("expected_interval_secs")?,
-                r.opt_int("usual_gap_ms")?,
-                r.int("active_periods")?,
-            ) else {
-                continue;
-            };
-            if now - last_seen <= after_ms {
-                continue;
-            }
-            let identity = r.text("identity")?;
-            let label = match r.opt_text("name")? {
-                Some(name) => format!("{name} ({identity})"),
-                None => identity,
-            };
-            quiet.push(Quiet {
-                id: r.int("id")?,
-                org: r.int("org_id")?,
-                label,
-                family: r.text("family")?,
-                collector: r.text("collector")?,
-                last_seen,
-                after_ms,
-            });
-        }
-        out.newly_silent = quiet.len() as u64;
-        // Collectors that went quiet as a whole: none of their active
-        // devices reported within the floor, and two or more fell silent.
-        let mut per_collector: BTreeMap<&str, Vec<&Quiet>> = BTreeMap::new();
-        for d in &quiet {
-            per_collector.entry(d.collector.as_str()).or_default().push(d);
-        }
-        let mut grouped: Vec<&str> = Vec::new();
-        for (collector, devices) in &per_collector {
-            if devices.len() < 2 {
-                continue;
-            }
-            let mut q = Sql::new("SELECT MAX(last_seen) AS newest FROM devices WHERE retired = 0 AND collector = ");
-            q.bind((*collector).to_owned()).push(" AND last_seen >= ").bind(active_since);
-            let newest = q.build().fetch_one(w.conn()).await?.opt_int("newest")?.unwrap_or(0);
-            if now - newest > settings.silent_floor_ms {
-                grouped.push(collector);
-            }
-        }
-        let mut audit = Vec::new();
-        for collector in &grouped {
-            let devices = &per_collector[collector];
-            let newest = devices.iter().map(|d| d.last_seen).max().unwrap_or(now);
-            let mut orgs: BTreeMap<i64, u64> = BTreeMap::new();
-            for d in devices {
-                *orgs.entry(d.org).or_default() += 1;
-            }
-            let mut q = Sql::new("SELECT state, state_reason, last_seen_ms FROM nodes WHERE name = ");
-            q.bind((*collector).to_owned());
-            let registry = match q.build().fetch_optional(w.conn()).await? {
-                Some(r) => format!(
-                    "The node registry has {collector} {} ({}), last heartbeat {}.",
-                    r.text("state")?,
-                    r.text("state_reason")?,
-                    r.opt_int("last_seen_ms")?.map_or_else(|| "never".to_owned(), fmt_ms)
-                ),
-                None => format!("{collector} is not in the node registry (it is the collector of `vigil run`)."),
-            };
-            let title = format!(
-                "All {} log sources of collector {collector} are silent: the collector is the likely cause",
-                devices.len()
-            );
-            let description = format!(
-                "No device heard by {collector} has reported since {} (devices per org id: {}). {registry} \
-                 The devices' own incidents are held back while this one is open.",
-                fmt_ms(newest),
-                orgs.iter().map(|(o, n)| format!("{o}: {n}")).collect::<Vec<_>>().join(", ")
-            );
-            let source_ref = format!("{SILENT_RULE}:collector:{collector}:{newest}");
-            let n = devices.len() as i64;
-            if let Some(id) =
-                insert_incident(w.conn(), SUPER_LOCAL, &source_ref, &title, &description, 3, n, newest, now).await?
-            {
-                out.incidents += 1;
-                audit.push((SUPER_LOCAL, id, title));
-                for d in devices {
-                    mark_silent(w.conn(), d.id, now, Some(id)).await?;
-                }
-            } else {
-                // This outage was raised before: silent, nothing new to say.
-                for d in devices {
-                    mark_silent(w.conn(), d.id, now, None).await?;
-                }
-            }
-            out.grouped += devices.len() as u64;
-        }
-        for d in quiet.iter().filter(|d| !grouped.contains(&d.collector.as_str())) {
-            let title = format!("Log source silent: {}", d.label);
-            let family = if d.family.is_empty() { String::new() } else { format!(" ({})", d.family) };
-            let description = format!(
-                "{}{family} has sent nothing since {} (quiet for more than {} s is silence for it). \
-                 Last heard by {}. The incident is resolved when it reports again.",
-                d.label,
-                fmt_ms(d.last_seen),
-                d.after_ms / 1_000,
-                d.collector
-            );
-            let source_ref = format!("{SILENT_RULE}:{}:{}", d.id, d.last_seen);
-            match insert_incident(w.conn(), d.org, &source_ref, &title, &description, 2, 1, d.last_seen, now).await? {
-                Some(id) => {
-                    out.incidents += 1;
-                    audit.push((d.org, id, title));
-                    mark_silent(w.conn(), d.id, now, Some(id)).await?;
-                }
-                None => mark_silent(w.conn(), d.id, now, None).await?,
-            }
-        }
-        let rows = audit
-            .into_iter()
-            .map(|(org, id, title)| {
-                AuditRow::new(
-                    Some(org),
-                    "create",
-                    "incident",
-                    Some(id),
-                    None,
-                    Some(serde_json::json!({ "rule": SILENT_RULE, "title": title })),
-                )
-            })
-            .collect();
-        AuditRow::write_many(w.conn(), now, &Principal::pipeline(), rows, self.rows_per_statement()).await?;
-        let q = Sql::new("SELECT COUNT(*) AS n FROM devices WHERE silent_since IS NOT NULL AND retired = 0");
-        out.silent = u64::try_from(q.build().fetch_one(w.conn()).await?.int("n")?).unwrap_or(0);
-
-        // The licence's device limit.
-        let mut q = Sql::new("SELECT COUNT(*) AS n FROM devices WHERE retired = 0 AND last_seen >= ");
-        q.bind(active_since);
-        out.active = u64::try_from(q.build().fetch_one(w.conn()).await?.int("n")?).unwrap_or(0);
-        let mut within_list = Vec::new();
-        match settings.limit {
-            Some(limit) => {
-                let mut q = Sql::new(
-                    "SELECT id, org_id, identity, first_seen FROM devices WHERE retired = 0 AND last_seen >= ",
-                );
-                q.bind(active_since)
-                    .push(" ORDER BY first_seen, id LIMIT ")
-                    .bind(i64::try_from(limit).unwrap_or(i64::MAX));
-                let mut cutoff = None;
-                for r in q.build().fetch_all(w.conn()).await? {
-                    let org = u32::try_from(r.int("org_id")?).map_err(|_| StoreError::Corrupt("org id".into()))?;
-                    within_list.push((OrgId(org), r.text("identity")?));
-                    cutoff = Some((r.int("first_seen")?, r.int("id")?));
-                }
-                let (first, id) = cutoff.unwrap_or((i64::MIN, i64::MIN));
-                // Active and at or before the cutoff (first seen, id): within.
-                for set in [1_i64, 0] {
-                    let mut q = Sql::new(&format!(
-                        "UPDATE devices SET within_limit = {set} WHERE within_limit = {} AND ",
-                        1 - set
-                    ));
-                    if set == 0 {
-                        q.push("NOT ");
-                    }
-                    q.push("(retired = 0 AND last_seen >= ").bind(active_since).push(" AND (first_seen < ").bind(first);
-                    q.push(" OR (first_seen = ").bind(first).push(" AND id <= ").bind(id).push(")))");
-                    q.build().execute(w.conn()).await?;
-                }
-                out.beyond = out.active.saturating_sub(limit);
-            }
-            None => {
-                let q = Sql::new("UPDATE devices SET within_limit = 1 WHERE within_limit = 0");
-                q.build().execute(w.conn()).await?;
-            }
-        }
-        out.limits = DeviceLimits {
-            version: 0,
-            limit: settings.limit,
-            enforce: settings.enforce,
-            within: within_list,
-            active: out.active,
-        };
-        let mut q = Sql::new("SELECT id, status FROM records WHERE kind = 'incident' AND rule_id = ");
-        q.bind(LIMIT_RULE.to_owned()).push(" AND status IN (0, 1) ORDER BY id DESC LIMIT 1");
-        let open = q.build().fetch_optional(w.conn()).await?.map(|r| r.int("id")).transpose()?;
-        match (out.beyond, open, settings.limit) {
-            (beyond, open, Some(limit)) if beyond > 0 => {
-                let policy = if settings.enforce {
-                    "policy enforce: their events are dropped and counted (reason device_limit)"
-                } else {
-                    "policy alert: their events are accepted and counted"
-                };
-                let title = format!("Device limit exceeded: {} active devices, the licence allows {limit}", out.active);
-                let description = format!(
-                    "{beyond} devices first seen after the limit was reached are beyond it ({policy}). \
-                     GET /api/v1/devices?within_limit=false lists them; retire devices no longer in use or \
-                     extend the licence."
-                );
-                let n = i64::try_from(beyond).unwrap_or(i64::MAX);
-                match open {
-                    Some(id) => {
-                        let mut q = Sql::new("UPDATE records SET title = ");
-                        q.bind(title).push(", description = ").bind(description).push(", hit_count = ").bind(n);
-                        q.push(", last_seen = ")
-                            .bind(now)
-                            .push(", updated_at = ")
-                            .bind(now)
-                            .push(" WHERE id = ")
-                            .bind(id);
-                        q.build().execute(w.conn()).await?;
-                    }
-                    None => {
-                        let source_ref = format!("{LIMIT_RULE}:{now}");
-                        if let Some(id) =
-                            insert_incident(w.conn(), SUPER_LOCAL, &source_ref, &title, &description, 3, n, now, now)
-                                .await?
-                        {
-                            out.incidents += 1;
-                            let after = serde_json::json!({ "rule": LIMIT_RULE, "title": title });
-                            AuditRow::new(Some(SUPER_LOCAL), "create", "incident", Some(id), None, Some(after))
-                                .write(w.conn(), now, &Principal::pipeline())
-                                .await?;
-                        }
-                    }
-                }
-            }
-            (_, Some(id), _) => {
-                resolve(w.conn(), now, id, "active devices are within the licence's limit again").await?
-            }
-            _ => {}
-        }
+        sweep_silence(w.conn(), now, &settings, &mut out).await?;
+        sweep_limit(w.conn(), now, &settings, &mut out).await?;
         let mut q = Sql::new("DELETE FROM device_days WHERE day < ");
         q.bind(now.div_euclid(DAY_MS) - DAYS_KEPT);
         q.build().execute(w.conn()).await?;
@@ -1009,31 +762,270 @@ impl Store {
     }
 }
 
-/// Inserts a pipeline incident unless one with `source_ref` exists;
-/// returns its id when it was created.
-#[allow(clippy::too_many_arguments)]
-async fn insert_incident(
-    conn: &mut AnyConnection,
+/// A device gone quiet, as the silence pass words its incident.
+struct Quiet {
+    id: i64,
     org: i64,
-    source_ref: &str,
-    title: &str,
-    description: &str,
-    severity: i64,
+    label: String,
+    family: String,
+    collector: String,
+    last_seen: i64,
+    after_ms: i64,
+}
+
+/// Devices silent past their interval raise one incident each, or one for
+/// all of a collector's devices when they went quiet together (none of its
+/// active devices reported within the floor, and two or more fell silent).
+async fn sweep_silence(
+    conn: &mut AnyConnection,
+    now: i64,
+    settings: &DeviceSettings,
+    out: &mut SweepOutcome,
+) -> Result<()> {
+    let active_since = settings.active_since(now);
+    let quiet_for = settings.silent_floor_ms.min(*INTERVAL_RANGE.start() * 1_000);
+    let mut q = Sql::new(
+        "SELECT d.id, d.org_id, d.identity, d.name, d.family, d.collector, d.last_seen, \
+         d.expected_interval_secs, d.usual_gap_ms, d.active_periods FROM devices d \
+         WHERE d.retired = 0 AND d.silent_since IS NULL AND d.last_seen < ",
+    );
+    q.bind(now - quiet_for).push(" AND d.last_seen >= ").bind(active_since).push(" ORDER BY d.id");
+    let mut quiet: Vec<Quiet> = Vec::new();
+    for r in q.build().fetch_all(&mut *conn).await? {
+        let last_seen = r.int("last_seen")?;
+        let after = settings.silent_after(
+            r.opt_int("expected_interval_secs")?,
+            r.opt_int("usual_gap_ms")?,
+            r.int("active_periods")?,
+        );
+        let Some(after_ms) = after.filter(|after| now - last_seen > *after) else { continue };
+        let identity = r.text("identity")?;
+        let label = match r.opt_text("name")? {
+            Some(name) => format!("{name} ({identity})"),
+            None => identity,
+        };
+        quiet.push(Quiet {
+            id: r.int("id")?,
+            org: r.int("org_id")?,
+            label,
+            family: r.text("family")?,
+            collector: r.text("collector")?,
+            last_seen,
+            after_ms,
+        });
+    }
+    out.newly_silent = quiet.len() as u64;
+    let mut per_collector: BTreeMap<&str, Vec<&Quiet>> = BTreeMap::new();
+    for d in &quiet {
+        per_collector.entry(d.collector.as_str()).or_default().push(d);
+    }
+    let mut grouped: Vec<&str> = Vec::new();
+    for (collector, devices) in &per_collector {
+        if devices.len() < 2 {
+            continue;
+        }
+        let mut q = Sql::new("SELECT MAX(last_seen) AS newest FROM devices WHERE retired = 0 AND collector = ");
+        q.bind((*collector).to_owned()).push(" AND last_seen >= ").bind(active_since);
+        let newest = q.build().fetch_one(&mut *conn).await?.opt_int("newest")?.unwrap_or(0);
+        if now - newest > settings.silent_floor_ms {
+            grouped.push(collector);
+        }
+    }
+    for collector in &grouped {
+        let devices = &per_collector[collector];
+        let newest = devices.iter().map(|d| d.last_seen).max().unwrap_or(now);
+        let mut orgs: BTreeMap<i64, u64> = BTreeMap::new();
+        for d in devices {
+            *orgs.entry(d.org).or_default() += 1;
+        }
+        let mut q = Sql::new("SELECT state, state_reason, last_seen_ms FROM nodes WHERE name = ");
+        q.bind((*collector).to_owned());
+        let registry = match q.build().fetch_optional(&mut *conn).await? {
+            Some(r) => format!(
+                "The node registry has {collector} {} ({}), last heartbeat {}.",
+                r.text("state")?,
+                r.text("state_reason")?,
+                r.opt_int("last_seen_ms")?.map_or_else(|| "never".to_owned(), fmt_ms)
+            ),
+            None => format!("{collector} is not in the node registry (it is the collector of `vigil run`)."),
+        };
+        let incident = SystemIncident {
+            org: SUPER_LOCAL,
+            rule: SILENT_RULE,
+            source_ref: format!("{SILENT_RULE}:collector:{collector}:{newest}"),
+            title: format!(
+                "All {} log sources of collector {collector} are silent: the collector is the likely cause",
+                devices.len()
+            ),
+            description: format!(
+                "No device heard by {collector} has reported since {} (devices per org id: {}). {registry} \
+                 The devices' own incidents are held back while this one is open.",
+                fmt_ms(newest),
+                orgs.iter().map(|(o, n)| format!("{o}: {n}")).collect::<Vec<_>>().join(", ")
+            ),
+            severity: Severity::High,
+            count: devices.len() as i64,
+            first_seen: newest,
+        };
+        // Raised before for this outage (`None`): silent, nothing new to say.
+        let record = incident.insert(&mut *conn, now).await?;
+        out.incidents += u64::from(record.is_some());
+        for d in devices {
+            mark_silent(&mut *conn, d.id, now, record).await?;
+        }
+        out.grouped += devices.len() as u64;
+    }
+    for d in quiet.iter().filter(|d| !grouped.contains(&d.collector.as_str())) {
+        let family = if d.family.is_empty() { String::new() } else { format!(" ({})", d.family) };
+        let incident = SystemIncident {
+            org: d.org,
+            rule: SILENT_RULE,
+            source_ref: format!("{SILENT_RULE}:{}:{}", d.id, d.last_seen),
+            title: format!("Log source silent: {}", d.label),
+            description: format!(
+                "{}{family} has sent nothing since {} (quiet for more than {} s is silence for it). \
+                 Last heard by {}. The incident is resolved when it reports again.",
+                d.label,
+                fmt_ms(d.last_seen),
+                d.after_ms / 1_000,
+                d.collector
+            ),
+            severity: Severity::Medium,
+            count: 1,
+            first_seen: d.last_seen,
+        };
+        let record = incident.insert(&mut *conn, now).await?;
+        out.incidents += u64::from(record.is_some());
+        mark_silent(&mut *conn, d.id, now, record).await?;
+    }
+    let q = Sql::new("SELECT COUNT(*) AS n FROM devices WHERE silent_since IS NOT NULL AND retired = 0");
+    out.silent = u64::try_from(q.build().fetch_one(&mut *conn).await?.int("n")?).unwrap_or(0);
+    Ok(())
+}
+
+/// Ranks the active devices first seen first against the licence's limit,
+/// marks each within or beyond it, and raises, updates or resolves the
+/// provider's one device-limit incident.
+async fn sweep_limit(
+    conn: &mut AnyConnection,
+    now: i64,
+    settings: &DeviceSettings,
+    out: &mut SweepOutcome,
+) -> Result<()> {
+    let active_since = settings.active_since(now);
+    let mut q = Sql::new("SELECT COUNT(*) AS n FROM devices WHERE retired = 0 AND last_seen >= ");
+    q.bind(active_since);
+    out.active = u64::try_from(q.build().fetch_one(&mut *conn).await?.int("n")?).unwrap_or(0);
+    let mut within = Vec::new();
+    match settings.limit {
+        Some(limit) => {
+            let mut q =
+                Sql::new("SELECT id, org_id, identity, first_seen FROM devices WHERE retired = 0 AND last_seen >= ");
+            q.bind(active_since).push(" ORDER BY first_seen, id LIMIT ").bind(i64::try_from(limit).unwrap_or(i64::MAX));
+            let mut cutoff = None;
+            for r in q.build().fetch_all(&mut *conn).await? {
+                let org = u32::try_from(r.int("org_id")?).map_err(|_| StoreError::Corrupt("org id".into()))?;
+                within.push((OrgId(org), r.text("identity")?));
+                cutoff = Some((r.int("first_seen")?, r.int("id")?));
+            }
+            let (first, id) = cutoff.unwrap_or((i64::MIN, i64::MIN));
+            // Active and at or before the cutoff (first seen, id): within.
+            for set in [1_i64, 0] {
+                let mut q =
+                    Sql::new(&format!("UPDATE devices SET within_limit = {set} WHERE within_limit = {} AND ", 1 - set));
+                if set == 0 {
+                    q.push("NOT ");
+                }
+                q.push("(retired = 0 AND last_seen >= ").bind(active_since).push(" AND (first_seen < ").bind(first);
+                q.push(" OR (first_seen = ").bind(first).push(" AND id <= ").bind(id).push(")))");
+                q.build().execute(&mut *conn).await?;
+            }
+            out.beyond = out.active.saturating_sub(limit);
+        }
+        None => {
+            let q = Sql::new("UPDATE devices SET within_limit = 1 WHERE within_limit = 0");
+            q.build().execute(&mut *conn).await?;
+        }
+    }
+    out.limits =
+        DeviceLimits { version: 0, limit: settings.limit, enforce: settings.enforce, within, active: out.active };
+    let mut q = Sql::new("SELECT id FROM records WHERE kind = 'incident' AND rule_id = ");
+    q.bind(LIMIT_RULE.to_owned()).push(" AND status IN (0, 1) ORDER BY id DESC LIMIT 1");
+    let open = q.build().fetch_optional(&mut *conn).await?.map(|r| r.int("id")).transpose()?;
+    let Some(limit) = settings.limit.filter(|_| out.beyond > 0) else {
+        if let Some(id) = open {
+            resolve(conn, now, id, "active devices are within the licence's limit again").await?;
+        }
+        return Ok(());
+    };
+    let policy = if settings.enforce {
+        "policy enforce: their events are dropped and counted (reason device_limit)"
+    } else {
+        "policy alert: their events are accepted and counted"
+    };
+    let beyond = out.beyond;
+    let incident = SystemIncident {
+        org: SUPER_LOCAL,
+        rule: LIMIT_RULE,
+        source_ref: format!("{LIMIT_RULE}:{now}"),
+        title: format!("Device limit exceeded: {} active devices, the licence allows {limit}", out.active),
+        description: format!(
+            "{beyond} devices first seen after the limit was reached are beyond it ({policy}). \
+             GET /api/v1/devices?within_limit=false lists them; retire devices no longer in use or \
+             extend the licence."
+        ),
+        severity: Severity::High,
+        count: i64::try_from(beyond).unwrap_or(i64::MAX),
+        first_seen: now,
+    };
+    match open {
+        // One incident while the limit is exceeded, kept up to date.
+        Some(id) => {
+            let mut q = Sql::new("UPDATE records SET title = ");
+            q.bind(incident.title).push(", description = ").bind(incident.description);
+            q.push(", hit_count = ").bind(incident.count).push(", last_seen = ").bind(now);
+            q.push(", updated_at = ").bind(now).push(" WHERE id = ").bind(id);
+            q.build().execute(&mut *conn).await?;
+        }
+        None => out.incidents += u64::from(incident.insert(conn, now).await?.is_some()),
+    }
+    Ok(())
+}
+
+/// An incident the inventory raises for the pipeline (no rule hit behind it).
+struct SystemIncident {
+    org: i64,
+    rule: &'static str,
+    source_ref: String,
+    title: String,
+    description: String,
+    severity: Severity,
     count: i64,
     first_seen: i64,
-    now: i64,
-) -> Result<Option<i64>> {
-    let mut q = Sql::new(
-        "INSERT INTO records (kind, org_id, source_ref, rule_id, title, description, severity, status, hit_count, \
-         first_seen, last_seen, event_ids, created_at, updated_at) VALUES ('incident', ",
-    );
-    q.bind(org).push(", ").bind(source_ref.to_owned()).push(", ");
-    let rule = if source_ref.starts_with(LIMIT_RULE) { LIMIT_RULE } else { SILENT_RULE };
-    q.bind(rule.to_owned()).push(", ").bind(title.to_owned()).push(", ");
-    q.bind(description.to_owned()).push(", ").bind(severity).push(", 0, ").bind(count).push(", ");
-    q.bind(first_seen).push(", ").bind(now).push(", '[]', ").bind(now).push(", ").bind(now);
-    q.push(") ON CONFLICT (source_ref) DO NOTHING RETURNING id");
-    q.build().fetch_optional(&mut *conn).await?.map(|r| r.int("id")).transpose()
+}
+
+impl SystemIncident {
+    /// Inserts it with its audit row unless one with its `source_ref`
+    /// exists; returns its id when it was created.
+    async fn insert(self, conn: &mut AnyConnection, now: i64) -> Result<Option<i64>> {
+        let mut q = Sql::new(
+            "INSERT INTO records (kind, org_id, source_ref, rule_id, title, description, severity, status, \
+             hit_count, first_seen, last_seen, event_ids, created_at, updated_at) VALUES ('incident', ",
+        );
+        q.bind(self.org).push(", ").bind(self.source_ref).push(", ").bind(self.rule.to_owned()).push(", ");
+        q.bind(self.title.clone()).push(", ").bind(self.description).push(", ");
+        q.bind(i64::from(self.severity.rank())).push(", 0, ").bind(self.count).push(", ");
+        q.bind(self.first_seen).push(", ").bind(now).push(", '[]', ").bind(now).push(", ").bind(now);
+        q.push(") ON CONFLICT (source_ref) DO NOTHING RETURNING id");
+        let Some(id) = q.build().fetch_optional(&mut *conn).await?.map(|r| r.int("id")).transpose()? else {
+            return Ok(None);
+        };
+        let after = serde_json::json!({ "rule": self.rule, "title": self.title });
+        AuditRow::new(Some(self.org), "create", "incident", Some(id), None, Some(after))
+            .write(conn, now, &Principal::pipeline())
+            .await?;
+        Ok(Some(id))
+    }
 }
 
 async fn mark_silent(conn: &mut AnyConnection, device: i64, now: i64, record: Option<i64>) -> Result<()> {
