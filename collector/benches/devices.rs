@@ -19,7 +19,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use bytes::Bytes;
-use collector::devices::DeviceTracker;
+use collector::devices::{DeviceTracker, Origin};
 use collector::gate::Gate;
 use collector::intake::Intake;
 use collector::listen::{RawBatch, Received, Transport};
@@ -128,18 +128,25 @@ fn tracker_alone(c: &mut Criterion) {
             .collect();
         let relays = vec!["127.0.0.0/8".parse().unwrap()];
         let mut t = DeviceTracker::new(NodeId::new("c1"), relays, DEVICES as usize, vec!["openssh".into()], 0);
+        let origin = |peer: IpAddr| Origin { org: parsers::OrgId(2), peer, by_host: false, family: Some(0) };
         for (peer, e) in &events {
             t.observe(parsers::OrgId(2), *peer, false, e, Some(0), 1);
         }
         let mut n = 0u32;
+        let mut standings = Vec::new();
         group.bench_function(shape, |b| {
-            b.iter(|| {
-                n = n.wrapping_add(1);
-                for k in 0..BATCH {
-                    let (peer, e) = &events[pick(shape, n, k) as usize];
-                    std::hint::black_box(t.observe(parsers::OrgId(2), *peer, false, e, Some(0), 2));
-                }
-            });
+            b.iter_batched_ref(
+                || {
+                    n = n.wrapping_add(1);
+                    (0..BATCH).map(|k| &events[pick(shape, n, k) as usize]).cloned().unzip::<_, _, Vec<_>, Vec<_>>()
+                },
+                |(peers, batch): &mut (Vec<IpAddr>, Vec<parsers::Event>)| {
+                    let origins: Vec<Origin> = peers.iter().map(|p| origin(*p)).collect();
+                    t.observe_batch(batch, &origins, 2, &mut standings);
+                    std::hint::black_box(&standings);
+                },
+                BatchSize::SmallInput,
+            );
         });
     }
     group.finish();
@@ -150,7 +157,9 @@ fn tracker_alone(c: &mut Criterion) {
 /// elsewhere on the machine falls on both alike; prints each shape's
 /// throughput ratio on/off (total time) and the median of the rounds'.
 fn interleaved_ratios() {
-    for shape in ["direct", "relayed", "scattered"] {
+    // `DEVICES_SHAPE=direct` (say) measures that shape alone, for profiling.
+    let only = std::env::var("DEVICES_SHAPE").ok();
+    for shape in ["direct", "relayed", "scattered"].into_iter().filter(|s| only.as_deref().is_none_or(|o| o == *s)) {
         let relayed = shape == "relayed";
         let per_batch = if shape == "direct" { 64 } else { BATCH };
         let lines: Vec<Received> = (0..DEVICES).map(|i| line(i, relayed)).collect();
@@ -163,7 +172,8 @@ fn interleaved_ratios() {
             }
         }
         let (mut total, mut ratios) = ([0f64; 2], Vec::new());
-        for round in 0..30u32 {
+        let rounds = if only.is_some() { 300 } else { 30 };
+        for round in 0..rounds {
             let mut took = [0f64; 2];
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             for which in order {
@@ -184,7 +194,7 @@ fn interleaved_ratios() {
             ratios.push(took[0] / took[1]);
         }
         ratios.sort_by(f64::total_cmp);
-        let events = 30.0 * 20.0 * f64::from(per_batch);
+        let events = f64::from(rounds) * 20.0 * f64::from(per_batch);
         println!(
             "devices/{shape}: inventory off {:.0} events/s, on {:.0} events/s: ratio {:.3} (median of rounds {:.3})",
             events / total[0],

@@ -20,7 +20,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 
-use hashbrown::{HashMap, HashSet, HashTable};
+use hashbrown::{HashMap, HashSet};
 use parsers::{DeviceLimits, DeviceReport, DeviceSeen, Event, Format, Network, NodeId, OrgId, Str};
 use serde::Deserialize;
 
@@ -187,6 +187,12 @@ impl Hash for KeyRef<'_> {
     }
 }
 
+impl DeviceKey {
+    fn as_ref(&self) -> KeyRef<'_> {
+        KeyRef { org: self.org, identity: self.identity.as_ref() }
+    }
+}
+
 impl KeyRef<'_> {
     fn is(&self, key: &DeviceKey) -> bool {
         self.org == key.org && self.identity == key.identity.as_ref()
@@ -203,13 +209,18 @@ impl KeyRef<'_> {
     }
 }
 
+mod index;
+
+use index::Index;
+
 /// Longest host name taken as an identity (DNS names are at most 253).
 const MAX_HOST: usize = 255;
 
-/// Writes the normalized form of a relayed HOSTNAME into `buf` and returns
-/// it, or `None` when it cannot name a device (empty, `-`, too long, or
-/// holding spaces or control characters): then the sender is the device.
-fn normalize_host<'b>(host: &str, buf: &'b mut [u8; MAX_HOST]) -> Option<IdentRef<'b>> {
+/// The identity a relayed HOSTNAME names, a host name's normalized form
+/// appended to `names`; `None` when it cannot name a device (empty, `-`,
+/// too long, or holding spaces or control characters): then the sender
+/// is the device.
+fn normalize_host(host: &str, names: &mut String) -> Option<Ident> {
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty() || host == "-" || host.len() > MAX_HOST {
         return None;
@@ -219,23 +230,21 @@ fn normalize_host<'b>(host: &str, buf: &'b mut [u8; MAX_HOST]) -> Option<IdentRe
     if (first.is_ascii_hexdigit() || first == b':')
         && let Ok(ip) = host.parse::<IpAddr>()
     {
-        return Some(IdentRef::Ip(ip.to_canonical()));
+        return Some(Ident::Ip(ip.to_canonical()));
     }
     // `[v6]` as some relays write it.
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'))
         && let Ok(ip) = inner.parse::<IpAddr>()
     {
-        return Some(IdentRef::Ip(ip.to_canonical()));
+        return Some(Ident::Ip(ip.to_canonical()));
     }
-    let bytes = host.as_bytes();
-    if bytes.iter().any(|b| *b <= b' ' || *b == 0x7f) {
+    if host.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return None;
     }
-    let out = &mut buf[..bytes.len()];
-    out.copy_from_slice(bytes);
-    out.make_ascii_lowercase();
-    // Lowercasing ASCII bytes keeps the text valid UTF-8.
-    std::str::from_utf8(out).ok().map(IdentRef::Host)
+    let start = names.len();
+    names.push_str(host);
+    names[start..].make_ascii_lowercase();
+    Some(Ident::Host(start, names.len()))
 }
 
 /// A device's standing against the licence's device limit.
@@ -277,6 +286,11 @@ struct Device {
 }
 
 impl Device {
+    /// Reads what [`Device::count`] reads first (see [`Index::touch`]).
+    fn touch(&self) -> u64 {
+        self.events ^ self.last_host.len() as u64
+    }
+
     fn new(now_ms: i64, standing: Standing) -> Device {
         Device {
             standing,
@@ -294,46 +308,137 @@ impl Device {
         }
     }
 
-    fn count(&mut self, event: &Event, family: Option<usize>, now_ms: i64) {
+    /// Counts `events` (a run of this device's, with their `origins`),
+    /// received at `now_ms`.
+    fn count(&mut self, events: &[Event], origins: &[Origin], now_ms: i64) {
+        if events.is_empty() {
+            return;
+        }
         if self.events == 0 {
             self.first_ms = now_ms;
         } else {
             self.max_gap_ms = self.max_gap_ms.max(now_ms - self.last_ms);
         }
         self.last_ms = now_ms;
-        self.events += 1;
-        self.bytes += event.raw.len() as u64;
-        self.formats |= 1 << event.format as u8;
-        if let Some(f) = family.and_then(|f| u16::try_from(f + 1).ok()) {
-            match self.families.iter_mut().find(|(slot, _)| *slot == f || *slot == 0) {
-                Some(slot) => *slot = (f, slot.1.saturating_add(1)),
-                // All slots taken by other families: the rarest gives way.
-                None => {
-                    if let Some(min) = self.families.iter_mut().min_by_key(|(_, n)| *n) {
-                        *min = (f, 1);
-                    }
+        self.events += events.len() as u64;
+        // Families come in runs too: counted a run at a time.
+        let mut family: (Option<usize>, u32) = (None, 0);
+        for (event, origin) in events.iter().zip(origins) {
+            self.bytes += event.raw.len() as u64;
+            self.formats |= 1 << event.format as u8;
+            if origin.family == family.0 {
+                family.1 += 1;
+            } else {
+                self.count_family(family.0, family.1);
+                family = (origin.family, 1);
+            }
+            if matches!(event.format, Format::Cef | Format::Leef) && self.product.is_none() {
+                self.product_of(event);
+            }
+            if let Some(h) = event.host.as_deref()
+                && self.last_host != h
+            {
+                self.host_named(h);
+            }
+        }
+        self.count_family(family.0, family.1);
+    }
+
+    fn count_family(&mut self, family: Option<usize>, n: u32) {
+        let Some(f) = family.and_then(|f| u16::try_from(f + 1).ok()) else { return };
+        match self.families.iter_mut().find(|(slot, _)| *slot == f || *slot == 0) {
+            Some(slot) => *slot = (f, slot.1.saturating_add(n)),
+            // All slots taken by other families: the rarest gives way.
+            None => {
+                if let Some(min) = self.families.iter_mut().min_by_key(|(_, n)| *n) {
+                    *min = (f, n);
                 }
             }
         }
-        if matches!(event.format, Format::Cef | Format::Leef)
-            && self.product.is_none()
-            && let (Some(vendor), Some(product)) = (&event.vendor, &event.product)
-        {
+    }
+
+    fn product_of(&mut self, event: &Event) {
+        if let (Some(vendor), Some(product)) = (&event.vendor, &event.product) {
             let mut p = Str::from(if event.format == Format::Cef { "cef:" } else { "leef:" });
             p.push_str(vendor);
             p.push('/');
             p.push_str(product);
             self.product = Some(p);
         }
-        if let Some(h) = event.host.as_deref()
-            && self.last_host != h
-        {
-            self.last_host = h.into();
-            if self.hosts.len() < HOST_SLOTS && !h.is_empty() && h != "-" && !self.hosts.iter().any(|k| k == h) {
-                self.hosts.push(h.into());
-            }
+    }
+
+    fn host_named(&mut self, h: &str) {
+        self.last_host = h.into();
+        if self.hosts.len() < HOST_SLOTS && !h.is_empty() && h != "-" && !self.hosts.iter().any(|k| k == h) {
+            self.hosts.push(h.into());
         }
     }
+}
+
+/// A device in the slab: its key, the key's hash, and its state.
+#[derive(Debug)]
+struct Entry {
+    hash: u64,
+    key: DeviceKey,
+    device: Device,
+}
+
+/// Where an event comes from, as the inventory needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The org it was assigned to.
+    pub org: OrgId,
+    /// Its sender.
+    pub peer: IpAddr,
+    /// Whether org assignment matched its HOSTNAME (the sender relays for it).
+    pub by_host: bool,
+    /// Its device family (index), if a device parser recognised it.
+    pub family: Option<usize>,
+}
+
+/// Runs of events looked up together, stage by stage (see [`DeviceTracker`]).
+const CHUNK: usize = 32;
+
+/// An identity while a chunk is looked up: an address, or a host name at
+/// a range of the chunk's names.
+#[derive(Clone, Copy, Debug)]
+enum Ident {
+    Ip(IpAddr),
+    Host(usize, usize),
+}
+
+impl Ident {
+    fn as_ref(self, names: &str) -> IdentRef<'_> {
+        match self {
+            Ident::Ip(ip) => IdentRef::Ip(ip),
+            Ident::Host(start, end) => IdentRef::Host(names.get(start..end).unwrap_or_default()),
+        }
+    }
+}
+
+/// How a run's device is found.
+#[derive(Clone, Copy, Debug)]
+enum Lookup {
+    /// At this slab number (the last event's device).
+    Slab(u32),
+    /// Through the index by this hash; the slab number its slot names.
+    Hash(u64, Option<u32>),
+}
+
+/// A run of events of one device, in a chunk being looked up: the first
+/// event's place in the batch and the run's length.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    org: OrgId,
+    peer: IpAddr,
+    /// The sender is one of the relays.
+    relayer: bool,
+    /// The identity is the relayed HOSTNAME's (when it names a device).
+    relay: bool,
+    ident: Ident,
+    lookup: Lookup,
+    start: usize,
+    len: usize,
 }
 
 /// Per-org counters the metrics show.
@@ -361,24 +466,26 @@ struct Limits {
 /// The inventory of one node: devices heard from, their counters since the
 /// last report, and their standing against the licence's device limit.
 ///
-/// Devices live in a slab, found through a table of slab indexes (4 bytes
-/// a bucket, so the part every lookup touches stays small) hashed with
-/// SipHash under a random key, as event-derived keys must be; a run of
-/// events from the device of the one before skips the lookup.
+/// Devices live in a slab, found through an [`Index`] of slab numbers
+/// hashed with SipHash under a random key, as event-derived keys must be.
+/// A batch is looked up in chunks, each in stages: identities and hashes,
+/// then the index slots read ahead, then the slots probed and the devices
+/// read ahead, then each event counted. The reads of a stage do not depend
+/// on one another, so their cache misses overlap; an event from the device
+/// of the one before skips the lookup.
 pub struct DeviceTracker {
     node: NodeId,
     relays: Vec<Network>,
     max_per_org: usize,
     families: Vec<Str>,
-    devices: Vec<(DeviceKey, Device)>,
-    index: HashTable<u32>,
+    devices: Vec<Entry>,
+    index: Index,
     hasher: RandomState,
-    /// The slab index of the last event's device.
+    /// The slab number of the last event's device.
     last: Option<u32>,
-    /// The sender, org and slab index of the last event's device when it
-    /// sent its own logs (no relay): the same sender and org is the same
-    /// device, known without building its key.
-    last_direct: Option<(IpAddr, OrgId, u32)>,
+    /// A chunk's lookups and relayed host names (kept for their room).
+    pending: Vec<Pending>,
+    names: String,
     orgs: HashMap<OrgId, OrgDeviceCounts>,
     /// Overflow since the last report, per org.
     overflow: HashMap<OrgId, u64>,
@@ -399,10 +506,11 @@ impl DeviceTracker {
             max_per_org: max_per_org.max(1),
             families,
             devices: Vec::new(),
-            index: HashTable::new(),
+            index: Index::new(),
             hasher: RandomState::new(),
             last: None,
-            last_direct: None,
+            pending: Vec::new(),
+            names: String::new(),
             orgs: HashMap::new(),
             overflow: HashMap::new(),
             limits: Limits::default(),
@@ -419,7 +527,8 @@ impl DeviceTracker {
     /// Counts `event` (already assigned to `org`, from `peer`, classified
     /// as `family`) against its device, received at `now_ms`; `by_host`
     /// says org assignment matched its HOSTNAME. Returns its device's
-    /// standing against the licence's device limit.
+    /// standing against the licence's device limit. (The intake counts
+    /// whole batches: [`DeviceTracker::observe_batch`].)
     pub fn observe(
         &mut self,
         org: OrgId,
@@ -429,83 +538,193 @@ impl DeviceTracker {
         family: Option<usize>,
         now_ms: i64,
     ) -> Standing {
-        // A device sending its own logs in a run (one connection's batch):
-        // the sender alone says it is the last device again.
-        if !by_host
-            && let Some((p, o, i)) = self.last_direct
-            && p == peer
-            && o == org
-            && let Some((_, d)) = self.devices.get_mut(i as usize)
-        {
-            d.count(event, family, now_ms);
-            return d.standing;
-        }
-        self.last_direct = None;
-        let relay = by_host || self.is_relay(peer);
-        let mut buf = [0u8; MAX_HOST];
-        let relayed = relay.then(|| event.host.as_deref().and_then(|h| normalize_host(h, &mut buf))).flatten();
-        let identity = relayed.unwrap_or(IdentRef::Ip(peer.to_canonical()));
-        let key = KeyRef { org, identity };
-        let last = self.last.and_then(|i| self.devices.get(i as usize)).is_some_and(|(k, _)| key.is(k));
-        let found = if last {
-            self.last
-        } else {
-            let devices = &self.devices;
-            self.index.find(self.hasher.hash_one(key), |&i| key.is(&devices[i as usize].0)).copied()
-        };
-        if let Some(i) = found
-            && let Some((_, d)) = self.devices.get_mut(i as usize)
-        {
-            self.last = Some(i);
-            if !relay {
-                self.last_direct = Some((peer, org, i));
+        let mut standing = Vec::with_capacity(1);
+        let origin = Origin { org, peer, by_host, family };
+        self.observe_batch(std::slice::from_ref(event), &[origin], now_ms, &mut standing);
+        standing.first().copied().unwrap_or(Standing::Within)
+    }
+
+    /// Counts each of `events` (from `origins`, one each) against its
+    /// device, received at `now_ms`, and appends to `standings` their
+    /// devices' standings against the licence's device limit, in order.
+    pub fn observe_batch(&mut self, events: &[Event], origins: &[Origin], now_ms: i64, standings: &mut Vec<Standing>) {
+        let events = &events[..events.len().min(origins.len())];
+        let mut pending = std::mem::take(&mut self.pending);
+        let mut names = std::mem::take(&mut self.names);
+        let mut k = 0;
+        while k < events.len() {
+            // Up to CHUNK runs of events of one device each.
+            pending.clear();
+            names.clear();
+            while k < events.len() && pending.len() < CHUNK {
+                let p = self.pend(&events[k], &origins[k], k, pending.last_mut(), &mut names);
+                pending.extend(p);
+                k += 1;
             }
-            d.count(event, family, now_ms);
-            return d.standing;
+            // Reads ahead, each loop's reads independent of one another:
+            // the index slots, then (the slots probed) the devices named.
+            let mut ahead = 0u64;
+            for p in &pending {
+                if let Lookup::Hash(hash, _) = p.lookup {
+                    ahead ^= u64::from(self.index.touch(hash));
+                }
+            }
+            for p in &mut pending {
+                if let Lookup::Hash(hash, candidate) = &mut p.lookup {
+                    *candidate = self.index.candidate(*hash);
+                }
+            }
+            for p in &pending {
+                if let Lookup::Hash(_, Some(at)) = p.lookup
+                    && let Some(entry) = self.devices.get(at as usize)
+                {
+                    ahead ^= entry.hash ^ entry.device.touch();
+                }
+            }
+            std::hint::black_box(ahead);
+            for p in &pending {
+                let key = KeyRef { org: p.org, identity: p.ident.as_ref(&names) };
+                let run = p.start..p.start + p.len;
+                let found = match p.lookup {
+                    Lookup::Slab(at) => Some(at),
+                    Lookup::Hash(hash, candidate) => candidate
+                        .filter(|&at| self.devices.get(at as usize).is_some_and(|e| key.is(&e.key)))
+                        .or_else(|| self.find_ref(hash, key)),
+                };
+                let standing = match found.and_then(|at| self.devices.get_mut(at as usize)) {
+                    Some(entry) => {
+                        entry.device.count(&events[run.clone()], &origins[run], now_ms);
+                        self.last = found;
+                        entry.device.standing
+                    }
+                    None => self.add(key, &events[run.clone()], &origins[run], now_ms),
+                };
+                standings.extend(std::iter::repeat_n(standing, p.len));
+            }
         }
-        let counts = self.orgs.entry(org).or_default();
+        self.pending = pending;
+        self.names = names;
+    }
+
+    /// Event `k`'s identity, and how to find its device: as part of the run
+    /// before it (`before`, lengthened, and then `None` is returned), as the
+    /// last event's, or by hash. Relayed host names are kept in `names`.
+    fn pend(
+        &self,
+        event: &Event,
+        origin: &Origin,
+        k: usize,
+        before: Option<&mut Pending>,
+        names: &mut String,
+    ) -> Option<Pending> {
+        let org = origin.org;
+        // Whether the sender is a relay: as for the run before when it is
+        // the same sender.
+        let relayer = match &before {
+            Some(b) if b.peer == origin.peer => {
+                // The same sender sending its own logs again: the same device.
+                if !b.relay && !origin.by_host && b.org == org {
+                    if let Some(b) = before {
+                        b.len += 1;
+                    }
+                    return None;
+                }
+                b.relayer
+            }
+            _ => self.is_relay(origin.peer),
+        };
+        let relay = origin.by_host || relayer;
+        let mark = names.len();
+        let ident = relay.then(|| event.host.as_deref().and_then(|h| normalize_host(h, names))).flatten();
+        let ident = ident.unwrap_or(Ident::Ip(origin.peer.to_canonical()));
+        let first = match before {
+            Some(b) if b.org == org && b.ident.as_ref(names) == ident.as_ref(names) => {
+                b.len += 1;
+                names.truncate(mark);
+                return None;
+            }
+            Some(_) => false,
+            None => true,
+        };
+        let key = KeyRef { org, identity: ident.as_ref(names) };
+        // A chunk's first run may go on the last chunk's (or batch's).
+        let last = self.last.filter(|&at| first && self.devices.get(at as usize).is_some_and(|e| key.is(&e.key)));
+        let lookup = match last {
+            Some(at) => Lookup::Slab(at),
+            None => Lookup::Hash(self.hash_key(key), None),
+        };
+        Some(Pending { org, peer: origin.peer, relayer, relay, ident, lookup, start: k, len: 1 })
+    }
+
+    /// A device first heard from now, with a run of its `events`: tracked
+    /// unless its org is at its ceiling. Returns its standing.
+    fn add(&mut self, key: KeyRef<'_>, events: &[Event], origins: &[Origin], now_ms: i64) -> Standing {
+        let counts = self.orgs.entry(key.org).or_default();
         if counts.tracked >= self.max_per_org as u64 {
-            counts.overflow += 1;
-            *self.overflow.entry(org).or_default() += 1;
+            counts.overflow += events.len() as u64;
+            *self.overflow.entry(key.org).or_default() += events.len() as u64;
             // The org's ceiling guards memory against spoofed names; it is
             // not the licence, and it must not get around it either: an
             // untracked device is beyond the limit once the limit is full.
-            return if self.room_left() || self.limits.within.contains(&key.to_owned()) {
-                Standing::Within
-            } else {
-                Standing::Beyond
-            };
+            let within = self.room_left() || self.limits.within.contains(&key.to_owned());
+            return if within { Standing::Within } else { Standing::Beyond };
         }
         counts.tracked += 1;
         let owned = key.to_owned();
         let standing = self.standing_of_new(&owned);
         let mut device = Device::new(now_ms, standing);
-        device.count(event, family, now_ms);
-        let Ok(i) = u32::try_from(self.devices.len()) else { return standing };
-        let hash = self.hasher.hash_one(&owned);
-        self.devices.push((owned, device));
-        let (devices, hasher) = (&self.devices, &self.hasher);
-        self.index.insert_unique(hash, i, |&j| hasher.hash_one(&devices[j as usize].0));
-        self.last = Some(i);
-        self.last_direct = (!relay).then_some((peer, org, i));
+        device.count(events, origins, now_ms);
+        let Ok(at) = u32::try_from(self.devices.len()) else { return standing };
+        let hash = self.hash_key(key);
+        self.devices.push(Entry { hash, key: owned, device });
+        let devices = &self.devices;
+        self.index.insert(hash, at, |a| devices.get(a as usize).map_or(0, |e| e.hash));
+        self.last = Some(at);
         standing
     }
 
-    fn find(&self, key: &DeviceKey) -> Option<usize> {
+    /// The hash the index files `key` under.
+    fn hash_key(&self, key: KeyRef<'_>) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        let mut head = [0u8; 21];
+        head[..4].copy_from_slice(&key.org.0.to_le_bytes());
+        match key.identity {
+            IdentRef::Ip(IpAddr::V4(ip)) => {
+                head[4] = 4;
+                head[5..9].copy_from_slice(&ip.octets());
+                h.write(&head[..9]);
+            }
+            IdentRef::Ip(IpAddr::V6(ip)) => {
+                head[4] = 6;
+                head[5..].copy_from_slice(&ip.octets());
+                h.write(&head);
+            }
+            IdentRef::Host(name) => {
+                h.write(&head[..5]);
+                h.write(name.as_bytes());
+            }
+        }
+        h.finish()
+    }
+
+    fn find_ref(&self, hash: u64, key: KeyRef<'_>) -> Option<u32> {
         let devices = &self.devices;
-        self.index.find(self.hasher.hash_one(key), |&i| devices[i as usize].0 == *key).map(|&i| i as usize)
+        self.index.find(hash, |at| devices.get(at as usize).is_some_and(|e| key.is(&e.key)))
+    }
+
+    fn find(&self, key: &DeviceKey) -> Option<usize> {
+        let key = key.as_ref();
+        self.find_ref(self.hash_key(key), key).map(|at| at as usize)
     }
 
     /// Rebuilds the index after the slab changed order.
     fn reindex(&mut self) {
-        let (devices, hasher) = (&self.devices, &self.hasher);
-        self.index.clear();
-        for (i, (key, _)) in devices.iter().enumerate() {
-            let hash = hasher.hash_one(key);
-            self.index.insert_unique(hash, i as u32, |&j| hasher.hash_one(&devices[j as usize].0));
+        let devices = &self.devices;
+        self.index.clear(devices.len());
+        for (at, entry) in devices.iter().enumerate() {
+            self.index.insert(entry.hash, at as u32, |a| devices.get(a as usize).map_or(0, |e| e.hash));
         }
         self.last = None;
-        self.last_direct = None;
     }
 
     /// Whether the limit leaves room for a device the supervisor has not
@@ -568,7 +787,7 @@ impl DeviceTracker {
         };
         self.provisional = 0;
         let mut unknown: Vec<(i64, DeviceKey)> = Vec::new();
-        for (key, device) in &mut self.devices {
+        for Entry { key, device, .. } in &mut self.devices {
             if self.limits.within.contains(key) || self.limits.limit.is_none() {
                 device.standing = Standing::Within;
             } else {
@@ -581,7 +800,7 @@ impl DeviceTracker {
         for (_, key) in unknown {
             let standing = self.standing_of_new(&key);
             if let Some(i) = self.find(&key) {
-                self.devices[i].1.standing = standing;
+                self.devices[i].device.standing = standing;
             }
         }
     }
@@ -593,7 +812,7 @@ impl DeviceTracker {
         let mut seen = Vec::new();
         let families = &self.families;
         let before = self.devices.len();
-        self.devices.retain_mut(|(key, d)| {
+        self.devices.retain_mut(|Entry { key, device: d, .. }| {
             if d.events > 0 {
                 let family = d
                     .families
@@ -635,7 +854,7 @@ impl DeviceTracker {
             for c in self.orgs.values_mut() {
                 c.tracked = 0;
             }
-            for (key, _) in &self.devices {
+            for Entry { key, .. } in &self.devices {
                 self.orgs.entry(key.org).or_default().tracked += 1;
             }
         }
@@ -808,5 +1027,44 @@ mod tests {
         assert_eq!(t.len(), 1);
         t.report(7_000 + FORGET_AFTER_MS);
         assert!(t.is_empty(), "a device silent for a day is forgotten here");
+    }
+
+    proptest::proptest! {
+        /// Counting a batch at once (runs, chunks, lookups read ahead) and
+        /// counting its events one at a time give the same inventory, the
+        /// same standings and the same overflow.
+        #[test]
+        fn a_batch_counts_as_its_events_one_at_a_time(
+            sent in proptest::collection::vec((0u8..6, 0u8..5, 0u8..2, 0usize..3, proptest::bool::weighted(0.2)), 1..300),
+            split in 1usize..80,
+            limit in 0u64..6,
+        ) {
+            let hosts = ["fw-1", "FW-1.", "db-2", "10.0.0.9", "-"];
+            let lines: Vec<(Origin, Event)> = sent
+                .iter()
+                .map(|&(peer, host, org, family, by_host)| {
+                    // Senders 0 and 1 are relays (127.0.0.x).
+                    let peer = if peer < 2 { ip(&format!("127.0.0.{peer}")) } else { ip(&format!("192.0.2.{peer}")) };
+                    let line = format!("<13>Nov 22 10:15:42 {} app: hi", hosts[usize::from(host)]);
+                    let family = family.checked_sub(1);
+                    let origin = Origin { org: OrgId(5 + u32::from(org)), peer, by_host, family };
+                    (origin, event(&line))
+                })
+                .collect();
+            let limits = DeviceLimits { version: 1, limit: Some(limit), enforce: true, within: vec![], active: 0 };
+            let (mut one, mut batched) = (tracker(4), tracker(4));
+            one.apply_limits(&limits);
+            batched.apply_limits(&limits);
+            let singly: Vec<Standing> =
+                lines.iter().map(|(o, e)| one.observe(o.org, o.peer, o.by_host, e, o.family, 7)).collect();
+            let mut together = Vec::new();
+            for part in lines.chunks(split) {
+                let (origins, events): (Vec<Origin>, Vec<Event>) = part.iter().cloned().unzip();
+                batched.observe_batch(&events, &origins, 7, &mut together);
+            }
+            proptest::prop_assert_eq!(singly, together);
+            proptest::prop_assert_eq!(one.counts(), batched.counts());
+            proptest::prop_assert_eq!(one.report(8), batched.report(8));
+        }
     }
 }

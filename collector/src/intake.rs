@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use parsers::{DeviceParsers, Event, EventIds, EventTime, OrgId, Parser, Str};
 
-use crate::devices::{DeviceTracker, Standing};
+use crate::devices::{DeviceTracker, Origin, Standing};
 use crate::gate::{Admission, Gate};
 use crate::listen::RawBatch;
 use crate::orgs::OrgTable;
@@ -33,13 +33,6 @@ pub struct Intake {
     skew_config: SkewConfig,
     skew: Mutex<SkewWatch>,
     ids: Mutex<EventIds>,
-}
-
-/// A skewed event of the run being admitted: its place in the run.
-struct Skewed {
-    at: usize,
-    source: IpAddr,
-    ahead: std::time::Duration,
 }
 
 impl Intake {
@@ -123,93 +116,121 @@ impl Intake {
 
     fn process_unnumbered(&self, batch: RawBatch, out: &mut Vec<Event>) -> Admission {
         let orgs = self.orgs.load();
-        let mut total = Admission::default();
-        let mut run: Vec<Event> = Vec::new();
-        let mut run_org: Option<OrgId> = None;
-        let mut skewed: Vec<Skewed> = Vec::new();
-        let mut announce: Vec<(OrgId, Str, Skewed)> = Vec::new();
         let received_at = batch.received_at;
         let received_ms = received_at.unix_millis();
         let mut devices = self.devices();
+        let n = batch.items.len();
+        let mut events: Vec<Event> = Vec::with_capacity(n);
+        let mut origins = Vec::with_capacity(if devices.is_some() { n } else { 0 });
         for item in batch.items {
             let mut event = self.parser.parse(item.frame.data, received_at);
             event.truncated = item.frame.truncated;
             let family = self.classifier.as_ref().and_then(|d| d.classify_as(&mut event));
             let (route, by_host) = orgs.assign_how(item.peer, event.host.as_deref());
-            if let Some(devices) = devices.as_deref_mut()
-                && devices.observe(route.id, item.peer, by_host, &event, family, received_ms) == Standing::Beyond
-            {
-                let drop = devices.enforcing();
-                devices.count_beyond(route.id, drop);
-                if drop {
-                    continue;
-                }
-            }
             event.org_id = Some(route.id);
             event.org = Some(route.name.clone());
             event.reporter_ip = Some(item.peer);
             event.collector = Some(self.collector.clone());
-            if run_org.is_some_and(|o| o != route.id) {
-                self.admit(&mut run, run_org, &mut skewed, &mut announce, out, &mut total);
+            events.push(event);
+            if devices.is_some() {
+                origins.push(Origin { org: route.id, peer: item.peer, by_host, family });
             }
-            if let Some(ahead) = skew::ahead(event.time, received_at, &self.skew_config) {
-                skewed.push(Skewed { at: run.len(), source: item.peer, ahead });
-            }
-            run_org = Some(route.id);
-            run.push(event);
         }
-        self.admit(&mut run, run_org, &mut skewed, &mut announce, out, &mut total);
+        // The inventory counts the batch as a whole (its lookups overlap).
+        if let Some(devices) = devices.as_deref_mut() {
+            let mut standings = Vec::with_capacity(n);
+            devices.observe_batch(&events, &origins, received_ms, &mut standings);
+            Self::apply_limit(devices, &mut events, &origins, &standings);
+        }
+        drop(devices);
+        self.admit(events, received_at, out)
+    }
+
+    /// Applies the licence's device limit: events of devices beyond it
+    /// (by `standings`, one per event) are counted, and dropped under
+    /// policy enforce.
+    fn apply_limit(devices: &mut DeviceTracker, events: &mut Vec<Event>, origins: &[Origin], standings: &[Standing]) {
+        if !standings.contains(&Standing::Beyond) {
+            return;
+        }
+        let drop = devices.enforcing();
+        for (origin, _) in origins.iter().zip(standings).filter(|(_, s)| **s == Standing::Beyond) {
+            devices.count_beyond(origin.org, drop);
+        }
+        if drop {
+            let mut standing = standings.iter();
+            events.retain(|_| standing.next() != Some(&Standing::Beyond));
+        }
+    }
+
+    /// Admits `events` through the gate, one run of an org's events at a
+    /// time (the gate takes the first `accepted` of each), appending those
+    /// accepted to `out` in order, then a clock-skew system event for each
+    /// source among them ahead of its receive time and not announced
+    /// within the period.
+    fn admit(&self, events: Vec<Event>, received_at: EventTime, out: &mut Vec<Event>) -> Admission {
+        let mut total = Admission::default();
+        let mut announce: Vec<(OrgId, Str, IpAddr, std::time::Duration)> = Vec::new();
+        // Runs of one org's events: (org, length).
+        let mut runs: Vec<(OrgId, usize)> = Vec::new();
+        for org in events.iter().map(|e| e.org_id.unwrap_or(OrgId::SUPER_LOCAL)) {
+            match runs.last_mut() {
+                Some((o, n)) if *o == org => *n += 1,
+                _ => runs.push((org, 1)),
+            }
+        }
+        // Each run's length and how many of it the gate accepted.
+        let mut taken: Vec<(usize, usize)> = Vec::with_capacity(runs.len());
+        let mut start = 0;
+        for (org, len) in runs {
+            let a = self.gate.admit(org, len as u64);
+            total.accepted += a.accepted;
+            total.dropped_org += a.dropped_org;
+            total.dropped_node += a.dropped_node;
+            total.rejected_disabled += a.rejected_disabled;
+            let accepted = usize::try_from(a.accepted).unwrap_or(usize::MAX).min(len);
+            for e in &events[start..start + accepted] {
+                if let Some(ahead) = skew::ahead(e.time, received_at, &self.skew_config)
+                    && let Some(source) = e.reporter_ip
+                {
+                    announce.push((org, e.org.clone().unwrap_or_default(), source, ahead));
+                }
+            }
+            taken.push((len, accepted));
+            start += len;
+        }
+        let mut events = events.into_iter();
+        for (len, accepted) in taken {
+            out.extend(events.by_ref().take(accepted));
+            events.by_ref().take(len - accepted).for_each(drop);
+        }
         if !announce.is_empty() {
             self.announce(announce, received_at, out);
         }
         total
     }
 
-    /// Admits a run of one org's events: the gate takes the first
-    /// `accepted` of them. Skewed events among those are counted and
-    /// noted for announcement.
-    fn admit(
-        &self,
-        run: &mut Vec<Event>,
-        org: Option<OrgId>,
-        skewed: &mut Vec<Skewed>,
-        announce: &mut Vec<(OrgId, Str, Skewed)>,
-        out: &mut Vec<Event>,
-        total: &mut Admission,
-    ) {
-        let Some(org) = org else { return };
-        if run.is_empty() {
-            return;
-        }
-        let a = self.gate.admit(org, run.len() as u64);
-        total.accepted += a.accepted;
-        total.dropped_org += a.dropped_org;
-        total.dropped_node += a.dropped_node;
-        total.rejected_disabled += a.rejected_disabled;
-        let accepted = usize::try_from(a.accepted).unwrap_or(usize::MAX);
-        if !skewed.is_empty() {
-            let name = run.first().and_then(|e| e.org.clone()).unwrap_or_default();
-            announce.extend(skewed.drain(..).filter(|s| s.at < accepted).map(|s| (org, name.clone(), s)));
-        }
-        out.extend(run.drain(..).take(accepted));
-    }
-
     /// Counts the skewed events and appends a system event for each source
     /// not announced within the period.
-    fn announce(&self, skewed: Vec<(OrgId, Str, Skewed)>, received_at: EventTime, out: &mut Vec<Event>) {
+    fn announce(
+        &self,
+        skewed: Vec<(OrgId, Str, IpAddr, std::time::Duration)>,
+        received_at: EventTime,
+        out: &mut Vec<Event>,
+    ) {
         let mut watch = self.skew.lock().unwrap_or_else(PoisonError::into_inner);
-        for (org, name, s) in skewed {
+        for (org, name, source, ahead) in skewed {
             *watch.counts.entry(org).or_default() += 1;
-            if !watch.announce(s.source, received_at, &self.skew_config) {
+            if !watch.announce(source, received_at, &self.skew_config) {
                 continue;
             }
-            let line = skew::line(&self.collector, s.source, s.ahead, received_at);
+            let line = skew::line(&self.collector, source, ahead, received_at);
             let mut event = self.parser.parse(Bytes::from(line), received_at);
             event.event_type = Some(Str::from(CLOCK_SKEW_EVENT));
             event.org_id = Some(org);
             event.org = Some(name);
-            event.reporter_ip = Some(s.source);
-            event.src_ip = Some(s.source);
+            event.reporter_ip = Some(source);
+            event.src_ip = Some(source);
             event.collector = Some(self.collector.clone());
             out.push(event);
         }
