@@ -12,9 +12,9 @@ mod common;
 use std::sync::Arc;
 
 use common::{TestDb, backends};
-use parsers::{DeviceReport, DeviceSeen, EventTime, ManualClock, NodeId, OrgId};
+use parsers::{DeviceReport, DeviceSeen, EventTime, ManualClock, NodeHeartbeat, NodeId, NodeRole, OrgId};
 use supervisor::store::{
-    DevicePatch, DeviceQuery, DeviceSettings, Kind, ListQuery, NewOrg, Principal, Store, StoreConfig,
+    DevicePatch, DeviceQuery, DeviceSettings, Kind, ListQuery, NewOrg, NodeState, Principal, Store, StoreConfig,
 };
 
 const T0: i64 = 1_800_000_000_000;
@@ -193,14 +193,28 @@ async fn an_expected_interval_is_used_and_retired_devices_are_not_watched() {
     }
 }
 
+fn beat(node: &str) -> NodeHeartbeat {
+    NodeHeartbeat {
+        node: NodeId::new(node),
+        role: NodeRole::Collector,
+        version: "0.1.0".into(),
+        addresses: vec![],
+        problems: vec![],
+        sent_ms: 0,
+    }
+}
+
 /// When every device a collector hears goes quiet together, the collector
-/// is the likely cause: one incident for the provider, none per device;
-/// when the collector is back, it is resolved.
+/// is the likely cause: one incident for the provider, none per device,
+/// and the node registry says so (its heartbeats keep it alert); when the
+/// collector's sources are back, the incident is resolved and the next
+/// heartbeat makes the node active.
 #[tokio::test]
 async fn a_whole_collector_going_quiet_is_one_incident() {
     for db in backends().await {
         let clock = Arc::new(ManualClock::new(EventTime::from_unix_millis(T0)));
         let (store, acme, globex) = store(&db, &clock, DeviceSettings::default()).await;
+        store.node_heartbeat(&beat("site-7")).await.unwrap();
         for i in 0..4 {
             let t = T0 + i * MIN;
             at(&clock, t);
@@ -219,19 +233,40 @@ async fn a_whole_collector_going_quiet_is_one_incident() {
         assert_eq!(all.len(), 1, "{}: {all:?}", db.name);
         assert_eq!(all[0].org_id, Some(supervisor::store::SUPER_LOCAL));
         assert!(
-            all[0].title.contains("site-7") && all[0].description.contains("not in the node registry"),
+            all[0].title.contains("site-7") && all[0].description.contains("The node registry has site-7 active"),
             "{}",
-            all[0].title
+            all[0].description
         );
         for name in ["a-1", "a-2", "g-1"] {
             assert_eq!(device(&store, name).await.silent_incident_id, Some(all[0].id));
         }
+        // The registry blames the collector, and its heartbeats (it is up,
+        // its sources are not heard) keep it alert.
+        let node = store.get_node("site-7").await.unwrap();
+        let why = format!(
+            "all 3 log sources it hears went silent together (none since {}; incident {})",
+            supervisor::store::fmt_ms(T0 + 3 * MIN),
+            all[0].id
+        );
+        assert_eq!(
+            (node.state, node.log_sources_silent.as_deref()),
+            (NodeState::Alert, Some(why.as_str())),
+            "{}",
+            db.name
+        );
+        assert_eq!(node.state_reason, why);
+        store.node_heartbeat(&beat("site-7")).await.unwrap();
+        assert_eq!(store.get_node("site-7").await.unwrap().state, NodeState::Alert, "{}", db.name);
+        assert_eq!(store.get_node("hq").await.map(|n| n.log_sources_silent).ok().flatten(), None);
         // One device behind the collector reports: the collector is back.
         at(&clock, t + 1_000);
         store.merge_devices(&report("site-7", t, vec![seen(acme, "a-1", t, t, 1)])).await.unwrap();
         let inc = store.get_record(&Principal::cli(), Kind::Incident, all[0].id).await.unwrap();
         assert_eq!(inc.status, "resolved", "{}", db.name);
         assert!(!device(&store, "a-2").await.silent, "the others are watched again, each on its own");
+        assert_eq!(store.get_node("site-7").await.unwrap().log_sources_silent, None, "{}", db.name);
+        store.node_heartbeat(&beat("site-7")).await.unwrap();
+        assert_eq!(store.get_node("site-7").await.unwrap().state, NodeState::Active, "{}", db.name);
     }
 }
 

@@ -17,6 +17,7 @@ use sqlx::any::AnyRow;
 use super::auth::{Module, Op, Principal};
 use super::error::{Result, StoreError};
 use super::model::{Page, SUPER_GLOBAL, SUPER_LOCAL, fmt_ms, nullable, present};
+use super::nodes;
 use super::records::MAX_LIMIT;
 use super::sql::{RowExt, Sql};
 use super::{AuditRow, Store, check_lookup, check_name};
@@ -563,6 +564,7 @@ impl Store {
                 q.bind(*record);
                 q.build().execute(w.conn()).await?;
                 resolve(w.conn(), now, *record, "the log source reported again").await?;
+                nodes::clear_sources_silent(w.conn(), *record).await?;
             }
         }
         w.commit().await?;
@@ -709,8 +711,15 @@ impl Store {
         }
         q.push(" WHERE id = ").bind(id);
         q.build().execute(w.conn()).await?;
+        // A collector's grouped incident stays open while other devices
+        // of it are still silent under it.
         if let Some(record) = resolve_silence {
-            resolve(w.conn(), now, record, "the device was retired").await?;
+            let mut q = Sql::new("SELECT COUNT(*) AS n FROM devices WHERE silent_record_id = ");
+            q.bind(record);
+            if q.build().fetch_one(w.conn()).await?.int("n")? == 0 {
+                resolve(w.conn(), now, record, "the device was retired").await?;
+                nodes::clear_sources_silent(w.conn(), record).await?;
+            }
         }
         let row = AuditRow::new(
             Some(before.org_id),
@@ -870,6 +879,14 @@ async fn sweep_silence(
         // Raised before for this outage (`None`): silent, nothing new to say.
         let record = incident.insert(&mut *conn, now).await?;
         out.incidents += u64::from(record.is_some());
+        if let Some(id) = record {
+            let why = format!(
+                "all {} log sources it hears went silent together (none since {}; incident {id})",
+                devices.len(),
+                fmt_ms(newest)
+            );
+            nodes::mark_sources_silent(&mut *conn, collector, &why, id, now).await?;
+        }
         for d in devices {
             mark_silent(&mut *conn, d.id, now, record).await?;
         }

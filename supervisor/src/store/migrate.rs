@@ -15,7 +15,7 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first. Never edit a released one: add another.
-pub(crate) const MIGRATIONS: &[Migration] = &[TENANTS, NODES, EVENTS_MODULE, RETENTION, DEVICES];
+pub(crate) const MIGRATIONS: &[Migration] = &[TENANTS, NODES, EVENTS_MODULE, RETENTION, DEVICES, SILENT_COLLECTORS];
 
 const TENANTS: Migration = Migration {
     version: 1,
@@ -224,6 +224,17 @@ const DEVICES: Migration = Migration {
         "CREATE INDEX device_days_day ON device_days (day)",
         "UPDATE roles SET perms = perms | 64424509440 WHERE builtin = 1 AND name = 'admin'",
         "UPDATE roles SET perms = perms | 8589934592 WHERE builtin = 1 AND name IN ('analyst', 'viewer')",
+    ],
+};
+
+/// A collector all of whose log sources went silent together: what the
+/// node registry says of it, and the incident raised, until one reports.
+const SILENT_COLLECTORS: Migration = Migration {
+    version: 6,
+    name: "silent collectors",
+    statements: &[
+        "ALTER TABLE nodes ADD COLUMN sources_silent TEXT",
+        "ALTER TABLE nodes ADD COLUMN sources_silent_record_id BIGINT",
     ],
 };
 

@@ -12,7 +12,11 @@
 //! - an operator puts a node in **maintenance** and takes it out again;
 //!   in maintenance a node keeps its state whatever it reports or misses;
 //! - an operator who sets a guarantee for a node never heard from
-//!   registers it: **unregistered** until its first heartbeat.
+//!   registers it: **unregistered** until its first heartbeat;
+//! - the inventory pass ([`Store::sweep_devices`]) makes an active
+//!   collector all of whose log sources went silent together **alert**,
+//!   and its heartbeats keep it so (the silence is one of its problems)
+//!   until one of those sources reports again.
 //!
 //! Every change of state is kept in `node_transitions` (the last
 //! [`TRANSITIONS_KEPT`] per node). Operators' changes are audited like
@@ -53,7 +57,7 @@ const MAX_PROBLEMS: usize = 32;
 const MAX_REASON: usize = 1024;
 
 const COLUMNS: &str = "id, name, role, version, addresses, state, state_reason, state_since_ms, last_seen_ms, \
-                       guaranteed_eps, maintenance";
+                       guaranteed_eps, maintenance, sources_silent";
 
 /// Where a node stands (SPEC §1: Unregistered, Active, Maintenance, Alert).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -145,6 +149,10 @@ pub struct NodeInfo {
     pub guaranteed_eps: Option<u64>,
     /// Whether an operator has put it in maintenance.
     pub maintenance: bool,
+    /// Set when all the log sources this collector hears went silent
+    /// together (the collector is the likely cause): what the inventory
+    /// found. Cleared when one of them reports again.
+    pub log_sources_silent: Option<String>,
     /// Its latest state changes, newest first (at most
     /// [`RECENT_TRANSITIONS`]).
     pub transitions: Vec<NodeTransition>,
@@ -199,6 +207,7 @@ fn node(row: &AnyRow, transitions: Vec<NodeTransition>) -> Result<NodeInfo> {
             .map(|g| u64::try_from(g).map_err(|_| StoreError::Corrupt(format!("guaranteed_eps: {g}"))))
             .transpose()?,
         maintenance: row.int("maintenance")? != 0,
+        log_sources_silent: row.opt_text("sources_silent")?,
         transitions,
     })
 }
@@ -244,50 +253,6 @@ impl Store {
         Ok(Some((id, node(&row, transitions)?)))
     }
 
-    /// Records a change of state and drops the node's oldest changes
-    /// beyond [`TRANSITIONS_KEPT`].
-    async fn record_transition(
-        &self,
-        conn: &mut AnyConnection,
-        node_id: i64,
-        from: NodeState,
-        to: NodeState,
-        reason: &str,
-        at: i64,
-    ) -> Result<()> {
-        let mut q = Sql::new("INSERT INTO node_transitions (node_id, from_state, to_state, reason, at_ms) VALUES (");
-        q.bind(node_id).push(", ").bind(from.as_str().to_owned()).push(", ").bind(to.as_str().to_owned());
-        q.push(", ").bind(reason.to_owned()).push(", ").bind(at).push(")");
-        q.build().execute(&mut *conn).await?;
-        // With TRANSITIONS_KEPT or fewer rows the subquery is NULL and
-        // nothing is deleted.
-        let mut q = Sql::new("DELETE FROM node_transitions WHERE node_id = ");
-        q.bind(node_id).push(" AND id <= (SELECT id FROM node_transitions WHERE node_id = ").bind(node_id);
-        q.push(" ORDER BY id DESC LIMIT 1 OFFSET ").bind(TRANSITIONS_KEPT).push(")");
-        q.build().execute(&mut *conn).await?;
-        Ok(())
-    }
-
-    /// Moves node `node_id` from `from` to `to` for `reason` at `at`.
-    async fn change_state(
-        &self,
-        conn: &mut AnyConnection,
-        node_id: i64,
-        from: NodeState,
-        to: NodeState,
-        reason: &str,
-        at: i64,
-    ) -> Result<()> {
-        let mut q = Sql::new("UPDATE nodes SET state = ");
-        q.bind(to.as_str().to_owned()).push(", state_reason = ").bind(reason.to_owned());
-        q.push(", state_since_ms = ").bind(at).push(" WHERE id = ").bind(node_id);
-        q.build().execute(&mut *conn).await?;
-        if from != to {
-            self.record_transition(conn, node_id, from, to, reason, at).await?;
-        }
-        Ok(())
-    }
-
     /// Takes a node's heartbeat: registers the node if it is new, notes
     /// when it was seen (by the store's clock, not the node's), its role,
     /// version and addresses, and moves it to `active`, or to `alert` when
@@ -300,17 +265,6 @@ impl Store {
         let version = clean(&hb.version, MAX_VERSION);
         let addresses: Vec<String> = hb.addresses.iter().take(MAX_ADDRESSES).map(|a| clean(a, MAX_ADDRESS)).collect();
         let addresses = serde_json::to_string(&addresses).unwrap_or_else(|_| "[]".to_owned());
-        let problems = (!hb.problems.is_empty()).then(|| {
-            let joined = clean(
-                &hb.problems.iter().take(MAX_PROBLEMS).map(|p| p.trim()).collect::<Vec<_>>().join("; "),
-                MAX_REASON,
-            );
-            if joined.trim_matches([' ', ';']).is_empty() {
-                "a problem without a description".to_owned()
-            } else {
-                joined
-            }
-        });
         let now = self.now_ms();
         let mut w = self.write().await?;
         let mut q = Sql::new(
@@ -323,6 +277,23 @@ impl Store {
         q.push(") ON CONFLICT (name) DO NOTHING");
         q.build().execute(w.conn()).await?;
         let (id, before) = self.load_node(w.conn(), name, true).await?.ok_or(StoreError::NotFound("node"))?;
+        let reported = (!hb.problems.is_empty()).then(|| {
+            let joined = clean(
+                &hb.problems.iter().take(MAX_PROBLEMS).map(|p| p.trim()).collect::<Vec<_>>().join("; "),
+                MAX_REASON,
+            );
+            if joined.trim_matches([' ', ';']).is_empty() {
+                "a problem without a description".to_owned()
+            } else {
+                joined
+            }
+        });
+        // Its log sources all silent is a problem it cannot see itself.
+        let problems = match (reported, before.log_sources_silent.as_deref()) {
+            (Some(p), Some(silent)) => Some(clean(&format!("{p}; {silent}"), MAX_REASON)),
+            (None, Some(silent)) => Some(silent.to_owned()),
+            (p, None) => p,
+        };
         let mut q = Sql::new("UPDATE nodes SET role = ");
         q.bind(hb.role.as_str().to_owned()).push(", version = ").bind(version).push(", addresses = ").bind(addresses);
         q.push(", last_seen_ms = ").bind(now);
@@ -336,10 +307,10 @@ impl Store {
         if !before.maintenance {
             match problems {
                 Some(reason) if before.state != NodeState::Alert => {
-                    self.change_state(w.conn(), id, before.state, NodeState::Alert, &reason, now).await?
+                    change_state(w.conn(), id, before.state, NodeState::Alert, &reason, now).await?
                 }
                 None if before.state != NodeState::Active => {
-                    self.change_state(w.conn(), id, before.state, NodeState::Active, "heartbeat", now).await?
+                    change_state(w.conn(), id, before.state, NodeState::Active, "heartbeat", now).await?
                 }
                 _ => {}
             }
@@ -367,7 +338,7 @@ impl Store {
         for row in rows {
             let (id, name, seen) = (row.int("id")?, row.text("name")?, row.int("seen")?);
             let reason = format!("missed heartbeats for {} s", now.saturating_sub(seen) / 1000);
-            self.change_state(w.conn(), id, NodeState::Active, NodeState::Alert, &reason, now).await?;
+            change_state(w.conn(), id, NodeState::Active, NodeState::Alert, &reason, now).await?;
             out.push(NodeTransition {
                 node: NodeId::new(&name),
                 from: NodeState::Active,
@@ -489,7 +460,7 @@ impl Store {
         let mut q = Sql::new("UPDATE nodes SET maintenance = ");
         q.bind(i64::from(on)).push(" WHERE id = ").bind(id);
         q.build().execute(w.conn()).await?;
-        self.change_state(w.conn(), id, before.state, to, &reason, now).await?;
+        change_state(w.conn(), id, before.state, to, &reason, now).await?;
         let (_, after) = self.load_node(w.conn(), name, false).await?.ok_or(StoreError::NotFound("node"))?;
         let row = AuditRow::new(
             None,
@@ -550,6 +521,74 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Moves node `node_id` from `from` to `to` for `reason` at `at`, and
+/// records the change (dropping the node's oldest changes beyond
+/// [`TRANSITIONS_KEPT`]).
+pub(super) async fn change_state(
+    conn: &mut AnyConnection,
+    node_id: i64,
+    from: NodeState,
+    to: NodeState,
+    reason: &str,
+    at: i64,
+) -> Result<()> {
+    let mut q = Sql::new("UPDATE nodes SET state = ");
+    q.bind(to.as_str().to_owned()).push(", state_reason = ").bind(reason.to_owned());
+    q.push(", state_since_ms = ").bind(at).push(" WHERE id = ").bind(node_id);
+    q.build().execute(&mut *conn).await?;
+    if from == to {
+        return Ok(());
+    }
+    let mut q = Sql::new("INSERT INTO node_transitions (node_id, from_state, to_state, reason, at_ms) VALUES (");
+    q.bind(node_id).push(", ").bind(from.as_str().to_owned()).push(", ").bind(to.as_str().to_owned());
+    q.push(", ").bind(reason.to_owned()).push(", ").bind(at).push(")");
+    q.build().execute(&mut *conn).await?;
+    // With TRANSITIONS_KEPT or fewer rows the subquery is NULL and
+    // nothing is deleted.
+    let mut q = Sql::new("DELETE FROM node_transitions WHERE node_id = ");
+    q.bind(node_id).push(" AND id <= (SELECT id FROM node_transitions WHERE node_id = ").bind(node_id);
+    q.push(" ORDER BY id DESC LIMIT 1 OFFSET ").bind(TRANSITIONS_KEPT).push(")");
+    q.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Notes in the registry that all the log sources collector `name` hears
+/// went silent together (`why`; the incident raised for it is `record`),
+/// and makes the node alert if it is active: its heartbeats keep it alert
+/// until [`clear_sources_silent`]. A collector not in the registry (the
+/// one of `vigil run`) is left alone.
+pub(super) async fn mark_sources_silent(
+    conn: &mut AnyConnection,
+    name: &str,
+    why: &str,
+    record: i64,
+    now: i64,
+) -> Result<()> {
+    let mut q = Sql::new("SELECT id, state, maintenance FROM nodes WHERE name = ");
+    q.bind(name.to_owned());
+    let Some(row) = q.build().fetch_optional(&mut *conn).await? else { return Ok(()) };
+    let id = row.int("id")?;
+    let mut q = Sql::new("UPDATE nodes SET sources_silent = ");
+    q.bind(why.to_owned()).push(", sources_silent_record_id = ").bind(record).push(" WHERE id = ").bind(id);
+    q.build().execute(&mut *conn).await?;
+    if row.int("maintenance")? == 0 && state_of(&row, "state")? == NodeState::Active {
+        change_state(conn, id, NodeState::Active, NodeState::Alert, why, now).await?;
+    }
+    Ok(())
+}
+
+/// The log sources whose silence incident `record` was are back: the
+/// collector noted for it is no longer blamed (its next heartbeat makes it
+/// active again if it reports no problem).
+pub(super) async fn clear_sources_silent(conn: &mut AnyConnection, record: i64) -> Result<()> {
+    let mut q = Sql::new(
+        "UPDATE nodes SET sources_silent = NULL, sources_silent_record_id = NULL WHERE sources_silent_record_id = ",
+    );
+    q.bind(record);
+    q.build().execute(&mut *conn).await?;
+    Ok(())
 }
 
 #[cfg(test)]
