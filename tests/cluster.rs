@@ -522,3 +522,47 @@ fn devices_heard_by_two_collectors_reach_the_supervisors_inventory() {
     assert_eq!(find("db-02")["family"], "openssh");
     assert!(metric(&sup.metrics_url, "vigil_device_reports_total", &[]) >= 2);
 }
+
+/// A collector hearing thousands of devices, under a licence that limits
+/// devices: its period's device report is larger than a NATS message, and
+/// so are the standings the supervisor sends back. Both go in parts and
+/// arrive whole.
+#[test]
+fn thousands_of_devices_report_and_get_their_standings_in_parts() {
+    const DEVICES: usize = 8_000;
+    let dir = common::temp_dir("cluster-many-devices");
+    let body = "customer = \"Acme Corp\"\nlicensed_eps = 50000\ndevice_limit = 10000\nissued = \"2026-11-01\"\nexpires = \"2036-10-31\"\n";
+    let Some(licence) = common::signed_licence(&dir, body) else { return };
+    let Some(nats) = Nats::start(&dir) else { return };
+    let config = config_file(
+        &dir,
+        &format!("license = {:?}\n{CLUSTER_CONFIG}[devices]\nreport_secs = 1.0\n", licence.display().to_string()),
+    );
+    let sup = supervisor(&dir, &nats.url(), &config, None, TOKEN);
+    let _w = worker("w1", &nats.url(), &config, &dir.join("w1"));
+    let edge = collector("edge-a", &nats.url(), &config);
+    wait("the licence's limit on edge-a", Duration::from_secs(20), || {
+        metric(&edge.metrics_url, "vigil_device_limit_applied", &[]) == 10_000
+    });
+    // From loopback, a relay: each HOSTNAME is a device of its own.
+    let lines = (0..DEVICES)
+        .map(|i| {
+            format!("<38>Dec  2 10:15:42 dev-{i:05} sshd[1]: Accepted password for bob from 192.0.2.9 port 4000 ssh2")
+        })
+        .collect();
+    send(&dir, &edge.tcp, "many.log", lines);
+    wait_explained(
+        "every device in the supervisor's inventory",
+        Duration::from_secs(60),
+        || metric(&sup.metrics_url, "vigil_devices_active", &[]) == DEVICES as u64,
+        || format!("active {}", metric(&sup.metrics_url, "vigil_devices_active", &[])),
+    );
+    assert!(metric(&sup.metrics_url, "vigil_device_reports_total", &[]) >= 2, "the report came in parts");
+    assert_eq!(metric(&sup.metrics_url, "vigil_device_reports_bad_total", &[]), 0);
+    wait_explained(
+        "the standings of every device back on edge-a",
+        Duration::from_secs(30),
+        || metric(&edge.metrics_url, "vigil_device_limit_within", &[]) == DEVICES as u64,
+        || format!("within {}", metric(&edge.metrics_url, "vigil_device_limit_within", &[])),
+    );
+}

@@ -7,30 +7,16 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::run::{CONFIG, Vigil, start_with, write_lines};
-use common::{stderr, temp_dir, vigil_with_input};
+use common::{signed_licence, temp_dir};
 
 const BODY: &str = "customer = \"Acme Corp\"\nlicensed_eps = 5000\ndevice_limit = 3\nissued = \"2026-11-01\"\nexpires = \"2036-10-31\"\n";
 
 /// `vigil run` under a 3-device licence with `policy`; `None` when this
 /// build does not trust the test key.
 fn licensed(tag: &str, policy: &str) -> Option<Vigil> {
-    if !cfg!(feature = "test-licence-key") {
-        eprintln!("skipped: built without the test-licence-key feature (the test command uses --all-features)");
-        return None;
-    }
     let dir = temp_dir(&format!("{tag}-licence"));
-    let key = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("supervisor/tests/fixtures/licence/test-signing.key");
-    std::fs::write(dir.join("body.toml"), BODY).unwrap();
-    let signed = vigil_with_input(
-        &["license", "sign", "--key", key.to_str().unwrap(), dir.join("body.toml").to_str().unwrap()],
-        None,
-    );
-    assert!(signed.status.success(), "{}", stderr(&signed));
-    let licence = dir.join("licence.toml");
-    std::fs::write(&licence, &signed.stdout).unwrap();
+    let licence = signed_licence(&dir, BODY)?;
     let config = format!(
         "license = {:?}\n{CONFIG}[devices]\nreport_secs = 1.0\nlimit_policy = \"{policy}\"\n",
         licence.display().to_string()

@@ -54,6 +54,15 @@ pub fn report_subject(node: &str) -> String {
     format!("vigil.control.report.{node}")
 }
 
+/// Control-bucket key of the device limit's standings (supervisor →
+/// entry nodes): whole, or a header naming how many parts carry them.
+pub const DEVICES_KEY: &str = "devices";
+
+/// Control-bucket key of part `part` of standings version `version`.
+pub fn devices_part_key(version: u64, part: u32) -> String {
+    format!("devices.part.{version}.{part}")
+}
+
 /// Core NATS subject of node `node`'s device reports (collector → supervisor).
 pub fn devices_subject(node: &str) -> String {
     format!("vigil.control.devices.{node}")

@@ -29,7 +29,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cluster::{Client, ControlKv, Nats, Publisher, PublisherConfig};
 use parsers::{
-    Budget, DeviceLimits, DeviceReport, Event, EventIds, IntervalReport, NodeHeartbeat, NodeId, NodeRole, OrgSnapshot,
+    Budget, DeviceLimits, DeviceLimitsPart, DeviceReport, Event, EventIds, IntervalReport, MESSAGE_PART_BYTES,
+    NodeHeartbeat, NodeId, NodeRole, OrgSnapshot,
 };
 
 use crate::clock::Clock;
@@ -168,7 +169,9 @@ impl NatsReports {
     fn send(&self, subject: &str, body: serde_json::Result<Vec<u8>>) {
         if let Ok(body) = body {
             let (client, subject) = (self.client.clone(), subject.to_owned());
-            let _ = self.runtime.block_on(async move { client.publish(subject, body.into()).await });
+            if let Err(e) = self.runtime.block_on(async { client.publish(subject.clone(), body.into()).await }) {
+                eprintln!("vigil collector: cannot send {subject}: {e}");
+            }
         }
     }
 }
@@ -184,7 +187,11 @@ struct NatsDevices(NatsReports);
 
 impl DeviceSink for NatsDevices {
     fn devices(&self, report: &DeviceReport) {
-        self.0.send(&self.0.subject, serde_json::to_vec(report));
+        // A NATS message is at most 1 MiB by default: a node hearing
+        // thousands of devices sends its period's report in parts.
+        for part in report.clone().split(MESSAGE_PART_BYTES) {
+            self.0.send(&self.0.subject, serde_json::to_vec(&part));
+        }
     }
 }
 
@@ -454,6 +461,31 @@ async fn heartbeats(
     }
 }
 
+/// The whole standings of `header`: itself, or with its parts fetched
+/// (written before it; a part not there yet is asked for again, briefly).
+async fn standings(control: &ControlKv, header: DeviceLimits) -> Result<DeviceLimits, String> {
+    let mut parts = Vec::with_capacity(header.parts as usize);
+    for part in 0..header.parts {
+        let key = cluster::devices_part_key(header.version, part);
+        let mut tries = 0;
+        let value = loop {
+            match control.get(&key).await.map_err(|e| e.to_string())? {
+                Some((_, value)) => break value,
+                None if tries < 10 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                None => return Err(format!("part {part} of standings {} is missing", header.version)),
+            }
+        };
+        parts.push(decode::<DeviceLimitsPart>(&value).ok_or_else(|| format!("part {part} cannot be read"))?);
+    }
+    if parts.is_empty() {
+        return Ok(header);
+    }
+    header.assemble(parts).map_err(|e| e.to_string())
+}
+
 /// Applies budgets and org tables as the supervisor writes them.
 async fn follow(
     control: ControlKv,
@@ -466,12 +498,15 @@ async fn follow(
         let watched = async {
             let mut budgets = control.watch(&budget_key).await?;
             let mut orgs = control.watch("orgs").await?;
-            let mut devices = control.watch("devices").await?;
+            let mut devices = control.watch(cluster::DEVICES_KEY).await?;
             loop {
                 tokio::select! {
                     Some(update) = devices.next() => {
                         if let Some(d) = update?.value.and_then(|v| decode::<DeviceLimits>(&v)) {
-                            collector.apply_devices(&d);
+                            match standings(&control, d).await {
+                                Ok(d) => collector.apply_devices(&d),
+                                Err(e) => eprintln!("vigil collector: device limit: {e}; keeping the standings it had"),
+                            }
                         }
                     }
                     Some(update) = budgets.next() => {

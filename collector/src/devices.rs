@@ -763,6 +763,11 @@ impl DeviceTracker {
         self.limits.limit
     }
 
+    /// Devices the supervisor last said are within the limit.
+    pub fn within(&self) -> u64 {
+        self.limits.within.len() as u64
+    }
+
     /// Whether events of devices beyond the limit are dropped.
     pub fn enforcing(&self) -> bool {
         self.limits.enforce
@@ -916,11 +921,12 @@ mod tests {
         for host in ["Web-01", "web-01.", "WEB-01", "db-02", "10.0.0.9"] {
             t.observe(org, ip("127.0.0.1"), false, &event(&format!("<13>Nov 22 10:15:42 {host} app: hi")), None, 10);
         }
-        // RFC 5424 names IPv6 hosts unambiguously.
         for host in ["::ffff:10.0.0.9", "[2001:DB8::1]", "2001:db8::1"] {
             let line = format!("<13>1 2026-11-22T10:15:42Z {host} app - - - hi");
             t.observe(org, ip("127.0.0.1"), false, &event(&line), None, 10);
         }
+        // An RFC 3164 IPv6 HOSTNAME that starts like a year is a host.
+        t.observe(org, ip("127.0.0.1"), false, &event("<13>Nov 22 10:15:42 2001:DB8:0::1 app: hi"), None, 10);
         // A sender that is not a relay is its own device, whatever it names.
         t.observe(org, ip("192.0.2.7"), false, &event("<13>Nov 22 10:15:42 spoofed app: hi"), None, 10);
         t.observe(org, ip("::ffff:192.0.2.7"), false, &event("<13>Nov 22 10:15:42 other app: hi"), None, 10);
@@ -931,7 +937,7 @@ mod tests {
         assert_eq!(ids, ["10.0.0.9", "127.0.0.1", "192.0.2.7", "2001:db8::1", "db-02", "web-01"]);
         let web = r.devices.iter().find(|d| d.identity == "web-01").unwrap();
         assert_eq!((web.events, web.hosts.len()), (3, 3));
-        assert_eq!(r.devices.iter().find(|d| d.identity == "2001:db8::1").map(|d| d.events), Some(2));
+        assert_eq!(r.devices.iter().find(|d| d.identity == "2001:db8::1").map(|d| d.events), Some(3));
         assert_eq!(r.devices.iter().find(|d| d.identity == "10.0.0.9").map(|d| d.events), Some(2));
     }
 
@@ -978,7 +984,14 @@ mod tests {
         }
         t.observe(OrgId(6), ip("192.0.2.1"), false, &event("<13>x"), None, 1);
         // Past the ceiling under a full licence: beyond it, tracked or not.
-        t.apply_limits(&DeviceLimits { version: 1, limit: Some(3), enforce: true, within: vec![], active: 3 });
+        t.apply_limits(&DeviceLimits {
+            version: 1,
+            limit: Some(3),
+            enforce: true,
+            within: vec![],
+            active: 3,
+            parts: 0,
+        });
         assert_eq!(t.observe(OrgId(5), ip("192.0.2.99"), false, &event("<13>x"), None, 1), Standing::Beyond);
         let r = t.report(2);
         assert_eq!(r.devices.len(), 3);
@@ -990,7 +1003,14 @@ mod tests {
     #[test]
     fn devices_first_seen_after_the_limit_are_beyond_it_until_room_is_made() {
         let mut t = tracker(100);
-        t.apply_limits(&DeviceLimits { version: 1, limit: Some(3), enforce: true, within: vec![], active: 0 });
+        t.apply_limits(&DeviceLimits {
+            version: 1,
+            limit: Some(3),
+            enforce: true,
+            within: vec![],
+            active: 0,
+            parts: 0,
+        });
         let standing: Vec<Standing> = (1..=5)
             .map(|i| t.observe(OrgId(5), ip(&format!("192.0.2.{i}")), false, &event("<13>x"), None, i))
             .collect();
@@ -998,14 +1018,21 @@ mod tests {
         assert_eq!(standing, [Within, Within, Within, Beyond, Beyond]);
         // The supervisor agrees on the first three; then device 1 is retired.
         let within = |ids: &[u8]| ids.iter().map(|i| (OrgId(5), format!("192.0.2.{i}"))).collect();
-        t.apply_limits(&DeviceLimits { version: 2, limit: Some(3), enforce: true, within: within(&[2, 3]), active: 4 });
+        t.apply_limits(&DeviceLimits {
+            version: 2,
+            limit: Some(3),
+            enforce: true,
+            within: within(&[2, 3]),
+            active: 4,
+            parts: 0,
+        });
         let now: Vec<Standing> = (1..=5)
             .map(|i| t.observe(OrgId(5), ip(&format!("192.0.2.{i}")), false, &event("<13>x"), None, 10))
             .collect();
         // Room for one of those it does not know: the first seen, device 1.
         assert_eq!(now, [Within, Within, Within, Beyond, Beyond]);
         // An older table changes nothing.
-        t.apply_limits(&DeviceLimits { version: 1, limit: None, enforce: false, within: vec![], active: 0 });
+        t.apply_limits(&DeviceLimits { version: 1, limit: None, enforce: false, within: vec![], active: 0, parts: 0 });
         assert!(t.enforcing());
     }
 
@@ -1051,7 +1078,7 @@ mod tests {
                     (origin, event(&line))
                 })
                 .collect();
-            let limits = DeviceLimits { version: 1, limit: Some(limit), enforce: true, within: vec![], active: 0 };
+            let limits = DeviceLimits { version: 1, limit: Some(limit), enforce: true, within: vec![], active: 0, parts: 0 };
             let (mut one, mut batched) = (tracker(4), tracker(4));
             one.apply_limits(&limits);
             batched.apply_limits(&limits);

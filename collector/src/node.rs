@@ -587,12 +587,19 @@ impl Collector {
             "Accepted events stamped ahead of their receive time by more than syslog.clock_skew_alert_secs, per org (correlated at their receive time).",
             totals.keys().map(|org| (org_labels(org), skewed.get(org).copied().unwrap_or(0))).collect::<Vec<_>>(),
         );
-        let (devices, limit) = self.intake.devices().map(|d| (d.counts(), d.limit())).unwrap_or_default();
+        let (devices, limit, within) =
+            self.intake.devices().map(|d| (d.counts(), d.limit(), d.within())).unwrap_or_default();
         m.add(
             "vigil_device_limit_applied",
             "gauge",
             "The licence's device limit as this node applies it (0: unlimited, or not received yet).",
             one(limit.unwrap_or(0)),
+        );
+        m.add(
+            "vigil_device_limit_within",
+            "gauge",
+            "Devices the supervisor last said are within the licence's device limit.",
+            one(within),
         );
         let by_org = |f: fn(&crate::devices::OrgDeviceCounts) -> u64| -> Vec<(String, u64)> {
             devices.iter().map(|(org, c)| (org_labels(org), f(c))).collect()

@@ -38,8 +38,8 @@ pub use grammar::SyntaxError;
 pub use net::{Network, redact_url};
 pub use parser::{InputFormat, Parser, ParserConfig, Payload, View};
 pub use protocol::{
-    BUILTIN_ORGS, Budget, Clock, DetectionSink, DeviceLimits, DeviceReport, DeviceSeen, EventIds, IncidentUpdate,
-    IntervalReport, ManualClock, NodeHeartbeat, NodeId, NodeRole, OrgBudget, OrgCounts, OrgEntry, OrgSnapshot,
-    Severity,
+    BUILTIN_ORGS, Budget, Clock, DetectionSink, DeviceLimits, DeviceLimitsPart, DeviceReport, DeviceSeen, EventIds,
+    IncidentUpdate, IntervalReport, MESSAGE_PART_BYTES, ManualClock, NodeHeartbeat, NodeId, NodeRole, OrgBudget,
+    OrgCounts, OrgEntry, OrgSnapshot, PartsError, Severity,
 };
 pub use time::{EventTime, SourceZone};

@@ -208,6 +208,46 @@ pub struct DeviceReport {
     pub overflow: Vec<(OrgId, u64)>,
 }
 
+impl DeviceReport {
+    /// Splits the report for sending into reports of about `max_bytes`
+    /// encoded at most (one when it fits), each with some of the devices,
+    /// the same period, and the overflow in the first. The supervisor
+    /// merges each on its own; together they count as the whole.
+    pub fn split(mut self, max_bytes: usize) -> Vec<DeviceReport> {
+        // A device's encoded size at most: its text, every byte escaped,
+        // and its numbers and field names.
+        let size = |d: &DeviceSeen| {
+            let text = d.identity.len()
+                + d.hosts.iter().map(|h| h.len() + 3).sum::<usize>()
+                + d.family.as_ref().map_or(0, String::len)
+                + d.product.as_ref().map_or(0, String::len)
+                + d.formats.iter().map(|f| f.len() + 3).sum::<usize>();
+            2 * text + 256
+        };
+        let overhead = 256 + self.node.as_str().len() + self.overflow.len() * 32;
+        if self.devices.iter().map(size).sum::<usize>() + overhead <= max_bytes {
+            return vec![self];
+        }
+        let mut out: Vec<DeviceReport> = Vec::new();
+        let mut room = 0;
+        for device in std::mem::take(&mut self.devices) {
+            let need = size(&device);
+            match out.last_mut() {
+                Some(part) if need <= room => {
+                    room -= need;
+                    part.devices.push(device);
+                }
+                _ => {
+                    let overflow = if out.is_empty() { std::mem::take(&mut self.overflow) } else { Vec::new() };
+                    room = max_bytes.saturating_sub(overhead + need);
+                    out.push(DeviceReport { devices: vec![device], overflow, ..self.clone() });
+                }
+            }
+        }
+        out
+    }
+}
+
 /// What the licence's device limit allows, as the supervisor publishes it
 /// to entry nodes: which devices are within the limit (first seen first).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,10 +259,92 @@ pub struct DeviceLimits {
     /// Drop events of devices beyond the limit (policy `enforce`); else
     /// accept and count them (policy `alert`).
     pub enforce: bool,
-    /// Active devices within the limit, as `(org, identity)`.
+    /// Active devices within the limit, as `(org, identity)` (empty in a
+    /// header whose `parts` carry them).
     pub within: Vec<(OrgId, String)>,
     /// Active devices in all (within the limit or not).
     pub active: u64,
+    /// How many [`DeviceLimitsPart`]s carry `within` when the standings
+    /// are too large for one message (0: `within` is here).
+    #[serde(default)]
+    pub parts: u32,
+}
+
+/// Device standings and reports larger than this, encoded, are sent in
+/// parts of about this size: a NATS message is at most 1 MiB unless the
+/// server is told otherwise.
+pub const MESSAGE_PART_BYTES: usize = 256 * 1024;
+
+/// Some of the `within` of standings too large for one message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceLimitsPart {
+    /// The standings' version.
+    pub version: u64,
+    /// Which part, from 0.
+    pub part: u32,
+    /// Its devices within the limit, in the standings' order.
+    pub within: Vec<(OrgId, String)>,
+}
+
+/// Parts that do not make up a header's standings.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("standings {version}: {problem}")]
+pub struct PartsError {
+    /// The header's version.
+    pub version: u64,
+    /// What does not fit.
+    pub problem: String,
+}
+
+impl DeviceLimits {
+    /// Splits the standings for sending: whole (no parts) when they fit
+    /// in `max_bytes` encoded, else a header without `within` and the
+    /// parts that carry it, each about `max_bytes` at most.
+    pub fn split(mut self, max_bytes: usize) -> (DeviceLimits, Vec<DeviceLimitsPart>) {
+        // An entry's encoded size at most: `[org,"identity"],` with every
+        // identity byte escaped.
+        let size = |(_, identity): &(OrgId, String)| 2 * identity.len() + 16;
+        if self.within.iter().map(size).sum::<usize>() + 256 <= max_bytes {
+            self.parts = 0;
+            return (self, Vec::new());
+        }
+        let mut parts: Vec<DeviceLimitsPart> = Vec::new();
+        let mut room = 0;
+        for entry in std::mem::take(&mut self.within) {
+            let need = size(&entry);
+            match parts.last_mut() {
+                Some(part) if need <= room || part.within.is_empty() => {
+                    room = room.saturating_sub(need);
+                    part.within.push(entry);
+                }
+                _ => {
+                    let part = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+                    room = max_bytes.saturating_sub(128 + need);
+                    parts.push(DeviceLimitsPart { version: self.version, part, within: vec![entry] });
+                }
+            }
+        }
+        self.parts = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+        (self, parts)
+    }
+
+    /// The standings of header `self` with its `parts` (all of them, any
+    /// order) put back.
+    pub fn assemble(mut self, mut parts: Vec<DeviceLimitsPart>) -> Result<DeviceLimits, PartsError> {
+        let fail = |problem: String| PartsError { version: self.version, problem };
+        if parts.len() != self.parts as usize {
+            return Err(fail(format!("{} parts of {}", parts.len(), self.parts)));
+        }
+        parts.sort_by_key(|p| p.part);
+        for (i, part) in parts.iter().enumerate() {
+            if part.version != self.version || part.part as usize != i {
+                return Err(fail(format!("part {} of standings {} in their place {i}", part.part, part.version)));
+            }
+        }
+        self.within = parts.into_iter().flat_map(|p| p.within).collect();
+        self.parts = 0;
+        Ok(self)
+    }
 }
 
 /// Incident severity, as rules set it.
@@ -477,6 +599,71 @@ impl EventIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_too_large_for_a_message_is_sent_as_several_that_add_up_to_it() {
+        let device = |i: u32| DeviceSeen {
+            org: OrgId(2 + i % 3),
+            identity: format!("host-{i}.example.net"),
+            hosts: vec![format!("HOST-{i}")],
+            family: Some("openssh".into()),
+            product: Some("openssh".into()),
+            formats: vec!["rfc3164".into()],
+            first_ms: 1,
+            last_ms: 2,
+            events: u64::from(i),
+            bytes: 100,
+            max_gap_ms: 0,
+        };
+        let report = DeviceReport {
+            node: NodeId::new("edge-1"),
+            at_ms: 30_000,
+            period_ms: 30_000,
+            devices: (0..20_000).map(device).collect(),
+            overflow: vec![(OrgId(2), 7)],
+        };
+        let parts = report.clone().split(MESSAGE_PART_BYTES);
+        assert!(parts.len() > 4, "{} parts", parts.len());
+        for p in &parts {
+            assert!(serde_json::to_vec(p).unwrap().len() <= MESSAGE_PART_BYTES);
+            assert_eq!((&p.node, p.at_ms, p.period_ms), (&report.node, 30_000, 30_000));
+        }
+        assert_eq!(parts[0].overflow, report.overflow);
+        assert!(parts[1..].iter().all(|p| p.overflow.is_empty()), "the overflow counted once");
+        let devices: Vec<DeviceSeen> = parts.into_iter().flat_map(|p| p.devices).collect();
+        assert_eq!(devices, report.devices);
+        let small = DeviceReport { devices: vec![device(1)], ..report };
+        assert_eq!(small.clone().split(MESSAGE_PART_BYTES), vec![small]);
+    }
+
+    #[test]
+    fn standings_too_large_for_a_message_travel_in_parts_and_come_back_whole() {
+        let within: Vec<(OrgId, String)> =
+            (0..60_000u32).map(|i| (OrgId(2 + i % 7), format!("host-{i}.example.net"))).collect();
+        let limits = DeviceLimits { version: 9, limit: Some(70_000), enforce: true, within, active: 61_000, parts: 0 };
+        let (header, parts) = limits.clone().split(MESSAGE_PART_BYTES);
+        assert!(header.within.is_empty() && header.parts as usize == parts.len() && parts.len() > 4);
+        for p in &parts {
+            let bytes = serde_json::to_vec(p).unwrap().len();
+            assert!(bytes <= MESSAGE_PART_BYTES, "part {} is {bytes} bytes", p.part);
+        }
+        assert!(serde_json::to_vec(&header).unwrap().len() < 1_024);
+        let mut shuffled = parts.clone();
+        shuffled.reverse();
+        assert_eq!(header.clone().assemble(shuffled).unwrap(), limits);
+        // Missing, foreign or doubled parts do not make standings.
+        assert!(header.clone().assemble(parts[1..].to_vec()).is_err());
+        let mut foreign = parts.clone();
+        foreign[0].version = 8;
+        assert!(header.clone().assemble(foreign).unwrap_err().to_string().contains("part 0 of standings 8"));
+        let mut doubled = parts.clone();
+        doubled[1] = doubled[0].clone();
+        assert!(header.assemble(doubled).is_err());
+        // Small standings go whole.
+        let small = DeviceLimits { within: vec![(OrgId(2), "fw-1".into())], ..limits };
+        let (whole, none) = small.clone().split(MESSAGE_PART_BYTES);
+        assert_eq!((whole, none.len()), (small, 0));
+    }
 
     #[test]
     fn the_builtin_org_ids_are_one_table() {

@@ -28,7 +28,8 @@ use cluster::{ControlKv, Nats, StreamSpec, WorkQueue};
 use collector::metrics::Exposition;
 use collector::{Clock, NodeId};
 use parsers::{
-    Budget, DeviceLimits, DeviceReport, IncidentUpdate, IntervalReport, NodeHeartbeat, NodeRole, OrgSnapshot,
+    Budget, DeviceLimits, DeviceReport, IncidentUpdate, IntervalReport, MESSAGE_PART_BYTES, NodeHeartbeat, NodeRole,
+    OrgSnapshot,
 };
 use tokio::sync::Notify;
 
@@ -66,10 +67,13 @@ pub struct ClusterStats {
     pub bad_device_reports: AtomicU64,
 }
 
-/// Budgets and org tables for the control bucket: the latest value per
-/// key, written by one task (bounded by the number of keys).
+/// Budgets, org tables and device standings for the control bucket: the
+/// latest value per key (`None`: delete it), written by one task (bounded
+/// by the number of keys).
 struct KvDownlink {
-    pending: Mutex<BTreeMap<String, Bytes>>,
+    pending: Mutex<BTreeMap<String, Option<Bytes>>>,
+    /// The version and part count of the standings last sent in parts.
+    parts: Mutex<Option<(u64, u32)>>,
     wake: Notify,
 }
 
@@ -87,26 +91,35 @@ impl Downlink for KvDownlink {
     }
 
     fn devices(&self, limits: &DeviceLimits) {
-        if let Ok(v) = serde_json::to_vec(limits) {
-            // NATS refuses a message over its max_payload (1 MiB by
-            // default): about 25,000 standings. Past it, nodes keep the
-            // last standings they had and decide new devices themselves.
-            if v.len() > 1 << 20 {
-                eprintln!(
-                    "vigil supervisor: the device limit's standings ({} devices, {} bytes) exceed NATS's 1 MiB message; not sent",
-                    limits.within.len(),
-                    v.len()
-                );
-                return;
+        // NATS refuses a message over its max_payload (1 MiB by default):
+        // large standings go in parts, the header last.
+        let (header, parts) = limits.clone().split(MESSAGE_PART_BYTES);
+        for part in &parts {
+            if let Ok(v) = serde_json::to_vec(part) {
+                self.put(cluster::devices_part_key(part.version, part.part), v.into());
             }
-            self.put("devices".into(), v.into());
+        }
+        if let Ok(v) = serde_json::to_vec(&header) {
+            self.put(cluster::DEVICES_KEY.into(), v.into());
+        }
+        let sent = (header.parts > 0).then_some((header.version, header.parts));
+        let before = std::mem::replace(&mut *self.parts.lock().unwrap_or_else(PoisonError::into_inner), sent);
+        if let Some((version, n)) = before.filter(|(v, _)| *v != header.version) {
+            for part in 0..n {
+                self.delete(cluster::devices_part_key(version, part));
+            }
         }
     }
 }
 
 impl KvDownlink {
     fn put(&self, key: String, value: Bytes) {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(key, value);
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(key, Some(value));
+        self.wake.notify_one();
+    }
+
+    fn delete(&self, key: String) {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(key, None);
         self.wake.notify_one();
     }
 }
@@ -118,10 +131,17 @@ async fn write_control(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        let batch = std::mem::take(&mut *downlink.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        for (key, value) in batch {
+        let mut batch = std::mem::take(&mut *downlink.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        // The standings' header after their parts, so that a node reading
+        // it finds them.
+        let header = batch.remove_entry(cluster::DEVICES_KEY);
+        for (key, value) in batch.into_iter().chain(header) {
+            let written = match &value {
+                Some(v) => kv.put(&key, v.clone()).await.map(|_| ()),
+                None => kv.delete(&key).await,
+            };
             // Kept until written: a newer value for the key replaces it.
-            if let Err(e) = kv.put(&key, value.clone()).await {
+            if let Err(e) = written {
                 eprintln!("vigil supervisor: cannot write {key}: {e}; retrying");
                 downlink.pending.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_insert(value);
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -172,7 +192,8 @@ impl ClusterSupervisor {
         kv.put("settings", settings.into()).await.map_err(|e| err(&e))?;
         let stats = Arc::new(ClusterStats::default());
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let downlink = Arc::new(KvDownlink { pending: Mutex::new(BTreeMap::new()), wake: Notify::new() });
+        let downlink =
+            Arc::new(KvDownlink { pending: Mutex::new(BTreeMap::new()), parts: Mutex::new(None), wake: Notify::new() });
         let mut tasks = vec![tokio::spawn(write_control(kv, downlink.clone(), stats.clone(), stopped.clone()))];
         setup.guarantees = store.node_guarantees().await?;
         let (reports_tx, reports_rx) = crossbeam_channel::bounded::<IntervalReport>(4_096);

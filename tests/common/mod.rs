@@ -39,6 +39,25 @@ pub fn vigil_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// An empty directory for one test, unique to this process.
+/// A licence with `body` signed with the repository's test key, written
+/// in `dir`; `None` (and a note) when this build does not trust that key.
+pub fn signed_licence(dir: &std::path::Path, body: &str) -> Option<PathBuf> {
+    if !cfg!(feature = "test-licence-key") {
+        eprintln!("skipped: built without the test-licence-key feature (the test command uses --all-features)");
+        return None;
+    }
+    let key = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("supervisor/tests/fixtures/licence/test-signing.key");
+    std::fs::write(dir.join("body.toml"), body).unwrap();
+    let signed = vigil_with_input(
+        &["license", "sign", "--key", key.to_str().unwrap(), dir.join("body.toml").to_str().unwrap()],
+        None,
+    );
+    assert!(signed.status.success(), "{}", stderr(&signed));
+    let licence = dir.join("licence.toml");
+    std::fs::write(&licence, &signed.stdout).unwrap();
+    Some(licence)
+}
+
 pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vigil-e2e-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -199,9 +199,16 @@ pub(crate) fn bsd_timestamp(input: &[u8]) -> Option<(&[u8], TimeSpec)> {
         return None;
     }
     // A year after the clock ("Apr 15 21:28:13 2007 host"), when none came
-    // before it: four digits that are a plausible year, then a delimiter.
+    // before it: four digits that are a plausible year, then a space, a
+    // colon ending the header, or the end. (A colon and more is an IPv6
+    // HOSTNAME: `2001:db8::1`.)
+    let year_ends = |rest: &[u8]| match rest.first() {
+        None | Some(b' ' | b'\t') => true,
+        Some(b':') => matches!(rest.get(1), None | Some(b' ' | b'\t')),
+        _ => false,
+    };
     let (year, r) = match (year, r.strip_prefix(b" ").and_then(|x| fixed_digits(x, 4))) {
-        (None, Some((y, rest))) if (1970..=2100).contains(&y) && ends_token(rest) => (Some(y), rest),
+        (None, Some((y, rest))) if (1970..=2100).contains(&y) && year_ends(rest) => (Some(y), rest),
         _ => (year, r),
     };
     let civil = Civil { year: year.map_or(0, |y| y as i32), month, day: day as u8, hour, minute, second, nanos };
@@ -345,6 +352,10 @@ mod tests {
             ("Apr 15 2013 09:36:50: %ASA", ": %ASA"),
             ("AUG 10 22:18:24 host", " host"),
             ("Aug 29 02:00:00.156789 ctld", " ctld"),
+            ("Apr 15 21:28:13 2007 host", " host"),
+            ("Apr 15 21:28:13 2007: %ASA", ": %ASA"),
+            // An IPv6 HOSTNAME that starts like a year is not one.
+            ("Nov 22 10:15:42 2001:db8::1 app", " 2001:db8::1 app"),
         ] {
             let (r, _) = bsd_timestamp(text.as_bytes()).unwrap_or_else(|| panic!("{text}"));
             assert_eq!(r, rest.as_bytes(), "{text}");

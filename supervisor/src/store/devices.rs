@@ -964,8 +964,14 @@ async fn sweep_limit(
             q.build().execute(&mut *conn).await?;
         }
     }
-    out.limits =
-        DeviceLimits { version: 0, limit: settings.limit, enforce: settings.enforce, within, active: out.active };
+    out.limits = DeviceLimits {
+        version: 0,
+        limit: settings.limit,
+        enforce: settings.enforce,
+        within,
+        active: out.active,
+        parts: 0,
+    };
     let mut q = Sql::new("SELECT id FROM records WHERE kind = 'incident' AND rule_id = ");
     q.bind(LIMIT_RULE.to_owned()).push(" AND status IN (0, 1) ORDER BY id DESC LIMIT 1");
     let open = q.build().fetch_optional(&mut *conn).await?.map(|r| r.int("id")).transpose()?;
