@@ -169,3 +169,57 @@ fn test_on_the_loghub_openssh_sample() {
     assert_eq!(found.iter().filter(|i| i["rule"] == "ssh-password-spray").count(), 4);
     assert!(stderr(&out).contains("2000 lines, 16 incidents from 104 rule hits; 0 late"), "{}", stderr(&out));
 }
+
+/// `vigil rules import-sigma`: one rule compiled, one without a mapping,
+/// one with an unsupported modifier, each in the table and the report; and
+/// the compiled one runs in `vigil rules test` like any rule.
+#[test]
+fn import_sigma_reports_every_rule_and_the_compiled_ones_run() {
+    let dir = temp_dir("import-sigma");
+    let tree = dir.join("sigma");
+    std::fs::create_dir_all(&tree).unwrap();
+    let rule = |id: &str, logsource: &str, selection: &str| {
+        format!(
+            "title: Rule {id}\nid: {id}\nauthor: Tester\nlevel: high\nlogsource: {logsource}\ndetection:\n  selection:\n{selection}  condition: selection\n"
+        )
+    };
+    write(
+        &tree,
+        "a.yml",
+        &rule("sig-a", "{product: linux, service: sshd}", "    - 'Failed to generate curve25519 keys'\n"),
+    );
+    write(&tree, "b.yml", &rule("sig-b", "{product: windows, service: security}", "    EventID: 4625\n"));
+    write(&tree, "c.yml", &rule("sig-c", "{product: linux}", "    message|base64offset|contains: evil\n"));
+    let report = dir.join("report.jsonl");
+    let out = vigil(&["rules", "import-sigma", tree.to_str().unwrap(), "--report", report.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(table.contains("linux/-/sshd"), "{table}");
+    assert!(
+        table.contains("3 Sigma rules: 1 compiled (50.0 % of the 2 whose log source has a mapping), 1 not applicable, 1 unsupported"),
+        "{table}"
+    );
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&report).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let status: Vec<(&str, &str)> =
+        lines.iter().map(|l| (l["id"].as_str().unwrap(), l["status"].as_str().unwrap())).collect();
+    assert_eq!(status, [("sig-a", "compiled"), ("sig-b", "not applicable"), ("sig-c", "unsupported")]);
+    assert!(lines[2]["reason"].as_str().unwrap().contains("modifier 'base64offset'"), "{}", lines[2]);
+    // The compiled rule fires on its line in `vigil rules test`.
+    let log = write(
+        &dir,
+        "ssh.log",
+        "<38>Nov 22 10:15:42 web-01 sshd[311]: error: Failed to generate curve25519 keys\n<38>Nov 22 10:15:43 web-01 sshd[311]: Accepted password for bob\n",
+    );
+    let out = vigil(&["rules", "test", "--rules", tree.join("a.yml").to_str().unwrap(), "--input", &log], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let found = incidents(&out);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0]["rule"].as_str(), found[0]["severity"].as_str()), (Some("sig-a"), Some("high")));
+    // A tree without Sigma rules is an error.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = vigil(&["rules", "import-sigma", empty.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no Sigma rules"), "{}", stderr(&out));
+}

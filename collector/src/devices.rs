@@ -466,7 +466,7 @@ struct Limits {
 /// The inventory of one node: devices heard from, their counters since the
 /// last report, and their standing against the licence's device limit.
 ///
-/// Devices live in a slab, found through an [`Index`] of slab numbers
+/// Devices live in a slab, found through an open-addressing index of slab numbers
 /// hashed with SipHash under a random key, as event-derived keys must be.
 /// A batch is looked up in chunks, each in stages: identities and hashes,
 /// then the index slots read ahead, then the slots probed and the devices

@@ -14,6 +14,7 @@ use crate::diag::{Diagnostic, Diags, suggest};
 use crate::duration;
 use crate::field::{Field, FieldType};
 use crate::filter::{self, Filter, FilterCx, Op, RegexTable};
+use crate::sigma::{self, SigmaReport, Verdict};
 use crate::syntax::{self, Kind, Node};
 
 /// Which orgs' events a rule sees (SPEC §4).
@@ -302,6 +303,19 @@ pub struct Compiler {
     references: Vec<(String, u32, String)>,
     list_adds: Vec<String>,
     list_uses: Vec<(String, u32, usize)>,
+    /// Where Sigma rules' log sources are among vigil's events.
+    log_sources: sigma::LogSources,
+    /// What became of each Sigma rule met.
+    sigma: Vec<SigmaReport>,
+}
+
+/// A rule as compiled (`None`: it has errors), with what it refers to
+/// (rule ids, watch lists).
+struct Compiled {
+    rule: Option<Rule>,
+    references: Vec<(u32, String)>,
+    list_adds: Vec<String>,
+    list_uses: Vec<(u32, usize)>,
 }
 
 /// Distinct-count thresholds up to this keep a plain list of values.
@@ -322,11 +336,10 @@ impl Compiler {
     /// Compiles the rules of one text (one rule or a list of rules).
     /// `name` is used in diagnostics.
     pub fn add_source(&mut self, name: &str, text: &str) {
-        let mut diags = Diags::new(name, &mut self.diagnostics);
         let root = match syntax::parse(text) {
             Ok(root) => root,
             Err((line, message)) => {
-                diags.error(line, format!("invalid YAML: {message}"));
+                Diags::new(name, &mut self.diagnostics).error(line, format!("invalid YAML: {message}"));
                 return;
             }
         };
@@ -334,33 +347,109 @@ impl Compiler {
             Kind::Seq(items) => items.iter().collect(),
             Kind::Map(_) => vec![&root],
             Kind::Null => {
-                diags.warning(0, "no rules in this file");
+                Diags::new(name, &mut self.diagnostics).warning(0, "no rules in this file");
                 return;
             }
             _ => {
-                diags
-                    .error(root.line, format!("a rule file holds a rule or a list of rules, not {}", root.type_name()));
+                let message = format!("a rule file holds a rule or a list of rules, not {}", root.type_name());
+                Diags::new(name, &mut self.diagnostics).error(root.line, message);
                 return;
             }
         };
         for item in items {
-            let mut cx = RuleCx {
-                diags: &mut diags,
-                regexes: &mut self.regexes,
-                lists: &mut self.lists,
-                references: Vec::new(),
-                list_adds: Vec::new(),
-                list_uses: Vec::new(),
-            };
-            let rule = compile_rule(item, &mut cx);
-            let RuleCx { references, list_adds, list_uses, .. } = cx;
-            self.references.extend(references.into_iter().map(|(line, id)| (name.to_owned(), line, id)));
-            self.list_adds.extend(list_adds);
-            self.list_uses.extend(list_uses.into_iter().map(|(line, list)| (name.to_owned(), line, list)));
-            if let Some(rule) = rule {
-                self.rules.push((name.to_owned(), item.line, rule));
+            if sigma::is_sigma(item) {
+                self.add_sigma(name, item);
+                continue;
             }
+            let mut out = Vec::new();
+            let compiled = self.compile_tree(name, item, &mut out);
+            self.diagnostics.append(&mut out);
+            self.keep(name, item.line, compiled);
         }
+    }
+
+    /// Compiles one rule tree of file `name`, its diagnostics into `out`:
+    /// the rule (if it compiled) and what it refers to.
+    fn compile_tree(&mut self, name: &str, node: &Node, out: &mut Vec<Diagnostic>) -> Compiled {
+        let mut diags = Diags::new(name, out);
+        let mut cx = RuleCx {
+            diags: &mut diags,
+            regexes: &mut self.regexes,
+            lists: &mut self.lists,
+            references: Vec::new(),
+            list_adds: Vec::new(),
+            list_uses: Vec::new(),
+        };
+        let rule = compile_rule(node, &mut cx);
+        let RuleCx { references, list_adds, list_uses, .. } = cx;
+        Compiled { rule, references, list_adds, list_uses }
+    }
+
+    /// Adds what a rule of file `name` (at `line`) refers to, and the rule
+    /// if it compiled, to the set.
+    fn keep(&mut self, name: &str, line: u32, c: Compiled) {
+        self.references.extend(c.references.into_iter().map(|(line, id)| (name.to_owned(), line, id)));
+        self.list_adds.extend(c.list_adds);
+        self.list_uses.extend(c.list_uses.into_iter().map(|(line, list)| (name.to_owned(), line, list)));
+        if let Some(rule) = c.rule {
+            self.rules.push((name.to_owned(), line, rule));
+        }
+    }
+
+    /// Uses `sources` to map Sigma rules' log sources (default: the
+    /// built-in mappings).
+    pub fn set_log_sources(&mut self, sources: sigma::LogSources) {
+        self.log_sources = sources;
+    }
+
+    /// What became of each Sigma rule added so far, in order.
+    pub fn sigma_report(&self) -> &[SigmaReport] {
+        &self.sigma
+    }
+
+    /// Compiles Sigma rule `doc` of file `name` through its vigil rule
+    /// tree. A rule that cannot be compiled is reported (a warning, and in
+    /// [`Compiler::sigma_report`]) and leaves nothing behind.
+    fn add_sigma(&mut self, name: &str, doc: &Node) {
+        let mut entry = SigmaReport {
+            file: name.to_owned(),
+            line: doc.line,
+            id: doc.get("id").and_then(Node::as_text).unwrap_or_default(),
+            title: doc.get("title").and_then(Node::as_text).unwrap_or_default(),
+            logsource: sigma::logsource_label(doc),
+            verdict: Verdict::Compiled,
+        };
+        let verdict = match sigma::translate(doc, &self.log_sources) {
+            Err(verdict) => verdict,
+            Ok(tree) => {
+                let saved = self.regexes.clone();
+                let mut scratch = Vec::new();
+                let compiled = self.compile_tree(name, &tree, &mut scratch);
+                let errors: Vec<String> = scratch.iter().filter(|d| d.is_error()).map(|d| d.message.clone()).collect();
+                match compiled {
+                    compiled @ Compiled { rule: Some(_), .. } if errors.is_empty() => {
+                        self.keep(name, doc.line, compiled);
+                        self.diagnostics.extend(scratch);
+                        Verdict::Compiled
+                    }
+                    _ => {
+                        self.regexes = saved;
+                        Verdict::Unsupported(if errors.is_empty() {
+                            "it does not compile".into()
+                        } else {
+                            errors.join("; ")
+                        })
+                    }
+                }
+            }
+        };
+        if let Verdict::NotApplicable(why) | Verdict::Unsupported(why) = &verdict {
+            let title = if entry.title.is_empty() { entry.id.clone() } else { entry.title.clone() };
+            Diags::new(name, &mut self.diagnostics)
+                .warning(doc.line, format!("Sigma rule '{title}' not loaded: {why}"));
+        }
+        entry.verdict = verdict;
+        self.sigma.push(entry);
     }
 
     /// Compiles a file, or every `.yaml`/`.yml` file under a directory (in

@@ -162,7 +162,7 @@ impl CidrTable {
 }
 
 /// The regular expressions of a rule set, gathered per field while compiling.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct RegexTable {
     fields: Vec<(Field, Vec<String>)>,
 }

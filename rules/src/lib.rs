@@ -37,6 +37,7 @@ mod field;
 mod filter;
 mod key;
 mod reorder;
+pub mod sigma;
 mod syntax;
 mod table;
 mod window;

@@ -32,6 +32,23 @@ pub enum RulesCommand {
     /// of input, and print each incident as one JSON line. `event_ids` are
     /// the input's line numbers.
     Test(TestArgs),
+    /// Compile a tree of Sigma rules (*.yml/*.yaml) and report, per rule:
+    /// compiled, not applicable (no mapping for its log source), or
+    /// unsupported with the exact reason. Prints the table by log source;
+    /// exits 1 when the tree holds no Sigma rule.
+    ImportSigma {
+        /// The directory (or file) of Sigma rules.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Write the per-rule report here: JSON Lines for *.json/*.jsonl,
+        /// else a Markdown table.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Log-source mappings to use instead of the built-in ones
+        /// (docs/sigma.md).
+        #[arg(long, value_name = "FILE")]
+        mappings: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -68,6 +85,101 @@ pub fn run(cmd: RulesCommand) -> Result<ExitCode> {
     match cmd {
         RulesCommand::Check { paths } => check(&paths),
         RulesCommand::Test(args) => test(args).map(|()| ExitCode::SUCCESS),
+        RulesCommand::ImportSigma { dir, report, mappings } => {
+            import_sigma(&dir, report.as_deref(), mappings.as_deref())
+        }
+    }
+}
+
+fn import_sigma(dir: &Path, report: Option<&Path>, mappings: Option<&Path>) -> Result<ExitCode> {
+    use rules::sigma::{LogSources, Verdict};
+    let mut compiler = Compiler::new();
+    if let Some(path) = mappings {
+        let text = read_text(path)?;
+        let sources = LogSources::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        compiler.set_log_sources(sources);
+    }
+    compiler.add_path(dir);
+    let rules = compiler.sigma_report().to_vec();
+    // Problems that are not about a Sigma rule (unreadable files, vigil
+    // rules with errors) are shown as they are.
+    for d in compiler.diagnostics().iter().filter(|d| d.is_error()) {
+        eprintln!("{d}");
+    }
+    if rules.is_empty() {
+        eprintln!("no Sigma rules under {}", dir.display());
+        return Ok(ExitCode::from(1));
+    }
+    let mut table: BTreeMap<&str, [usize; 4]> = BTreeMap::new();
+    for r in &rules {
+        let row = table.entry(r.logsource.as_str()).or_default();
+        row[0] += 1;
+        match r.verdict {
+            Verdict::Compiled => row[1] += 1,
+            Verdict::NotApplicable(_) => row[2] += 1,
+            Verdict::Unsupported(_) => row[3] += 1,
+        }
+    }
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "{:<40} {:>6} {:>9} {:>15} {:>12}",
+        "LOG SOURCE", "RULES", "COMPILED", "NOT APPLICABLE", "UNSUPPORTED"
+    )?;
+    for (source, [all, compiled, na, unsupported]) in &table {
+        writeln!(out, "{source:<40} {all:>6} {compiled:>9} {na:>15} {unsupported:>12}")?;
+    }
+    let compiled = rules.iter().filter(|r| r.verdict == Verdict::Compiled).count();
+    let mapped = rules.iter().filter(|r| !matches!(r.verdict, Verdict::NotApplicable(_))).count();
+    let percent = if mapped == 0 { 0.0 } else { compiled as f64 * 100.0 / mapped as f64 };
+    writeln!(
+        out,
+        "{} Sigma rules: {compiled} compiled ({percent:.1} % of the {mapped} whose log source has a mapping), {} not applicable, {} unsupported",
+        rules.len(),
+        rules.len() - mapped,
+        mapped - compiled
+    )?;
+    if let Some(path) = report {
+        let file = File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut w = BufWriter::new(file);
+        let json = path.extension().is_some_and(|e| e == "json" || e == "jsonl");
+        if !json {
+            writeln!(w, "| file | line | id | title | log source | status | reason |\n|---|---|---|---|---|---|---|")?;
+        }
+        for r in &rules {
+            let (s, why) = status_of(&r.verdict);
+            if json {
+                let line = serde_json::json!({
+                    "file": r.file, "line": r.line, "id": r.id, "title": r.title,
+                    "logsource": r.logsource, "status": s, "reason": why,
+                });
+                writeln!(w, "{line}")?;
+            } else {
+                let cell = |t: &str| t.replace('|', "\\|").replace('\n', " ");
+                writeln!(
+                    w,
+                    "| {} | {} | {} | {} | {} | {s} | {} |",
+                    cell(&r.file),
+                    r.line,
+                    cell(&r.id),
+                    cell(&r.title),
+                    cell(&r.logsource),
+                    cell(why)
+                )?;
+            }
+        }
+        w.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A verdict as the report writes it: status and reason.
+fn status_of(v: &rules::sigma::Verdict) -> (&'static str, &str) {
+    use rules::sigma::Verdict;
+    match v {
+        Verdict::Compiled => ("compiled", ""),
+        Verdict::NotApplicable(why) => ("not applicable", why.as_str()),
+        Verdict::Unsupported(why) => ("unsupported", why.as_str()),
     }
 }
 

@@ -1,0 +1,527 @@
+//! Sigma detection rules (issue #15), compiled into vigil rules: a Sigma
+//! document becomes the YAML tree of a vigil rule with one sub-pattern
+//! whose filter is the rule's log source (from the mappings) and its
+//! condition over its search identifiers, and that tree goes through the
+//! same compiler as hand-written rules (types checked, regular
+//! expressions gathered per field).
+//!
+//! A rule that cannot be compiled is never dropped silently: it is either
+//! *not applicable* (no mapping for its log source) or *unsupported*,
+//! with the exact reason (the field, the modifier, the construct).
+//!
+//! Supported: maps (and), lists (or), keyword lists and `|all`, wildcards
+//! `*` `?` with `\` escapes, case-insensitive matching by default, `null`
+//! and `''`, numbers; the modifiers `contains startswith endswith all
+//! cased neq exists re` (with `i m s`) `cidr lt lte gt gte`; conditions
+//! with `and or not`, brackets, `1 of`/`any of`/`all of` over wildcard
+//! names and `them`. Not yet: the encoding modifiers (`base64`,
+//! `base64offset`, `utf16*`, `wide`, `windash`), `fieldref`, `expand`, the
+//! time-part modifiers, correlations and filters (reported as unsupported).
+
+mod condition;
+
+use crate::field::{Field, FieldType};
+use crate::syntax::{self, Kind, Node};
+
+use condition::Expr;
+
+/// The built-in log-source mappings.
+const BUILTIN: &str = include_str!("../../sigma/logsources.yaml");
+
+/// Where a Sigma rule's events are among vigil's, and what its fields are
+/// called there.
+#[derive(Clone, Debug)]
+pub struct LogSources {
+    mappings: Vec<Mapping>,
+}
+
+#[derive(Clone, Debug)]
+struct Mapping {
+    product: Option<String>,
+    category: Option<String>,
+    service: Option<String>,
+    /// A vigil filter selecting the log source's events.
+    filter: Node,
+    /// Sigma field name (as written, compared ignoring case) → vigil field.
+    fields: Vec<(String, String)>,
+}
+
+impl LogSources {
+    /// The mappings that ship with vigil (`rules/sigma/logsources.yaml`).
+    pub fn builtin() -> LogSources {
+        // Checked by a test: the built-in file always parses.
+        LogSources::parse(BUILTIN).unwrap_or(LogSources { mappings: Vec::new() })
+    }
+
+    /// Mappings from their YAML: a list of `{logsource: {product,
+    /// category, service}, filter: FILTER, fields: {SigmaName: field}}`.
+    pub fn parse(text: &str) -> Result<LogSources, String> {
+        let root = syntax::parse(text).map_err(|(line, m)| format!("line {line}: invalid YAML: {m}"))?;
+        let Kind::Seq(items) = &root.kind else {
+            return Err("log-source mappings are a list".into());
+        };
+        let mut mappings = Vec::new();
+        for item in items {
+            let at = |m: &str| format!("line {}: {m}", item.line);
+            let source = item.get("logsource").ok_or_else(|| at("a mapping needs a logsource"))?;
+            let key = |k: &str| source.get(k).and_then(Node::as_text).map(|s| s.to_ascii_lowercase());
+            let filter = item.get("filter").cloned().ok_or_else(|| at("a mapping needs a filter"))?;
+            let mut fields = Vec::new();
+            if let Some(f) = item.get("fields") {
+                for (k, v) in f.entries().ok_or_else(|| at("fields is a mapping"))? {
+                    match (k.as_text(), v.as_text()) {
+                        (Some(k), Some(v)) => fields.push((k, v)),
+                        _ => return Err(at("a field mapping is name: field")),
+                    }
+                }
+            }
+            mappings.push(Mapping {
+                product: key("product"),
+                category: key("category"),
+                service: key("service"),
+                filter,
+                fields,
+            });
+        }
+        Ok(LogSources { mappings })
+    }
+
+    /// The mapping of exactly this log source.
+    fn find(&self, product: &Option<String>, category: &Option<String>, service: &Option<String>) -> Option<&Mapping> {
+        self.mappings.iter().find(|m| m.product == *product && m.category == *category && m.service == *service)
+    }
+}
+
+impl Default for LogSources {
+    fn default() -> LogSources {
+        LogSources::builtin()
+    }
+}
+
+/// Why a Sigma rule was not compiled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Compiled and loaded.
+    Compiled,
+    /// No mapping for its log source (the log source, as written).
+    NotApplicable(String),
+    /// It uses something vigil does not support yet, or is malformed.
+    Unsupported(String),
+}
+
+/// What the import report says of one Sigma rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigmaReport {
+    /// The file.
+    pub file: String,
+    /// Its line.
+    pub line: u32,
+    /// The rule's `id` (empty when it has none).
+    pub id: String,
+    /// Its `title`.
+    pub title: String,
+    /// Its log source, `product/category/service` with `-` for absent parts.
+    pub logsource: String,
+    /// What became of it.
+    pub verdict: Verdict,
+}
+
+/// Whether a YAML document is a Sigma rule (rather than a vigil rule).
+pub(crate) fn is_sigma(doc: &Node) -> bool {
+    doc.get("detection").is_some()
+        || doc.get("correlation").is_some()
+        || doc.get("filter").is_some_and(|f| f.get("rules").is_some())
+}
+
+/// The log source of a Sigma document, for the report.
+pub(crate) fn logsource_label(doc: &Node) -> String {
+    let part =
+        |k: &str| doc.get("logsource").and_then(|l| l.get(k)).and_then(Node::as_text).unwrap_or_else(|| "-".into());
+    format!("{}/{}/{}", part("product"), part("category"), part("service"))
+}
+
+/// The vigil rule tree of Sigma document `doc`, or why there is none.
+pub(crate) fn translate(doc: &Node, sources: &LogSources) -> Result<Node, Verdict> {
+    let unsupported = |m: String| Verdict::Unsupported(m);
+    if doc.get("correlation").is_some() {
+        return Err(unsupported("Sigma correlation rules are not supported yet".into()));
+    }
+    let Some(detection) = doc.get("detection") else {
+        return Err(unsupported("Sigma filter documents are not supported yet".into()));
+    };
+    let title = doc.get("title").and_then(Node::as_text).ok_or_else(|| unsupported("the rule has no title".into()))?;
+    let id = doc.get("id").and_then(Node::as_text).ok_or_else(|| unsupported("the rule has no id".into()))?;
+    let logsource = doc.get("logsource").ok_or_else(|| unsupported("the rule has no logsource".into()))?;
+    let key = |k: &str| logsource.get(k).and_then(Node::as_text).map(|s| s.to_ascii_lowercase());
+    let Some(mapping) = sources.find(&key("product"), &key("category"), &key("service")) else {
+        return Err(Verdict::NotApplicable(format!("no mapping for log source {}", logsource_label(doc))));
+    };
+    let entries = detection.entries().ok_or_else(|| unsupported("detection is not a mapping".into()))?;
+    let mut names = Vec::new();
+    let mut condition = None;
+    for (k, v) in entries {
+        match k.as_text().as_deref() {
+            Some("condition") => condition = Some(v),
+            Some("timeframe") => {
+                return Err(unsupported("timeframe (a Sigma 1 aggregation): write a correlation rule".into()));
+            }
+            Some(name) => names.push((name.to_owned(), v)),
+            None => return Err(unsupported(format!("line {}: a search identifier must be a name", k.line))),
+        }
+    }
+    let condition = condition.ok_or_else(|| unsupported("detection has no condition".into()))?;
+    let texts: Vec<String> = match &condition.kind {
+        Kind::Seq(items) => items.iter().filter_map(Node::as_text).collect(),
+        _ => condition.as_text().into_iter().collect(),
+    };
+    if texts.is_empty() {
+        return Err(unsupported("the condition is not text".into()));
+    }
+    let plain: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
+    let mut exprs = Vec::new();
+    for text in &texts {
+        exprs.push(condition::parse(text, &plain).map_err(|e| unsupported(format!("condition '{text}': {e}")))?);
+    }
+    let expr = if exprs.len() == 1 { exprs.remove(0) } else { Expr::Any(exprs) };
+    let cx = Cx { mapping, logsource: logsource_label(doc) };
+    let mut searches = Vec::new();
+    for (name, node) in &names {
+        searches.push((name.clone(), cx.search(node).map_err(|e| unsupported(format!("{name}: {e}")))?));
+    }
+    let filter = cx.expr(&expr, &searches, detection.line);
+    let line = doc.line;
+    let severity = match doc.get("level").and_then(Node::as_text).as_deref() {
+        Some("informational") => "info",
+        Some("low") => "low",
+        Some("high") => "high",
+        Some("critical") => "critical",
+        _ => "medium",
+    };
+    let mut description = doc.get("description").and_then(Node::as_text).unwrap_or_default();
+    if let Some(author) = doc.get("author").and_then(Node::as_text) {
+        description = format!("{} (Sigma rule by {author})", description.trim_end());
+    }
+    let filter = map(line, vec![("all", seq(line, vec![mapping.filter.clone(), filter]))]);
+    Ok(map(
+        line,
+        vec![
+            ("id", text(line, &id)),
+            ("name", text(line, &title)),
+            ("description", text(line, description.trim())),
+            ("severity", text(line, severity)),
+            ("patterns", map(line, vec![("sigma", map(line, vec![("filter", filter)]))])),
+        ],
+    ))
+}
+
+fn text(line: u32, s: &str) -> Node {
+    Node { line, kind: Kind::Str(s.to_owned()) }
+}
+
+fn map(line: u32, entries: Vec<(&str, Node)>) -> Node {
+    Node { line, kind: Kind::Map(entries.into_iter().map(|(k, v)| (text(line, k), v)).collect()) }
+}
+
+fn seq(line: u32, items: Vec<Node>) -> Node {
+    Node { line, kind: Kind::Seq(items) }
+}
+
+/// A one-entry filter `{key: value}`.
+fn test(line: u32, key: String, value: Node) -> Node {
+    Node { line, kind: Kind::Map(vec![(text(line, &key), value)]) }
+}
+
+fn combine(line: u32, how: &str, mut items: Vec<Node>) -> Node {
+    if items.len() == 1 {
+        return items.remove(0);
+    }
+    map(line, vec![(how, seq(line, items))])
+}
+
+fn negate(line: u32, filter: Node) -> Node {
+    map(line, vec![("not", filter)])
+}
+
+struct Cx<'a> {
+    mapping: &'a Mapping,
+    logsource: String,
+}
+
+/// How a text value is matched.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Equals,
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+/// One piece of a Sigma text value.
+#[derive(Clone, Debug, PartialEq)]
+enum Piece {
+    Lit(String),
+    Star,
+    One,
+}
+
+/// A Sigma value's pieces: `*` and `?` are wildcards unless escaped with
+/// `\`; `\\` is one backslash; any other backslash is itself.
+fn pieces(value: &str) -> Vec<Piece> {
+    let mut out: Vec<Piece> = Vec::new();
+    let mut lit = String::new();
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.peek() {
+                Some(&n @ ('*' | '?' | '\\')) => {
+                    chars.next();
+                    lit.push(n);
+                }
+                _ => lit.push('\\'),
+            },
+            '*' | '?' => {
+                if !lit.is_empty() {
+                    out.push(Piece::Lit(std::mem::take(&mut lit)));
+                }
+                out.push(if c == '*' { Piece::Star } else { Piece::One });
+            }
+            c => lit.push(c),
+        }
+    }
+    if !lit.is_empty() {
+        out.push(Piece::Lit(lit));
+    }
+    out
+}
+
+impl Cx<'_> {
+    /// A search identifier's filter.
+    fn search(&self, node: &Node) -> Result<Node, String> {
+        let line = node.line;
+        match &node.kind {
+            Kind::Map(entries) => {
+                let mut all = Vec::new();
+                for (k, v) in entries {
+                    let key = k.as_text().ok_or("a field name must be text")?;
+                    all.push(self.entry(&key, v)?);
+                }
+                if all.is_empty() {
+                    return Err("an empty selection".into());
+                }
+                Ok(combine(line, "all", all))
+            }
+            Kind::Seq(items) if items.iter().all(|i| matches!(i.kind, Kind::Map(_))) => {
+                let any = items.iter().map(|i| self.search(i)).collect::<Result<Vec<_>, _>>()?;
+                if any.is_empty() {
+                    return Err("an empty list".into());
+                }
+                Ok(combine(line, "any", any))
+            }
+            Kind::Seq(_) | Kind::Str(_) | Kind::Int(_) | Kind::Float(_) => self.keywords(node, false),
+            _ => Err(format!("a search identifier is a mapping or a list, not {}", node.type_name())),
+        }
+    }
+
+    /// Keywords: searched for in the message.
+    fn keywords(&self, values: &Node, all: bool) -> Result<Node, String> {
+        let field = Field::parse("message").ok_or("no message field")?;
+        self.values(&field, "message", Op::Contains, false, all, values)
+    }
+
+    /// One `field|modifiers: values` entry of a selection.
+    fn entry(&self, key: &str, value: &Node) -> Result<Node, String> {
+        let line = value.line;
+        let mut parts = key.split('|');
+        let name = parts.next().unwrap_or_default();
+        let modifiers: Vec<&str> = parts.collect();
+        if name.is_empty() {
+            // `'|all': [keywords]`
+            return match modifiers.as_slice() {
+                ["all"] => self.keywords(value, true),
+                _ => Err(format!("'{key}': a keyword list takes only the modifier all")),
+            };
+        }
+        let mut op = Op::Equals;
+        let (mut all, mut cased, mut neq) = (false, false, false);
+        let mut special: Option<&str> = None;
+        let mut re_flags = String::new();
+        for m in &modifiers {
+            match *m {
+                "contains" => op = Op::Contains,
+                "startswith" => op = Op::StartsWith,
+                "endswith" => op = Op::EndsWith,
+                "all" => all = true,
+                "cased" => cased = true,
+                "neq" => neq = true,
+                "re" | "cidr" | "lt" | "lte" | "gt" | "gte" | "exists" => {
+                    if special.replace(m).is_some() {
+                        return Err(format!("'{key}': two type modifiers"));
+                    }
+                }
+                "i" | "m" | "s" if special == Some("re") => re_flags.push_str(m),
+                "base64" | "base64offset" | "utf16le" | "utf16be" | "utf16" | "wide" | "windash" | "fieldref"
+                | "expand" | "minute" | "hour" | "day" | "week" | "month" | "year" => {
+                    return Err(format!("modifier '{m}' (in '{key}') is not supported yet"));
+                }
+                other => return Err(format!("unknown modifier '{other}' in '{key}'")),
+            }
+        }
+        let (field, vigil) = self.field(name)?;
+        let filter = match special {
+            Some("exists") => match value.kind {
+                Kind::Bool(b) => test(line, format!("{vigil}|exists"), Node { line, kind: Kind::Bool(b) }),
+                _ => return Err(format!("'{key}' takes true or false")),
+            },
+            Some(op @ ("cidr" | "lt" | "lte" | "gt" | "gte")) => {
+                let items = list(value);
+                let tests: Vec<Node> =
+                    items.into_iter().map(|v| test(line, format!("{vigil}|{op}"), v.clone())).collect();
+                combine(line, if all { "all" } else { "any" }, tests)
+            }
+            Some("re") => {
+                let mut tests = Vec::new();
+                for v in list(value) {
+                    let pattern = v.as_text().ok_or_else(|| format!("'{key}' takes text"))?;
+                    let flags = if re_flags.is_empty() { String::new() } else { format!("(?{re_flags})") };
+                    tests.push(test(line, format!("{vigil}|re"), text(line, &format!("{flags}{pattern}"))));
+                }
+                combine(line, if all { "all" } else { "any" }, tests)
+            }
+            _ => self.values(&field, &vigil, op, cased, all, value)?,
+        };
+        Ok(if neq { negate(line, filter) } else { filter })
+    }
+
+    /// The vigil field a Sigma field name stands for in this log source:
+    /// the mapping's, or a vigil field of that very name.
+    fn field(&self, name: &str) -> Result<(Field, String), String> {
+        let vigil = match self.mapping.fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            Some((_, v)) => v.clone(),
+            None if Field::parse(name).is_some() && !name.contains('.') => name.to_owned(),
+            None => return Err(format!("field '{name}' has no mapping for log source {}", self.logsource)),
+        };
+        let field =
+            Field::parse(&vigil).ok_or_else(|| format!("field '{name}' maps to '{vigil}', not a vigil field"))?;
+        Ok((field, vigil))
+    }
+
+    /// Values compared as `op` (any of them, or all with `all`).
+    fn values(&self, field: &Field, vigil: &str, op: Op, cased: bool, all: bool, value: &Node) -> Result<Node, String> {
+        let line = value.line;
+        let ty = field.field_type();
+        let mut tests = Vec::new();
+        for v in list(value) {
+            let t = match &v.kind {
+                Kind::Null => test(line, format!("{vigil}|exists"), Node { line, kind: Kind::Bool(false) }),
+                Kind::Int(_) | Kind::Float(_)
+                    if op == Op::Equals && matches!(ty, FieldType::Ip | FieldType::Number) =>
+                {
+                    test(line, vigil.to_owned(), v.clone())
+                }
+                Kind::Str(_) | Kind::Int(_) | Kind::Float(_) | Kind::Bool(_) => {
+                    let raw = v.as_text().unwrap_or_default();
+                    self.text_test(vigil, ty, op, cased, &raw, line)?
+                }
+                _ => return Err(format!("'{vigil}' takes text or numbers, not {}", v.type_name())),
+            };
+            tests.push(t);
+        }
+        if tests.is_empty() {
+            return Err(format!("'{vigil}' has no values"));
+        }
+        Ok(combine(line, if all { "all" } else { "any" }, tests))
+    }
+
+    fn text_test(&self, vigil: &str, ty: FieldType, op: Op, cased: bool, raw: &str, line: u32) -> Result<Node, String> {
+        let mut p = pieces(raw);
+        if raw.is_empty() {
+            // `''`: empty or absent.
+            return Ok(combine(
+                line,
+                "any",
+                vec![
+                    test(line, vigil.to_owned(), text(line, "")),
+                    test(line, format!("{vigil}|exists"), Node { line, kind: Kind::Bool(false) }),
+                ],
+            ));
+        }
+        if matches!(op, Op::Contains | Op::EndsWith) {
+            p.insert(0, Piece::Star);
+        }
+        if matches!(op, Op::Contains | Op::StartsWith) {
+            p.push(Piece::Star);
+        }
+        p.dedup_by(|a, b| *a == Piece::Star && *b == Piece::Star);
+        let i = if cased { "" } else { "|i" };
+        let simple = match p.as_slice() {
+            [Piece::Lit(s)] => Some((String::new(), s)),
+            [Piece::Lit(s), Piece::Star] => Some(("|startswith".to_owned(), s)),
+            [Piece::Star, Piece::Lit(s)] => Some(("|endswith".to_owned(), s)),
+            [Piece::Star, Piece::Lit(s), Piece::Star] => Some(("|contains".to_owned(), s)),
+            [Piece::Star] => return Ok(test(line, format!("{vigil}|exists"), Node { line, kind: Kind::Bool(true) })),
+            _ => None,
+        };
+        if matches!(ty, FieldType::Ip | FieldType::Number) {
+            // Addresses and numbers compare whole values.
+            return match simple {
+                Some((o, s)) if o.is_empty() => Ok(test(line, vigil.to_owned(), text(line, s))),
+                _ => Err(format!("'{vigil}' is not text: wildcards and text modifiers do not apply")),
+            };
+        }
+        if let Some((o, s)) = simple {
+            return Ok(test(line, format!("{vigil}{o}{i}"), text(line, s)));
+        }
+        let mut re = String::from("^");
+        for piece in &p {
+            match piece {
+                Piece::Lit(s) => re.push_str(&regex::escape(s)),
+                Piece::Star => re.push_str(".*"),
+                Piece::One => re.push('.'),
+            }
+        }
+        re.push('$');
+        let flags = if cased { "(?s)" } else { "(?is)" };
+        Ok(test(line, format!("{vigil}|re"), text(line, &format!("{flags}{re}"))))
+    }
+
+    /// The condition as a filter over the searches' filters.
+    fn expr(&self, expr: &Expr, searches: &[(String, Node)], line: u32) -> Node {
+        match expr {
+            Expr::Ident(name) => searches
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or_else(|| map(line, vec![("any", seq(line, vec![]))]), |(_, f)| f.clone()),
+            Expr::Any(items) => combine(line, "any", items.iter().map(|e| self.expr(e, searches, line)).collect()),
+            Expr::All(items) => combine(line, "all", items.iter().map(|e| self.expr(e, searches, line)).collect()),
+            Expr::Not(inner) => negate(line, self.expr(inner, searches, line)),
+        }
+    }
+}
+
+/// A value or list of values as a list.
+fn list(value: &Node) -> Vec<&Node> {
+    match &value.kind {
+        Kind::Seq(items) => items.iter().collect(),
+        _ => vec![value],
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_mappings_parse() {
+        assert!(!LogSources::parse(BUILTIN).unwrap().mappings.is_empty());
+    }
+
+    #[test]
+    fn wildcards_and_escapes() {
+        use Piece::*;
+        assert_eq!(pieces("a*b?c"), [Lit("a".into()), Star, Lit("b".into()), One, Lit("c".into())]);
+        assert_eq!(pieces(r"a\*b\?c\\d\e"), [Lit(r"a*b?c\d\e".into())]);
+        assert_eq!(pieces(r"C:\Windows\*"), [Lit(r"C:\Windows*".into())]);
+        assert_eq!(pieces(r"C:\\*"), [Lit(r"C:\".into()), Star]);
+    }
+}

@@ -1,0 +1,207 @@
+//! Sigma rules through the compiler: the specification's constructs with
+//! expected matches, and SigmaHQ's rules from `../shared/testdata/sigma`
+//! (read at test time: they are under the Detection Rule License) with
+//! the compile rate per log source.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use std::sync::Arc;
+
+use common::{config, ev, run_with};
+use parsers::Event;
+use rules::sigma::{LogSources, Verdict};
+use rules::{Compiler, Level};
+
+mod common;
+
+const TEST_SOURCE: &str =
+    "- logsource: {product: test}\n  filter: {event_type: test}\n  fields: {Reason: ext.reason, Path: ext.path}\n";
+
+/// Compiles one Sigma rule (`detection` given) under the test log source.
+fn sigma(detection: &str) -> Arc<rules::RuleSet> {
+    let text = format!(
+        "title: Test rule\nid: 0e95725d-7320-415d-80f7-004da920fc11\nlevel: high\nauthor: Someone\nlogsource:\n  product: test\ndetection:\n{detection}"
+    );
+    let mut c = Compiler::new();
+    c.set_log_sources(LogSources::parse(TEST_SOURCE).unwrap());
+    c.add_source("sigma.yml", &text);
+    assert_eq!(c.sigma_report()[0].verdict, Verdict::Compiled, "{text}");
+    Arc::new(c.finish().unwrap_or_else(|d| panic!("{d:?}")).0)
+}
+
+/// Whether the rule raises an incident on `event` alone.
+fn fires(set: &Arc<rules::RuleSet>, fields: &[(&str, &str)]) -> bool {
+    let mut all = vec![("event_type", "test"), ("org", "acme")];
+    all.extend_from_slice(fields);
+    let event: Event = ev(1.0, &all);
+    !run_with(set, &[event], config(1)).0.is_empty()
+}
+
+/// Events as field lists.
+type Events<'a> = &'a [&'a [(&'a str, &'a str)]];
+
+/// Each construct of the detection grammar, with events it must and must
+/// not match.
+#[test]
+fn the_detection_grammar_matches_as_the_specification_says() {
+    let cases: &[(&str, Events, Events)] = &[
+        // Maps are and, lists are or, matching ignores case.
+        (
+            "  selection:\n    user: [Root, admin]\n    action: Accept\n  condition: selection\n",
+            &[&[("user", "root"), ("action", "accept")], &[("user", "ADMIN"), ("action", "Accept")]],
+            &[&[("user", "bob"), ("action", "accept")], &[("user", "root")]],
+        ),
+        // Wildcards: * any run, ? one character.
+        (
+            "  selection:\n    user: ['adm*n', 'r?ot']\n  condition: selection\n",
+            &[&[("user", "ADMIN")], &[("user", "admn")], &[("user", "administrator-n")], &[("user", "ruot")]],
+            &[&[("user", "administrator")], &[("user", "rot")], &[("user", "xadmin")]],
+        ),
+        // Escaped wildcards are plain characters.
+        (
+            "  selection:\n    message|contains: 'a\\*b'\n  condition: selection\n",
+            &[&[("message", "xa*by")]],
+            &[&[("message", "xaQb")], &[("message", "ab")]],
+        ),
+        // contains|all, startswith, endswith.
+        (
+            "  a:\n    message|contains|all: [foo, bar]\n  b:\n    user|startswith: svc_\n  c:\n    host|endswith: .corp\n  condition: a or b or c\n",
+            &[&[("message", "FOO then bar")], &[("user", "SVC_backup")], &[("host", "db.CORP")]],
+            &[&[("message", "foo only")], &[("user", "my_svc_x")], &[("host", "corp.example")]],
+        ),
+        // cased and neq.
+        (
+            "  a:\n    user|cased: Root\n  b:\n    host|neq: [web-1, web-2]\n  condition: a and b\n",
+            &[&[("user", "Root"), ("host", "db-1")]],
+            &[&[("user", "root"), ("host", "db-1")], &[("user", "Root"), ("host", "WEB-1")]],
+        ),
+        // exists, null and the empty value.
+        (
+            "  a:\n    Reason|exists: true\n  b:\n    user: null\n  condition: a and b\n",
+            &[&[("ext.reason", "x")]],
+            &[&[("ext.reason", "x"), ("user", "bob")], &[]],
+        ),
+        // re (case-sensitive unless |i), cidr, numbers.
+        (
+            "  a:\n    message|re|i: 'fail(ed|ure)'\n  b:\n    src_ip|cidr: 10.0.0.0/8\n  c:\n    dst_port|gt: 1024\n  condition: a and b and c\n",
+            &[&[("message", "FAILED login"), ("src_ip", "10.1.2.3"), ("dst_port", "8443")]],
+            &[
+                &[("message", "ok"), ("src_ip", "10.1.2.3"), ("dst_port", "8443")],
+                &[("message", "failure"), ("src_ip", "192.0.2.1"), ("dst_port", "8443")],
+                &[("message", "failure"), ("src_ip", "10.1.2.3"), ("dst_port", "22")],
+            ],
+        ),
+        ("  a:\n    message|re: 'Fail'\n  condition: a\n", &[&[("message", "Failed")]], &[&[("message", "failed")]]),
+        // Keywords (any), |all keywords, mapped fields.
+        (
+            "  keywords:\n    - evil.exe\n    - mimikatz\n  both:\n    '|all': [alpha, beta]\n  path:\n    Path|endswith: '\\cmd.exe'\n  condition: keywords or both or path\n",
+            &[&[("message", "ran MIMIKATZ")], &[("message", "beta, alpha")], &[("ext.path", "C:\\Windows\\CMD.EXE")]],
+            &[&[("message", "alpha only")], &[("ext.path", "cmd.exe.bak")]],
+        ),
+        // x of, them (without _names), brackets, not.
+        (
+            "  sel_a:\n    user: a\n  sel_b:\n    host: b\n  _aux:\n    action: never\n  filter:\n    message|contains: benign\n  condition: (1 of sel_* and not filter) or all of them\n",
+            &[&[("user", "a")], &[("host", "b"), ("message", "bad")]],
+            &[&[("user", "a"), ("message", "benign")], &[("user", "z")]],
+        ),
+    ];
+    for (detection, yes, no) in cases {
+        let set = sigma(detection);
+        for fields in *yes {
+            assert!(fires(&set, fields), "should match {fields:?}:\n{detection}");
+        }
+        for fields in *no {
+            assert!(!fires(&set, fields), "should not match {fields:?}:\n{detection}");
+        }
+    }
+}
+
+/// What cannot be compiled is reported with the exact reason, and a rule
+/// without a mapping for its log source is not applicable.
+#[test]
+fn unsupported_constructs_are_named() {
+    let cases = [
+        ("    CommandLine|base64offset|contains: x\n", "modifier 'base64offset'"),
+        ("    Unknown: x\n", "field 'Unknown' has no mapping for log source test/-/-"),
+        ("    user|expand: '%Admins%'\n", "modifier 'expand'"),
+        ("    dst_port|contains: 44\n", "'dst_port' is not text"),
+    ];
+    for (selection, reason) in cases {
+        let text = format!(
+            "title: T\nid: x-1\nlogsource: {{product: test}}\ndetection:\n  selection:\n{selection}  condition: selection\n"
+        );
+        let mut c = Compiler::new();
+        c.set_log_sources(LogSources::parse(TEST_SOURCE).unwrap());
+        c.add_source("s.yml", &text);
+        match &c.sigma_report()[0].verdict {
+            Verdict::Unsupported(why) => assert!(why.contains(reason), "{why} lacks {reason}"),
+            other => panic!("{other:?} for {selection}"),
+        }
+        assert!(c.finish().is_ok(), "an unsupported Sigma rule is a warning, not an error");
+    }
+    let mut c = Compiler::new();
+    c.add_source("w.yml", "title: W\nid: w-1\nlogsource: {product: windows, service: security}\ndetection:\n  s: {EventID: 4625}\n  condition: s\n");
+    assert_eq!(
+        c.sigma_report()[0].verdict,
+        Verdict::NotApplicable("no mapping for log source windows/-/security".into())
+    );
+    c.add_source(
+        "c.yml",
+        "title: C\nid: c-1\ncorrelation: {type: event_count, rules: [w-1], timespan: 5m, condition: {gte: 3}}\n",
+    );
+    assert!(matches!(&c.sigma_report()[1].verdict, Verdict::Unsupported(w) if w.contains("correlation")));
+}
+
+fn shared() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/sigma/rules");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: ../shared not present");
+        None
+    }
+}
+
+/// Every SigmaHQ rule is compiled, reported not applicable, or reported
+/// unsupported with a reason; of those with a mapping, at least 95 %
+/// compile.
+#[test]
+fn sigmahq_rules_compile_or_say_why() {
+    let Some(dir) = shared() else { return };
+    let mut c = Compiler::new();
+    c.add_path(&dir);
+    let report = c.sigma_report().to_vec();
+    assert!(report.len() >= 500, "{} Sigma rules met", report.len());
+    let mut table: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &report {
+        let row = table.entry(r.logsource.clone()).or_default();
+        match &r.verdict {
+            Verdict::Compiled => row[0] += 1,
+            Verdict::NotApplicable(_) => row[1] += 1,
+            Verdict::Unsupported(why) => {
+                row[2] += 1;
+                *reasons.entry(why.clone()).or_default() += 1;
+            }
+        }
+    }
+    for (source, [compiled, na, unsupported]) in &table {
+        eprintln!("{source:<40} compiled {compiled:>4}  not applicable {na:>4}  unsupported {unsupported:>4}");
+    }
+    for (why, n) in &reasons {
+        eprintln!("{n:>4}  {why}");
+    }
+    let compiled = report.iter().filter(|r| r.verdict == Verdict::Compiled).count();
+    let mapped = report.iter().filter(|r| !matches!(r.verdict, Verdict::NotApplicable(_))).count();
+    eprintln!("{compiled} of {mapped} mapped rules compile ({} rules in all)", report.len());
+    // Every rule not compiled is a warning naming it: none is dropped silently.
+    let warnings =
+        c.diagnostics().iter().filter(|d| d.level == Level::Warning && d.message.contains("not loaded")).count();
+    assert_eq!(warnings, report.len() - compiled);
+    assert!(compiled * 100 >= mapped * 95, "{compiled} of {mapped} mapped rules compile");
+    let (set, _) = c.finish().unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(set.len(), compiled);
+}
