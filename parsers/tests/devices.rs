@@ -364,3 +364,35 @@ fn registry_reloads_without_restart_and_keeps_the_old_set_on_error() {
     assert_eq!(run(&registry).event_type.as_deref(), Some("acme.login.v2"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Apache and Nginx access logs (the beats module test inputs, Apache-2.0,
+/// read from `../shared`): every line, raw or in syslog, is a `web.access`
+/// event with its client, request parts, status and agent, at its own time.
+#[test]
+fn web_access_logs_of_apache_and_nginx() {
+    for name in ["beats-modules/apache-access/test.log", "beats-modules/nginx-access/test.log"] {
+        let Some(text) = read_shared(&format!("logs/{name}")) else { return };
+        let events = classify_lines(&text);
+        assert!(!events.is_empty());
+        for e in &events {
+            assert_eq!(event_type(e), "web.access", "{name}: {:?}", e.message);
+            assert!(e.ext.get("status").is_some() && e.outcome.is_some(), "{name}: {:?}", e.message);
+            // Raw lines take the time they log.
+            assert!(e.time.to_rfc3339().starts_with("201"), "{name}: {}", e.time.to_rfc3339());
+        }
+    }
+    let e = classify_one(
+        "<134>Dec  2 10:15:44 web-01 nginx: 203.0.113.9 - alice [02/Dec/2026:10:15:44 +0000] \"GET /a/b.jsp?cmd=id HTTP/1.1\" 500 17 \"https://ref/\" \"curl/8.0\"",
+    );
+    assert_eq!(event_type(&e), "web.access");
+    assert_eq!((e.src_ip.map(|i| i.to_string()), e.user.as_deref()), (Some("203.0.113.9".into()), Some("alice")));
+    let ext = |k: &str| e.ext.get(k).map(|v| v.to_string());
+    assert_eq!(
+        [ext("method"), ext("uri_stem"), ext("uri_query"), ext("status"), ext("referrer"), ext("user_agent")],
+        [Some("GET"), Some("/a/b.jsp"), Some("cmd=id"), Some("500"), Some("https://ref/"), Some("curl/8.0")]
+            .map(|v| v.map(str::to_owned))
+    );
+    assert_eq!(e.outcome.as_deref(), Some("failure"));
+    // A line that only looks like one is left alone.
+    assert_ne!(event_type(&classify_one("<13>Dec  2 10:15:44 app x: [not a time] \"quoted\" 200 1")), "web.access");
+}

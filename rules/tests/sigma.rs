@@ -205,3 +205,40 @@ fn sigmahq_rules_compile_or_say_why() {
     let (set, _) = c.finish().unwrap_or_else(|d| panic!("{d:?}"));
     assert_eq!(set.len(), compiled);
 }
+
+/// A SigmaHQ web server rule, as shipped, fires on access-log lines (raw
+/// and through syslog) that carry its attack, at the lines' own times, and
+/// not on the same path without it.
+#[test]
+fn a_sigmahq_webserver_rule_fires_on_access_log_lines() {
+    let Some(dir) = shared() else { return };
+    let rule = dir.join(
+        "rules-emerging-threats/2025/Exploits/CVE-2025-31324/web_lnx_exploit_cve_2025_31324_sap_netviewer_webshell.yml",
+    );
+    let mut c = Compiler::new();
+    c.add_path(&rule);
+    assert_eq!(c.sigma_report()[0].verdict, Verdict::Compiled);
+    let set = Arc::new(c.finish().unwrap_or_else(|d| panic!("{d:?}")).0);
+    let lines = [
+        r#"203.0.113.9 - - [02/Dec/2026:10:15:42 +0000] "GET /irj/servlet_jsp/irj/root/helper.jsp?cmd=whoami HTTP/1.1" 200 512 "-" "curl/8.0""#,
+        r#"203.0.113.9 - - [02/Dec/2026:10:15:43 +0000] "GET /irj/portal/x.jsp HTTP/1.1" 200 512 "-" "curl/8.0""#,
+        r#"<134>Dec  2 10:15:44 web-01 nginx: 203.0.113.9 - - [02/Dec/2026:10:15:44 +0000] "GET /irj/x.jsp?exec=id HTTP/1.1" 200 1 "-" "-""#,
+    ];
+    let parser = parsers::Parser::new();
+    let devices = parsers::DeviceParsers::builtin().unwrap();
+    let received = parsers::EventTime::from_unix(1_796_206_600, 0, 0);
+    let events: Vec<Event> = lines
+        .iter()
+        .map(|l| {
+            let mut e = parser.parse(bytes::Bytes::copy_from_slice(l.as_bytes()), received);
+            devices.classify(&mut e);
+            e.org = Some("acme".into());
+            e.org_id = Some(common::org_id("acme"));
+            e
+        })
+        .collect();
+    let (incidents, _) = run_with(&set, &events, config(60));
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0].event_ids, [1, 3]);
+    assert_eq!(incidents[0].rule.as_str(), "94e12f41-6cb3-45c5-97b1-c783a7bf2e72");
+}

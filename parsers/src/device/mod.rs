@@ -13,6 +13,7 @@
 //! [`DeviceRegistry::reload`] swaps in a new set atomically while events keep
 //! flowing; a set that does not compile is rejected and the old one stays.
 
+mod access;
 mod kv;
 mod template;
 
@@ -42,6 +43,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("cisco-asa.toml", include_str!("../../patterns/cisco-asa.toml")),
     ("netfilter.toml", include_str!("../../patterns/netfilter.toml")),
     ("cef-leef.toml", include_str!("../../patterns/cef-leef.toml")),
+    ("web-access.toml", include_str!("../../patterns/web-access.toml")),
 ];
 
 /// Where a template hole or a `set` entry writes.
@@ -137,6 +139,8 @@ struct FamilyFile {
     #[serde(default)]
     kv: Option<KvFile>,
     #[serde(default)]
+    access_log: Option<AccessFile>,
+    #[serde(default)]
     default_event_type: Option<String>,
     #[serde(rename = "when", default)]
     whens: Vec<WhenFile>,
@@ -167,6 +171,18 @@ struct PatternFile {
     event_type: Option<String>,
     #[serde(default)]
     set: HashMap<String, String>,
+}
+
+/// `[access_log]`: the message is a web server access-log line.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessFile {
+    #[serde(default = "default_access_type")]
+    event_type: String,
+}
+
+fn default_access_type() -> String {
+    "web.access".to_owned()
 }
 
 #[derive(Deserialize)]
@@ -226,6 +242,8 @@ struct Family {
     /// order (patterns starting with a hole are in every list).
     by_first_byte: Vec<Vec<u16>>,
     kv: Option<Kv>,
+    /// The event type of access-log lines, when the family reads them.
+    access_log: Option<Str>,
     default_event_type: Option<Str>,
     whens: Vec<When>,
 }
@@ -396,8 +414,10 @@ impl Family {
                     "rfc3164" => block.formats.push(Format::Rfc3164),
                     "cef" => block.formats.push(Format::Cef),
                     "leef" => block.formats.push(Format::Leef),
-                    other => general
-                        .push(format!("unknown format {other:?} in [[match]]: expected rfc5424, rfc3164, cef or leef")),
+                    "raw" => block.formats.push(Format::Raw),
+                    other => general.push(format!(
+                        "unknown format {other:?} in [[match]]: expected rfc5424, rfc3164, cef, leef or raw"
+                    )),
                 }
             }
             if block.apps.is_empty() && block.prefix.is_empty() && block.contains.is_empty() && block.formats.is_empty()
@@ -482,8 +502,14 @@ impl Family {
                 })
             }
         };
-        if parsed.patterns.is_empty() && kv.is_none() && parsed.default_event_type.is_none() {
-            general.push("a family needs [[pattern]]s, a [kv] table or a default_event_type".to_owned());
+        if parsed.patterns.is_empty()
+            && kv.is_none()
+            && parsed.access_log.is_none()
+            && parsed.default_event_type.is_none()
+        {
+            general.push(
+                "a family needs [[pattern]]s, a [kv] table, an [access_log] table or a default_event_type".to_owned(),
+            );
         }
         let mut whens = Vec::new();
         for w in &parsed.whens {
@@ -510,6 +536,7 @@ impl Family {
             patterns,
             by_first_byte,
             kv,
+            access_log: parsed.access_log.map(|a| Str::from(a.event_type)),
             default_event_type: parsed.default_event_type.map(Str::from),
             whens,
         })
@@ -517,8 +544,9 @@ impl Family {
 
     fn applies_to(&self, event: &Event, app: &str, message: &[u8]) -> bool {
         self.matches.iter().any(|m| {
+            // Lines without a syslog header only for blocks that name `raw`.
             (m.apps.is_empty() || m.apps.iter().any(|g| g.matches(app)))
-                && (m.formats.is_empty() || m.formats.contains(&event.format))
+                && (m.formats.contains(&event.format) || (m.formats.is_empty() && event.format != Format::Raw))
                 && (m.prefix.is_empty() || m.prefix.iter().any(|p| message.starts_with(p)))
                 && m.contains.iter().all(|c| memchr::memmem::find(message, c).is_some())
         })
@@ -563,6 +591,14 @@ impl Family {
                 return true;
             }
         }
+        if let Some(event_type) = &self.access_log
+            && let Some(line) = access::parse(text)
+        {
+            write_access(event, &line);
+            event.event_type = Some(event_type.clone());
+            self.apply_whens(event, message.as_bytes());
+            return true;
+        }
         if let Some(t) = &self.default_event_type {
             event.event_type = Some(t.clone());
             self.apply_whens(event, message.as_bytes());
@@ -578,6 +614,55 @@ impl Family {
             }
         }
     }
+}
+
+/// Writes an access-log line's fields: the client as `src_ip` (or
+/// `ext.client` when it is a name), the user, and `ext.method`, `uri`,
+/// `uri_stem`, `uri_query`, `protocol`, `status`, `bytes`, `referrer`,
+/// `user_agent`, and `vhost` or `forwarded_for`; the outcome is success
+/// below status 400. A raw line takes the time it logs.
+fn write_access(event: &mut Event, line: &access::AccessLine<'_>) {
+    // A line without a syslog header has no time but its own.
+    if event.format == Format::Raw
+        && let Some(t) = access::time(line.time)
+    {
+        event.time = t;
+    }
+    match line.client.parse::<std::net::IpAddr>() {
+        Ok(ip) => event.src_ip = Some(ip),
+        Err(_) => event.ext.push("client", line.client),
+    }
+    if let Some(user) = line.user {
+        event.user = Some(user.into());
+    }
+    if let Some(prefix) = line.prefix {
+        let chain = prefix.split(',').all(|p| p.trim().parse::<std::net::IpAddr>().is_ok());
+        event.ext.push(if chain { "forwarded_for" } else { "vhost" }, prefix);
+    }
+    event.ext.push("request", line.request);
+    if let (Some(method), Some(uri), Some(protocol)) = (line.method, line.uri, line.protocol) {
+        event.ext.push("method", method);
+        event.ext.push("uri", uri);
+        match uri.split_once('?') {
+            Some((stem, query)) => {
+                event.ext.push("uri_stem", stem);
+                event.ext.push("uri_query", query);
+            }
+            None => event.ext.push("uri_stem", uri),
+        }
+        event.ext.push("protocol", protocol);
+    }
+    event.ext.push("status", line.status);
+    if let Some(bytes) = line.bytes {
+        event.ext.push("bytes", bytes);
+    }
+    if let Some(referrer) = line.referrer {
+        event.ext.push("referrer", referrer);
+    }
+    if let Some(agent) = line.user_agent {
+        event.ext.push("user_agent", agent);
+    }
+    event.outcome = Some(if line.status.as_bytes()[0] < b'4' { "success" } else { "failure" }.into());
 }
 
 impl Kv {
@@ -655,6 +740,8 @@ impl Kv {
 #[derive(Debug)]
 pub struct DeviceParsers {
     families: Vec<Family>,
+    /// Some family reads lines without a syslog header (`formats = ["raw"]`).
+    reads_raw: bool,
 }
 
 impl DeviceParsers {
@@ -685,7 +772,8 @@ impl DeviceParsers {
             _ => return Err(Error::Multiple { errors }),
         }
         families.sort_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.name.cmp(&b.name)));
-        Ok(DeviceParsers { families })
+        let reads_raw = families.iter().any(|f| f.matches.iter().any(|m| m.formats.contains(&Format::Raw)));
+        Ok(DeviceParsers { families, reads_raw })
     }
 
     /// The built-ins plus every `*.toml` file in `dir` (sorted by name); a
@@ -718,7 +806,7 @@ impl DeviceParsers {
     /// Like [`DeviceParsers::classify`], returning which family recognised
     /// the event: its place in [`DeviceParsers::family_names`].
     pub fn classify_as(&self, event: &mut Event) -> Option<usize> {
-        if event.format == Format::Raw {
+        if event.format == Format::Raw && !self.reads_raw {
             return None;
         }
         // Moved out and back rather than cloned: families write other fields
