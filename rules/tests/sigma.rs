@@ -101,6 +101,17 @@ fn the_detection_grammar_matches_as_the_specification_says() {
             &[&[("message", "ran MIMIKATZ")], &[("message", "beta, alpha")], &[("ext.path", "C:\\Windows\\CMD.EXE")]],
             &[&[("message", "alpha only")], &[("ext.path", "cmd.exe.bak")]],
         ),
+        // Transformation modifiers: base64 at any offset, Windows dashes.
+        (
+            "  a:\n    message|base64offset|contains: /bin/bash\n  b:\n    message|windash|contains: ' -enc '\n  condition: a or b\n",
+            &[
+                &[("message", "echo L2Jpbi9iYXNo | base64 -d")],
+                &[("message", "x IC9iaW4vYmFzaA== y")],
+                &[("message", "powershell /enc AAA")],
+                &[("message", "powershell \u{2013}enc AAA")],
+            ],
+            &[&[("message", "/bin/bash")], &[("message", "powershell enc AAA")]],
+        ),
         // x of, them (without _names), brackets, not.
         (
             "  sel_a:\n    user: a\n  sel_b:\n    host: b\n  _aux:\n    action: never\n  filter:\n    message|contains: benign\n  condition: (1 of sel_* and not filter) or all of them\n",
@@ -124,7 +135,8 @@ fn the_detection_grammar_matches_as_the_specification_says() {
 #[test]
 fn unsupported_constructs_are_named() {
     let cases = [
-        ("    CommandLine|base64offset|contains: x\n", "modifier 'base64offset'"),
+        ("    user|fieldref: host\n", "modifier 'fieldref'"),
+        ("    message|base64offset: x\n", "it needs contains"),
         ("    Unknown: x\n", "field 'Unknown' has no mapping for log source test/-/-"),
         ("    user|expand: '%Admins%'\n", "modifier 'expand'"),
         ("    dst_port|contains: 44\n", "'dst_port' is not text"),

@@ -12,11 +12,11 @@
 //! Supported: maps (and), lists (or), keyword lists and `|all`, wildcards
 //! `*` `?` with `\` escapes, case-insensitive matching by default, `null`
 //! and `''`, numbers; the modifiers `contains startswith endswith all
-//! cased neq exists re` (with `i m s`) `cidr lt lte gt gte`; conditions
-//! with `and or not`, brackets, `1 of`/`any of`/`all of` over wildcard
-//! names and `them`. Not yet: the encoding modifiers (`base64`,
-//! `base64offset`, `utf16*`, `wide`, `windash`), `fieldref`, `expand`, the
-//! time-part modifiers, correlations and filters (reported as unsupported).
+//! cased neq exists re` (with `i m s`) `cidr lt lte gt gte base64
+//! base64offset utf16le utf16be utf16 wide windash`; conditions with `and
+//! or not`, brackets, `1 of`/`any of`/`all of` over wildcard names and
+//! `them`. Not yet: `fieldref`, `expand`, the time-part modifiers,
+//! correlations and filters (reported as unsupported).
 
 mod condition;
 
@@ -345,6 +345,7 @@ impl Cx<'_> {
         let (mut all, mut cased, mut neq) = (false, false, false);
         let mut special: Option<&str> = None;
         let mut re_flags = String::new();
+        let mut transforms: Vec<Transform> = Vec::new();
         for m in &modifiers {
             match *m {
                 "contains" => op = Op::Contains,
@@ -359,8 +360,13 @@ impl Cx<'_> {
                     }
                 }
                 "i" | "m" | "s" if special == Some("re") => re_flags.push_str(m),
-                "base64" | "base64offset" | "utf16le" | "utf16be" | "utf16" | "wide" | "windash" | "fieldref"
-                | "expand" | "minute" | "hour" | "day" | "week" | "month" | "year" => {
+                "base64" => transforms.push(Transform::Base64),
+                "base64offset" => transforms.push(Transform::Base64Offset),
+                "utf16le" | "wide" => transforms.push(Transform::Utf16Le),
+                "utf16be" => transforms.push(Transform::Utf16Be),
+                "utf16" => transforms.push(Transform::Utf16),
+                "windash" => transforms.push(Transform::Windash),
+                "fieldref" | "expand" | "minute" | "hour" | "day" | "week" | "month" | "year" => {
                     return Err(format!("modifier '{m}' (in '{key}') is not supported yet"));
                 }
                 other => return Err(format!("unknown modifier '{other}' in '{key}'")),
@@ -384,6 +390,22 @@ impl Cx<'_> {
                     let pattern = v.as_text().ok_or_else(|| format!("'{key}' takes text"))?;
                     let flags = if re_flags.is_empty() { String::new() } else { format!("(?{re_flags})") };
                     tests.push(test(line, format!("{vigil}|re"), text(line, &format!("{flags}{pattern}"))));
+                }
+                combine(line, if all { "all" } else { "any" }, tests)
+            }
+            _ if !transforms.is_empty() => {
+                if transforms.contains(&Transform::Base64Offset) && op != Op::Contains {
+                    return Err(format!("'{key}': base64offset finds a value inside a text; it needs contains"));
+                }
+                let mut tests = Vec::new();
+                for v in list(value) {
+                    let raw = v.as_text().ok_or_else(|| format!("'{key}' takes text"))?;
+                    let variants = transformed(&raw, &transforms).map_err(|e| format!("'{key}': {e}"))?;
+                    let any: Vec<Node> = variants
+                        .iter()
+                        .map(|t| self.text_test(&vigil, field.field_type(), op, cased, t, line))
+                        .collect::<Result<_, _>>()?;
+                    tests.push(combine(line, "any", any));
                 }
                 combine(line, if all { "all" } else { "any" }, tests)
             }
@@ -498,6 +520,114 @@ impl Cx<'_> {
     }
 }
 
+/// A transformation modifier, applied to values in the order written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transform {
+    Base64,
+    Base64Offset,
+    Utf16Le,
+    Utf16Be,
+    /// Little-endian with a byte-order mark.
+    Utf16,
+    Windash,
+}
+
+/// The characters `windash` treats as one another.
+const DASHES: [char; 5] = ['-', '/', '\u{2013}', '\u{2014}', '\u{2015}'];
+
+/// Most values a value may expand into.
+const MAX_VARIANTS: usize = 1_024;
+
+/// The values `raw` becomes under `transforms`, in order. The result
+/// must be text (a rule matches text fields), and encodings do not take
+/// wildcards (they would be encoded as characters).
+fn transformed(raw: &str, transforms: &[Transform]) -> Result<Vec<String>, String> {
+    use base64::Engine as _;
+    let encodes = transforms.iter().any(|t| *t != Transform::Windash);
+    if encodes && pieces(raw).iter().any(|p| !matches!(p, Piece::Lit(_))) {
+        return Err("wildcards cannot be encoded".into());
+    }
+    // Escapes resolved once encodings apply: `\*` is a plain star.
+    let start = if encodes {
+        pieces(raw).into_iter().map(|p| if let Piece::Lit(s) = p { s } else { String::new() }).collect()
+    } else {
+        raw.to_owned()
+    };
+    let mut values: Vec<Vec<u8>> = vec![start.into_bytes()];
+    for t in transforms {
+        let text = |v: &[u8]| {
+            String::from_utf8(v.to_vec()).map_err(|_| format!("{t:?} needs text, and an earlier modifier made bytes"))
+        };
+        let mut next = Vec::new();
+        for v in &values {
+            match t {
+                Transform::Base64 => next.push(base64::engine::general_purpose::STANDARD.encode(v).into_bytes()),
+                Transform::Base64Offset => {
+                    // The value at each of the three offsets a base64 text
+                    // may put it, cut to the characters it alone decides.
+                    for shift in 0..3usize {
+                        let mut padded = vec![b' '; shift];
+                        padded.extend_from_slice(v);
+                        let encoded = base64::engine::general_purpose::STANDARD.encode(&padded);
+                        let from = [0, 2, 3][shift];
+                        let cut = [0, 3, 2][(v.len() + shift) % 3];
+                        let to = encoded.len().saturating_sub(cut);
+                        if let Some(part) = encoded.get(from..to).filter(|p| !p.is_empty()) {
+                            next.push(part.as_bytes().to_vec());
+                        }
+                    }
+                }
+                Transform::Utf16Le | Transform::Utf16Be | Transform::Utf16 => {
+                    let s = text(v)?;
+                    let mut out = if *t == Transform::Utf16 { vec![0xff, 0xfe] } else { Vec::new() };
+                    for unit in s.encode_utf16() {
+                        let [a, b] = if *t == Transform::Utf16Be { unit.to_be_bytes() } else { unit.to_le_bytes() };
+                        out.extend([a, b]);
+                    }
+                    next.push(out);
+                }
+                Transform::Windash => {
+                    let s = text(v)?;
+                    let mut variants = vec![String::new()];
+                    for c in s.chars() {
+                        if DASHES.contains(&c) {
+                            variants =
+                                variants.iter().flat_map(|p| DASHES.iter().map(move |d| format!("{p}{d}"))).collect();
+                        } else {
+                            variants.iter_mut().for_each(|p| p.push(c));
+                        }
+                        if variants.len() > MAX_VARIANTS {
+                            return Err(format!("windash makes more than {MAX_VARIANTS} values"));
+                        }
+                    }
+                    next.extend(variants.into_iter().map(String::into_bytes));
+                }
+            }
+        }
+        if next.len() > MAX_VARIANTS {
+            return Err(format!("the modifiers make more than {MAX_VARIANTS} values"));
+        }
+        values = next;
+    }
+    values
+        .into_iter()
+        .map(|v| String::from_utf8(v).map_err(|_| "the encoded value is not text (add base64 after utf16)".to_owned()))
+        .map(|v| v.map(|s| if encodes { escape_wildcards(&s) } else { s }))
+        .collect()
+}
+
+/// `s` with `*`, `?` and `\` escaped, so that it is matched as written.
+fn escape_wildcards(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A value or list of values as a list.
 fn list(value: &Node) -> Vec<&Node> {
     match &value.kind {
@@ -514,6 +644,28 @@ mod tests {
     #[test]
     fn the_builtin_mappings_parse() {
         assert!(!LogSources::parse(BUILTIN).unwrap().mappings.is_empty());
+    }
+
+    #[test]
+    fn transformation_modifiers_make_the_values_the_specification_gives() {
+        use Transform::*;
+        let t = |raw: &str, ts: &[Transform]| transformed(raw, ts).unwrap();
+        // The specification's examples.
+        assert_eq!(t("cmd", &[Utf16Le]), ["c\0m\0d\0"]);
+        assert_eq!(t("cmd", &[Utf16Be]), ["\0c\0m\0d"]);
+        assert_eq!(t("cmd", &[Base64]), ["Y21k"]);
+        assert_eq!(t("cmd", &[Utf16, Base64]), ["//5jAG0AZAA="]);
+        // base64offset: "/bin/bash" anywhere in a base64 text.
+        assert_eq!(t("/bin/bash", &[Base64Offset]), ["L2Jpbi9iYXNo", "9iaW4vYmFza", "vYmluL2Jhc2"]);
+        assert_eq!(t("ping", &[Utf16Le, Base64Offset]), ["cABpAG4AZw", "AAaQBuAGcA", "wAGkAbgBnA"]);
+        assert_eq!(t("a-b", &[Windash]).len(), 5);
+        assert!(t("-c -e", &[Windash]).contains(&"\u{2013}c /e".to_owned()));
+        // Base64 text may hold '/' and '+'; a '*' is escaped, not a wildcard.
+        assert_eq!(escape_wildcards("a*b?c\\"), "a\\*b\\?c\\\\");
+        assert!(transformed("a*", &[Base64]).unwrap_err().contains("wildcards"));
+        assert!(transformed("é", &[Utf16Le]).unwrap_err().contains("not text"));
+        assert_eq!(t("a-b-c-d-e", &[Windash]).len(), 625);
+        assert!(transformed("a-b-c-d-e-f", &[Windash]).unwrap_err().contains("more than"));
     }
 
     #[test]
