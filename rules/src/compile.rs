@@ -307,6 +307,11 @@ pub struct Compiler {
     log_sources: sigma::LogSources,
     /// What became of each Sigma rule met.
     sigma: Vec<SigmaReport>,
+    /// Sigma detection rules compiled, which correlations may name.
+    bases: Vec<sigma::Base>,
+    /// Sigma correlations waiting for the rules they name: file, document,
+    /// place in the report.
+    correlations: Vec<(String, Node, usize)>,
 }
 
 /// A rule as compiled (`None`: it has errors), with what it refers to
@@ -336,26 +341,29 @@ impl Compiler {
     /// Compiles the rules of one text (one rule or a list of rules).
     /// `name` is used in diagnostics.
     pub fn add_source(&mut self, name: &str, text: &str) {
-        let root = match syntax::parse(text) {
-            Ok(root) => root,
+        let docs = match syntax::parse_documents(text) {
+            Ok(docs) => docs,
             Err((line, message)) => {
                 Diags::new(name, &mut self.diagnostics).error(line, format!("invalid YAML: {message}"));
                 return;
             }
         };
-        let items: Vec<&Node> = match &root.kind {
-            Kind::Seq(items) => items.iter().collect(),
-            Kind::Map(_) => vec![&root],
-            Kind::Null => {
-                Diags::new(name, &mut self.diagnostics).warning(0, "no rules in this file");
-                return;
+        let mut items: Vec<&Node> = Vec::new();
+        for root in &docs {
+            match &root.kind {
+                Kind::Seq(list) => items.extend(list.iter()),
+                Kind::Map(_) => items.push(root),
+                Kind::Null => {}
+                _ => {
+                    let message = format!("a rule file holds a rule or a list of rules, not {}", root.type_name());
+                    Diags::new(name, &mut self.diagnostics).error(root.line, message);
+                }
             }
-            _ => {
-                let message = format!("a rule file holds a rule or a list of rules, not {}", root.type_name());
-                Diags::new(name, &mut self.diagnostics).error(root.line, message);
-                return;
-            }
-        };
+        }
+        if docs.iter().all(|d| d.kind == Kind::Null) {
+            Diags::new(name, &mut self.diagnostics).warning(0, "no rules in this file");
+            return;
+        }
         for item in items {
             if sigma::is_sigma(item) {
                 self.add_sigma(name, item);
@@ -402,54 +410,104 @@ impl Compiler {
         self.log_sources = sources;
     }
 
-    /// What became of each Sigma rule added so far, in order.
-    pub fn sigma_report(&self) -> &[SigmaReport] {
+    /// What became of each Sigma rule added so far, in order (correlations
+    /// are compiled, with the rules they name, here or at
+    /// [`Compiler::finish`]).
+    pub fn sigma_report(&mut self) -> &[SigmaReport] {
+        self.settle_correlations();
         &self.sigma
     }
 
     /// Compiles Sigma rule `doc` of file `name` through its vigil rule
     /// tree. A rule that cannot be compiled is reported (a warning, and in
-    /// [`Compiler::sigma_report`]) and leaves nothing behind.
+    /// [`Compiler::sigma_report`]) and leaves nothing behind. Correlations
+    /// wait for every rule they may name.
     fn add_sigma(&mut self, name: &str, doc: &Node) {
-        let mut entry = SigmaReport {
+        let at = self.sigma.len();
+        self.sigma.push(SigmaReport {
             file: name.to_owned(),
             line: doc.line,
             id: doc.get("id").and_then(Node::as_text).unwrap_or_default(),
             title: doc.get("title").and_then(Node::as_text).unwrap_or_default(),
             logsource: sigma::logsource_label(doc),
             verdict: Verdict::Compiled,
-        };
+        });
+        if sigma::is_correlation(doc) {
+            self.correlations.push((name.to_owned(), doc.clone(), at));
+            return;
+        }
         let verdict = match sigma::translate(doc, &self.log_sources) {
             Err(verdict) => verdict,
-            Ok(tree) => {
-                let saved = self.regexes.clone();
-                let mut scratch = Vec::new();
-                let compiled = self.compile_tree(name, &tree, &mut scratch);
-                let errors: Vec<String> = scratch.iter().filter(|d| d.is_error()).map(|d| d.message.clone()).collect();
-                match compiled {
-                    compiled @ Compiled { rule: Some(_), .. } if errors.is_empty() => {
-                        self.keep(name, doc.line, compiled);
-                        self.diagnostics.extend(scratch);
+            Ok(translated) => match self.compile_sigma(name, doc.line, &translated.rule) {
+                Ok(()) => {
+                    self.bases.push(sigma::Base {
+                        id: self.sigma[at].id.clone(),
+                        name: doc.get("name").and_then(Node::as_text),
+                        filter: translated.filter,
+                        source: translated.source,
+                    });
+                    Verdict::Compiled
+                }
+                Err(verdict) => verdict,
+            },
+        };
+        self.settle_verdict(name, doc.line, at, verdict);
+    }
+
+    /// Compiles the vigil rule tree of a Sigma rule, keeping it if it
+    /// compiles without errors and leaving nothing behind otherwise.
+    fn compile_sigma(&mut self, name: &str, line: u32, tree: &Node) -> Result<(), Verdict> {
+        let saved = self.regexes.clone();
+        let mut scratch = Vec::new();
+        let compiled = self.compile_tree(name, tree, &mut scratch);
+        let errors: Vec<String> = scratch.iter().filter(|d| d.is_error()).map(|d| d.message.clone()).collect();
+        match compiled {
+            compiled @ Compiled { rule: Some(_), .. } if errors.is_empty() => {
+                self.keep(name, line, compiled);
+                self.diagnostics.extend(scratch);
+                Ok(())
+            }
+            _ => {
+                self.regexes = saved;
+                Err(Verdict::Unsupported(if errors.is_empty() {
+                    "it does not compile".into()
+                } else {
+                    errors.join("; ")
+                }))
+            }
+        }
+    }
+
+    /// Compiles the Sigma correlations added so far over the Sigma rules
+    /// compiled, and takes the rules they name out of the set unless the
+    /// correlation says `generate: true`.
+    fn settle_correlations(&mut self) {
+        for (name, doc, at) in std::mem::take(&mut self.correlations) {
+            let verdict = match sigma::translate_correlation(&doc, &self.bases, &self.log_sources) {
+                Err(verdict) => verdict,
+                Ok((tree, used)) => match self.compile_sigma(&name, doc.line, &tree) {
+                    Ok(()) => {
+                        if !sigma::generates(&doc) {
+                            self.rules.retain(|(_, _, r)| !used.iter().any(|u| r.id == u.as_str()));
+                        }
                         Verdict::Compiled
                     }
-                    _ => {
-                        self.regexes = saved;
-                        Verdict::Unsupported(if errors.is_empty() {
-                            "it does not compile".into()
-                        } else {
-                            errors.join("; ")
-                        })
-                    }
-                }
-            }
-        };
+                    Err(verdict) => verdict,
+                },
+            };
+            self.settle_verdict(&name, doc.line, at, verdict);
+        }
+    }
+
+    /// Records what became of Sigma rule `at` of the report, warning when
+    /// it is not loaded.
+    fn settle_verdict(&mut self, file: &str, line: u32, at: usize, verdict: Verdict) {
+        let Some(entry) = self.sigma.get_mut(at) else { return };
         if let Verdict::NotApplicable(why) | Verdict::Unsupported(why) = &verdict {
             let title = if entry.title.is_empty() { entry.id.clone() } else { entry.title.clone() };
-            Diags::new(name, &mut self.diagnostics)
-                .warning(doc.line, format!("Sigma rule '{title}' not loaded: {why}"));
+            Diags::new(file, &mut self.diagnostics).warning(line, format!("Sigma rule '{title}' not loaded: {why}"));
         }
         entry.verdict = verdict;
-        self.sigma.push(entry);
     }
 
     /// Compiles a file, or every `.yaml`/`.yml` file under a directory (in
@@ -473,6 +531,7 @@ impl Compiler {
 
     /// The rule set and its warnings, or every diagnostic if any is an error.
     pub fn finish(mut self) -> Result<(RuleSet, Vec<Diagnostic>), Vec<Diagnostic>> {
+        self.settle_correlations();
         let mut ids: HashMap<Str, (String, u32)> = HashMap::new();
         for (file, line, rule) in &self.rules {
             if let Some((first_file, first_line)) = ids.get(&rule.id) {

@@ -165,21 +165,36 @@ fn convert(spanned: Spanned<Raw>) -> Node {
 /// Parses YAML text into a node tree, or returns the line and message of
 /// the syntax error.
 pub(crate) fn parse(text: &str) -> Result<Node, (u32, String)> {
-    match serde_saphyr::from_str::<Spanned<Raw>>(text) {
-        Ok(root) => Ok(convert(root)),
-        Err(e) => {
-            let line = e.location().map_or(0, |l| u32::try_from(l.line()).unwrap_or(0));
-            let message = e.to_string();
-            // The library renders a multi-line snippet; keep the first line.
-            let first = message.lines().next().unwrap_or("invalid YAML").trim().to_owned();
-            Err((line, first))
-        }
-    }
+    serde_saphyr::from_str::<Spanned<Raw>>(text).map(convert).map_err(|e| syntax_error(&e))
+}
+
+/// Parses YAML text of one or more documents (`---` between them), each
+/// into a node tree with lines counted from the start of the text.
+pub(crate) fn parse_documents(text: &str) -> Result<Vec<Node>, (u32, String)> {
+    serde_saphyr::from_multiple::<Spanned<Raw>>(text)
+        .map(|docs| docs.into_iter().map(convert).collect())
+        .map_err(|e| syntax_error(&e))
+}
+
+fn syntax_error(e: &serde_saphyr::Error) -> (u32, String) {
+    let line = e.location().map_or(0, |l| u32::try_from(l.line()).unwrap_or(0));
+    let message = e.to_string();
+    // The library renders a multi-line snippet; keep the first line.
+    let first = message.lines().next().unwrap_or("invalid YAML").trim().to_owned();
+    (line, first)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documents_keep_their_lines_in_the_whole_text() {
+        let docs = parse_documents("id: a\n---\nid: b\nname: x\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].get("name").map(|n| n.line), Some(4));
+        assert!(parse_documents("a: [\n").unwrap_err().0 > 0);
+    }
 
     #[test]
     fn lines_are_kept_for_keys_and_values() {

@@ -15,8 +15,10 @@
 //! cased neq exists re` (with `i m s`) `cidr lt lte gt gte base64
 //! base64offset utf16le utf16be utf16 wide windash`; conditions with `and
 //! or not`, brackets, `1 of`/`any of`/`all of` over wildcard names and
-//! `them`. Not yet: `fieldref`, `expand`, the time-part modifiers,
-//! correlations and filters (reported as unsupported).
+//! `them`; correlations `event_count`, `value_count`, `value_sum` and
+//! `value_avg` over the rules they name. Not yet: `fieldref`, `expand`,
+//! the time-part modifiers, temporal correlations, aliases and filter
+//! documents (reported as unsupported).
 
 mod condition;
 
@@ -140,11 +142,25 @@ pub(crate) fn logsource_label(doc: &Node) -> String {
     format!("{}/{}/{}", part("product"), part("category"), part("service"))
 }
 
-/// The vigil rule tree of Sigma document `doc`, or why there is none.
-pub(crate) fn translate(doc: &Node, sources: &LogSources) -> Result<Node, Verdict> {
+/// A Sigma detection rule translated: its vigil rule tree, its filter
+/// (for correlations over it) and its log source.
+pub(crate) struct Translated {
+    pub rule: Node,
+    pub filter: Node,
+    pub source: [Option<String>; 3],
+}
+
+/// Whether a Sigma document is a correlation rule.
+pub(crate) fn is_correlation(doc: &Node) -> bool {
+    doc.get("correlation").is_some()
+}
+
+/// The vigil rule tree of Sigma detection document `doc`, or why there is
+/// none.
+pub(crate) fn translate(doc: &Node, sources: &LogSources) -> Result<Translated, Verdict> {
     let unsupported = |m: String| Verdict::Unsupported(m);
     if doc.get("correlation").is_some() {
-        return Err(unsupported("Sigma correlation rules are not supported yet".into()));
+        return Err(unsupported("a correlation rule is compiled with the rules it names".into()));
     }
     let Some(detection) = doc.get("detection") else {
         return Err(unsupported("Sigma filter documents are not supported yet".into()));
@@ -190,6 +206,14 @@ pub(crate) fn translate(doc: &Node, sources: &LogSources) -> Result<Node, Verdic
     }
     let filter = cx.expr(&expr, &searches, detection.line);
     let line = doc.line;
+    let filter = map(line, vec![("all", seq(line, vec![mapping.filter.clone(), filter]))]);
+    let rule = rule_tree(doc, &id, &title, vec![("filter", filter.clone())]);
+    Ok(Translated { rule, filter, source: [key("product"), key("category"), key("service")] })
+}
+
+/// A vigil rule tree for Sigma document `doc` with one sub-pattern.
+fn rule_tree(doc: &Node, id: &str, title: &str, pattern: Vec<(&str, Node)>) -> Node {
+    let line = doc.line;
     let severity = match doc.get("level").and_then(Node::as_text).as_deref() {
         Some("informational") => "info",
         Some("low") => "low",
@@ -201,17 +225,136 @@ pub(crate) fn translate(doc: &Node, sources: &LogSources) -> Result<Node, Verdic
     if let Some(author) = doc.get("author").and_then(Node::as_text) {
         description = format!("{} (Sigma rule by {author})", description.trim_end());
     }
-    let filter = map(line, vec![("all", seq(line, vec![mapping.filter.clone(), filter]))]);
-    Ok(map(
-        line,
-        vec![
-            ("id", text(line, &id)),
-            ("name", text(line, &title)),
-            ("description", text(line, description.trim())),
-            ("severity", text(line, severity)),
-            ("patterns", map(line, vec![("sigma", map(line, vec![("filter", filter)]))])),
-        ],
-    ))
+    let mut entries = vec![("id", text(line, id)), ("name", text(line, title))];
+    if !description.trim().is_empty() {
+        entries.push(("description", text(line, description.trim())));
+    }
+    entries.push(("severity", text(line, severity)));
+    entries.push(("patterns", map(line, vec![("sigma", map(line, pattern))])));
+    map(line, entries)
+}
+
+/// A compiled Sigma detection rule a correlation may name.
+pub(crate) struct Base {
+    pub id: String,
+    /// Its `name` attribute, by which correlations may also name it.
+    pub name: Option<String>,
+    pub filter: Node,
+    pub source: [Option<String>; 3],
+}
+
+/// The vigil rule tree of correlation `doc` over the compiled rules
+/// `bases`, and the ids of the rules it uses; or why there is none.
+pub(crate) fn translate_correlation(
+    doc: &Node,
+    bases: &[Base],
+    sources: &LogSources,
+) -> Result<(Node, Vec<String>), Verdict> {
+    let unsupported = |m: String| Verdict::Unsupported(m);
+    let line = doc.line;
+    let title = doc.get("title").and_then(Node::as_text).ok_or_else(|| unsupported("the rule has no title".into()))?;
+    let id = doc.get("id").and_then(Node::as_text).ok_or_else(|| unsupported("the rule has no id".into()))?;
+    let c = doc.get("correlation").ok_or_else(|| unsupported("no correlation".into()))?;
+    let kind = c.get("type").and_then(Node::as_text).ok_or_else(|| unsupported("correlation has no type".into()))?;
+    if !matches!(kind.as_str(), "event_count" | "value_count" | "value_sum" | "value_avg") {
+        return Err(unsupported(format!("correlation type '{kind}' is not supported yet")));
+    }
+    if c.get("aliases").is_some() {
+        return Err(unsupported("correlation aliases are not supported yet".into()));
+    }
+    let names: Vec<String> = match c.get("rules") {
+        Some(n) => list(n).into_iter().filter_map(Node::as_text).collect(),
+        None => Vec::new(),
+    };
+    if names.is_empty() {
+        return Err(unsupported("the correlation names no rules".into()));
+    }
+    let mut used: Vec<&Base> = Vec::new();
+    for name in &names {
+        let base =
+            bases.iter().find(|b| b.id == *name || b.name.as_deref() == Some(name.as_str())).ok_or_else(|| {
+                unsupported(format!("it names '{name}', which is not a compiled Sigma detection rule of this set"))
+            })?;
+        used.push(base);
+    }
+    let source = &used[0].source;
+    if used.iter().any(|b| b.source != *source) {
+        return Err(unsupported("its rules have different log sources, which needs aliases".into()));
+    }
+    let mapping = sources
+        .find(&source[0], &source[1], &source[2])
+        .ok_or_else(|| unsupported("no mapping for its rules".into()))?;
+    let label = |k: &Option<String>| k.clone().unwrap_or_else(|| "-".into());
+    let cx = Cx { mapping, logsource: format!("{}/{}/{}", label(&source[0]), label(&source[1]), label(&source[2])) };
+    let timespan = c
+        .get("timespan")
+        .and_then(Node::as_text)
+        .ok_or_else(|| unsupported("the correlation has no timespan".into()))?;
+    let mut group_by = Vec::new();
+    if let Some(g) = c.get("group-by") {
+        for f in list(g) {
+            let name = f.as_text().ok_or_else(|| unsupported("group-by names fields".into()))?;
+            group_by.push(text(line, &cx.field(&name).map_err(unsupported)?.1));
+        }
+    }
+    let condition = c.get("condition").ok_or_else(|| unsupported("the correlation has no condition".into()))?;
+    let mut comparisons = Vec::new();
+    let mut field = None;
+    for (k, v) in condition.entries().ok_or_else(|| unsupported("the condition is a mapping".into()))? {
+        match k.as_text().as_deref() {
+            Some("field") => field = v.as_text(),
+            Some(op @ ("gt" | "gte" | "lt" | "lte" | "eq" | "neq")) => {
+                let n = v
+                    .as_text()
+                    .filter(|t| t.parse::<f64>().is_ok())
+                    .ok_or_else(|| unsupported(format!("condition {op} takes a number")))?;
+                comparisons.push((op.to_owned(), n));
+            }
+            _ => return Err(unsupported(format!("unknown condition key '{}'", k.as_text().unwrap_or_default()))),
+        }
+    }
+    let [(op, n)] = comparisons.as_slice() else {
+        return Err(unsupported("a condition with a range (two comparisons) is not supported yet".into()));
+    };
+    let symbol = match op.as_str() {
+        "gt" => ">",
+        "gte" => ">=",
+        "lt" => "<",
+        "lte" => "<=",
+        "eq" => "==",
+        _ => "!=",
+    };
+    let field = match (kind.as_str(), field) {
+        ("event_count", _) => None,
+        (_, Some(f)) => Some(cx.field(&f).map_err(unsupported)?.1),
+        (_, None) => return Err(unsupported(format!("a {kind} correlation needs condition.field"))),
+    };
+    let having = match (kind.as_str(), field) {
+        ("event_count" | "value_count", _) if !matches!(op.as_str(), "gt" | "gte") => {
+            return Err(unsupported(format!(
+                "{kind} with {op}: vigil raises when a count rises past a threshold (gt, gte), not when it stays low"
+            )));
+        }
+        ("event_count", _) => format!("count {symbol} {n}"),
+        ("value_count", Some(f)) => format!("count_distinct({f}) {symbol} {n}"),
+        ("value_sum", Some(f)) => format!("sum({f}) {symbol} {n}"),
+        (_, Some(f)) => format!("avg({f}) {symbol} {n}"),
+        _ => return Err(unsupported("the condition needs a field".into())),
+    };
+    let filter = combine(line, "any", used.iter().map(|b| b.filter.clone()).collect());
+    let mut pattern = vec![("filter", filter)];
+    if !group_by.is_empty() {
+        pattern.push(("group_by", seq(line, group_by)));
+    }
+    pattern.push(("window", text(line, &timespan)));
+    pattern.push(("having", text(line, &having)));
+    let rule = rule_tree(doc, &id, &title, pattern);
+    Ok((rule, used.iter().map(|b| b.id.clone()).collect()))
+}
+
+/// Whether correlation `doc` keeps its rules' own incidents (`generate`).
+pub(crate) fn generates(doc: &Node) -> bool {
+    doc.get("correlation").and_then(|c| c.get("generate")).is_some_and(|g| g.kind == Kind::Bool(true))
 }
 
 fn text(line: u32, s: &str) -> Node {
