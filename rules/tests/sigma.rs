@@ -324,7 +324,8 @@ fn correlations_count_events_and_values_over_their_rules() {
 #[test]
 fn unsupported_correlations_are_named() {
     for (correlation, reason) in [
-        ("  type: temporal\n  rules: [base-1]\n  timespan: 5m\n", "type 'temporal'"),
+        ("  type: value_percentile\n  rules: [base-1]\n  timespan: 5m\n", "type 'value_percentile'"),
+        ("  type: temporal\n  rules: [base-1]\n  timespan: 5m\n", "two rules or more"),
         ("  type: event_count\n  rules: [base-1]\n  timespan: 5m\n  condition: {lt: 3}\n", "not when it stays low"),
         ("  type: event_count\n  rules: [base-1]\n  timespan: 5m\n  condition: {gte: 3, lte: 9}\n", "range"),
         ("  type: event_count\n  rules: [nope]\n  timespan: 5m\n  condition: {gte: 3}\n", "names 'nope'"),
@@ -351,5 +352,41 @@ fn the_specifications_correlation_examples_are_reported() {
     assert_eq!(report.len(), 8, "{report:?}");
     for r in &report {
         assert!(matches!(r.verdict, Verdict::Unsupported(_)), "{r:?}");
+    }
+}
+
+/// temporal and temporal_ordered: every named rule within the timespan
+/// for the same group-by values, in their order when ordered.
+#[test]
+fn temporal_correlations_join_their_rules_in_time() {
+    let text = |kind: &str| {
+        format!(
+            "title: Scan\nid: scan-1\nlogsource: {{product: test}}\ndetection:\n  s:\n    action: scan\n  condition: s\n---\n\
+             title: Login\nid: login-1\nlogsource: {{product: test}}\ndetection:\n  s:\n    action: login\n  condition: s\n---\n\
+             title: Scan then login\nid: corr-t\ncorrelation:\n  type: {kind}\n  rules: [scan-1, login-1]\n  group-by: [src_ip]\n  timespan: 10m\n"
+        )
+    };
+    let event = |t: f64, action: &str, ip: &str| {
+        ev(t, &[("event_type", "test"), ("org", "acme"), ("action", action), ("src_ip", ip)])
+    };
+    for (kind, login_first_fires) in [("temporal", true), ("temporal_ordered", false)] {
+        let mut c = Compiler::new();
+        c.set_log_sources(LogSources::parse(TEST_SOURCE).unwrap());
+        c.add_source("t.yml", &text(kind));
+        assert!(c.sigma_report().iter().all(|r| r.verdict == Verdict::Compiled), "{kind}: {:?}", c.sigma_report());
+        let set = Arc::new(c.finish().unwrap_or_else(|d| panic!("{d:?}")).0);
+        assert_eq!(set.len(), 1);
+        // A scan then a login from the same address: both kinds fire.
+        let (hits, _) = run_with(&set, &[event(0.0, "scan", "10.0.0.1"), event(60.0, "login", "10.0.0.1")], config(1));
+        assert_eq!(hits.len(), 1, "{kind}: {hits:?}");
+        // From different addresses, or too far apart: neither.
+        let (hits, _) = run_with(&set, &[event(0.0, "scan", "10.0.0.1"), event(60.0, "login", "10.0.0.2")], config(1));
+        assert!(hits.is_empty(), "{kind}");
+        let (hits, _) =
+            run_with(&set, &[event(0.0, "scan", "10.0.0.1"), event(1_200.0, "login", "10.0.0.1")], config(1));
+        assert!(hits.is_empty(), "{kind}");
+        // The login first: only the unordered kind fires.
+        let (hits, _) = run_with(&set, &[event(0.0, "login", "10.0.0.1"), event(60.0, "scan", "10.0.0.1")], config(1));
+        assert_eq!(!hits.is_empty(), login_first_fires, "{kind}");
     }
 }

@@ -15,10 +15,11 @@
 //! cased neq exists re` (with `i m s`) `cidr lt lte gt gte base64
 //! base64offset utf16le utf16be utf16 wide windash`; conditions with `and
 //! or not`, brackets, `1 of`/`any of`/`all of` over wildcard names and
-//! `them`; correlations `event_count`, `value_count`, `value_sum` and
-//! `value_avg` over the rules they name. Not yet: `fieldref`, `expand`,
-//! the time-part modifiers, temporal correlations, aliases and filter
-//! documents (reported as unsupported).
+//! `them`; correlations `event_count`, `value_count`, `value_sum`,
+//! `value_avg`, `temporal` and `temporal_ordered` over the rules they
+//! name. Not yet: `fieldref`, `expand`, the time-part modifiers,
+//! `value_percentile`, aliases and filter documents (reported as
+//! unsupported).
 
 mod condition;
 
@@ -214,6 +215,13 @@ pub(crate) fn translate(doc: &Node, sources: &LogSources) -> Result<Translated, 
 /// A vigil rule tree for Sigma document `doc` with one sub-pattern.
 fn rule_tree(doc: &Node, id: &str, title: &str, pattern: Vec<(&str, Node)>) -> Node {
     let line = doc.line;
+    rule_tree_of(doc, id, title, vec![("sigma".into(), map(line, pattern))], Vec::new())
+}
+
+/// A vigil rule tree for Sigma document `doc` with sub-patterns
+/// `patterns` and further rule keys `extra` (condition, within, join).
+fn rule_tree_of(doc: &Node, id: &str, title: &str, patterns: Vec<(String, Node)>, extra: Vec<(&str, Node)>) -> Node {
+    let line = doc.line;
     let severity = match doc.get("level").and_then(Node::as_text).as_deref() {
         Some("informational") => "info",
         Some("low") => "low",
@@ -230,7 +238,9 @@ fn rule_tree(doc: &Node, id: &str, title: &str, pattern: Vec<(&str, Node)>) -> N
         entries.push(("description", text(line, description.trim())));
     }
     entries.push(("severity", text(line, severity)));
-    entries.push(("patterns", map(line, vec![("sigma", map(line, pattern))])));
+    let patterns = patterns.into_iter().map(|(k, v)| (text(line, &k), v)).collect();
+    entries.push(("patterns", Node { line, kind: Kind::Map(patterns) }));
+    entries.extend(extra);
     map(line, entries)
 }
 
@@ -256,7 +266,10 @@ pub(crate) fn translate_correlation(
     let id = doc.get("id").and_then(Node::as_text).ok_or_else(|| unsupported("the rule has no id".into()))?;
     let c = doc.get("correlation").ok_or_else(|| unsupported("no correlation".into()))?;
     let kind = c.get("type").and_then(Node::as_text).ok_or_else(|| unsupported("correlation has no type".into()))?;
-    if !matches!(kind.as_str(), "event_count" | "value_count" | "value_sum" | "value_avg") {
+    if !matches!(
+        kind.as_str(),
+        "event_count" | "value_count" | "value_sum" | "value_avg" | "temporal" | "temporal_ordered"
+    ) {
         return Err(unsupported(format!("correlation type '{kind}' is not supported yet")));
     }
     if c.get("aliases").is_some() {
@@ -296,6 +309,28 @@ pub(crate) fn translate_correlation(
             let name = f.as_text().ok_or_else(|| unsupported("group-by names fields".into()))?;
             group_by.push(text(line, &cx.field(&name).map_err(unsupported)?.1));
         }
+    }
+    if kind.starts_with("temporal") {
+        // Every named rule within the timespan (in their order when
+        // ordered), per group-by values.
+        if used.len() < 2 {
+            return Err(unsupported(format!("a {kind} correlation needs two rules or more")));
+        }
+        if let Some(condition) = c.get("condition")
+            && condition.get("gte").and_then(Node::as_text) != Some(used.len().to_string())
+        {
+            return Err(unsupported(format!("a {kind} condition on fewer than all its rules is not supported yet")));
+        }
+        let names: Vec<String> = (1..=used.len()).map(|i| format!("rule_{i}")).collect();
+        let patterns =
+            names.iter().zip(&used).map(|(n, b)| (n.clone(), map(line, vec![("filter", b.filter.clone())]))).collect();
+        let joiner = if kind == "temporal_ordered" { " followed by " } else { " and " };
+        let mut extra = vec![("condition", text(line, &names.join(joiner))), ("within", text(line, &timespan))];
+        if !group_by.is_empty() {
+            extra.push(("join", seq(line, group_by)));
+        }
+        let rule = rule_tree_of(doc, &id, &title, patterns, extra);
+        return Ok((rule, used.iter().map(|b| b.id.clone()).collect()));
     }
     let condition = c.get("condition").ok_or_else(|| unsupported("the correlation has no condition".into()))?;
     let mut comparisons = Vec::new();
