@@ -396,3 +396,32 @@ fn web_access_logs_of_apache_and_nginx() {
     // A line that only looks like one is left alone.
     assert_ne!(event_type(&classify_one("<13>Dec  2 10:15:44 app x: [not a time] \"quoted\" 200 1")), "web.access");
 }
+
+/// Linux audit records (the beats module test inputs, Apache-2.0, read
+/// from `../shared`): every record is an `audit.<type>` event at its own
+/// time, with its pairs in ext and hex-encoded text decoded.
+#[test]
+fn linux_audit_records() {
+    let mut all = Vec::new();
+    for name in ["test.log", "useradd.log", "execve-hex-arg.log"] {
+        let Some(text) = read_shared(&format!("logs/beats-modules/auditd/{name}")) else { return };
+        all.extend(classify_lines(&text));
+    }
+    assert_eq!(all.len(), 24);
+    for e in &all {
+        assert!(event_type(e).starts_with("audit."), "{:?}", e.message);
+        assert!(e.ext.get("type").is_some() && e.ext.get("serial").is_some(), "{:?}", e.message);
+        assert!(e.time.to_rfc3339().starts_with("20"), "{}", e.time.to_rfc3339());
+    }
+    let execve = all.iter().find(|e| e.ext.get("serial") == Some("5538")).unwrap();
+    assert_eq!(event_type(execve), "audit.execve");
+    assert_eq!(execve.ext.get("a2"), Some(r#"echo \"arg hex encoded\""#));
+    assert_eq!(execve.time.unix_millis(), 1_669_615_313_901);
+    let auth = all.iter().find(|e| event_type(e) == "audit.user_auth").unwrap();
+    assert_eq!((auth.user.as_deref(), auth.outcome.as_deref()), (Some("root"), Some("success")));
+    // Through syslog the same record is read from the message.
+    let e = classify_one(
+        "<14>Nov 14 22:13:22 host-1 audispd: type=PROCTITLE msg=audit(1700000000.100:9): proctitle=2F62696E2F7368002D63006964",
+    );
+    assert_eq!((event_type(&e), e.ext.get("proctitle")), ("audit.proctitle", Some("/bin/sh -c id")));
+}

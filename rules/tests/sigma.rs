@@ -227,32 +227,43 @@ fn a_sigmahq_webserver_rule_fires_on_access_log_lines() {
     let rule = dir.join(
         "rules-emerging-threats/2025/Exploits/CVE-2025-31324/web_lnx_exploit_cve_2025_31324_sap_netviewer_webshell.yml",
     );
-    let mut c = Compiler::new();
-    c.add_path(&rule);
-    assert_eq!(c.sigma_report()[0].verdict, Verdict::Compiled);
-    let set = Arc::new(c.finish().unwrap_or_else(|d| panic!("{d:?}")).0);
+    let set = compiled_file(&rule);
     let lines = [
         r#"203.0.113.9 - - [02/Dec/2026:10:15:42 +0000] "GET /irj/servlet_jsp/irj/root/helper.jsp?cmd=whoami HTTP/1.1" 200 512 "-" "curl/8.0""#,
         r#"203.0.113.9 - - [02/Dec/2026:10:15:43 +0000] "GET /irj/portal/x.jsp HTTP/1.1" 200 512 "-" "curl/8.0""#,
         r#"<134>Dec  2 10:15:44 web-01 nginx: 203.0.113.9 - - [02/Dec/2026:10:15:44 +0000] "GET /irj/x.jsp?exec=id HTTP/1.1" 200 1 "-" "-""#,
     ];
+    let events = parsed(&lines, parsers::EventTime::from_unix(1_796_206_600, 0, 0));
+    let (incidents, _) = run_with(&set, &events, config(60));
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0].event_ids, [1, 3]);
+    assert_eq!(incidents[0].rule.as_str(), "94e12f41-6cb3-45c5-97b1-c783a7bf2e72");
+}
+
+/// The rule set of one Sigma file, which must compile.
+fn compiled_file(path: &std::path::Path) -> Arc<rules::RuleSet> {
+    let mut c = Compiler::new();
+    c.add_path(path);
+    let report = c.sigma_report().to_vec();
+    assert_eq!(report[0].verdict, Verdict::Compiled, "{report:?}");
+    Arc::new(c.finish().unwrap_or_else(|d| panic!("{d:?}")).0)
+}
+
+/// Lines as a collector makes them events (parsed, classified by the
+/// built-in device families), all of org acme.
+fn parsed<S: AsRef<str>>(lines: &[S], received: parsers::EventTime) -> Vec<Event> {
     let parser = parsers::Parser::new();
     let devices = parsers::DeviceParsers::builtin().unwrap();
-    let received = parsers::EventTime::from_unix(1_796_206_600, 0, 0);
-    let events: Vec<Event> = lines
+    lines
         .iter()
         .map(|l| {
-            let mut e = parser.parse(bytes::Bytes::copy_from_slice(l.as_bytes()), received);
+            let mut e = parser.parse(bytes::Bytes::copy_from_slice(l.as_ref().as_bytes()), received);
             devices.classify(&mut e);
             e.org = Some("acme".into());
             e.org_id = Some(common::org_id("acme"));
             e
         })
-        .collect();
-    let (incidents, _) = run_with(&set, &events, config(60));
-    assert_eq!(incidents.len(), 1, "{incidents:?}");
-    assert_eq!(incidents[0].event_ids, [1, 3]);
-    assert_eq!(incidents[0].rule.as_str(), "94e12f41-6cb3-45c5-97b1-c783a7bf2e72");
+        .collect()
 }
 
 /// A base rule and a correlation over it, as one multi-document file
@@ -389,4 +400,25 @@ fn temporal_correlations_join_their_rules_in_time() {
         let (hits, _) = run_with(&set, &[event(0.0, "login", "10.0.0.1"), event(60.0, "scan", "10.0.0.1")], config(1));
         assert_eq!(!hits.is_empty(), login_first_fires, "{kind}");
     }
+}
+
+/// A SigmaHQ auditd rule, as shipped, fires on the EXECVE record of its
+/// command (arguments quoted or hex-encoded, as auditd writes them) and not
+/// on another command's.
+#[test]
+fn a_sigmahq_auditd_rule_fires_on_audit_records() {
+    let Some(dir) = shared() else { return };
+    let set = compiled_file(&dir.join("rules/linux/auditd/lnx_auditd_disable_aslr_protection.yml"));
+    // kernel.randomize_va_space=0, hex-encoded as auditd may write it.
+    let hex: String = "kernel.randomize_va_space=0".bytes().map(|b| format!("{b:02X}")).collect();
+    let lines = [
+        format!("type=EXECVE msg=audit(1700000000.100:77): argc=3 a0=\"sysctl\" a1=\"-w\" a2={hex}"),
+        "type=EXECVE msg=audit(1700000001.100:78): argc=3 a0=\"sysctl\" a1=\"-w\" a2=\"vm.swappiness=10\"".to_owned(),
+        "<14>Nov 14 22:13:22 host-1 audispd: type=EXECVE msg=audit(1700000002.100:79): argc=3 a0=\"sysctl\" a1=\"-w\" a2=\"kernel.randomize_va_space=0\"".to_owned(),
+    ];
+    let events = parsed(&lines, parsers::EventTime::from_unix(1_700_000_100, 0, 0));
+    assert_eq!(events[0].ext.get("a2"), Some("kernel.randomize_va_space=0"), "decoded");
+    let (incidents, _) = run_with(&set, &events, config(600));
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0].event_ids, [1, 3]);
 }

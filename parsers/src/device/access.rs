@@ -185,4 +185,16 @@ mod tests {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }
+
+    proptest::proptest! {
+        /// Any text, and any text shaped like an access-log line, is read
+        /// or refused without a panic.
+        #[test]
+        fn no_input_panics(line in ".{0,200}", head in "[ -~é\\\\\"]{0,40}", tail in "[ -~é\\\\\"]{0,60}") {
+            let _ = parse(&line);
+            let _ = time(&line);
+            let shaped = format!("{head} - - [26/Dec/2016:16:16:29 +0200] \"{tail}");
+            let _ = parse(&shaped);
+        }
+    }
 }

@@ -14,6 +14,7 @@
 //! flowing; a set that does not compile is rejected and the old one stays.
 
 mod access;
+mod audit;
 mod kv;
 mod template;
 
@@ -44,6 +45,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("netfilter.toml", include_str!("../../patterns/netfilter.toml")),
     ("cef-leef.toml", include_str!("../../patterns/cef-leef.toml")),
     ("web-access.toml", include_str!("../../patterns/web-access.toml")),
+    ("linux-audit.toml", include_str!("../../patterns/linux-audit.toml")),
 ];
 
 /// Where a template hole or a `set` entry writes.
@@ -141,6 +143,8 @@ struct FamilyFile {
     #[serde(default)]
     access_log: Option<AccessFile>,
     #[serde(default)]
+    audit: Option<AuditFile>,
+    #[serde(default)]
     default_event_type: Option<String>,
     #[serde(rename = "when", default)]
     whens: Vec<WhenFile>,
@@ -180,6 +184,11 @@ struct AccessFile {
     #[serde(default = "default_access_type")]
     event_type: String,
 }
+
+/// `[audit]`: the message is a Linux audit record.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditFile {}
 
 fn default_access_type() -> String {
     "web.access".to_owned()
@@ -244,6 +253,8 @@ struct Family {
     kv: Option<Kv>,
     /// The event type of access-log lines, when the family reads them.
     access_log: Option<Str>,
+    /// Whether the family reads Linux audit records.
+    audit: bool,
     default_event_type: Option<Str>,
     whens: Vec<When>,
 }
@@ -505,10 +516,12 @@ impl Family {
         if parsed.patterns.is_empty()
             && kv.is_none()
             && parsed.access_log.is_none()
+            && parsed.audit.is_none()
             && parsed.default_event_type.is_none()
         {
             general.push(
-                "a family needs [[pattern]]s, a [kv] table, an [access_log] table or a default_event_type".to_owned(),
+                "a family needs [[pattern]]s, a [kv] table, an [access_log] or [audit] table or a default_event_type"
+                    .to_owned(),
             );
         }
         let mut whens = Vec::new();
@@ -537,6 +550,7 @@ impl Family {
             by_first_byte,
             kv,
             access_log: parsed.access_log.map(|a| Str::from(a.event_type)),
+            audit: parsed.audit.is_some(),
             default_event_type: parsed.default_event_type.map(Str::from),
             whens,
         })
@@ -596,6 +610,21 @@ impl Family {
         {
             write_access(event, &line);
             event.event_type = Some(event_type.clone());
+            self.apply_whens(event, message.as_bytes());
+            return true;
+        }
+        if self.audit
+            && let Some(h) = audit::header(text)
+        {
+            // A record without a syslog header has no time but its own.
+            if event.format == Format::Raw {
+                event.time = h.time;
+            }
+            audit::write(event, &h);
+            let mut kind = String::with_capacity(6 + h.kind.len());
+            kind.push_str("audit.");
+            kind.extend(h.kind.chars().map(|c| c.to_ascii_lowercase()));
+            event.event_type = Some(kind.into());
             self.apply_whens(event, message.as_bytes());
             return true;
         }

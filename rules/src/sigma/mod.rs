@@ -854,4 +854,17 @@ mod tests {
         assert_eq!(pieces(r"C:\Windows\*"), [Lit(r"C:\Windows*".into())]);
         assert_eq!(pieces(r"C:\\*"), [Lit(r"C:\".into()), Star]);
     }
+
+    proptest::proptest! {
+        /// Values, conditions and transformations of any text are read or
+        /// refused without a panic.
+        #[test]
+        fn no_text_panics(text in ".{0,80}", names in proptest::collection::vec("[a-z_*]{1,8}", 0..4)) {
+            let _ = pieces(&text);
+            let _ = condition::parse(&text, &names);
+            for t in [Transform::Base64, Transform::Base64Offset, Transform::Utf16, Transform::Windash] {
+                let _ = transformed(&text, &[t, Transform::Base64]);
+            }
+        }
+    }
 }
