@@ -422,3 +422,28 @@ fn a_sigmahq_auditd_rule_fires_on_audit_records() {
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     assert_eq!(incidents[0].event_ids, [1, 3]);
 }
+
+/// A SigmaHQ proxy rule, as shipped, fires on a proxy's combined-format
+/// line for its host and user agent (absolute URI or CONNECT), not on a
+/// web server's line with the same agent.
+#[test]
+fn a_sigmahq_proxy_rule_fires_on_proxy_lines() {
+    let Some(dir) = shared() else { return };
+    let set = compiled_file(&dir.join("rules-emerging-threats/2019/TA/APT40/proxy_apt_apt40_dropbox_tool_ua.yml"));
+    let ua =
+        "Mozilla/5.0 (Windows NT 6.1; WOW64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/36.0.1985.143 Safari/537.36";
+    let lines = [
+        format!(
+            r#"10.1.2.3 - - [02/Dec/2026:10:15:42 +0000] "CONNECT api.dropbox.com:443 HTTP/1.1" 200 4512 "-" "{ua}""#
+        ),
+        format!(r#"10.1.2.3 - - [02/Dec/2026:10:15:43 +0000] "GET /x HTTP/1.1" 200 12 "-" "{ua}""#),
+        format!(
+            r#"<134>Dec  2 10:15:44 proxy-1 squid: 10.1.2.3 - - [02/Dec/2026:10:15:44 +0000] "GET http://API.dropbox.com/2/files HTTP/1.1" 200 1 "-" "{ua}""#
+        ),
+    ];
+    let events = parsed(&lines, parsers::EventTime::from_unix(1_796_206_600, 0, 0));
+    assert_eq!(events[0].ext.get("uri_host"), Some("api.dropbox.com"));
+    let (incidents, _) = run_with(&set, &events, config(60));
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0].event_ids, [1, 3]);
+}

@@ -71,6 +71,35 @@ pub(crate) fn time(text: &str) -> Option<crate::EventTime> {
     Some(crate::EventTime::from_unix(local - i64::from(offset), 0, offset))
 }
 
+/// The host of an absolute URI (`http://user@host:8080/path`) or of a
+/// CONNECT request's `host:port`; `None` for a path.
+pub(crate) fn uri_host<'a>(method: &str, uri: &'a str) -> Option<&'a str> {
+    let authority = if method.eq_ignore_ascii_case("CONNECT") {
+        uri
+    } else {
+        let scheme = uri.find("://")?;
+        if !uri[..scheme].bytes().all(|b| b.is_ascii_alphabetic()) {
+            return None;
+        }
+        &uri[scheme + 3..]
+    };
+    let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// The extension of a path's last segment (`/a/setup.EXE` → `EXE`).
+pub(crate) fn extension(path: &str) -> Option<&str> {
+    let last = path.rsplit('/').next()?;
+    let (name, ext) = last.rsplit_once('.')?;
+    (!name.is_empty() && !ext.is_empty() && ext.len() <= 16).then_some(ext)
+}
+
 /// `-` means absent.
 fn present(s: &str) -> Option<&str> {
     (!s.is_empty() && s != "-").then_some(s)
@@ -169,6 +198,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!((xff.prefix, xff.client), (Some("10.0.0.2, 10.0.0.1"), "127.0.0.1"));
+        assert_eq!(uri_host("GET", "http://bob@Example.com:8080/a?b"), Some("Example.com"));
+        assert_eq!(uri_host("GET", "https://[2001:db8::1]:443/"), Some("2001:db8::1"));
+        assert_eq!(uri_host("CONNECT", "example.com:443"), Some("example.com"));
+        assert_eq!(uri_host("GET", "/path?x=http://a"), None);
+        assert_eq!(extension("http://h/a/setup.EXE"), Some("EXE"));
+        assert_eq!((extension("/a/.hidden"), extension("/a/b"), extension("/")), (None, None, None));
         let t = time("26/Dec/2016:16:16:29 +0200").unwrap();
         assert_eq!(t.to_rfc3339(), "2016-12-26T16:16:29+02:00");
         // 16:16:29 at -01:30 is 17:46:29 UTC.

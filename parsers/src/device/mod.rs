@@ -648,7 +648,8 @@ impl Family {
 /// Writes an access-log line's fields: the client as `src_ip` (or
 /// `ext.client` when it is a name), the user, and `ext.method`, `uri`,
 /// `uri_stem`, `uri_query`, `protocol`, `status`, `bytes`, `referrer`,
-/// `user_agent`, and `vhost` or `forwarded_for`; the outcome is success
+/// `user_agent`, `uri_host` (absolute URIs, as proxies log them),
+/// `uri_extension`, and `vhost` or `forwarded_for`; the outcome is success
 /// below status 400. A raw line takes the time it logs.
 fn write_access(event: &mut Event, line: &access::AccessLine<'_>) {
     // A line without a syslog header has no time but its own.
@@ -672,12 +673,23 @@ fn write_access(event: &mut Event, line: &access::AccessLine<'_>) {
     if let (Some(method), Some(uri), Some(protocol)) = (line.method, line.uri, line.protocol) {
         event.ext.push("method", method);
         event.ext.push("uri", uri);
-        match uri.split_once('?') {
+        let stem = match uri.split_once('?') {
             Some((stem, query)) => {
                 event.ext.push("uri_stem", stem);
                 event.ext.push("uri_query", query);
+                stem
             }
-            None => event.ext.push("uri_stem", uri),
+            None => {
+                event.ext.push("uri_stem", uri);
+                uri
+            }
+        };
+        // A proxy logs absolute URIs (and CONNECT host:port): their host.
+        if let Some(host) = access::uri_host(method, uri) {
+            event.ext.push("uri_host", host);
+        }
+        if let Some(extension) = access::extension(stem) {
+            event.ext.push("uri_extension", extension);
         }
         event.ext.push("protocol", protocol);
     }
