@@ -201,7 +201,8 @@ compact_every_secs = 300         # seconds between compaction passes
 
 [rules]
 builtin = true                   # the built-in pack (rules/packs)
-paths = []                       # more rule files or directories
+paths = []                       # more rule files or directories (vigil and Sigma rules)
+# sigma_mappings = "logsources.yaml"  # Sigma log-source mappings instead of the built-in ones (docs/sigma.md)
 lateness_secs = 10.0             # how late an event may arrive and still be evaluated in order
 max_buffer_mb = 256              # memory for events waiting out the lateness; past it the oldest are released early
 max_keys = 500000                # window keys (rule, pattern, group value); past it the stalest of the largest org go

@@ -69,8 +69,11 @@ impl StorageConfig {
 pub struct RulesConfig {
     /// Run the built-in pack.
     pub builtin: bool,
-    /// More rule files or directories.
+    /// More rule files or directories (vigil rules and Sigma rules).
     pub paths: Vec<PathBuf>,
+    /// Sigma log-source mappings to use instead of the built-in ones
+    /// (docs/sigma.md).
+    pub sigma_mappings: Option<PathBuf>,
     /// Seconds an event may arrive late and still be evaluated in order.
     pub lateness_secs: f64,
     /// Megabytes the records waiting out the lateness may hold; past it
@@ -83,7 +86,14 @@ pub struct RulesConfig {
 
 impl Default for RulesConfig {
     fn default() -> RulesConfig {
-        RulesConfig { builtin: true, paths: Vec::new(), lateness_secs: 10.0, max_buffer_mb: 256, max_keys: 500_000 }
+        RulesConfig {
+            builtin: true,
+            paths: Vec::new(),
+            sigma_mappings: None,
+            lateness_secs: 10.0,
+            max_buffer_mb: 256,
+            max_keys: 500_000,
+        }
     }
 }
 
@@ -103,6 +113,13 @@ impl RulesConfig {
     /// error found (all files are read, so one run reports them all).
     pub fn compile(&self) -> Result<(RuleSet, Vec<String>), Vec<String>> {
         let mut compiler = rules::Compiler::new();
+        if let Some(path) = &self.sigma_mappings {
+            let mappings = std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| rules::sigma::LogSources::parse(&text))
+                .map_err(|e| vec![format!("rules.sigma_mappings {}: {e}", path.display())])?;
+            compiler.set_log_sources(mappings);
+        }
         if self.builtin {
             for (name, text) in rules::PACK {
                 compiler.add_source(name, text);
@@ -383,6 +400,41 @@ mod tests {
         let bad = RulesConfig { builtin: false, paths: vec![dir.clone()], ..RulesConfig::default() };
         let errors = bad.compile().unwrap_err();
         assert!(!errors.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A Sigma rule of a log source only the configured mappings know is
+    /// loaded with them; a bad mappings file is an error naming it.
+    #[test]
+    fn sigma_mappings_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("vigil-worker-sigma-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("rules")).unwrap();
+        std::fs::write(
+            dir.join("rules/r.yml"),
+            "title: T\nid: acme-app-1\nlogsource: {product: acme}\ndetection:\n  s: {Operation: wipe}\n  condition: s\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("map.yaml"),
+            "- logsource: {product: acme}\n  filter: {app: acme}\n  fields: {Operation: ext.op}\n",
+        )
+        .unwrap();
+        let config = |mappings: Option<PathBuf>| RulesConfig {
+            builtin: false,
+            paths: vec![dir.join("rules")],
+            sigma_mappings: mappings,
+            ..RulesConfig::default()
+        };
+        let (set, warnings) = config(None).compile().unwrap();
+        assert!(
+            set.is_empty() && warnings.iter().any(|w| w.contains("no mapping for log source acme")),
+            "{warnings:?}"
+        );
+        let (set, _) = config(Some(dir.join("map.yaml"))).compile().unwrap();
+        assert_eq!(set.len(), 1);
+        std::fs::write(dir.join("bad.yaml"), "not: [a list").unwrap();
+        let errors = config(Some(dir.join("bad.yaml"))).compile().unwrap_err();
+        assert!(errors[0].starts_with("rules.sigma_mappings ") && errors[0].contains("bad.yaml"), "{errors:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
