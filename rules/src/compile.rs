@@ -445,6 +445,7 @@ impl Compiler {
                         name: doc.get("name").and_then(Node::as_text),
                         filter: translated.filter,
                         source: translated.source,
+                        logsource: self.sigma[at].logsource.clone(),
                     });
                     Verdict::Compiled
                 }

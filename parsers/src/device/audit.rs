@@ -59,9 +59,9 @@ pub(crate) fn decode_hex(value: &str) -> Option<String> {
     (!text.chars().any(|c| c.is_control() && c != '\t' && c != '\n' && c != '\r')).then_some(text)
 }
 
-/// Writes the pairs of a record's body to `event`.
-pub(crate) fn write(event: &mut Event, h: &Header<'_>) {
-    let syntax = KvSyntax { separator: b" ".as_slice().into(), quote: Some(b'"') };
+/// Writes the pairs of a record's body, split with `syntax` (space
+/// separated, `"` quoted), to `event`.
+pub(crate) fn write(event: &mut Event, h: &Header<'_>, syntax: &KvSyntax) {
     event.ext.push("type", h.kind);
     event.ext.push("serial", h.serial);
     // A user-space record's own pairs are quoted as msg='…'.
@@ -71,7 +71,7 @@ pub(crate) fn write(event: &mut Event, h: &Header<'_>) {
     };
     let execve = h.kind == "EXECVE";
     for text in [outer, inner] {
-        for ((ks, ke), (vs, ve)) in kv::pairs(&syntax, text.as_bytes()) {
+        for ((ks, ke), (vs, ve)) in kv::pairs(syntax, text.as_bytes()) {
             let (Some(key), Some(value)) = (text.get(ks..ke), text.get(vs..ve)) else { continue };
             let quoted = vs > 0 && text.as_bytes().get(vs - 1) == Some(&b'"');
             let hex_field = HEX_FIELDS.contains(&key)
@@ -131,7 +131,7 @@ mod tests {
             let text = format!("type=USER_CMD msg=audit(1.001:2): {body}");
             if let Some(h) = header(&text) {
                 let mut e = Event::empty(bytes::Bytes::new(), EventTime::from_unix(0, 0, 0));
-                write(&mut e, &h);
+                write(&mut e, &h, &KvSyntax { separator: b" ".as_slice().into(), quote: Some(b'"') });
             }
         }
     }

@@ -253,8 +253,8 @@ struct Family {
     kv: Option<Kv>,
     /// The event type of access-log lines, when the family reads them.
     access_log: Option<Str>,
-    /// Whether the family reads Linux audit records.
-    audit: bool,
+    /// How the family splits Linux audit records, when it reads them.
+    audit: Option<KvSyntax>,
     default_event_type: Option<Str>,
     whens: Vec<When>,
 }
@@ -550,7 +550,7 @@ impl Family {
             by_first_byte,
             kv,
             access_log: parsed.access_log.map(|a| Str::from(a.event_type)),
-            audit: parsed.audit.is_some(),
+            audit: parsed.audit.map(|_| KvSyntax { separator: b" ".as_slice().into(), quote: Some(b'"') }),
             default_event_type: parsed.default_event_type.map(Str::from),
             whens,
         })
@@ -613,14 +613,14 @@ impl Family {
             self.apply_whens(event, message.as_bytes());
             return true;
         }
-        if self.audit
+        if let Some(syntax) = &self.audit
             && let Some(h) = audit::header(text)
         {
             // A record without a syslog header has no time but its own.
             if event.format == Format::Raw {
                 event.time = h.time;
             }
-            audit::write(event, &h);
+            audit::write(event, &h, syntax);
             let mut kind = String::with_capacity(6 + h.kind.len());
             kind.push_str("audit.");
             kind.extend(h.kind.chars().map(|c| c.to_ascii_lowercase()));

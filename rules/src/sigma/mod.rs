@@ -251,6 +251,8 @@ pub(crate) struct Base {
     pub name: Option<String>,
     pub filter: Node,
     pub source: [Option<String>; 3],
+    /// Its log source as the report shows it.
+    pub logsource: String,
 }
 
 /// The vigil rule tree of correlation `doc` over the compiled rules
@@ -297,8 +299,7 @@ pub(crate) fn translate_correlation(
     let mapping = sources
         .find(&source[0], &source[1], &source[2])
         .ok_or_else(|| unsupported("no mapping for its rules".into()))?;
-    let label = |k: &Option<String>| k.clone().unwrap_or_else(|| "-".into());
-    let cx = Cx { mapping, logsource: format!("{}/{}/{}", label(&source[0]), label(&source[1]), label(&source[2])) };
+    let cx = Cx { mapping, logsource: used[0].logsource.clone() };
     let timespan = c
         .get("timespan")
         .and_then(Node::as_text)
@@ -722,12 +723,16 @@ const MAX_VARIANTS: usize = 1_024;
 fn transformed(raw: &str, transforms: &[Transform]) -> Result<Vec<String>, String> {
     use base64::Engine as _;
     let encodes = transforms.iter().any(|t| *t != Transform::Windash);
-    if encodes && pieces(raw).iter().any(|p| !matches!(p, Piece::Lit(_))) {
-        return Err("wildcards cannot be encoded".into());
-    }
     // Escapes resolved once encodings apply: `\*` is a plain star.
     let start = if encodes {
-        pieces(raw).into_iter().map(|p| if let Piece::Lit(s) = p { s } else { String::new() }).collect()
+        let mut literal = String::new();
+        for piece in pieces(raw) {
+            match piece {
+                Piece::Lit(s) => literal.push_str(&s),
+                Piece::Star | Piece::One => return Err("wildcards cannot be encoded".into()),
+            }
+        }
+        literal
     } else {
         raw.to_owned()
     };
