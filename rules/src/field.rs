@@ -62,6 +62,9 @@ pub enum Field {
     Outcome,
     /// `parse_error`.
     ParseError,
+    /// `time`: the event time, as seconds since the epoch (for the
+    /// time-part tests `minute hour day week month year`, in UTC).
+    Time,
     /// `ext.<key>`.
     Ext(Str),
     /// `sd.<id>.<param>`.
@@ -125,7 +128,7 @@ impl fmt::Display for Value<'_> {
 
 impl Field {
     /// The names of the fixed fields (for suggestions).
-    pub const NAMES: [&'static str; 26] = [
+    pub const NAMES: [&'static str; 27] = [
         "org",
         "collector",
         "reporter_ip",
@@ -152,6 +155,7 @@ impl Field {
         "action",
         "outcome",
         "parse_error",
+        "time",
     ];
 
     /// Resolves a field name as rules write it.
@@ -183,6 +187,7 @@ impl Field {
             "action" => Field::Action,
             "outcome" => Field::Outcome,
             "parse_error" => Field::ParseError,
+            "time" => Field::Time,
             _ => {
                 if let Some(key) = name.strip_prefix("ext.").filter(|k| !k.is_empty()) {
                     return Some(Field::Ext(Str::from(key)));
@@ -201,7 +206,7 @@ impl Field {
     pub fn field_type(&self) -> FieldType {
         match self {
             Field::ReporterIp | Field::SrcIp | Field::DstIp => FieldType::Ip,
-            Field::Facility | Field::Severity | Field::SrcPort | Field::DstPort => FieldType::Number,
+            Field::Facility | Field::Severity | Field::SrcPort | Field::DstPort | Field::Time => FieldType::Number,
             Field::Ext(_) | Field::Sd(..) => FieldType::Any,
             _ => FieldType::Text,
         }
@@ -238,6 +243,7 @@ impl Field {
             Field::Name => text(&event.name),
             Field::CefSeverity => text(&event.cef_severity),
             Field::ParseError => text(&event.parse_error),
+            Field::Time => Some(Value::Num(event.time.unix_secs() as f64)),
             Field::Ext(key) => event.ext_get(key).map(Value::Text),
             Field::Sd(id, param) => event.sd.get(id, param).map(Value::Text),
         }
@@ -260,6 +266,8 @@ impl Field {
             Field::Outcome => event.outcome = text,
             Field::Collector => event.collector = text,
             Field::ReporterIp => event.reporter_ip = value.parse().ok(),
+            // A fed-back incident keeps the time of its hit.
+            Field::Time => {}
             other => event.ext.push(&other.to_string(), value),
         }
     }
@@ -294,6 +302,7 @@ impl fmt::Display for Field {
             Field::Action => "action",
             Field::Outcome => "outcome",
             Field::ParseError => "parse_error",
+            Field::Time => "time",
             Field::Ext(k) => return write!(f, "ext.{k}"),
             Field::Sd(id, p) => return write!(f, "sd.{id}.{p}"),
         };

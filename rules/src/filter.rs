@@ -14,6 +14,8 @@
 //!   dst_port|gte: 1024                   # also gt, lt, lte
 //!   ext.reason|exists: true
 //!   src_ip|in_list: scanners             # watch-list membership
+//!   user|eq_field: ext.target_user       # equal to another field
+//!   time|hour: [0, 1, 2, 3]              # a part of the event time (UTC)
 //!   any: [{user: root}, {user: admin}]   # or; also all, not
 //! ```
 //!
@@ -63,6 +65,71 @@ pub(crate) enum Test {
     Exists(bool),
     /// Membership of the watch list with this number.
     InList(usize),
+    /// Equal to the value of another field of the same event.
+    SameAs(Field),
+    /// A part of a time (seconds since the epoch), in UTC, equal to one
+    /// of these numbers.
+    TimePart(TimePart, Vec<u32>),
+}
+
+/// A part of a date, as the Sigma time modifiers name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TimePart {
+    Minute,
+    Hour,
+    Day,
+    /// The ISO 8601 week, 1 to 53.
+    Week,
+    Month,
+    Year,
+}
+
+impl TimePart {
+    fn parse(name: &str) -> Option<TimePart> {
+        Some(match name {
+            "minute" => TimePart::Minute,
+            "hour" => TimePart::Hour,
+            "day" => TimePart::Day,
+            "week" => TimePart::Week,
+            "month" => TimePart::Month,
+            "year" => TimePart::Year,
+            _ => return None,
+        })
+    }
+
+    /// The valid values of the part.
+    fn range(self) -> std::ops::RangeInclusive<u32> {
+        match self {
+            TimePart::Minute => 0..=59,
+            TimePart::Hour => 0..=23,
+            TimePart::Day => 1..=31,
+            TimePart::Week => 1..=53,
+            TimePart::Month => 1..=12,
+            TimePart::Year => 0..=9999,
+        }
+    }
+
+    /// The part of `secs` (seconds since the epoch), in UTC.
+    pub fn of(self, secs: i64) -> u32 {
+        let days = secs.div_euclid(86_400);
+        let of_day = secs.rem_euclid(86_400);
+        let (year, month, day) = parsers::time::civil_from_days(days);
+        match self {
+            TimePart::Minute => (of_day / 60 % 60) as u32,
+            TimePart::Hour => (of_day / 3600) as u32,
+            TimePart::Day => u32::from(day),
+            TimePart::Month => u32::from(month),
+            TimePart::Year => u32::try_from(year).unwrap_or(0),
+            TimePart::Week => {
+                // ISO 8601: the week with the year's first Thursday is 1.
+                let weekday = (days + 3).rem_euclid(7); // Monday = 0
+                let thursday = days - weekday + 3;
+                let (iso_year, _, _) = parsers::time::civil_from_days(thursday);
+                let first = parsers::time::days_from_civil(iso_year, 1, 1);
+                ((thursday - first) / 7 + 1) as u32
+            }
+        }
+    }
 }
 
 /// A numeric comparison.
@@ -233,8 +300,26 @@ fn compile_list(node: &Node, combinator: &str, cx: &mut FilterCx<'_, '_>) -> Vec
     }
 }
 
-const OPS: [&str; 11] =
-    ["startswith", "endswith", "contains", "re", "cidr", "gt", "gte", "lt", "lte", "exists", "in_list"];
+const OPS: [&str; 18] = [
+    "startswith",
+    "endswith",
+    "contains",
+    "re",
+    "cidr",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "exists",
+    "in_list",
+    "eq_field",
+    "minute",
+    "hour",
+    "day",
+    "week",
+    "month",
+    "year",
+];
 
 fn compile_entry(key: &Node, value: &Node, cx: &mut FilterCx<'_, '_>) -> Filter {
     let Some(name) = key.as_text() else {
@@ -335,7 +420,7 @@ fn compile_test(
         };
         cx.diags.error(line, format!("type mismatch: {field} is {kind}; {what}"));
     };
-    if ignore_case && matches!(op, Some("cidr" | "gt" | "gte" | "lt" | "lte" | "exists" | "in_list")) {
+    if ignore_case && op.is_some_and(|o| !matches!(o, "startswith" | "endswith" | "contains" | "re")) {
         cx.diags.error(line, format!("|i applies to text tests only, not to {}", op.unwrap_or_default()));
         return None;
     }
@@ -501,6 +586,46 @@ fn compile_test(
                 None
             }
         },
+        Some("eq_field") => {
+            let other = match value.as_text() {
+                Some(name) if !matches!(value.kind, Kind::Seq(_) | Kind::Map(_)) => name,
+                _ => {
+                    cx.diags.error(line, "'eq_field' takes the name of another field");
+                    return None;
+                }
+            };
+            let other = parse_field(&other, line, cx.diags)?;
+            if other == *field {
+                cx.diags.error(line, format!("'{field}|eq_field: {other}' compares a field with itself"));
+                return None;
+            }
+            cx.used.push(other.clone());
+            Some(Test::SameAs(other))
+        }
+        Some(op) if TimePart::parse(op).is_some() => {
+            let part = TimePart::parse(op)?;
+            if *field != Field::Time {
+                cx.diags.error(line, format!("'{op}' takes a part of the event time: write 'time|{op}'"));
+                return None;
+            }
+            let items = scalars(value, op, cx.diags)?;
+            let mut parts = Vec::new();
+            for item in &items {
+                match item.as_text().and_then(|t| t.trim().parse::<u32>().ok()).filter(|n| part.range().contains(n)) {
+                    Some(n) => parts.push(n),
+                    None => cx.diags.error(
+                        item.line,
+                        format!(
+                            "'{op}' takes whole numbers from {} to {}, not '{}'",
+                            part.range().start(),
+                            part.range().end(),
+                            item.as_text().unwrap_or_default()
+                        ),
+                    ),
+                }
+            }
+            (parts.len() == items.len()).then_some(Test::TimePart(part, parts))
+        }
         Some(other) => {
             cx.diags.error(line, format!("unknown operator '{other}'"));
             None
@@ -554,6 +679,10 @@ impl Filter {
             Filter::All(items) => items.iter().all(|f| f.eval(event, env)),
             Filter::Any(items) => items.iter().any(|f| f.eval(event, env)),
             Filter::Not(inner) => !inner.eval(event, env),
+            Filter::Test(field, Test::SameAs(other)) => match (field.get(event), other.get(event)) {
+                (Some(a), Some(b)) => same_value(a, b),
+                _ => false,
+            },
             Filter::Test(field, test) => {
                 let value = field.get(event);
                 test.eval(value, env)
@@ -648,8 +777,23 @@ impl Test {
                 // nothing is a member.
                 None => false,
             },
+            Test::TimePart(part, values) => value.as_f64().is_some_and(|secs| values.contains(&part.of(secs as i64))),
+            // Evaluated with the event, in `Filter::eval`.
+            Test::SameAs(_) => false,
             Test::Exists(_) => true,
         }
+    }
+}
+
+/// Whether two fields' values are the same: texts exactly, addresses and
+/// numbers by value (text read as one when the other side is one).
+fn same_value(a: Value<'_>, b: Value<'_>) -> bool {
+    match (a, b) {
+        (Value::Text(x), Value::Text(y)) => x == y,
+        (Value::Ip(x), other) | (other, Value::Ip(x)) => {
+            other.as_ip().is_some_and(|y| y.to_canonical() == x.to_canonical())
+        }
+        (Value::Num(x), other) | (other, Value::Num(x)) => other.as_f64() == Some(x),
     }
 }
 
@@ -698,6 +842,49 @@ mod tests {
         let mut env = Env { sets: &sets, cache: &mut cache, lists: Some(&member) };
         env.reset();
         filter.eval(&event(), &mut env)
+    }
+
+    #[test]
+    fn field_to_field_and_time_part_tests() {
+        let eval = |yaml: &str, event: &Event| {
+            let (filter, sets, diags) = build(yaml);
+            assert!(diags.is_empty(), "{yaml}: {diags:?}");
+            let mut cache = Vec::new();
+            let mut env = Env { sets: &sets, cache: &mut cache, lists: None };
+            env.reset();
+            filter.eval(event, &mut env)
+        };
+        let mut e = event();
+        // 2023-11-14T22:13:20Z, a Tuesday of ISO week 46.
+        e.time = EventTime::from_unix(1_700_000_000, 0, 3600);
+        e.ext.push("who", "Administrator");
+        e.ext.push("peer", "10.1.2.3");
+        e.ext.push("port", "22");
+        assert!(eval("user|eq_field: ext.who", &e));
+        assert!(eval("src_ip|eq_field: ext.peer", &e), "an address equals its text");
+        assert!(eval("dst_port|eq_field: ext.port", &e), "a number equals its text");
+        assert!(!eval("user|eq_field: ext.peer", &e));
+        assert!(!eval("user|eq_field: ext.absent", &e), "an absent field equals nothing");
+        assert!(eval(
+            "{time|hour: 22, time|minute: 13, time|day: 14, time|week: 46, time|month: 11, time|year: 2023}",
+            &e
+        ));
+        assert!(!eval("time|hour: [0, 23]", &e), "UTC, not the source's offset");
+        // ISO weeks at year ends: 2021-01-03 is week 53 of 2020, 2024-12-30 week 1 of 2025.
+        e.time = EventTime::from_unix(1_609_632_000, 0, 0);
+        assert!(eval("time|week: 53", &e));
+        e.time = EventTime::from_unix(1_735_516_800, 0, 0);
+        assert!(eval("time|week: 1", &e));
+        for (yaml, message) in [
+            ("user|eq_field: user", "compares a field with itself"),
+            ("user|eq_field: [a, b]", "takes the name of another field"),
+            ("user|hour: 3", "write 'time|hour'"),
+            ("time|hour: 24", "from 0 to 23"),
+            ("time|month|i: 3", "|i applies to text tests only"),
+        ] {
+            let (_, _, diags) = build(yaml);
+            assert!(diags.iter().any(|d| d.message.contains(message)), "{yaml}: {diags:?}");
+        }
     }
 
     #[test]
