@@ -189,7 +189,7 @@ fn import_sigma_reports_every_rule_and_the_compiled_ones_run() {
         &rule("sig-a", "{product: linux, service: sshd}", "    - 'Failed to generate curve25519 keys'\n"),
     );
     write(&tree, "b.yml", &rule("sig-b", "{product: windows, service: security}", "    EventID: 4625\n"));
-    write(&tree, "c.yml", &rule("sig-c", "{product: linux}", "    message|fieldref: host\n"));
+    write(&tree, "c.yml", &rule("sig-c", "{product: linux}", "    message|expand: '%secrets%'\n"));
     let report = dir.join("report.jsonl");
     let out = vigil(&["rules", "import-sigma", tree.to_str().unwrap(), "--report", report.to_str().unwrap()], None);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -204,7 +204,7 @@ fn import_sigma_reports_every_rule_and_the_compiled_ones_run() {
     let status: Vec<(&str, &str)> =
         lines.iter().map(|l| (l["id"].as_str().unwrap(), l["status"].as_str().unwrap())).collect();
     assert_eq!(status, [("sig-a", "compiled"), ("sig-b", "not applicable"), ("sig-c", "unsupported")]);
-    assert!(lines[2]["reason"].as_str().unwrap().contains("modifier 'fieldref'"), "{}", lines[2]);
+    assert!(lines[2]["reason"].as_str().unwrap().contains("placeholder %secrets% cannot be resolved"), "{}", lines[2]);
     // The compiled rule fires on its line in `vigil rules test`.
     let log = write(
         &dir,
@@ -216,6 +216,22 @@ fn import_sigma_reports_every_rule_and_the_compiled_ones_run() {
     let found = incidents(&out);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!((found[0]["rule"].as_str(), found[0]["severity"].as_str()), (Some("sig-a"), Some("high")));
+    // With mappings that give the placeholder values, `rules check`
+    // compiles it; a broken mappings file is an error naming it.
+    let mappings = write(
+        &dir,
+        "mappings.yaml",
+        "mappings:\n  - logsource: {product: linux}\n    filter: {format: [rfc3164, rfc5424]}\nplaceholders:\n  secrets: [shadow, gshadow]\n",
+    );
+    let c = tree.join("c.yml");
+    let out = vigil(&["rules", "check", "--mappings", &mappings, c.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 rules, 0 errors, 0 warnings"), "{}", stderr(&out));
+    let out = vigil(&["rules", "check", c.to_str().unwrap()], None);
+    assert!(stderr(&out).contains("0 rules, 0 errors, 1 warnings"), "{}", stderr(&out));
+    let bad = write(&dir, "bad.yaml", "mappings: 3\n");
+    let out = vigil(&["rules", "check", "--mappings", &bad, c.to_str().unwrap()], None);
+    assert!(!out.status.success() && stderr(&out).contains("bad.yaml: mappings is a list"), "{}", stderr(&out));
     // A tree without Sigma rules is an error.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();

@@ -416,6 +416,10 @@ pub struct IncidentUpdate {
     pub window_start_ms: i64,
     /// The title.
     pub title: String,
+    /// What the rule says of itself (description, author, tags, reference
+    /// links): the record's description when the incident is created.
+    #[serde(default)]
+    pub description: String,
     /// The rule's severity.
     pub severity: Severity,
     /// Hits merged so far (cumulative, not a delta).

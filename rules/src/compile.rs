@@ -165,6 +165,14 @@ pub(crate) struct Rule {
     pub title: Vec<Piece>,
     pub suppress: i64,
     pub actions: Vec<Action>,
+    /// Whether hits raise incidents; `false`: they only feed nested rules
+    /// (a Sigma correlation's `generate: false` over a correlation).
+    pub generate: bool,
+    /// Who wrote the rule, its tags (e.g. ATT&CK `attack.t1110`) and
+    /// reference links: shown with its incidents.
+    pub author: String,
+    pub tags: Vec<String>,
+    pub references: Vec<String>,
     /// A stable hash of the rule's YAML (see [`node_hash`]).
     pub source_hash: u64,
 }
@@ -247,6 +255,27 @@ impl RuleSet {
             .collect()
     }
 
+    /// What an incident of rule `id` tells an analyst about the rule: its
+    /// description, author, tags and reference links, as text (empty for
+    /// an unknown rule).
+    pub fn incident_description(&self, id: &str) -> String {
+        let Some(rule) = self.rules.iter().find(|r| r.id == id) else { return String::new() };
+        let mut out = rule.description.clone();
+        let mut line = |label: &str, value: String| {
+            if !value.is_empty() {
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(label);
+                out.push_str(&value);
+            }
+        };
+        line("Author: ", rule.author.clone());
+        line("Tags: ", rule.tags.join(", "));
+        line("References: ", rule.references.join(" "));
+        out
+    }
+
     /// The watch lists the rules use or fill.
     pub fn watch_lists(&self) -> &[String] {
         &self.lists
@@ -309,9 +338,10 @@ pub struct Compiler {
     sigma: Vec<SigmaReport>,
     /// Sigma detection rules compiled, which correlations may name.
     bases: Vec<sigma::Base>,
-    /// Sigma correlations waiting for the rules they name: file, document,
-    /// place in the report.
-    correlations: Vec<(String, Node, usize)>,
+    /// Sigma documents waiting to be compiled together (filters and
+    /// correlations need the rules they name): file, document, place in
+    /// the report.
+    pending: Vec<(String, Node, usize)>,
 }
 
 /// A rule as compiled (`None`: it has errors), with what it refers to
@@ -410,18 +440,15 @@ impl Compiler {
         self.log_sources = sources;
     }
 
-    /// What became of each Sigma rule added so far, in order (correlations
-    /// are compiled, with the rules they name, here or at
-    /// [`Compiler::finish`]).
+    /// What became of each Sigma rule added so far, in order (Sigma
+    /// documents are compiled together, here or at [`Compiler::finish`]).
     pub fn sigma_report(&mut self) -> &[SigmaReport] {
-        self.settle_correlations();
+        self.settle_sigma();
         &self.sigma
     }
 
-    /// Compiles Sigma rule `doc` of file `name` through its vigil rule
-    /// tree. A rule that cannot be compiled is reported (a warning, and in
-    /// [`Compiler::sigma_report`]) and leaves nothing behind. Correlations
-    /// wait for every rule they may name.
+    /// Takes Sigma document `doc` of file `name` into the report; it is
+    /// compiled with the others by [`Compiler::settle_sigma`].
     fn add_sigma(&mut self, name: &str, doc: &Node) {
         let at = self.sigma.len();
         self.sigma.push(SigmaReport {
@@ -432,27 +459,104 @@ impl Compiler {
             logsource: sigma::logsource_label(doc),
             verdict: Verdict::Compiled,
         });
-        if sigma::is_correlation(doc) {
-            self.correlations.push((name.to_owned(), doc.clone(), at));
-            return;
-        }
-        let verdict = match sigma::translate(doc, &self.log_sources) {
-            Err(verdict) => verdict,
-            Ok(translated) => match self.compile_sigma(name, doc.line, &translated.rule) {
-                Ok(()) => {
-                    self.bases.push(sigma::Base {
-                        id: self.sigma[at].id.clone(),
-                        name: doc.get("name").and_then(Node::as_text),
-                        filter: translated.filter,
-                        source: translated.source,
-                        logsource: self.sigma[at].logsource.clone(),
-                    });
-                    Verdict::Compiled
-                }
+        self.pending.push((name.to_owned(), doc.clone(), at));
+    }
+
+    /// Compiles the Sigma documents added so far: detection rules with the
+    /// filter documents that name them, then correlations over the rules
+    /// (and correlations) they name. A rule that cannot be compiled is
+    /// reported (a warning, and in [`Compiler::sigma_report`]) and leaves
+    /// nothing behind; a filter that applies to no compiled rule is
+    /// reported as not applicable.
+    fn settle_sigma(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        let (filters, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(_, d, _)| sigma::is_filter(d));
+        let (correlations, detections): (Vec<_>, Vec<_>) =
+            rest.into_iter().partition(|(_, d, _)| sigma::is_correlation(d));
+        let mut applied = vec![0usize; filters.len()];
+        for (name, doc, at) in detections {
+            let mine: Vec<usize> = (0..filters.len()).filter(|i| sigma::filter_applies(&filters[*i].1, &doc)).collect();
+            let filter_docs: Vec<&Node> = mine.iter().map(|i| &filters[*i].1).collect();
+            let lists = self.list_adds.clone();
+            let env = sigma::Env { sources: &self.log_sources, lists: &lists, filters: &filter_docs };
+            let verdict = match sigma::translate(&doc, &env) {
                 Err(verdict) => verdict,
-            },
-        };
-        self.settle_verdict(name, doc.line, at, verdict);
+                Ok(translated) => match self.compile_sigma(&name, doc.line, &translated.rule) {
+                    Ok(()) => {
+                        mine.iter().for_each(|i| applied[*i] += 1);
+                        self.bases.push(sigma::Base {
+                            id: self.sigma[at].id.clone(),
+                            name: doc.get("name").and_then(Node::as_text),
+                            filter: translated.filter,
+                            source: translated.source,
+                            logsource: self.sigma[at].logsource.clone(),
+                            correlation: false,
+                        });
+                        Verdict::Compiled
+                    }
+                    Err(verdict) => verdict,
+                },
+            };
+            self.settle_verdict(&name, doc.line, at, verdict);
+        }
+        for ((name, doc, at), n) in filters.into_iter().zip(applied) {
+            let verdict = if n > 0 {
+                Verdict::Compiled
+            } else {
+                Verdict::NotApplicable("the filter names no Sigma rule of this set that compiled".into())
+            };
+            self.settle_verdict(&name, doc.line, at, verdict);
+        }
+        // Correlations in the order their rules become available: one that
+        // names another waits for it (chaining).
+        let mut waiting = correlations;
+        loop {
+            let ids: Vec<String> = waiting
+                .iter()
+                .flat_map(|(_, d, _)| [d.get("id"), d.get("name")])
+                .flatten()
+                .filter_map(Node::as_text)
+                .collect();
+            let (ready, blocked): (Vec<_>, Vec<_>) = std::mem::take(&mut waiting)
+                .into_iter()
+                .partition(|(_, d, _)| !sigma::correlation_names(d).iter().any(|n| ids.contains(n)));
+            if ready.is_empty() {
+                for (name, doc, at) in blocked {
+                    let why = "it names a correlation that names it back (a cycle)".to_owned();
+                    self.settle_verdict(&name, doc.line, at, Verdict::Unsupported(why));
+                }
+                break;
+            }
+            for (name, doc, at) in ready {
+                let verdict = match sigma::translate_correlation(&doc, &self.bases, &self.log_sources) {
+                    Err(verdict) => verdict,
+                    Ok(t) => match self.compile_sigma(&name, doc.line, &t.rule) {
+                        Ok(()) => {
+                            if !sigma::generates(&doc) {
+                                // Detection rules are inlined into the
+                                // correlation; correlations keep running
+                                // for it, without incidents of their own.
+                                let (inner, plain): (Vec<_>, Vec<_>) = t.used.into_iter().partition(|(_, c)| *c);
+                                self.rules.retain(|(_, _, r)| !plain.iter().any(|(u, _)| r.id == u.as_str()));
+                                for (_, _, r) in &mut self.rules {
+                                    if inner.iter().any(|(u, _)| r.id == u.as_str()) {
+                                        r.generate = false;
+                                    }
+                                }
+                            }
+                            self.bases.push(t.base);
+                            Verdict::Compiled
+                        }
+                        Err(verdict) => verdict,
+                    },
+                };
+                self.settle_verdict(&name, doc.line, at, verdict);
+            }
+            if blocked.is_empty() {
+                break;
+            }
+            waiting = blocked;
+        }
     }
 
     /// Compiles the vigil rule tree of a Sigma rule, keeping it if it
@@ -476,27 +580,6 @@ impl Compiler {
                     errors.join("; ")
                 }))
             }
-        }
-    }
-
-    /// Compiles the Sigma correlations added so far over the Sigma rules
-    /// compiled, and takes the rules they name out of the set unless the
-    /// correlation says `generate: true`.
-    fn settle_correlations(&mut self) {
-        for (name, doc, at) in std::mem::take(&mut self.correlations) {
-            let verdict = match sigma::translate_correlation(&doc, &self.bases, &self.log_sources) {
-                Err(verdict) => verdict,
-                Ok((tree, used)) => match self.compile_sigma(&name, doc.line, &tree) {
-                    Ok(()) => {
-                        if !sigma::generates(&doc) {
-                            self.rules.retain(|(_, _, r)| !used.iter().any(|u| r.id == u.as_str()));
-                        }
-                        Verdict::Compiled
-                    }
-                    Err(verdict) => verdict,
-                },
-            };
-            self.settle_verdict(&name, doc.line, at, verdict);
         }
     }
 
@@ -532,7 +615,7 @@ impl Compiler {
 
     /// The rule set and its warnings, or every diagnostic if any is an error.
     pub fn finish(mut self) -> Result<(RuleSet, Vec<Diagnostic>), Vec<Diagnostic>> {
-        self.settle_correlations();
+        self.settle_sigma();
         let mut ids: HashMap<Str, (String, u32)> = HashMap::new();
         for (file, line, rule) in &self.rules {
             if let Some((first_file, first_line)) = ids.get(&rule.id) {
@@ -623,10 +706,14 @@ struct RuleCx<'a, 'd> {
     list_uses: Vec<(u32, usize)>,
 }
 
-const RULE_KEYS: [&str; 12] = [
+const RULE_KEYS: [&str; 16] = [
     "id",
     "name",
     "description",
+    "author",
+    "tags",
+    "references",
+    "generate",
     "severity",
     "scope",
     "patterns",
@@ -652,6 +739,22 @@ fn text_value(node: &Node, what: &str, diags: &mut Diags<'_>) -> Option<String> 
             None
         }
     }
+}
+
+/// A list of short texts (tags, links): at most 64, each up to 1,024 bytes.
+fn text_list(node: &Node, what: &str, diags: &mut Diags<'_>) -> Vec<String> {
+    let items: Vec<&Node> = match &node.kind {
+        Kind::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    };
+    let mut out = Vec::new();
+    for item in items {
+        match item.as_text() {
+            Some(t) if !t.trim().is_empty() && t.len() <= 1024 && out.len() < 64 => out.push(t.trim().to_owned()),
+            _ => diags.error(item.line, format!("{what} is a list of at most 64 texts of up to 1,024 bytes")),
+        }
+    }
+    out
 }
 
 fn duration_value(node: &Node, what: &str, diags: &mut Diags<'_>) -> Option<i64> {
@@ -708,6 +811,17 @@ fn compile_rule(node: &Node, cx: &mut RuleCx<'_, '_>) -> Option<Rule> {
     };
     let name = node.get("name").and_then(|n| text_value(n, "name", cx.diags));
     let description = node.get("description").and_then(|n| text_value(n, "description", cx.diags)).unwrap_or_default();
+    let author = node.get("author").and_then(|n| text_value(n, "author", cx.diags)).unwrap_or_default();
+    let tags = node.get("tags").map(|n| text_list(n, "tags", cx.diags)).unwrap_or_default();
+    let references = node.get("references").map(|n| text_list(n, "references", cx.diags)).unwrap_or_default();
+    let generate = match node.get("generate").map(|n| (n, &n.kind)) {
+        None => true,
+        Some((_, Kind::Bool(b))) => *b,
+        Some((n, _)) => {
+            cx.diags.error(n.line, "generate is true or false");
+            true
+        }
+    };
     let severity = match node.get("severity") {
         None => Severity::Medium,
         Some(n) => {
@@ -843,6 +957,10 @@ fn compile_rule(node: &Node, cx: &mut RuleCx<'_, '_>) -> Option<Rule> {
         title,
         suppress,
         actions,
+        generate,
+        author,
+        tags,
+        references,
         source_hash: node_hash(node),
     })
 }

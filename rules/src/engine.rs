@@ -1075,7 +1075,9 @@ fn hit(
             sink.shared.feeds.push(Feed { event, ids, depth: depth + 1 });
         }
     }
-    sink.out.push(incident);
+    if rule.generate {
+        sink.out.push(incident);
+    }
 }
 
 /// A rule hit as an event: `event_type = incident.<rule id>`, the key

@@ -647,3 +647,44 @@ fn past_the_key_ceiling_the_stalest_keys_go_and_fresh_attacks_are_still_found() 
     engine.flush(&mut out);
     assert_eq!(summary(&finals(out)), vec![("brute".into(), "acme".into(), vec!["203.0.113.9".into()], 1)]);
 }
+
+/// `generate: false`: the rule's hits feed nested rules but raise no
+/// incident of their own; its author, tags and links describe the
+/// incidents of the rules that have them.
+#[test]
+fn a_rule_that_does_not_generate_still_feeds_nested_rules() {
+    let rules = compile(
+        r#"
+- id: burst
+  generate: false
+  patterns:
+    f:
+      filter: {event_type: ssh.auth.failure}
+      group_by: [src_ip]
+      window: 60s
+      having: count >= 2
+- id: bursts
+  description: Repeated bursts of failures.
+  author: Jane Doe
+  tags: [attack.credential-access, attack.t1110]
+  references: [https://attack.mitre.org/techniques/T1110/]
+  patterns:
+    b:
+      filter: {event_type: incident.burst}
+      group_by: [src_ip]
+      window: 1h
+      having: count >= 2
+"#,
+    );
+    let failure = |t: f64| ev(t, &[("event_type", "ssh.auth.failure"), ("org", "acme"), ("src_ip", "10.0.0.1")]);
+    let (incidents, _) = run_with(&rules, &[failure(0.0), failure(1.0), failure(600.0), failure(601.0)], config(1));
+    let fired: Vec<&str> = incidents.iter().map(|i| i.rule.as_str()).collect();
+    assert_eq!(fired, ["bursts"], "{incidents:?}");
+    assert_eq!(
+        rules.incident_description("bursts"),
+        "Repeated bursts of failures.\nAuthor: Jane Doe\nTags: attack.credential-access, attack.t1110\n\
+         References: https://attack.mitre.org/techniques/T1110/"
+    );
+    assert_eq!(rules.incident_description("burst"), "");
+    assert_eq!(rules.incident_description("nope"), "");
+}

@@ -135,10 +135,12 @@ fn the_detection_grammar_matches_as_the_specification_says() {
 #[test]
 fn unsupported_constructs_are_named() {
     let cases = [
-        ("    user|fieldref: host\n", "modifier 'fieldref'"),
+        ("    user|fieldref|contains: host\n", "fieldref takes no text or encoding modifier"),
+        ("    user|hour: 3\n", "hour takes a part of the event time, and 'user' is user"),
         ("    message|base64offset: x\n", "it needs contains"),
         ("    Unknown: x\n", "field 'Unknown' has no mapping for log source test/-/-"),
-        ("    user|expand: '%Admins%'\n", "modifier 'expand'"),
+        ("    user|expand: '%Admins%'\n", "placeholder %Admins% cannot be resolved"),
+        ("    user|expand: 'x-%Admins%'\n", "a watch list stands only for a whole value"),
         ("    dst_port|contains: 44\n", "'dst_port' is not text"),
     ];
     for (selection, reason) in cases {
@@ -335,10 +337,10 @@ fn correlations_count_events_and_values_over_their_rules() {
 #[test]
 fn unsupported_correlations_are_named() {
     for (correlation, reason) in [
-        ("  type: value_percentile\n  rules: [base-1]\n  timespan: 5m\n", "type 'value_percentile'"),
+        ("  type: value_percentile\n  rules: [base-1]\n  timespan: 5m\n", "of which population"),
         ("  type: temporal\n  rules: [base-1]\n  timespan: 5m\n", "two rules or more"),
         ("  type: event_count\n  rules: [base-1]\n  timespan: 5m\n  condition: {lt: 3}\n", "not when it stays low"),
-        ("  type: event_count\n  rules: [base-1]\n  timespan: 5m\n  condition: {gte: 3, lte: 9}\n", "range"),
+        ("  type: event_count\n  rules: [base-1]\n  timespan: 5m\n  condition: {gte: 3, lte: 9}\n", "below a ceiling"),
         ("  type: event_count\n  rules: [nope]\n  timespan: 5m\n  condition: {gte: 3}\n", "names 'nope'"),
         ("  type: value_count\n  rules: [base-1]\n  timespan: 5m\n  condition: {gte: 3}\n", "needs condition.field"),
     ] {
@@ -446,4 +448,23 @@ fn a_sigmahq_proxy_rule_fires_on_proxy_lines() {
     let (incidents, _) = run_with(&set, &events, config(60));
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     assert_eq!(incidents[0].event_ids, [1, 3]);
+}
+
+/// Incidents of a Sigma rule show its description, id and level, author
+/// (the Detection Rule License asks for it), ATT&CK tags and references.
+#[test]
+fn sigma_incidents_carry_the_rules_attribution() {
+    let text = "title: Attributed\nid: 5f1a-2\nstatus: test\nlevel: critical\ndescription: Something bad.\nauthor: Jane Doe\n\
+                tags: [attack.execution, attack.t1059]\nreferences: ['https://example.org/advisory']\n\
+                logsource: {product: test}\ndetection:\n  s: {Reason: x}\n  condition: s\n";
+    let mut c = Compiler::new();
+    c.set_log_sources(LogSources::parse(TEST_SOURCE).unwrap());
+    c.add_source("a.yml", text);
+    let (set, _) = c.finish().unwrap();
+    assert_eq!(
+        set.incident_description("5f1a-2"),
+        "Something bad.\nSigma rule 5f1a-2, level critical, status test.\nAuthor: Jane Doe\n\
+         Tags: attack.execution, attack.t1059\nReferences: https://example.org/advisory"
+    );
+    assert_eq!(set.rules()[0].severity, rules::Severity::Critical);
 }

@@ -27,6 +27,10 @@ pub enum RulesCommand {
         /// Rule files or directories.
         #[arg(value_name = "PATH", required = true)]
         paths: Vec<PathBuf>,
+        /// Sigma log-source mappings to use instead of the built-in ones
+        /// (docs/sigma.md).
+        #[arg(long, value_name = "FILE")]
+        mappings: Option<PathBuf>,
     },
     /// Run rules over a log file on event time, flush all windows at the end
     /// of input, and print each incident as one JSON line. `event_ids` are
@@ -56,6 +60,10 @@ pub struct TestArgs {
     /// Rule files or directories (default: the built-in pack).
     #[arg(long, value_name = "PATH", num_args = 1..)]
     rules: Vec<PathBuf>,
+    /// Sigma log-source mappings to use instead of the built-in ones
+    /// (docs/sigma.md).
+    #[arg(long, value_name = "FILE")]
+    mappings: Option<PathBuf>,
     /// The log file; "-" reads stdin.
     #[arg(long, value_name = "LOGFILE")]
     input: PathBuf,
@@ -83,7 +91,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 pub fn run(cmd: RulesCommand) -> Result<ExitCode> {
     match cmd {
-        RulesCommand::Check { paths } => check(&paths),
+        RulesCommand::Check { paths, mappings } => check(&paths, mappings.as_deref()),
         RulesCommand::Test(args) => test(args).map(|()| ExitCode::SUCCESS),
         RulesCommand::ImportSigma { dir, report, mappings } => {
             import_sigma(&dir, report.as_deref(), mappings.as_deref())
@@ -91,14 +99,20 @@ pub fn run(cmd: RulesCommand) -> Result<ExitCode> {
     }
 }
 
-fn import_sigma(dir: &Path, report: Option<&Path>, mappings: Option<&Path>) -> Result<ExitCode> {
-    use rules::sigma::{LogSources, Verdict};
+/// A compiler using the Sigma log-source mappings of `mappings`, if given.
+fn compiler_with(mappings: Option<&Path>) -> Result<Compiler> {
     let mut compiler = Compiler::new();
     if let Some(path) = mappings {
         let text = read_text(path)?;
-        let sources = LogSources::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let sources = rules::sigma::LogSources::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         compiler.set_log_sources(sources);
     }
+    Ok(compiler)
+}
+
+fn import_sigma(dir: &Path, report: Option<&Path>, mappings: Option<&Path>) -> Result<ExitCode> {
+    use rules::sigma::Verdict;
+    let mut compiler = compiler_with(mappings)?;
     compiler.add_path(dir);
     let rules = compiler.sigma_report().to_vec();
     // Problems that are not about a Sigma rule (unreadable files, vigil
@@ -189,16 +203,19 @@ fn print_diagnostics(diagnostics: &[Diagnostic]) {
     }
 }
 
-fn compile(paths: &[PathBuf]) -> Result<(RuleSet, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let mut compiler = Compiler::new();
+/// A compiled set with its warnings, or every diagnostic.
+type Compiled = std::result::Result<(RuleSet, Vec<Diagnostic>), Vec<Diagnostic>>;
+
+fn compile(paths: &[PathBuf], mappings: Option<&Path>) -> Result<Compiled> {
+    let mut compiler = compiler_with(mappings)?;
     for path in paths {
         compiler.add_path(path);
     }
-    compiler.finish()
+    Ok(compiler.finish())
 }
 
-fn check(paths: &[PathBuf]) -> Result<ExitCode> {
-    match compile(paths) {
+fn check(paths: &[PathBuf], mappings: Option<&Path>) -> Result<ExitCode> {
+    match compile(paths, mappings)? {
         Ok((set, warnings)) => {
             print_diagnostics(&warnings);
             eprintln!("{} rules, 0 errors, {} warnings", set.len(), warnings.len());
@@ -298,7 +315,7 @@ fn test(args: TestArgs) -> Result<()> {
     let rules = if args.rules.is_empty() {
         rules::builtin()
     } else {
-        match compile(&args.rules) {
+        match compile(&args.rules, args.mappings.as_deref())? {
             Ok((set, warnings)) => {
                 print_diagnostics(&warnings);
                 set

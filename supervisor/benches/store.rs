@@ -67,6 +67,7 @@ async fn run(name: &str, url: &str, incidents: usize) {
             key: format!("src_ip=10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255),
             window_start_ms: last - 60_000,
             title: format!("incident {i}"),
+            description: String::new(),
             severity: rules::Severity::ALL[(rng.next() % 5) as usize],
             count: 5,
             first_seen_ms: last - 60_000,

@@ -17,6 +17,7 @@ fn update(org: i64, key: u32, count: u64, last: i64, ids: Vec<u64>) -> IncidentU
         key: format!("src_ip=192.0.2.{key}"),
         window_start_ms: 1_700_000_000_000,
         title: format!("SSH brute force from 192.0.2.{key}"),
+        description: String::new(),
         severity: rules::Severity::High,
         count,
         first_seen_ms: 1_700_000_000_000,
@@ -36,10 +37,17 @@ async fn the_same_incident_again_updates_it() {
         let store = open(&db, StoreConfig::default()).await;
         let acme = org(&store, "Acme").await;
         let (ingest, _task) = Ingest::start(store.clone(), IngestConfig::default());
-        ingest.try_submit(update(acme, 1, 5, 1_700_000_010_000, (0..60).collect())).unwrap();
+        let described = |mut u: IncidentUpdate, text: &str| {
+            u.description = text.into();
+            u
+        };
+        let first = update(acme, 1, 5, 1_700_000_010_000, (0..60).collect());
+        ingest.try_submit(described(first, "Five failures.\nAuthor: Jane Doe\u{0}")).unwrap();
         ingest.flush().await.unwrap();
-        // A later report, a stale duplicate, and an exact replay.
-        ingest.try_submit(update(acme, 1, 9, 1_700_000_050_000, (50..120).collect())).unwrap();
+        // A later report (whose description changes nothing), a stale
+        // duplicate, and an exact replay.
+        let later = update(acme, 1, 9, 1_700_000_050_000, (50..120).collect());
+        ingest.try_submit(described(later, "another text")).unwrap();
         ingest.try_submit(update(acme, 1, 7, 1_700_000_020_000, vec![1])).unwrap();
         ingest.flush().await.unwrap();
         ingest.try_submit(update(acme, 1, 9, 1_700_000_050_000, (50..120).collect())).unwrap();
@@ -49,6 +57,7 @@ async fn the_same_incident_again_updates_it() {
         assert_eq!(list.items.len(), 1, "{}: one incident per source reference", db.name);
         let one = store.get_record(&cli, Kind::Incident, list.items[0].id).await.unwrap();
         assert_eq!(one.count, 9, "{}: counts only grow", db.name);
+        assert_eq!(one.description, "Five failures.\nAuthor: Jane Doe", "{}: the rule's, from the creation", db.name);
         assert_eq!(one.last_seen, "2023-11-14T22:14:10Z");
         assert_eq!(
             one.event_ids.as_deref().unwrap(),

@@ -146,7 +146,7 @@ impl RulesConfig {
 }
 
 /// A detection as the record store takes it.
-pub fn update_of(d: &Detection) -> IncidentUpdate {
+pub fn update_of(d: &Detection, rules: &RuleSet) -> IncidentUpdate {
     let i = &d.incident;
     let key = i.key.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
     let ms = |t: EventTime| i64::try_from(t.unix_nanos() / 1_000_000).unwrap_or(0);
@@ -156,6 +156,7 @@ pub fn update_of(d: &Detection) -> IncidentUpdate {
         key,
         window_start_ms: ms(i.first_seen),
         title: i.title.clone(),
+        description: rules.incident_description(&i.rule),
         severity: i.severity,
         count: i.count,
         first_seen_ms: ms(i.first_seen),
@@ -223,6 +224,7 @@ impl WorkerNode {
         };
         let writer = EventWriter::open(config, clock.now())?;
         let stats = Arc::new(WorkerStats::default());
+        let rules = setup.rules.clone();
         let engine = match setup.restored {
             Some(engine) => engine,
             None => Engine::new(setup.rules, setup.engine),
@@ -257,7 +259,7 @@ impl WorkerNode {
             .name("vigil-worker".into())
             .spawn(move || {
                 worker.run(&source, clock.as_ref(), flush, |detections| {
-                    sink.deliver(detections.iter().map(update_of).collect());
+                    sink.deliver(detections.iter().map(|d| update_of(d, &rules)).collect());
                 })
             })
             .map_err(|e| WorkerError::Io { path: "vigil-worker thread".into(), source: e })?;

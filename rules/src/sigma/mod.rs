@@ -36,6 +36,8 @@ const BUILTIN: &str = include_str!("../../sigma/logsources.yaml");
 #[derive(Clone, Debug)]
 pub struct LogSources {
     mappings: Vec<Mapping>,
+    /// Values of `%name%` placeholders for the `expand` modifier.
+    placeholders: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -43,6 +45,8 @@ struct Mapping {
     product: Option<String>,
     category: Option<String>,
     service: Option<String>,
+    /// The orgs this mapping is for; empty: every org without its own.
+    orgs: Vec<String>,
     /// A vigil filter selecting the log source's events.
     filter: Node,
     /// Sigma field name (as written, compared ignoring case) → vigil field.
@@ -53,15 +57,43 @@ impl LogSources {
     /// The mappings that ship with vigil (`rules/sigma/logsources.yaml`).
     pub fn builtin() -> LogSources {
         // Checked by a test: the built-in file always parses.
-        LogSources::parse(BUILTIN).unwrap_or(LogSources { mappings: Vec::new() })
+        LogSources::parse(BUILTIN).unwrap_or(LogSources { mappings: Vec::new(), placeholders: Vec::new() })
     }
 
     /// Mappings from their YAML: a list of `{logsource: {product,
-    /// category, service}, filter: FILTER, fields: {SigmaName: field}}`.
+    /// category, service}, orgs: [ORG...], filter: FILTER, fields:
+    /// {SigmaName: field}}`, or a mapping `{mappings: [...], placeholders:
+    /// {NAME: [VALUE...]}}`.
     pub fn parse(text: &str) -> Result<LogSources, String> {
         let root = syntax::parse(text).map_err(|(line, m)| format!("line {line}: invalid YAML: {m}"))?;
-        let Kind::Seq(items) = &root.kind else {
-            return Err("log-source mappings are a list".into());
+        let mut placeholders = Vec::new();
+        let items = match &root.kind {
+            Kind::Seq(items) => items.as_slice(),
+            Kind::Map(_) => {
+                for (k, _) in root.entries().unwrap_or_default() {
+                    let key = k.as_text().unwrap_or_default();
+                    if key != "mappings" && key != "placeholders" {
+                        return Err(format!("line {}: unknown key '{key}' (mappings, placeholders)", k.line));
+                    }
+                }
+                if let Some(p) = root.get("placeholders") {
+                    let entries = p.entries().ok_or_else(|| format!("line {}: placeholders is a mapping", p.line))?;
+                    for (k, v) in entries {
+                        let name = k.as_text().ok_or_else(|| format!("line {}: a placeholder has a name", k.line))?;
+                        let values: Vec<String> = list(v).into_iter().filter_map(Node::as_text).collect();
+                        if values.is_empty() || matches!(v.kind, Kind::Map(_)) {
+                            return Err(format!("line {}: placeholder '{name}' takes a list of values", v.line));
+                        }
+                        placeholders.push((name, values));
+                    }
+                }
+                match root.get("mappings").map(|m| &m.kind) {
+                    Some(Kind::Seq(items)) => items.as_slice(),
+                    None => &[],
+                    Some(_) => return Err("mappings is a list".into()),
+                }
+            }
+            _ => return Err("log-source mappings are a list".into()),
         };
         let mut mappings = Vec::new();
         for item in items {
@@ -78,20 +110,70 @@ impl LogSources {
                     }
                 }
             }
-            mappings.push(Mapping {
+            let orgs: Vec<String> =
+                item.get("orgs").map(list).unwrap_or_default().into_iter().filter_map(Node::as_text).collect();
+            if item.get("orgs").is_some() && orgs.is_empty() {
+                return Err(at("orgs is a list of org names"));
+            }
+            let mapping = Mapping {
                 product: key("product"),
                 category: key("category"),
                 service: key("service"),
+                orgs,
                 filter,
                 fields,
-            });
+            };
+            let same = |m: &Mapping| {
+                m.product == mapping.product && m.category == mapping.category && m.service == mapping.service
+            };
+            if mappings.iter().any(|m: &Mapping| {
+                same(m)
+                    && (m.orgs.is_empty() && mapping.orgs.is_empty() || m.orgs.iter().any(|o| mapping.orgs.contains(o)))
+            }) {
+                return Err(at("this log source is mapped twice for the same orgs"));
+            }
+            mappings.push(mapping);
         }
-        Ok(LogSources { mappings })
+        Ok(LogSources { mappings, placeholders })
     }
 
-    /// The mapping of exactly this log source.
-    fn find(&self, product: &Option<String>, category: &Option<String>, service: &Option<String>) -> Option<&Mapping> {
-        self.mappings.iter().find(|m| m.product == *product && m.category == *category && m.service == *service)
+    /// The mappings of exactly this log source, each with the filter
+    /// choosing its orgs' events: an org's own mapping for its orgs, the
+    /// general one for every other org.
+    fn find(&self, source: &[Option<String>; 3]) -> Vec<(&Mapping, Option<Node>)> {
+        let all: Vec<&Mapping> = self
+            .mappings
+            .iter()
+            .filter(|m| m.product == source[0] && m.category == source[1] && m.service == source[2])
+            .collect();
+        let special: Vec<Node> = all.iter().flat_map(|m| m.orgs.iter()).map(|o| text(0, o)).collect();
+        all.into_iter()
+            .map(|m| {
+                let orgs = if m.orgs.is_empty() {
+                    (!special.is_empty()).then(|| negate(0, test(0, "org".into(), seq(0, special.clone()))))
+                } else {
+                    Some(test(0, "org".into(), seq(0, m.orgs.iter().map(|o| text(0, o)).collect())))
+                };
+                (m, orgs)
+            })
+            .collect()
+    }
+
+    /// The vigil field Sigma field `name` of log source `source` is, the
+    /// same in every org's mapping.
+    fn field(&self, source: &[Option<String>; 3], label: &str, name: &str) -> Result<String, String> {
+        let mut found: Option<String> = None;
+        for (mapping, _) in self.find(source) {
+            let cx = Cx { mapping, logsource: label.to_owned(), placeholders: &[], lists: &[] };
+            let vigil = cx.field(name)?.1;
+            match &found {
+                Some(f) if *f != vigil => {
+                    return Err(format!("field '{name}' maps to {f} for some orgs and to {vigil} for others"));
+                }
+                _ => found = Some(vigil),
+            }
+        }
+        found.ok_or_else(|| format!("no mapping for log source {label}"))
     }
 }
 
@@ -156,60 +238,88 @@ pub(crate) fn is_correlation(doc: &Node) -> bool {
     doc.get("correlation").is_some()
 }
 
+/// What a Sigma rule is compiled against: the mappings, the watch lists
+/// the rule set fills (for `expand`) and the filter documents that name it.
+pub(crate) struct Env<'a> {
+    pub sources: &'a LogSources,
+    pub lists: &'a [String],
+    pub filters: &'a [&'a Node],
+}
+
+/// The log source of a document, as mapping keys.
+fn source_of(doc: &Node) -> [Option<String>; 3] {
+    let key =
+        |k: &str| doc.get("logsource").and_then(|l| l.get(k)).and_then(Node::as_text).map(|s| s.to_ascii_lowercase());
+    [key("product"), key("category"), key("service")]
+}
+
+/// Whether a YAML document is a Sigma filter document.
+pub(crate) fn is_filter(doc: &Node) -> bool {
+    doc.get("detection").is_none() && doc.get("correlation").is_none() && doc.get("filter").is_some()
+}
+
+/// Whether filter document `filter` applies to detection rule `doc`: it
+/// names the rule (by id or name, or `any`) and its log source is the
+/// rule's or a more general one.
+pub(crate) fn filter_applies(filter: &Node, doc: &Node) -> bool {
+    let Some(f) = filter.get("filter") else { return false };
+    let id = doc.get("id").and_then(Node::as_text);
+    let name = doc.get("name").and_then(Node::as_text);
+    let named = match f.get("rules") {
+        Some(n) if n.as_text().is_some_and(|t| t.eq_ignore_ascii_case("any")) && !matches!(n.kind, Kind::Seq(_)) => {
+            true
+        }
+        Some(n) => {
+            list(n).into_iter().filter_map(Node::as_text).any(|r| Some(&r) == id.as_ref() || Some(&r) == name.as_ref())
+        }
+        None => false,
+    };
+    let (mine, rule) = (source_of(filter), source_of(doc));
+    named && mine.iter().zip(&rule).all(|(m, r)| m.is_none() || m == r)
+}
+
 /// The vigil rule tree of Sigma detection document `doc`, or why there is
 /// none.
-pub(crate) fn translate(doc: &Node, sources: &LogSources) -> Result<Translated, Verdict> {
+pub(crate) fn translate(doc: &Node, env: &Env<'_>) -> Result<Translated, Verdict> {
     let unsupported = |m: String| Verdict::Unsupported(m);
     if doc.get("correlation").is_some() {
         return Err(unsupported("a correlation rule is compiled with the rules it names".into()));
     }
     let Some(detection) = doc.get("detection") else {
-        return Err(unsupported("Sigma filter documents are not supported yet".into()));
+        return Err(unsupported("a filter document is applied to the rules it names".into()));
     };
     let title = doc.get("title").and_then(Node::as_text).ok_or_else(|| unsupported("the rule has no title".into()))?;
     let id = doc.get("id").and_then(Node::as_text).ok_or_else(|| unsupported("the rule has no id".into()))?;
-    let logsource = doc.get("logsource").ok_or_else(|| unsupported("the rule has no logsource".into()))?;
-    let key = |k: &str| logsource.get(k).and_then(Node::as_text).map(|s| s.to_ascii_lowercase());
-    let Some(mapping) = sources.find(&key("product"), &key("category"), &key("service")) else {
+    if doc.get("logsource").is_none() {
+        return Err(unsupported("the rule has no logsource".into()));
+    }
+    let source = source_of(doc);
+    let mappings = env.sources.find(&source);
+    if mappings.is_empty() {
         return Err(Verdict::NotApplicable(format!("no mapping for log source {}", logsource_label(doc))));
-    };
-    let entries = detection.entries().ok_or_else(|| unsupported("detection is not a mapping".into()))?;
-    let mut names = Vec::new();
-    let mut condition = None;
-    for (k, v) in entries {
-        match k.as_text().as_deref() {
-            Some("condition") => condition = Some(v),
-            Some("timeframe") => {
-                return Err(unsupported("timeframe (a Sigma 1 aggregation): write a correlation rule".into()));
-            }
-            Some(name) => names.push((name.to_owned(), v)),
-            None => return Err(unsupported(format!("line {}: a search identifier must be a name", k.line))),
+    }
+    let mut branches = Vec::new();
+    for (mapping, orgs) in &mappings {
+        let cx =
+            Cx { mapping, logsource: logsource_label(doc), placeholders: &env.sources.placeholders, lists: env.lists };
+        let for_orgs = |e: String| {
+            if mapping.orgs.is_empty() { e } else { format!("with the mapping for {}: {e}", mapping.orgs.join(", ")) }
+        };
+        let mut all = vec![mapping.filter.clone()];
+        all.extend(orgs.clone());
+        all.push(cx.detection(detection, &[]).map_err(|e| unsupported(for_orgs(e)))?);
+        for f in env.filters {
+            let title = f.get("title").and_then(Node::as_text).unwrap_or_default();
+            let body = f.get("filter").ok_or_else(|| unsupported(format!("filter '{title}' has no filter")))?;
+            all.push(
+                cx.detection(body, &["rules"]).map_err(|e| unsupported(for_orgs(format!("filter '{title}': {e}"))))?,
+            );
         }
+        branches.push(combine(doc.line, "all", all));
     }
-    let condition = condition.ok_or_else(|| unsupported("detection has no condition".into()))?;
-    let texts: Vec<String> = match &condition.kind {
-        Kind::Seq(items) => items.iter().filter_map(Node::as_text).collect(),
-        _ => condition.as_text().into_iter().collect(),
-    };
-    if texts.is_empty() {
-        return Err(unsupported("the condition is not text".into()));
-    }
-    let plain: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
-    let mut exprs = Vec::new();
-    for text in &texts {
-        exprs.push(condition::parse(text, &plain).map_err(|e| unsupported(format!("condition '{text}': {e}")))?);
-    }
-    let expr = if exprs.len() == 1 { exprs.remove(0) } else { Expr::Any(exprs) };
-    let cx = Cx { mapping, logsource: logsource_label(doc) };
-    let mut searches = Vec::new();
-    for (name, node) in &names {
-        searches.push((name.clone(), cx.search(node).map_err(|e| unsupported(format!("{name}: {e}")))?));
-    }
-    let filter = cx.expr(&expr, &searches, detection.line);
-    let line = doc.line;
-    let filter = map(line, vec![("all", seq(line, vec![mapping.filter.clone(), filter]))]);
+    let filter = combine(doc.line, "any", branches);
     let rule = rule_tree(doc, &id, &title, vec![("filter", filter.clone())]);
-    Ok(Translated { rule, filter, source: [key("product"), key("category"), key("service")] })
+    Ok(Translated { rule, filter, source })
 }
 
 /// A vigil rule tree for Sigma document `doc` with one sub-pattern.
@@ -229,13 +339,29 @@ fn rule_tree_of(doc: &Node, id: &str, title: &str, patterns: Vec<(String, Node)>
         Some("critical") => "critical",
         _ => "medium",
     };
-    let mut description = doc.get("description").and_then(Node::as_text).unwrap_or_default();
-    if let Some(author) = doc.get("author").and_then(Node::as_text) {
-        description = format!("{} (Sigma rule by {author})", description.trim_end());
-    }
+    let description = doc.get("description").and_then(Node::as_text).unwrap_or_default();
+    let status = doc.get("status").and_then(Node::as_text).map(|s| format!(", status {s}")).unwrap_or_default();
+    let level = doc.get("level").and_then(Node::as_text).unwrap_or_else(|| "medium".into());
+    let description = format!("{}\nSigma rule {id}, level {level}{status}.", description.trim()).trim().to_owned();
     let mut entries = vec![("id", text(line, id)), ("name", text(line, title))];
-    if !description.trim().is_empty() {
-        entries.push(("description", text(line, description.trim())));
+    entries.push(("description", text(line, &description)));
+    if let Some(author) = doc.get("author").and_then(Node::as_text).filter(|a| !a.trim().is_empty()) {
+        entries.push(("author", text(line, author.trim())));
+    }
+    for key in ["tags", "references"] {
+        let items: Vec<Node> = doc
+            .get(key)
+            .map(list)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(Node::as_text)
+            .filter(|t| !t.trim().is_empty() && t.len() <= 1024)
+            .take(64)
+            .map(|t| text(line, &t))
+            .collect();
+        if !items.is_empty() {
+            entries.push((key, seq(line, items)));
+        }
     }
     entries.push(("severity", text(line, severity)));
     let patterns = patterns.into_iter().map(|(k, v)| (text(line, &k), v)).collect();
@@ -244,7 +370,8 @@ fn rule_tree_of(doc: &Node, id: &str, title: &str, patterns: Vec<(String, Node)>
     map(line, entries)
 }
 
-/// A compiled Sigma detection rule a correlation may name.
+/// A compiled Sigma rule a correlation may name: a detection rule, or a
+/// correlation (whose incidents the chained correlation counts).
 pub(crate) struct Base {
     pub id: String,
     /// Its `name` attribute, by which correlations may also name it.
@@ -253,64 +380,115 @@ pub(crate) struct Base {
     pub source: [Option<String>; 3],
     /// Its log source as the report shows it.
     pub logsource: String,
+    /// A correlation rule (its events are its incidents).
+    pub correlation: bool,
+}
+
+/// The ids or names correlation `doc` names.
+pub(crate) fn correlation_names(doc: &Node) -> Vec<String> {
+    doc.get("correlation")
+        .and_then(|c| c.get("rules"))
+        .map(list)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(Node::as_text)
+        .collect()
+}
+
+/// A translated correlation: its vigil rule tree, the rules it uses (id,
+/// whether a correlation) and the [`Base`] by which later correlations
+/// may name it.
+pub(crate) struct TranslatedCorrelation {
+    pub rule: Node,
+    pub used: Vec<(String, bool)>,
+    pub base: Base,
 }
 
 /// The vigil rule tree of correlation `doc` over the compiled rules
-/// `bases`, and the ids of the rules it uses; or why there is none.
+/// `bases`; or why there is none.
 pub(crate) fn translate_correlation(
     doc: &Node,
     bases: &[Base],
     sources: &LogSources,
-) -> Result<(Node, Vec<String>), Verdict> {
+) -> Result<TranslatedCorrelation, Verdict> {
     let unsupported = |m: String| Verdict::Unsupported(m);
     let line = doc.line;
     let title = doc.get("title").and_then(Node::as_text).ok_or_else(|| unsupported("the rule has no title".into()))?;
     let id = doc.get("id").and_then(Node::as_text).ok_or_else(|| unsupported("the rule has no id".into()))?;
     let c = doc.get("correlation").ok_or_else(|| unsupported("no correlation".into()))?;
     let kind = c.get("type").and_then(Node::as_text).ok_or_else(|| unsupported("correlation has no type".into()))?;
-    if !matches!(
-        kind.as_str(),
-        "event_count" | "value_count" | "value_sum" | "value_avg" | "temporal" | "temporal_ordered"
-    ) {
-        return Err(unsupported(format!("correlation type '{kind}' is not supported yet")));
+    match kind.as_str() {
+        "event_count" | "value_count" | "value_sum" | "value_avg" | "temporal" | "temporal_ordered" => {}
+        "value_percentile" => {
+            return Err(unsupported(
+                "value_percentile: the specification does not say of which population the percentile is taken \
+                 (the group's values, or every group's), so vigil reports it instead of guessing (docs/sigma.md)"
+                    .into(),
+            ));
+        }
+        other => return Err(unsupported(format!("unknown correlation type '{other}'"))),
     }
-    if c.get("aliases").is_some() {
-        return Err(unsupported("correlation aliases are not supported yet".into()));
-    }
-    let names: Vec<String> = match c.get("rules") {
-        Some(n) => list(n).into_iter().filter_map(Node::as_text).collect(),
-        None => Vec::new(),
-    };
+    let names = correlation_names(doc);
     if names.is_empty() {
         return Err(unsupported("the correlation names no rules".into()));
     }
-    let mut used: Vec<&Base> = Vec::new();
+    let mut used: Vec<(&str, &Base)> = Vec::new();
     for name in &names {
-        let base =
-            bases.iter().find(|b| b.id == *name || b.name.as_deref() == Some(name.as_str())).ok_or_else(|| {
-                unsupported(format!("it names '{name}', which is not a compiled Sigma detection rule of this set"))
-            })?;
-        used.push(base);
+        let base = bases
+            .iter()
+            .find(|b| b.id == *name || b.name.as_deref() == Some(name.as_str()))
+            .ok_or_else(|| unsupported(format!("it names '{name}', which is not a compiled Sigma rule of this set")))?;
+        used.push((name, base));
     }
-    let source = &used[0].source;
-    if used.iter().any(|b| b.source != *source) {
-        return Err(unsupported("its rules have different log sources, which needs aliases".into()));
+    // Aliases: per rule, the field a group-by name stands for.
+    let mut aliases: Vec<(String, &Node)> = Vec::new();
+    if let Some(a) = c.get("aliases") {
+        for (k, v) in a.entries().ok_or_else(|| unsupported("aliases is a mapping".into()))? {
+            let alias = k.as_text().ok_or_else(|| unsupported("an alias has a name".into()))?;
+            if v.entries().is_none() {
+                return Err(unsupported(format!("alias '{alias}' maps rule names to fields")));
+            }
+            aliases.push((alias, v));
+        }
     }
-    let mapping = sources
-        .find(&source[0], &source[1], &source[2])
-        .ok_or_else(|| unsupported("no mapping for its rules".into()))?;
-    let cx = Cx { mapping, logsource: used[0].logsource.clone() };
+    // The vigil field Sigma field (or alias) `name` is in each used rule.
+    let resolve = |name: &str| -> Result<Vec<String>, Verdict> {
+        used.iter()
+            .map(|(rule, base)| {
+                let field = match aliases.iter().find(|(a, _)| a == name) {
+                    Some((_, map)) => map
+                        .get(rule)
+                        .or_else(|| map.get(&base.id))
+                        .and_then(Node::as_text)
+                        .ok_or_else(|| unsupported(format!("alias '{name}' gives no field for rule '{rule}'")))?,
+                    None => name.to_owned(),
+                };
+                sources.field(&base.source, &base.logsource, &field).map_err(unsupported)
+            })
+            .collect()
+    };
     let timespan = c
         .get("timespan")
         .and_then(Node::as_text)
         .ok_or_else(|| unsupported("the correlation has no timespan".into()))?;
-    let mut group_by = Vec::new();
+    let mut group_by: Vec<Vec<String>> = Vec::new();
     if let Some(g) = c.get("group-by") {
         for f in list(g) {
             let name = f.as_text().ok_or_else(|| unsupported("group-by names fields".into()))?;
-            group_by.push(text(line, &cx.field(&name).map_err(unsupported)?.1));
+            group_by.push(resolve(&name)?);
         }
     }
+    let base_filter = test(line, "event_type".into(), text(line, &format!("incident.{id}")));
+    let first = used[0].1;
+    let base = Base {
+        id: id.clone(),
+        name: doc.get("name").and_then(Node::as_text),
+        filter: base_filter,
+        source: first.source.clone(),
+        logsource: first.logsource.clone(),
+        correlation: true,
+    };
+    let used_ids = used.iter().map(|(_, b)| (b.id.clone(), b.correlation)).collect();
     if kind.starts_with("temporal") {
         // Every named rule within the timespan (in their order when
         // ordered), per group-by values.
@@ -320,19 +498,49 @@ pub(crate) fn translate_correlation(
         if let Some(condition) = c.get("condition")
             && condition.get("gte").and_then(Node::as_text) != Some(used.len().to_string())
         {
-            return Err(unsupported(format!("a {kind} condition on fewer than all its rules is not supported yet")));
+            return Err(unsupported(format!(
+                "a {kind} condition on fewer than all its rules: vigil's conditions combine every pattern"
+            )));
         }
         let names: Vec<String> = (1..=used.len()).map(|i| format!("rule_{i}")).collect();
-        let patterns =
-            names.iter().zip(&used).map(|(n, b)| (n.clone(), map(line, vec![("filter", b.filter.clone())]))).collect();
+        let patterns = names
+            .iter()
+            .zip(&used)
+            .map(|(n, (_, b))| (n.clone(), map(line, vec![("filter", b.filter.clone())])))
+            .collect();
         let joiner = if kind == "temporal_ordered" { " followed by " } else { " and " };
         let mut extra = vec![("condition", text(line, &names.join(joiner))), ("within", text(line, &timespan))];
         if !group_by.is_empty() {
-            extra.push(("join", seq(line, group_by)));
+            let joins = group_by
+                .iter()
+                .map(|fields| {
+                    if fields.iter().all(|f| *f == fields[0]) {
+                        text(line, &fields[0])
+                    } else {
+                        let pairs = names.iter().zip(fields).map(|(n, f)| (text(line, n), text(line, f))).collect();
+                        Node { line, kind: Kind::Map(pairs) }
+                    }
+                })
+                .collect();
+            extra.push(("join", seq(line, joins)));
         }
         let rule = rule_tree_of(doc, &id, &title, patterns, extra);
-        return Ok((rule, used.iter().map(|b| b.id.clone()).collect()));
+        return Ok(TranslatedCorrelation { rule, used: used_ids, base });
     }
+    // Counting: one pattern over every named rule's events, so a field
+    // must be the same vigil field in all of them.
+    let one = |fields: Vec<String>, what: &str| -> Result<String, Verdict> {
+        if fields.iter().all(|f| *f == fields[0]) {
+            Ok(fields[0].clone())
+        } else {
+            Err(unsupported(format!(
+                "{what} is {} in its rules: a {kind} counts one group per event, so it must be one field",
+                fields.join(" / ")
+            )))
+        }
+    };
+    let group_by: Vec<Node> =
+        group_by.into_iter().map(|f| one(f, "a group-by field").map(|f| text(line, &f))).collect::<Result<_, _>>()?;
     let condition = c.get("condition").ok_or_else(|| unsupported("the correlation has no condition".into()))?;
     let mut comparisons = Vec::new();
     let mut field = None;
@@ -349,43 +557,50 @@ pub(crate) fn translate_correlation(
             _ => return Err(unsupported(format!("unknown condition key '{}'", k.as_text().unwrap_or_default()))),
         }
     }
-    let [(op, n)] = comparisons.as_slice() else {
-        return Err(unsupported("a condition with a range (two comparisons) is not supported yet".into()));
-    };
-    let symbol = match op.as_str() {
-        "gt" => ">",
-        "gte" => ">=",
-        "lt" => "<",
-        "lte" => "<=",
-        "eq" => "==",
-        _ => "!=",
-    };
+    if comparisons.is_empty() {
+        return Err(unsupported("the condition has no comparison (gt, gte, lt, lte, eq, neq)".into()));
+    }
     let field = match (kind.as_str(), field) {
         ("event_count", _) => None,
-        (_, Some(f)) => Some(cx.field(&f).map_err(unsupported)?.1),
+        (_, Some(f)) => Some(one(resolve(&f)?, "condition.field")?),
         (_, None) => return Err(unsupported(format!("a {kind} correlation needs condition.field"))),
     };
-    let having = match (kind.as_str(), field) {
-        ("event_count" | "value_count", _) if !matches!(op.as_str(), "gt" | "gte") => {
-            return Err(unsupported(format!(
-                "{kind} with {op}: vigil raises when a count rises past a threshold (gt, gte), not when it stays low"
-            )));
-        }
-        ("event_count", _) => format!("count {symbol} {n}"),
-        ("value_count", Some(f)) => format!("count_distinct({f}) {symbol} {n}"),
-        ("value_sum", Some(f)) => format!("sum({f}) {symbol} {n}"),
-        (_, Some(f)) => format!("avg({f}) {symbol} {n}"),
-        _ => return Err(unsupported("the condition needs a field".into())),
-    };
-    let filter = combine(line, "any", used.iter().map(|b| b.filter.clone()).collect());
+    let mut having = Vec::new();
+    for (op, n) in &comparisons {
+        let symbol = match op.as_str() {
+            "gt" => ">",
+            "gte" => ">=",
+            "lt" => "<",
+            "lte" => "<=",
+            "eq" => "==",
+            _ => "!=",
+        };
+        having.push(text(
+            line,
+            &match (kind.as_str(), &field) {
+                ("event_count" | "value_count", _) if !matches!(op.as_str(), "gt" | "gte") => {
+                    return Err(unsupported(format!(
+                        "{kind} with {op}: vigil raises when a count rises past a threshold (gt, gte), \
+                         not when it stays low or below a ceiling"
+                    )));
+                }
+                ("event_count", _) => format!("count {symbol} {n}"),
+                ("value_count", Some(f)) => format!("count_distinct({f}) {symbol} {n}"),
+                ("value_sum", Some(f)) => format!("sum({f}) {symbol} {n}"),
+                (_, Some(f)) => format!("avg({f}) {symbol} {n}"),
+                _ => return Err(unsupported("the condition needs a field".into())),
+            },
+        ));
+    }
+    let filter = combine(line, "any", used.iter().map(|(_, b)| b.filter.clone()).collect());
     let mut pattern = vec![("filter", filter)];
     if !group_by.is_empty() {
         pattern.push(("group_by", seq(line, group_by)));
     }
     pattern.push(("window", text(line, &timespan)));
-    pattern.push(("having", text(line, &having)));
+    pattern.push(("having", if having.len() == 1 { having.remove(0) } else { seq(line, having) }));
     let rule = rule_tree(doc, &id, &title, pattern);
-    Ok((rule, used.iter().map(|b| b.id.clone()).collect()))
+    Ok(TranslatedCorrelation { rule, used: used_ids, base })
 }
 
 /// Whether correlation `doc` keeps its rules' own incidents (`generate`).
@@ -424,6 +639,10 @@ fn negate(line: u32, filter: Node) -> Node {
 struct Cx<'a> {
     mapping: &'a Mapping,
     logsource: String,
+    /// `%name%` values for `expand`.
+    placeholders: &'a [(String, Vec<String>)],
+    /// Watch lists some rule of the set fills (for `expand`).
+    lists: &'a [String],
 }
 
 /// How a text value is matched.
@@ -474,6 +693,43 @@ fn pieces(value: &str) -> Vec<Piece> {
 }
 
 impl Cx<'_> {
+    /// The filter of a detection section (a rule's `detection`, a filter
+    /// document's `filter`): its search identifiers combined by its
+    /// condition. Keys in `skip` are not identifiers.
+    fn detection(&self, section: &Node, skip: &[&str]) -> Result<Node, String> {
+        let entries = section.entries().ok_or("detection is not a mapping")?;
+        let mut names = Vec::new();
+        let mut condition = None;
+        for (k, v) in entries {
+            match k.as_text().as_deref() {
+                Some("condition") => condition = Some(v),
+                Some("timeframe") => return Err("timeframe (a Sigma 1 aggregation): write a correlation rule".into()),
+                Some(name) if skip.contains(&name) => {}
+                Some(name) => names.push((name.to_owned(), v)),
+                None => return Err(format!("line {}: a search identifier must be a name", k.line)),
+            }
+        }
+        let condition = condition.ok_or("detection has no condition")?;
+        let texts: Vec<String> = match &condition.kind {
+            Kind::Seq(items) => items.iter().filter_map(Node::as_text).collect(),
+            _ => condition.as_text().into_iter().collect(),
+        };
+        if texts.is_empty() {
+            return Err("the condition is not text".into());
+        }
+        let plain: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
+        let mut exprs = Vec::new();
+        for text in &texts {
+            exprs.push(condition::parse(text, &plain).map_err(|e| format!("condition '{text}': {e}"))?);
+        }
+        let expr = if exprs.len() == 1 { exprs.remove(0) } else { Expr::Any(exprs) };
+        let mut searches = Vec::new();
+        for (name, node) in &names {
+            searches.push((name.clone(), self.search(node).map_err(|e| format!("{name}: {e}"))?));
+        }
+        Ok(self.expr(&expr, &searches, section.line))
+    }
+
     /// A search identifier's filter.
     fn search(&self, node: &Node) -> Result<Node, String> {
         let line = node.line;
@@ -521,7 +777,7 @@ impl Cx<'_> {
             };
         }
         let mut op = Op::Equals;
-        let (mut all, mut cased, mut neq) = (false, false, false);
+        let (mut all, mut cased, mut neq, mut expand) = (false, false, false, false);
         let mut special: Option<&str> = None;
         let mut re_flags = String::new();
         let mut transforms: Vec<Transform> = Vec::new();
@@ -533,7 +789,8 @@ impl Cx<'_> {
                 "all" => all = true,
                 "cased" => cased = true,
                 "neq" => neq = true,
-                "re" | "cidr" | "lt" | "lte" | "gt" | "gte" | "exists" => {
+                "re" | "cidr" | "lt" | "lte" | "gt" | "gte" | "exists" | "fieldref" | "minute" | "hour" | "day"
+                | "week" | "month" | "year" => {
                     if special.replace(m).is_some() {
                         return Err(format!("'{key}': two type modifiers"));
                     }
@@ -545,19 +802,56 @@ impl Cx<'_> {
                 "utf16be" => transforms.push(Transform::Utf16Be),
                 "utf16" => transforms.push(Transform::Utf16),
                 "windash" => transforms.push(Transform::Windash),
-                "fieldref" | "expand" | "minute" | "hour" | "day" | "week" | "month" | "year" => {
-                    return Err(format!("modifier '{m}' (in '{key}') is not supported yet"));
-                }
+                "expand" => expand = true,
                 other => return Err(format!("unknown modifier '{other}' in '{key}'")),
             }
         }
         let (field, vigil) = self.field(name)?;
+        if special.is_some() && (op != Op::Equals || !transforms.is_empty() || expand) {
+            return Err(format!("'{key}': {} takes no text or encoding modifier", special.unwrap_or_default()));
+        }
+        let expanded;
+        let value = if expand {
+            let (values, lists) = self.expand(value).map_err(|e| format!("'{key}': {e}"))?;
+            if !lists.is_empty() && (op != Op::Equals || !transforms.is_empty() || all) {
+                return Err(format!("'{key}': a placeholder naming a watch list matches whole values only"));
+            }
+            let mut any: Vec<Node> =
+                lists.iter().map(|l| test(line, format!("{vigil}|in_list"), text(line, l))).collect();
+            if values.is_empty() {
+                let filter = combine(line, "any", any);
+                return Ok(if neq { negate(line, filter) } else { filter });
+            }
+            if !any.is_empty() {
+                any.push(self.values(&field, &vigil, op, cased, all, &seq(line, values))?);
+                let filter = combine(line, "any", any);
+                return Ok(if neq { negate(line, filter) } else { filter });
+            }
+            expanded = seq(line, values);
+            &expanded
+        } else {
+            value
+        };
         let filter = match special {
             Some("exists") => match value.kind {
                 Kind::Bool(b) => test(line, format!("{vigil}|exists"), Node { line, kind: Kind::Bool(b) }),
                 _ => return Err(format!("'{key}' takes true or false")),
             },
-            Some(op @ ("cidr" | "lt" | "lte" | "gt" | "gte")) => {
+            Some("fieldref") => {
+                let mut tests = Vec::new();
+                for v in list(value) {
+                    let other = v.as_text().ok_or_else(|| format!("'{key}' takes field names"))?;
+                    let (_, other) = self.field(&other)?;
+                    tests.push(test(line, format!("{vigil}|eq_field"), text(line, &other)));
+                }
+                combine(line, if all { "all" } else { "any" }, tests)
+            }
+            Some(part @ ("minute" | "hour" | "day" | "week" | "month" | "year")) if vigil != "time" => {
+                return Err(format!("'{key}': {part} takes a part of the event time, and '{name}' is {vigil}"));
+            }
+            Some(
+                op @ ("cidr" | "lt" | "lte" | "gt" | "gte" | "minute" | "hour" | "day" | "week" | "month" | "year"),
+            ) => {
                 let items = list(value);
                 let tests: Vec<Node> =
                     items.into_iter().map(|v| test(line, format!("{vigil}|{op}"), v.clone())).collect();
@@ -599,11 +893,57 @@ impl Cx<'_> {
         let vigil = match self.mapping.fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
             Some((_, v)) => v.clone(),
             None if Field::parse(name).is_some() && !name.contains('.') => name.to_owned(),
+            // The event time, by the names Sigma rules give dates.
+            None if ["@timestamp", "timestamp"].iter().any(|t| t.eq_ignore_ascii_case(name)) => "time".to_owned(),
             None => return Err(format!("field '{name}' has no mapping for log source {}", self.logsource)),
         };
         let field =
             Field::parse(&vigil).ok_or_else(|| format!("field '{name}' maps to '{vigil}', not a vigil field"))?;
         Ok((field, vigil))
+    }
+
+    /// The values of an `expand` value or list: placeholders `%name%`
+    /// replaced by the mappings' values for `name`; a value that is one
+    /// placeholder with no values there names the watch list `name` (if a
+    /// rule of the set fills it). Returns the values and the watch lists.
+    fn expand(&self, value: &Node) -> Result<(Vec<Node>, Vec<String>), String> {
+        let line = value.line;
+        let (mut values, mut lists) = (Vec::new(), Vec::new());
+        for v in list(value) {
+            let raw = v.as_text().ok_or("expand takes text")?;
+            let mut variants = vec![String::new()];
+            let mut rest = raw.as_str();
+            while let Some(start) = rest.find('%') {
+                let Some(len) = rest[start + 1..].find('%') else { break };
+                let name = &rest[start + 1..start + 1 + len];
+                variants.iter_mut().for_each(|p| p.push_str(&rest[..start]));
+                match self.placeholders.iter().find(|(n, _)| n == name) {
+                    Some((_, subs)) => {
+                        variants = variants.iter().flat_map(|p| subs.iter().map(move |s| format!("{p}{s}"))).collect();
+                        if variants.len() > MAX_VARIANTS {
+                            return Err(format!("placeholders make more than {MAX_VARIANTS} values"));
+                        }
+                    }
+                    None if raw == format!("%{name}%") && self.lists.iter().any(|l| l == name) => {
+                        lists.push(name.to_owned());
+                        variants.clear();
+                    }
+                    None if raw == format!("%{name}%") => {
+                        return Err(format!(
+                            "placeholder %{name}% cannot be resolved: the mappings give it no values and no rule fills a watch list '{name}'"
+                        ));
+                    }
+                    None => {
+                        return Err(format!(
+                            "placeholder %{name}% cannot be resolved: the mappings give it no values (a watch list stands only for a whole value)"
+                        ));
+                    }
+                }
+                rest = &rest[start + len + 2..];
+            }
+            values.extend(variants.into_iter().map(|p| text(line, &format!("{p}{rest}"))));
+        }
+        Ok((values, lists))
     }
 
     /// Values compared as `op` (any of them, or all with `all`).

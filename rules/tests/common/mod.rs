@@ -51,6 +51,9 @@ pub fn ev(secs: f64, fields: &[(&str, &str)]) -> Event {
             "user" => e.user = Some((*v).into()),
             "host" => e.host = Some((*v).into()),
             "action" => e.action = Some((*v).into()),
+            "outcome" => e.outcome = Some((*v).into()),
+            "app" => e.app = Some((*v).into()),
+            "src_port" => e.src_port = Some(v.parse().unwrap()),
             "message" => e.message = Some((*v).into()),
             key => match key.strip_prefix("ext.") {
                 Some(k) => e.ext.push(k, v),

@@ -209,6 +209,11 @@ async fn writer(store: Arc<Store>, mut rx: mpsc::Receiver<Msg>, stats: Arc<Inges
                     for text in [&mut u.rule, &mut u.key, &mut u.title] {
                         super::text::escape_controls(text);
                     }
+                    u.description.retain(|c| !c.is_control() || c == '\n');
+                    if u.description.len() > 10_000 {
+                        let cut = (0..=10_000).rev().find(|i| u.description.is_char_boundary(*i)).unwrap_or(0);
+                        u.description.truncate(cut);
+                    }
                     match batch.entry(u.source_ref()) {
                         std::collections::hash_map::Entry::Occupied(mut e) => merge(e.get_mut(), u),
                         std::collections::hash_map::Entry::Vacant(e) => {
@@ -295,7 +300,12 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
             }
             q.push("(").bind("incident".to_owned()).push(", ").bind(u.org_id).push(", ");
             q.bind((*source_ref).clone()).push(", ").bind(u.rule.clone()).push(", ").bind(u.title.clone());
-            q.push(", ").bind(String::new()).push(", ").bind(i64::from(u.severity.rank())).push(", ").bind(0_i64);
+            q.push(", ")
+                .bind(u.description.clone())
+                .push(", ")
+                .bind(i64::from(u.severity.rank()))
+                .push(", ")
+                .bind(0_i64);
             q.push(", ").bind(i64::try_from(u.count).unwrap_or(i64::MAX)).push(", ").bind(u.first_seen_ms);
             q.push(", ").bind(u.last_seen_ms).push(", ");
             q.bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()));
