@@ -280,9 +280,12 @@ fn a_nats_restart_under_load_loses_nothing_accepted_and_stores_nothing_twice() {
     nats.start_again();
     assert!(sender.wait().unwrap().success(), "the sender finished (pushed back, not refused)");
     let accepted = || metric(&c.metrics_url, "vigil_events_accepted_total", &[]);
-    wait("every accepted event acknowledged", Duration::from_secs(60), || {
+    // The collector may still be reading what the sender wrote: wait for
+    // all of it (a moment when acknowledged equals accepted mid-stream is
+    // not the end).
+    wait("every line accepted and acknowledged", Duration::from_secs(60), || {
         let a = accepted();
-        a > 0 && metric(&c.metrics_url, "vigil_events_acknowledged_total", &[]) == a
+        a == 1500 && metric(&c.metrics_url, "vigil_events_acknowledged_total", &[]) == a
     });
     let m = common::cluster::metrics(&c.metrics_url);
     let dropped: Vec<&str> =

@@ -186,6 +186,9 @@ pub(crate) type PatternRef = (u32, u16);
 pub(crate) struct Index {
     pub by_type: hashbrown::HashMap<Str, Vec<PatternRef>>,
     pub by_format: [Vec<PatternRef>; 5],
+    /// Patterns whose filter requires an `event_type` prefix (e.g. a
+    /// Sigma log source of `audit.*` events), tried when the type has it.
+    pub by_prefix: Vec<(Str, Vec<PatternRef>)>,
     /// Patterns without a fixed event type or format: tried on every event.
     pub rest: Vec<PatternRef>,
 }
@@ -195,6 +198,13 @@ impl Index {
         if let Some(types) = filter.required_event_types() {
             for t in types {
                 self.by_type.entry(Str::from(t)).or_default().push(at);
+            }
+        } else if let Some(prefixes) = filter.required_event_type_prefixes() {
+            for prefix in prefixes {
+                match self.by_prefix.iter_mut().find(|(p, _)| p.as_str() == prefix) {
+                    Some((_, refs)) => refs.push(at),
+                    None => self.by_prefix.push((Str::from(prefix), vec![at])),
+                }
             }
         } else if let Some(formats) = filter.required_formats() {
             for f in formats {

@@ -1125,9 +1125,19 @@ fn matching_records(
 ) {
     let rules = sink.rules;
     let index = &rules.index;
-    let typed = event.event_type.as_ref().and_then(|t| index.by_type.get(t.as_str()));
-    let candidates =
-        typed.into_iter().flatten().chain(index.by_format[format_slot(event.format)].iter()).chain(index.rest.iter());
+    let event_type = event.event_type.as_deref();
+    let typed = event_type.and_then(|t| index.by_type.get(t));
+    let prefixed = index
+        .by_prefix
+        .iter()
+        .filter(|(p, _)| event_type.is_some_and(|t| t.starts_with(p.as_str())))
+        .flat_map(|(_, refs)| refs.iter());
+    let candidates = typed
+        .into_iter()
+        .flatten()
+        .chain(prefixed)
+        .chain(index.by_format[format_slot(event.format)].iter())
+        .chain(index.rest.iter());
     // Regex-set results are kept for this event's filters only.
     let cache = &mut sink.shared.cache;
     Env { sets: &rules.regex_sets, cache: &mut *cache, lists: None }.reset();

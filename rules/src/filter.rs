@@ -696,6 +696,15 @@ impl Filter {
         self.required_text(&Field::EventType)
     }
 
+    /// The `event_type` prefixes this filter requires one of, if it does.
+    pub fn required_event_type_prefixes(&self) -> Option<Vec<&str>> {
+        match self {
+            Filter::Test(Field::EventType, Test::Prefix(values)) => Some(values.iter().map(|v| &**v).collect()),
+            Filter::All(items) => items.iter().find_map(Filter::required_event_type_prefixes),
+            _ => None,
+        }
+    }
+
     /// The formats this filter requires, if it requires one of a fixed set.
     pub fn required_formats(&self) -> Option<Vec<Format>> {
         let names = self.required_text(&Field::Format)?;

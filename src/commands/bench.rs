@@ -24,8 +24,8 @@ use clap::Args;
 #[derive(Args)]
 pub struct BenchArgs {
     /// Licence for the run (the unlicensed allowance is far below a benchmark's rate).
-    /// (Required, except with --search.)
-    #[arg(long, alias = "licence", value_name = "FILE", required_unless_present = "search")]
+    /// (Required, except with --search and --sigma.)
+    #[arg(long, alias = "licence", value_name = "FILE", required_unless_present_any = ["search", "sigma"])]
     pub(super) license: Option<PathBuf>,
     /// Events in the workload.
     #[arg(long, default_value_t = 2_000_000)]
@@ -95,6 +95,26 @@ pub struct BenchArgs {
     /// Python with the `duckdb` package, for the baseline (default: python3).
     #[arg(long, value_name = "PATH")]
     pub(super) python: Option<PathBuf>,
+    /// Instead of the pipeline: the Sigma benchmark. Compiles the Sigma
+    /// rules under DIR and runs the correlation engine over the
+    /// --sigma-input lines with them and with the built-in pack (the
+    /// baseline), in the same run; with --rsigma, rsigma too.
+    #[arg(long, value_name = "DIR")]
+    pub(super) sigma: Option<PathBuf>,
+    /// Log files whose lines the Sigma benchmark cycles through (repeat
+    /// the flag for several).
+    #[arg(long, value_name = "FILE")]
+    pub(super) sigma_input: Vec<PathBuf>,
+    /// Events in the Sigma benchmark.
+    #[arg(long, default_value_t = 500_000)]
+    pub(super) sigma_events: u64,
+    /// Log-source mappings for the Sigma benchmark (default: built in).
+    #[arg(long, value_name = "FILE")]
+    pub(super) sigma_mappings: Option<PathBuf>,
+    /// rsigma to compare with in the Sigma benchmark (`rsigma engine eval`
+    /// on the same events as JSON lines and the same rule files).
+    #[arg(long, value_name = "PATH")]
+    pub(super) rsigma: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -120,8 +140,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         None => std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    if args.search {
-        let result = super::bench_search::run(&args, &dir);
+    if args.search || args.sigma.is_some() {
+        let result =
+            if args.search { super::bench_search::run(&args, &dir) } else { super::bench_sigma::run(&args, &dir) };
         if !args.keep {
             let _ = std::fs::remove_dir_all(&dir);
         }

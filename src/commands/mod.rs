@@ -4,6 +4,7 @@ pub mod admin;
 pub mod bench;
 pub mod bench_cluster;
 pub mod bench_search;
+pub mod bench_sigma;
 pub mod cluster;
 pub mod license;
 pub mod parse;

@@ -177,6 +177,46 @@ impl LogSources {
     }
 }
 
+impl LogSources {
+    /// `event` as a JSON object under the names Sigma rules give its
+    /// fields in these mappings (and vigil's own names, `ext.*` keys as
+    /// bare keys, and `@timestamp`): what a Sigma engine that reads JSON
+    /// is given to compare with vigil on the same events.
+    pub fn event_json(&self, event: &parsers::Event) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        let mut put = |name: &str, field: &Field| {
+            if out.contains_key(name) {
+                return;
+            }
+            if let Some(v) = field.get(event) {
+                let value = match v {
+                    crate::field::Value::Text(t) => t.to_owned(),
+                    crate::field::Value::Ip(ip) => ip.to_string(),
+                    crate::field::Value::Num(n) => n.to_string(),
+                };
+                out.insert(name.to_owned(), serde_json::Value::String(value));
+            }
+        };
+        for m in &self.mappings {
+            for (sigma, vigil) in &m.fields {
+                if let Some(field) = Field::parse(vigil) {
+                    put(sigma, &field);
+                }
+            }
+        }
+        for name in Field::NAMES {
+            if let Some(field) = Field::parse(name).filter(|f| *f != Field::Time) {
+                put(name, &field);
+            }
+        }
+        for (k, _) in event.ext.iter() {
+            put(k, &Field::Ext(parsers::Str::from(k)));
+        }
+        out.insert("@timestamp".into(), serde_json::Value::String(event.time.to_rfc3339()));
+        out
+    }
+}
+
 impl Default for LogSources {
     fn default() -> LogSources {
         LogSources::builtin()
@@ -1012,15 +1052,22 @@ impl Cx<'_> {
         if let Some((o, s)) = simple {
             return Ok(test(line, format!("{vigil}{o}{i}"), text(line, s)));
         }
-        let mut re = String::from("^");
-        for piece in &p {
+        // A leading or trailing `*` is an unanchored end: `*a*b*` is the
+        // search `a.*b`, which a regex set runs far faster than `^.*a.*b.*$`.
+        let open_start = p.first() == Some(&Piece::Star);
+        let open_end = p.len() > 1 && p.last() == Some(&Piece::Star);
+        let inner = &p[usize::from(open_start)..p.len() - usize::from(open_end)];
+        let mut re = String::from(if open_start { "" } else { "^" });
+        for piece in inner {
             match piece {
                 Piece::Lit(s) => re.push_str(&regex::escape(s)),
                 Piece::Star => re.push_str(".*"),
                 Piece::One => re.push('.'),
             }
         }
-        re.push('$');
+        if !open_end {
+            re.push('$');
+        }
         let flags = if cased { "(?s)" } else { "(?is)" };
         Ok(test(line, format!("{vigil}|re"), text(line, &format!("{flags}{re}"))))
     }
