@@ -484,10 +484,11 @@ impl Compiler {
         let (correlations, detections): (Vec<_>, Vec<_>) =
             rest.into_iter().partition(|(_, d, _)| sigma::is_correlation(d));
         let mut applied = vec![0usize; filters.len()];
+        // The watch lists vigil rules fill (for `expand`), taken once.
+        let lists = self.list_adds.clone();
         for (name, doc, at) in detections {
             let mine: Vec<usize> = (0..filters.len()).filter(|i| sigma::filter_applies(&filters[*i].1, &doc)).collect();
             let filter_docs: Vec<&Node> = mine.iter().map(|i| &filters[*i].1).collect();
-            let lists = self.list_adds.clone();
             let env = sigma::Env { sources: &self.log_sources, lists: &lists, filters: &filter_docs };
             let verdict = match sigma::translate(&doc, &env) {
                 Err(verdict) => verdict,

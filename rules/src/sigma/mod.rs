@@ -13,13 +13,14 @@
 //! `*` `?` with `\` escapes, case-insensitive matching by default, `null`
 //! and `''`, numbers; the modifiers `contains startswith endswith all
 //! cased neq exists re` (with `i m s`) `cidr lt lte gt gte base64
-//! base64offset utf16le utf16be utf16 wide windash`; conditions with `and
+//! base64offset utf16le utf16be utf16 wide windash fieldref expand` and
+//! the time parts `minute hour day week month year`; conditions with `and
 //! or not`, brackets, `1 of`/`any of`/`all of` over wildcard names and
-//! `them`; correlations `event_count`, `value_count`, `value_sum`,
-//! `value_avg`, `temporal` and `temporal_ordered` over the rules they
-//! name. Not yet: `fieldref`, `expand`, the time-part modifiers,
-//! `value_percentile`, aliases and filter documents (reported as
-//! unsupported).
+//! `them`; filter documents; correlations `event_count`, `value_count`,
+//! `value_sum`, `value_avg`, `temporal` and `temporal_ordered` over the
+//! rules (or correlations) they name, with aliases and ranges. Reported
+//! unsupported: `value_percentile`, a count with an upper bound, a
+//! temporal condition on fewer than all its rules.
 
 mod condition;
 
@@ -306,9 +307,8 @@ pub(crate) fn filter_applies(filter: &Node, doc: &Node) -> bool {
     let id = doc.get("id").and_then(Node::as_text);
     let name = doc.get("name").and_then(Node::as_text);
     let named = match f.get("rules") {
-        Some(n) if n.as_text().is_some_and(|t| t.eq_ignore_ascii_case("any")) && !matches!(n.kind, Kind::Seq(_)) => {
-            true
-        }
+        // `as_text` is None for a list, so this is the scalar `any`.
+        Some(n) if n.as_text().is_some_and(|t| t.eq_ignore_ascii_case("any")) => true,
         Some(n) => {
             list(n).into_iter().filter_map(Node::as_text).any(|r| Some(&r) == id.as_ref() || Some(&r) == name.as_ref())
         }
