@@ -3,7 +3,8 @@
 # binary (`vigil supervisor`, which serves the same /api/v1 router that
 # `vigil run` mounts) on an ephemeral loopback port with a throw-away data
 # directory, gives it content (devices heard by `vigil run`, orgs, users,
-# teams, roles, incidents, alerts, comments, a node), and runs schemathesis against it with every check. Any
+# teams, roles, incidents, alerts, comments, a node, a connector and a
+# policy with its deliveries), and runs schemathesis against it with every check. Any
 # failure fails the script.
 #
 # Expects the debug binary to exist (.ci/run calls this after its test
@@ -112,6 +113,12 @@ for name, org, role in [("alice", "Acme", "admin"), ("arthur", "Acme", "analyst"
 call("POST", "/users", {"name": "sam", "org": "Super/Global", "role": "viewer", "scope": ["Acme"]})
 call("POST", "/teams", {"name": "SOC", "org": "Acme", "members": [users["alice"], users["arthur"]]})
 call("POST", "/roles", {"name": "triage", "org": "Acme", "permissions": {"incidents": ["read", "update"]}})
+# A connector and a policy, so the incidents below queue deliveries (the
+# dispatcher's attempts at hooks.example.com fail and are retried).
+hook = call("POST", "/connectors", {"name": "acme-hook", "org": "Acme", "type": "webhook", "default": True,
+                                     "url": "https://hooks.example.com/services/T0KEN", "secret": "k" * 32})
+call("POST", "/policies", {"name": "acme-high", "org": "Acme", "connector": hook["id"], "on": ["created", "status"],
+                           "min_severity": "high", "throttle_secs": 600})
 # Incidents and alerts share one id sequence: interleaved, both kinds have
 # small ids, which are the ones schemathesis tries most.
 for i, org in enumerate(["Acme", "Globex", "Initech", None] * 3):
@@ -147,6 +154,29 @@ algorithms = []
 [[operations]]
 include-operation-id = "post_search"
 checks.positive_data_acceptance.expected-statuses = [200, 400, 401, 403, 404, 422, 503]
+
+# Connector targets (URLs, hosts, addresses, header names) and templates
+# (minijinja syntax, known variables) are checked when saved; their
+# validity is beyond JSON Schema, so a schema-valid one may be a 422.
+[[operations]]
+include-operation-id = "post_connectors"
+checks.positive_data_acceptance.expected-statuses = [201, 401, 403, 404, 409, 422]
+
+[[operations]]
+include-operation-id = "patch_connectors_by_id"
+checks.positive_data_acceptance.expected-statuses = [200, 401, 403, 404, 409, 422]
+
+[[operations]]
+include-operation-id = "post_policies"
+checks.positive_data_acceptance.expected-statuses = [201, 401, 403, 404, 409, 422]
+
+[[operations]]
+include-operation-id = "patch_policies_by_id"
+checks.positive_data_acceptance.expected-statuses = [200, 401, 403, 404, 409, 422]
+
+[[operations]]
+include-operation-id = "post_incidents_by_id_actions"
+checks.positive_data_acceptance.expected-statuses = [202, 401, 403, 404, 409, 422]
 TOML
 
 started=$(date +%s)

@@ -68,6 +68,13 @@ enum Command {
     /// The device inventory: which devices report, which went silent.
     #[command(subcommand)]
     Device(commands::admin::DeviceCommand),
+    /// Connector configurations: where incidents are sent (webhook,
+    /// Slack, Teams, e-mail, syslog/CEF).
+    #[command(subcommand)]
+    Connector(commands::connector::ConnectorCommand),
+    /// Notification policies: which incident changes go to which connector.
+    #[command(subcommand)]
+    Policy(commands::connector::PolicyCommand),
     /// Search stored events: SQL or filters, through the API or on a data
     /// directory.
     Search(commands::search::SearchArgs),
@@ -100,6 +107,8 @@ fn main() -> ExitCode {
         Command::Token(cmd) => commands::admin::token(cmd),
         Command::Node(cmd) => commands::admin::node(cmd),
         Command::Device(cmd) => commands::admin::device(cmd),
+        Command::Connector(cmd) => commands::connector::connector(cmd),
+        Command::Policy(cmd) => commands::connector::policy(cmd),
         Command::Search(args) => commands::search::run(args),
     };
     match result {

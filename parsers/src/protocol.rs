@@ -420,6 +420,10 @@ pub struct IncidentUpdate {
     /// links): the record's description when the incident is created.
     #[serde(default)]
     pub description: String,
+    /// The rule's tags (ATT&CK techniques and the like): kept on the
+    /// record when the incident is created, for notification policies.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// The rule's severity.
     pub severity: Severity,
     /// Hits merged so far (cumulative, not a delta).

@@ -286,6 +286,11 @@ impl RuleSet {
         out
     }
 
+    /// Rule `id`'s tags (empty for an unknown rule).
+    pub fn rule_tags(&self, id: &str) -> Vec<String> {
+        self.rules.iter().find(|r| r.id == id).map(|r| r.tags.clone()).unwrap_or_default()
+    }
+
     /// The watch lists the rules use or fill.
     pub fn watch_lists(&self) -> &[String] {
         &self.lists

@@ -45,10 +45,26 @@ impl StoreArgs {
     /// Opens the store, running the device inventory as `devices` says
     /// under the licence's device limit.
     pub async fn open_with_devices(&self, devices: &collector::devices::DeviceConfig) -> Result<Store> {
+        self.open_with(devices, None).await
+    }
+
+    /// Opens the store with the device inventory's settings and, when
+    /// given, the connectors' (their sealing key from `VIGIL_CONNECTOR_KEY`
+    /// or the data directory).
+    pub async fn open_with(
+        &self,
+        devices: &collector::devices::DeviceConfig,
+        connectors: Option<&supervisor::store::ConnectorsConfig>,
+    ) -> Result<Store> {
         let licence = self.licence();
+        let connectors = match connectors {
+            Some(c) => c.settings(&self.data_dir).context("[connectors]")?,
+            None => supervisor::store::ConnectorSettings::default(),
+        };
         let config = StoreConfig {
             licence_eps: licence.licensed_eps(),
             devices: DeviceSettings::new(devices, licence.device_limit()),
+            connectors,
             ..StoreConfig::default()
         };
         let clock = Arc::new(collector::SystemClock);

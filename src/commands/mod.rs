@@ -6,6 +6,7 @@ pub mod bench_cluster;
 pub mod bench_search;
 pub mod bench_sigma;
 pub mod cluster;
+pub mod connector;
 pub mod license;
 pub mod parse;
 pub mod rules;

@@ -92,6 +92,8 @@ pub struct RunConfig {
     pub search: search::SearchSettings,
     /// The device inventory and the licence's device limit.
     pub devices: collector::devices::DeviceConfig,
+    /// Connectors and notifications: the egress guard and retries.
+    pub connectors: supervisor::store::ConnectorsConfig,
 }
 
 /// A database URL from the config: it may hold a password, so `Debug`
@@ -148,6 +150,7 @@ impl Default for RunConfig {
             cluster: cluster::ClusterConfig::default(),
             search: search::SearchSettings::default(),
             devices: collector::devices::DeviceConfig::default(),
+            connectors: supervisor::store::ConnectorsConfig::default(),
         }
     }
 }
@@ -234,6 +237,14 @@ active_days = 30                 # a device counts towards the limit while seen 
 silent_floor_secs = 600          # shorter silences never raise an incident
 silent_factor = 4.0              # silent after this many times the device's usual gap between events
 learn_periods = 3                # report periods with events before the usual gap is trusted
+
+[connectors]                     # incidents to webhooks, Slack, Teams, e-mail, other SIEMs (docs/connectors.md)
+allow_private_targets = false    # true: targets on loopback, private, link-local or metadata addresses, and http://
+max_attempts = 8                 # a delivery is dead-lettered after this many attempts
+retry_base_secs = 5.0            # first retry delay; each next one doubles (a random half taken off), or Retry-After
+retry_max_secs = 900.0           # longest retry delay
+concurrency = 16                 # deliveries sent at once
+# The key that seals connector secrets: VIGIL_CONNECTOR_KEY (base64 of 32 bytes) or data_dir/connectors.key (made 0600)
 
 [search]                         # event search (POST /api/v1/search, GET /api/v1/events)
 # events_dir = "vigil-data/events" # default: <data_dir>/events; in a cluster, the workers' shared root
@@ -339,6 +350,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
     let store_config = StoreConfig {
         licence_eps,
         devices: supervisor::store::DeviceSettings::new(&config.devices, licence.device_limit()),
+        connectors: config.connectors.settings(&config.data_dir).context("[connectors]")?,
         ..StoreConfig::default()
     };
     let store = Arc::new(match config.database.as_ref().map(|d| &d.0) {

@@ -45,7 +45,8 @@ async fn serve(mut args: SupervisorArgs) -> Result<ExitCode> {
     }
     let licence = args.store.licence();
     let devices = cluster.as_ref().map(|c| c.devices.clone()).unwrap_or_default();
-    let store = Arc::new(args.store.open_with_devices(&devices).await?);
+    let connectors = cluster.as_ref().map(|c| c.connectors.clone()).unwrap_or_default();
+    let store = Arc::new(args.store.open_with(&devices, Some(&connectors)).await?);
     let admin_token = std::env::var("VIGIL_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
     let listener = tokio::net::TcpListener::bind(args.api_addr)
         .await

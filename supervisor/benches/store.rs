@@ -68,6 +68,7 @@ async fn run(name: &str, url: &str, incidents: usize) {
             window_start_ms: last - 60_000,
             title: format!("incident {i}"),
             description: String::new(),
+            tags: Vec::new(),
             severity: rules::Severity::ALL[(rng.next() % 5) as usize],
             count: 5,
             first_seen_ms: last - 60_000,

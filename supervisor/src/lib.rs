@@ -7,7 +7,8 @@
 //! planners' simulator ([`simulate`]), the record store ([`store`]: orgs,
 //! users, teams, roles, tokens, incidents, alerts, comments, the audit log
 //! and the pipeline's incident upsert, on SQLite or PostgreSQL) and the
-//! incident API over it ([`api`]); assembled as a role in [`node`] (the
+//! incident API over it ([`api`]), the dispatcher that sends incidents on
+//! through connectors ([`notify`]); assembled as a role in [`node`] (the
 //! same in `vigil run` and in a cluster, the transports passed in;
 //! [`cluster`] passes NATS JetStream ones).
 //!
@@ -24,6 +25,7 @@ mod error;
 pub mod inventory;
 pub mod licence;
 pub mod node;
+pub mod notify;
 pub mod simulate;
 pub mod store;
 

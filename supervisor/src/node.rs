@@ -193,6 +193,7 @@ struct Running {
     ingest_task: tokio::task::JoinHandle<()>,
     retention: Option<tokio::task::JoinHandle<()>>,
     inventory: Option<tokio::task::JoinHandle<()>>,
+    dispatcher: tokio::task::JoinHandle<()>,
 }
 
 /// What the retention pass deleted, for `/metrics`.
@@ -275,6 +276,7 @@ pub struct SupervisorNode {
     retention: Arc<RetentionStats>,
     inventory: Arc<InventoryStats>,
     device_limits: Arc<Mutex<Option<DeviceLimits>>>,
+    dispatch: Arc<crate::notify::DispatchStats>,
 }
 
 fn quotas_of(orgs: &OrgSnapshot) -> Vec<OrgQuota> {
@@ -360,6 +362,10 @@ impl SupervisorNode {
             let root = s.config().root.clone();
             tokio::spawn(retention_loop(store.clone(), root, retention.clone(), stop_publisher.subscribe()))
         });
+        // One dispatcher per supervisor; claims are leased in the store, so
+        // two supervisors on one database never send a delivery twice at once.
+        let dispatch = Arc::new(crate::notify::DispatchStats::default());
+        let dispatcher = tokio::spawn(crate::notify::run(store.clone(), dispatch.clone(), stop_publisher.subscribe()));
         Ok(SupervisorNode {
             store,
             search,
@@ -374,10 +380,12 @@ impl SupervisorNode {
                 ingest_task,
                 retention: expiring,
                 inventory: inventory_task,
+                dispatcher,
             })),
             retention,
             nodes,
             inventory,
+            dispatch,
             device_limits,
         })
     }
@@ -424,6 +432,7 @@ impl SupervisorNode {
                 // It merges the reports still queued first.
                 let _ = task.await;
             }
+            let _ = r.dispatcher.await;
             let _ = tokio::task::spawn_blocking(move || r.control.join()).await;
             let ingest = self.ingest.lock().unwrap_or_else(PoisonError::into_inner).take();
             if let Some(ingest) = ingest {
@@ -434,6 +443,25 @@ impl SupervisorNode {
         self.store.close().await;
     }
 
+    fn render_dispatch(&self, m: &mut Exposition) {
+        let d = &self.dispatch;
+        let outbox = self.store.outbox();
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let series: [(&'static str, &'static str, u64); 8] = [
+            ("vigil_deliveries_queued_total", "Notifications queued in the outbox by this process.", n(&outbox.queued)),
+            ("vigil_deliveries_throttled_total", "Notifications a policy's throttle held back.", n(&outbox.throttled)),
+            ("vigil_delivery_attempts_total", "Delivery attempts made.", n(&d.attempts)),
+            ("vigil_deliveries_delivered_total", "Deliveries the receiver accepted.", n(&d.delivered)),
+            ("vigil_delivery_retries_total", "Attempts that failed transiently (retried later).", n(&d.retried)),
+            ("vigil_deliveries_failed_total", "Deliveries refused for good (4xx, bad configuration).", n(&d.failed)),
+            ("vigil_deliveries_dead_total", "Deliveries dead-lettered after their last attempt.", n(&d.dead)),
+            ("vigil_delivery_store_errors_total", "Record-store errors of the dispatcher (retried).", n(&d.errors)),
+        ];
+        for (name, help, value) in series {
+            m.add(name, "counter", help, [(String::new(), value)]);
+        }
+    }
+
     /// Writes the supervisor's series.
     pub fn render_metrics(&self, m: &mut Exposition) {
         m.gauge("vigil_licence_eps", "Licensed EPS.", self.licence_eps);
@@ -441,6 +469,7 @@ impl SupervisorNode {
         m.gauge("vigil_unused_pool_eps", "Unused-EPS pool: licensed EPS left unused, available for bursts.", pool);
         m.gauge("vigil_burst_eps", "EPS granted from the pool above the allocations for this interval.", burst);
         self.inventory.render(self.store.config().devices.limit, m);
+        self.render_dispatch(m);
         if let Some(search) = &self.search {
             render_search_metrics(search.counters(), m);
             let r = &self.retention;

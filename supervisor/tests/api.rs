@@ -99,6 +99,7 @@ async fn world(db: &TestDb) -> World {
                 window_start_ms: 1_700_000_000_000,
                 title: format!("SSH brute force from {ip}"),
                 description: String::new(),
+                tags: Vec::new(),
                 severity: rules::Severity::High,
                 count: 3,
                 first_seen_ms: 1_700_000_000_000,

@@ -18,6 +18,7 @@ fn update(org: i64, key: u32, count: u64, last: i64, ids: Vec<u64>) -> IncidentU
         window_start_ms: 1_700_000_000_000,
         title: format!("SSH brute force from 192.0.2.{key}"),
         description: String::new(),
+        tags: Vec::new(),
         severity: rules::Severity::High,
         count,
         first_seen_ms: 1_700_000_000_000,

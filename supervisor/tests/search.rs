@@ -99,6 +99,7 @@ async fn world(db: &TestDb, tag: &str) -> World {
                 window_start_ms: AT_SECS * 1000,
                 title: format!("SSH brute force from {ip}"),
                 description: String::new(),
+                tags: Vec::new(),
                 severity: rules::Severity::High,
                 count: 3,
                 first_seen_ms: AT_SECS * 1000,

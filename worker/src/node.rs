@@ -157,6 +157,7 @@ pub fn update_of(d: &Detection, rules: &RuleSet) -> IncidentUpdate {
         window_start_ms: ms(i.first_seen),
         title: i.title.clone(),
         description: rules.incident_description(&i.rule),
+        tags: rules.rule_tags(&i.rule),
         severity: i.severity,
         count: i.count,
         first_seen_ms: ms(i.first_seen),

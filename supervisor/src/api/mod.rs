@@ -15,6 +15,7 @@
 //! else) and every query string through `query::check` (the parameters
 //! the endpoint takes, typed and in range, nothing else).
 
+mod connectors;
 mod events;
 mod openapi;
 mod query;
@@ -300,6 +301,7 @@ pub fn router_with_search(store: Arc<Store>, search: Option<search::Searcher>) -
         .merge(people())
         .merge(events::routes())
         .merge(devices())
+        .merge(connectors::routes())
         .route(
             "/audit",
             get(async |State(s): State<Arc<Store>>, Caller(c): Caller, Params(q): Params<AuditQuery>| {
@@ -620,4 +622,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/devices/summary"),
     ("get", "/devices/{id}"),
     ("patch", "/devices/{id}"),
+    ("get", "/connectors"),
+    ("post", "/connectors"),
+    ("get", "/connectors/{id}"),
+    ("patch", "/connectors/{id}"),
+    ("delete", "/connectors/{id}"),
+    ("post", "/connectors/{id}/test"),
+    ("get", "/policies"),
+    ("post", "/policies"),
+    ("get", "/policies/{id}"),
+    ("patch", "/policies/{id}"),
+    ("delete", "/policies/{id}"),
+    ("get", "/deliveries"),
+    ("get", "/deliveries/{id}"),
+    ("post", "/incidents/{id}/actions"),
 ];

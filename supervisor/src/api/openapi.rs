@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::store::{self, MAX_EVENT_IDS, Module, Op, Status};
+use crate::store::{self, MAX_EVENT_IDS, Module, Status};
 
 /// `(method, path, summary, tag, request schema, response schema, status)`.
 type Operation =
@@ -203,6 +203,84 @@ const OPERATIONS: &[Operation] = &[
     ),
     (
         "get",
+        "/connectors",
+        "Connector configurations the caller sees (secrets never shown)",
+        "connectors",
+        None,
+        Some("ConnectorPage"),
+        200,
+    ),
+    (
+        "post",
+        "/connectors",
+        "Create a connector configuration; url and secret are sealed and never returned",
+        "connectors",
+        Some("NewConnector"),
+        Some("Connector"),
+        201,
+    ),
+    ("get", "/connectors/{id}", "One connector configuration", "connectors", None, Some("Connector"), 200),
+    (
+        "patch",
+        "/connectors/{id}",
+        "Change a configuration: enable, make default, new URL or secret, grants of a shared one",
+        "connectors",
+        Some("ConnectorPatch"),
+        Some("Connector"),
+        200,
+    ),
+    ("delete", "/connectors/{id}", "Delete a configuration no policy uses", "connectors", None, None, 204),
+    (
+        "post",
+        "/connectors/{id}/test",
+        "Health check: reach the target (TLS, login) without notifying anyone",
+        "connectors",
+        None,
+        Some("ConnectorTest"),
+        200,
+    ),
+    ("get", "/policies", "Notification policies the caller sees", "connectors", None, Some("PolicyPage"), 200),
+    (
+        "post",
+        "/policies",
+        "Create a notification policy; its templates are checked now",
+        "connectors",
+        Some("NewPolicy"),
+        Some("Policy"),
+        201,
+    ),
+    ("get", "/policies/{id}", "One notification policy", "connectors", None, Some("Policy"), 200),
+    (
+        "patch",
+        "/policies/{id}",
+        "Change a policy: enable, triggers, severity, templates, throttle",
+        "connectors",
+        Some("PolicyPatch"),
+        Some("Policy"),
+        200,
+    ),
+    ("delete", "/policies/{id}", "Delete a policy", "connectors", None, None, 204),
+    (
+        "get",
+        "/deliveries",
+        "Notifications queued and sent, newest first",
+        "connectors",
+        None,
+        Some("DeliveryPage"),
+        200,
+    ),
+    ("get", "/deliveries/{id}", "One delivery with every attempt", "connectors", None, Some("Delivery"), 200),
+    (
+        "post",
+        "/incidents/{id}/actions",
+        "Run a connector configuration's action on an incident (queued, retried, audited)",
+        "connectors",
+        Some("ActionRequest"),
+        Some("Delivery"),
+        202,
+    ),
+    (
+        "get",
         "/events/histogram",
         "Counts of stored events per time bucket under the same filters",
         "events",
@@ -272,8 +350,11 @@ fn reference(what: &str) -> Value {
 
 /// Module → operations, every module optional, nothing else.
 fn permissions() -> Value {
-    let ops = json!({ "type": "array", "items": { "type": "string", "enum": Op::ALL.map(Op::as_str) } });
-    let props: Map<String, Value> = Module::ALL.iter().map(|m| (m.as_str().to_owned(), ops.clone())).collect();
+    let ops = |m: Module| {
+        let names: Vec<&str> = m.ops().iter().map(|o| o.as_str()).collect();
+        json!({ "type": "array", "items": { "type": "string", "enum": names } })
+    };
+    let props: Map<String, Value> = Module::ALL.iter().map(|m| (m.as_str().to_owned(), ops(*m))).collect();
     json!({ "type": "object", "properties": props, "additionalProperties": false,
         "description": "module -> the operations allowed on it" })
 }
@@ -323,11 +404,11 @@ fn schemas() -> Value {
         "NewToken": obj(&[], &[("name", name(128)), ("user_id", id()), ("expires_in_days", json!({ "type": "integer", "format": "int64", "minimum": 1, "maximum": 3650 }))]),
         "NewTokenSecret": obj(&["id", "user_id", "name", "hint", "created_at", "expires_at", "token_secret"], &[("id", id()), ("user_id", id()), ("name", s("string")), ("hint", s("string")),
             ("created_at", s("string")), ("expires_at", nullable("string")), ("token_secret", s("string"))]),
-        "Record": obj(&["id", "kind", "org", "org_id", "self", "title", "description", "severity", "status", "assignee", "rule", "source_ref", "count",
+        "Record": obj(&["id", "kind", "org", "org_id", "self", "title", "description", "severity", "status", "assignee", "rule", "tags", "source_ref", "count",
                 "first_seen", "last_seen", "created_by", "created_at", "updated_at"],
             &[("id", id()), ("kind", json!({ "type": "string", "enum": ["incident", "alert"] })), ("org", nullable("string")), ("org_id", nullable("integer")),
             ("self", s("boolean")), ("title", s("string")), ("description", s("string")), ("severity", sev.clone()), ("status", status.clone()),
-            ("assignee", nullable_user.clone()), ("rule", nullable("string")), ("source_ref", nullable("string")), ("count", s("integer")),
+            ("assignee", nullable_user.clone()), ("rule", nullable("string")), ("tags", array(s("string"))), ("source_ref", nullable("string")), ("count", s("integer")),
             ("first_seen", s("string")), ("last_seen", s("string")), ("created_by", nullable_user.clone()), ("created_at", s("string")), ("updated_at", s("string")),
             ("event_ids", array(event_id.clone())), ("owners", array(s("integer"))), ("history", array(r("AuditEntry")))]),
         "NewRecord": obj(&["title", "severity"], &[("title", name(512)), ("severity", sev.clone()),
@@ -370,6 +451,9 @@ fn schemas() -> Value {
     if let (Some(all), Value::Object(devices)) = (all.as_object_mut(), device_schemas()) {
         all.extend(devices);
     }
+    if let (Some(all), Value::Object(connectors)) = (all.as_object_mut(), connector_schemas()) {
+        all.extend(connectors);
+    }
     all
 }
 
@@ -396,6 +480,77 @@ fn device_schemas() -> Value {
             &[("org_id", id()), ("org", s("string")), ("family", s("string")), ("devices", s("integer")), ("events", s("integer")), ("bytes", s("integer")),
             ("events_per_day", s("number")), ("bytes_per_day", s("number")), ("bytes_per_event", s("number"))])))]),
         "DevicePage": page("Device"),
+    })
+}
+
+/// The connectors' schemas.
+fn connector_schemas() -> Value {
+    let kind = json!({ "type": "string", "enum": connectors::Kind::ALL.map(connectors::Kind::as_str) });
+    let trigger = json!({ "type": "string", "enum": store::Trigger::ALL.map(store::Trigger::as_str) });
+    let sev = json!({ "type": "string", "enum": rules::Severity::ALL.map(|s| s.as_str()) });
+    let state = json!({ "type": "string", "enum": store::DeliveryState::ALL.map(store::DeliveryState::as_str) });
+    let headers = json!({ "type": "object", "additionalProperties": { "type": "string", "maxLength": 1024 }, "maxProperties": 32 });
+    let line = |max: usize| json!({ "type": "string", "minLength": 1, "maxLength": max, "pattern": store::SINGLE_LINE_PATTERN });
+    let secret =
+        json!({ "type": "string", "maxLength": 4096, "pattern": store::SINGLE_LINE_PATTERN, "writeOnly": true });
+    let timeout = json!({ "type": "integer", "format": "int64", "minimum": 100, "maximum": 120_000 });
+    let template = json!({ "type": "string", "maxLength": 16_384 });
+    let throttle = json!({ "type": "integer", "format": "int64", "minimum": 0, "maximum": 2_592_000 });
+    let addresses = json!({ "type": "array", "maxItems": 50, "items": line(254) });
+    json!({
+        "Connector": obj(&["id", "org_id", "org", "name", "type", "target", "secret_set", "config", "default", "enabled", "shared", "orgs", "created_at", "updated_at"],
+            &[("id", id()), ("org_id", id()), ("org", s("string")), ("name", s("string")), ("type", kind.clone()), ("target", s("string")),
+            ("secret_set", s("boolean")),
+            ("config", obj(&["headers", "to", "from", "target", "ca_file", "skip_tls_verify", "timeout_ms"], &[("headers", json!({ "type": "object" })),
+                ("to", array(s("string"))), ("from", nullable("string")), ("target", nullable("string")), ("ca_file", nullable("string")),
+                ("skip_tls_verify", s("boolean")), ("timeout_ms", nullable("integer"))])),
+            ("default", s("boolean")), ("enabled", s("boolean")), ("shared", s("boolean")), ("orgs", array(s("integer"))),
+            ("created_at", s("string")), ("updated_at", s("string"))]),
+        "NewConnector": obj(&["name", "type"], &[("name", name(128)), ("type", kind),
+            ("org", reference("its org (default: the caller's; Super/Global: shared)")),
+            ("url", json!({ "type": "string", "minLength": 1, "maxLength": 2048, "pattern": store::SINGLE_LINE_PATTERN, "writeOnly": true,
+                "description": "endpoint (webhook, slack, teams) or SMTP URL (email); sealed, never returned" })),
+            ("secret", secret.clone()), ("headers", headers.clone()), ("to", addresses.clone()), ("from", line(254)),
+            ("target", json!({ "type": "string", "minLength": 1, "maxLength": 300, "pattern": store::SINGLE_LINE_PATTERN,
+                "description": "syslog: tcp://HOST:PORT, udp://HOST:PORT or tls://HOST:PORT" })),
+            ("ca_file", json!({ "type": "string", "minLength": 1, "maxLength": 4096, "pattern": store::SINGLE_LINE_PATTERN,
+                "description": "a PEM CA bundle on the server (Super/Global administrators only)" })),
+            ("skip_tls_verify", s("boolean")), ("timeout_ms", timeout.clone()), ("default", s("boolean")),
+            ("orgs", json!({ "type": "array", "items": reference("an org"), "description": "shared configurations: the orgs that may use it" }))]),
+        "ConnectorPatch": obj(&[], &[("enabled", s("boolean")), ("default", s("boolean")),
+            ("url", json!({ "type": "string", "minLength": 1, "maxLength": 2048, "pattern": store::SINGLE_LINE_PATTERN, "writeOnly": true })),
+            ("secret", json!({ "type": "string", "maxLength": 4096, "pattern": store::SINGLE_LINE_PATTERN, "writeOnly": true,
+                "description": "\"\" removes it" })),
+            ("headers", headers), ("to", addresses), ("target", line(300)), ("timeout_ms", timeout),
+            ("orgs", json!({ "type": "array", "items": reference("an org") }))]),
+        "ConnectorTest": obj(&["connector_id", "outcome", "ok", "status", "error", "duration_ms"], &[("connector_id", id()),
+            ("outcome", json!({ "type": "string", "enum": ["delivered", "retry", "failed"] })), ("ok", s("boolean")),
+            ("status", nullable("integer")), ("error", nullable("string")), ("duration_ms", s("integer"))]),
+        "Policy": obj(&["id", "org_id", "org", "name", "connector_id", "connector", "on", "min_severity", "rule", "tag", "min_count",
+                "title_template", "body_template", "throttle_secs", "enabled", "created_at", "updated_at"],
+            &[("id", id()), ("org_id", id()), ("org", s("string")), ("name", s("string")), ("connector_id", id()), ("connector", s("string")),
+            ("on", array(trigger.clone())), ("min_severity", sev.clone()), ("rule", nullable("string")), ("tag", nullable("string")),
+            ("min_count", nullable("integer")), ("title_template", s("string")), ("body_template", s("string")), ("throttle_secs", s("integer")),
+            ("enabled", s("boolean")), ("created_at", s("string")), ("updated_at", s("string"))]),
+        "NewPolicy": obj(&["name", "connector", "on"], &[("name", name(128)),
+            ("org", reference("the org whose incidents it watches (default: the caller's; Super/Global: every org)")),
+            ("connector", reference("the configuration it sends with")),
+            ("on", json!({ "type": "array", "minItems": 1, "items": trigger.clone() })), ("min_severity", sev.clone()),
+            ("rule", name(256)), ("tag", name(256)), ("min_count", json!({ "type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX })),
+            ("title_template", template.clone()), ("body_template", template.clone()), ("throttle_secs", throttle.clone())]),
+        "PolicyPatch": obj(&[], &[("enabled", s("boolean")), ("on", json!({ "type": "array", "minItems": 1, "items": trigger })),
+            ("min_severity", sev), ("title_template", template.clone()), ("body_template", template.clone()), ("throttle_secs", throttle)]),
+        "Delivery": obj(&["id", "delivery_id", "org_id", "org", "policy_id", "connector_id", "connector", "incident_id", "event", "title", "state",
+                "attempts", "next_attempt_at", "last_status", "last_error", "created_by", "created_at", "done_at"],
+            &[("id", id()), ("delivery_id", s("string")), ("org_id", id()), ("org", s("string")), ("policy_id", nullable("integer")),
+            ("connector_id", id()), ("connector", s("string")), ("incident_id", nullable("integer")), ("event", s("string")), ("title", s("string")),
+            ("state", state), ("attempts", s("integer")), ("next_attempt_at", nullable("string")), ("last_status", nullable("integer")),
+            ("last_error", nullable("string")), ("created_by", s("string")), ("created_at", s("string")), ("done_at", nullable("string")),
+            ("attempt_log", array(obj(&["at", "outcome", "status", "error", "duration_ms"], &[("at", s("string")), ("outcome", s("string")),
+                ("status", nullable("integer")), ("error", nullable("string")), ("duration_ms", s("integer"))])))]),
+        "ActionRequest": obj(&[], &[("connector", reference("the configuration to run (default: the org's default one)")),
+            ("title_template", template.clone()), ("body_template", template)]),
+        "ConnectorPage": page("Connector"), "PolicyPage": page("Policy"), "DeliveryPage": page("Delivery"),
     })
 }
 
@@ -574,7 +729,7 @@ mod tests {
         // Permissions name their modules and nothing else.
         let perms = &schemas["NewRole"]["properties"]["permissions"];
         assert_eq!(perms["additionalProperties"], false);
-        assert_eq!(perms["properties"].as_object().map(|p| p.len()), Some(9));
+        assert_eq!(perms["properties"].as_object().map(|p| p.len()), Some(Module::ALL.len()));
         // `null` only where it means "none".
         let mut nullable = Vec::new();
         for (name, schema) in schemas.as_object().into_iter().flatten() {

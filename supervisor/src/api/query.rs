@@ -98,7 +98,8 @@ const SORTS: &[&str] = &[
     "id",
     "-id",
 ];
-const OBJECT_TYPES: &[&str] = &["org", "user", "team", "role", "token", "incident", "alert", "node", "device"];
+const OBJECT_TYPES: &[&str] =
+    &["org", "user", "team", "role", "token", "incident", "alert", "node", "device", "connector", "policy"];
 const LIMIT: Kind = Kind::Int { min: 1, max: MAX_LIMIT };
 
 /// The filters incident and alert lists and their counts share.
@@ -187,6 +188,15 @@ const DEVICES: &[Param] = &[
     opt("cursor", Kind::Cursor { pair: false }, "the previous page's next_cursor"),
 ];
 
+const DELIVERIES: &[Param] = &[
+    opt("org", Kind::Text { min: 1, max: 128 }, "an org's id or name"),
+    opt("state", Kind::OneOf(&["pending", "delivered", "failed", "dead"]), "only deliveries in this state"),
+    opt("incident", Kind::Int { min: 1, max: i64::MAX }, "only deliveries of this incident"),
+    opt("policy", Kind::Int { min: 1, max: i64::MAX }, "only deliveries this policy queued"),
+    opt("limit", LIMIT, "page size (default 50)"),
+    opt("cursor", Kind::Cursor { pair: false }, "the previous page's next_cursor"),
+];
+
 const DEVICE_SUMMARY: &[Param] = &[
     opt("org", Kind::Text { min: 1, max: 128 }, "an org's id or name"),
     opt("days", Kind::Int { min: 1, max: 400 }, "days counted back from today, UTC (default 7)"),
@@ -211,6 +221,7 @@ pub(crate) fn params_for(method: &str, path: &str) -> &'static [Param] {
         ("delete", "/orgs/{id}") => DEBOARD,
         ("get" | "head", "/devices") => DEVICES,
         ("get" | "head", "/devices/summary") => DEVICE_SUMMARY,
+        ("get" | "head", "/deliveries") => DELIVERIES,
         _ => &[],
     }
 }

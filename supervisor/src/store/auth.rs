@@ -32,11 +32,14 @@ pub enum Module {
     Events,
     /// The device inventory (reporting devices, their limit and silence).
     Devices,
+    /// Connector configurations, notification policies and their
+    /// deliveries; `execute` runs a configuration's action by hand.
+    Connectors,
 }
 
 impl Module {
     /// Every module.
-    pub const ALL: [Module; 9] = [
+    pub const ALL: [Module; 10] = [
         Module::Incidents,
         Module::Alerts,
         Module::Comments,
@@ -46,11 +49,22 @@ impl Module {
         Module::Licence,
         Module::Events,
         Module::Devices,
+        Module::Connectors,
     ];
 
     /// Its name in role documents.
     pub fn as_str(self) -> &'static str {
-        ["incidents", "alerts", "comments", "orgs", "users", "rules", "licence", "events", "devices"][self as usize]
+        ["incidents", "alerts", "comments", "orgs", "users", "rules", "licence", "events", "devices", "connectors"]
+            [self as usize]
+    }
+
+    /// The operations that apply to it: create, read, update and delete
+    /// everywhere, and execute on connectors.
+    pub fn ops(self) -> &'static [Op] {
+        match self {
+            Module::Connectors => &Op::ALL,
+            _ => &Op::CRUD,
+        }
     }
 }
 
@@ -65,17 +79,28 @@ pub enum Op {
     Update,
     /// Delete.
     Delete,
+    /// Run an action (connectors only).
+    Execute,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 4] = [Op::Create, Op::Read, Op::Update, Op::Delete];
+    pub const ALL: [Op; 5] = [Op::Create, Op::Read, Op::Update, Op::Delete, Op::Execute];
+
+    /// The operations every module has; their bits are laid out four per
+    /// module, in module order, so stored roles keep their meaning as
+    /// modules are added.
+    pub const CRUD: [Op; 4] = [Op::Create, Op::Read, Op::Update, Op::Delete];
 
     /// Its name in role documents.
     pub fn as_str(self) -> &'static str {
-        ["create", "read", "update", "delete"][self as usize]
+        ["create", "read", "update", "delete", "execute"][self as usize]
     }
 }
+
+/// Where `execute` bits start: one per module from here, clear of the
+/// four-per-module grid for up to twelve modules.
+const EXECUTE_BASE: usize = 48;
 
 /// A set of (module, operation) grants, one bit each.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -87,11 +112,14 @@ impl Perms {
 
     /// Everything allowed (the built-in admin role).
     pub fn all() -> Perms {
-        Perms((1 << (Module::ALL.len() * Op::ALL.len())) - 1)
+        Module::ALL.into_iter().fold(Perms::NONE, |p, m| p.with(m, m.ops()))
     }
 
     fn bit(module: Module, op: Op) -> i64 {
-        1 << (module as usize * Op::ALL.len() + op as usize)
+        match op {
+            Op::Execute => 1 << (EXECUTE_BASE + module as usize),
+            _ => 1 << (module as usize * Op::CRUD.len() + op as usize),
+        }
     }
 
     /// These perms plus `op` on `module`.
@@ -105,9 +133,10 @@ impl Perms {
     }
 
     /// The built-in analyst role: works incidents, alerts and comments,
-    /// reads everything else.
+    /// runs connector actions on them, reads everything else.
     pub fn analyst() -> Perms {
         Perms::read_all()
+            .with(Module::Connectors, &[Op::Execute])
             .with(Module::Incidents, &[Op::Create, Op::Update])
             .with(Module::Alerts, &[Op::Create, Op::Update])
             .with(Module::Comments, &[Op::Create, Op::Update, Op::Delete])
@@ -138,7 +167,7 @@ impl Serialize for Perms {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let map: BTreeMap<&str, Vec<&str>> = Module::ALL
             .into_iter()
-            .map(|m| (m.as_str(), Op::ALL.into_iter().filter(|op| self.allows(m, *op)).map(Op::as_str).collect()))
+            .map(|m| (m.as_str(), m.ops().iter().filter(|op| self.allows(m, **op)).map(|op| op.as_str()).collect()))
             .collect();
         map.serialize(s)
     }
@@ -152,12 +181,16 @@ impl<'de> Deserialize<'de> for Perms {
         for (module, ops) in map {
             let m = Module::ALL.into_iter().find(|m| m.as_str() == module).ok_or_else(|| {
                 D::Error::custom(format!(
-                    "unknown module `{module}`; modules are incidents, alerts, comments, orgs, users, rules, licence, events, devices"
+                    "unknown module `{module}`; modules are incidents, alerts, comments, orgs, users, rules, licence, events, devices, connectors"
                 ))
             })?;
             for op in ops {
-                let o = Op::ALL.into_iter().find(|o| o.as_str() == op).ok_or_else(|| {
-                    D::Error::custom(format!("unknown operation `{op}`; operations are create, read, update, delete"))
+                let o = m.ops().iter().copied().find(|o| o.as_str() == op).ok_or_else(|| {
+                    let known: Vec<&str> = m.ops().iter().map(|o| o.as_str()).collect();
+                    D::Error::custom(format!(
+                        "unknown operation `{op}` on {module}; its operations are {}",
+                        known.join(", ")
+                    ))
                 })?;
                 perms = perms.with(m, &[o]);
             }
@@ -314,17 +347,32 @@ mod tests {
 
     #[test]
     fn the_events_module_has_the_bits_migration_3_grants() {
-        assert_eq!(Perms::NONE.with(Module::Events, &Op::ALL).bits(), 4_026_531_840);
+        assert_eq!(Perms::NONE.with(Module::Events, &Op::CRUD).bits(), 4_026_531_840);
         assert_eq!(Perms::NONE.with(Module::Events, &[Op::Read]).bits(), 536_870_912);
         assert!(Perms::read_all().allows(Module::Events, Op::Read));
     }
 
     #[test]
     fn the_devices_module_has_the_bits_migration_5_grants() {
-        assert_eq!(Perms::NONE.with(Module::Devices, &Op::ALL).bits(), 64_424_509_440);
+        assert_eq!(Perms::NONE.with(Module::Devices, &Op::CRUD).bits(), 64_424_509_440);
         assert_eq!(Perms::NONE.with(Module::Devices, &[Op::Read]).bits(), 8_589_934_592);
         assert!(Perms::read_all().allows(Module::Devices, Op::Read));
         assert!(Perms::all().allows(Module::Devices, Op::Update));
+    }
+
+    #[test]
+    fn the_connectors_module_has_the_bits_migration_7_grants() {
+        assert_eq!(Perms::NONE.with(Module::Connectors, &Op::ALL).bits(), 144_116_218_868_006_912);
+        assert_eq!(Perms::NONE.with(Module::Connectors, &[Op::Read, Op::Execute]).bits(), 144_115_325_514_809_344);
+        assert_eq!(Perms::NONE.with(Module::Connectors, &[Op::Read]).bits(), 137_438_953_472);
+        assert!(Perms::all().allows(Module::Connectors, Op::Execute));
+        assert!(Perms::analyst().allows(Module::Connectors, Op::Execute));
+        assert!(!Perms::read_all().allows(Module::Connectors, Op::Execute));
+        // Execute is not an operation of other modules, in either direction.
+        assert!(!Perms::all().allows(Module::Incidents, Op::Execute));
+        assert!(serde_json::from_str::<Perms>(r#"{"incidents": ["execute"]}"#).is_err());
+        let json = serde_json::to_value(Perms::analyst()).unwrap_or_default();
+        assert_eq!(json["connectors"], serde_json::json!(["read", "execute"]));
     }
 
     #[test]

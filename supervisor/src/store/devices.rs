@@ -580,12 +580,27 @@ impl Store {
         let settings = self.config().devices.clone();
         let mut out = SweepOutcome::default();
         let mut w = self.write().await?;
+        let newest = Sql::new("SELECT COALESCE(MAX(id), 0) AS id FROM records").build().fetch_one(w.conn()).await?;
+        let newest = newest.int("id")?;
         sweep_silence(w.conn(), now, &settings, &mut out).await?;
         sweep_limit(w.conn(), now, &settings, &mut out).await?;
         let mut q = Sql::new("DELETE FROM device_days WHERE day < ");
         q.bind(now.div_euclid(DAY_MS) - DAYS_KEPT);
         q.build().execute(w.conn()).await?;
+        // The incidents the sweep raised reach people like any other.
+        let mut queued = 0;
+        if out.incidents > 0 {
+            let mut q = Sql::new("SELECT id FROM records WHERE kind = 'incident' AND id > ");
+            q.bind(newest).push(" ORDER BY id");
+            for r in q.build().fetch_all(w.conn()).await? {
+                let record = self.load_record(w.conn(), &Principal::cli(), super::Kind::Incident, r.int("id")?).await?;
+                queued += self.notify_record_change(w.conn(), None, &record, now).await?;
+            }
+        }
         w.commit().await?;
+        if queued > 0 {
+            self.wake_dispatcher();
+        }
         Ok(out)
     }
 

@@ -206,7 +206,7 @@ async fn writer(store: Arc<Store>, mut rx: mpsc::Receiver<Msg>, stats: Arc<Inges
                     taken += 1;
                     // Keys and titles quote log lines: a NUL in one would
                     // make PostgreSQL refuse the whole batch, forever.
-                    for text in [&mut u.rule, &mut u.key, &mut u.title] {
+                    for text in [&mut u.rule, &mut u.key, &mut u.title].into_iter().chain(u.tags.iter_mut()) {
                         super::text::escape_controls(text);
                     }
                     u.description.retain(|c| !c.is_control() || c == '\n');
@@ -246,7 +246,56 @@ async fn writer(store: Arc<Store>, mut rx: mpsc::Receiver<Msg>, stats: Arc<Inges
     }
 }
 
-const ROW_PARAMS: usize = 14;
+const ROW_PARAMS: usize = 15;
+
+/// Queues what policies say of one upserted incident (`before`: its hit
+/// count before this batch, `None` when the batch created it).
+async fn notify(
+    store: &Store,
+    conn: &mut sqlx::AnyConnection,
+    policies: &[super::connectors::ActivePolicy],
+    row: &sqlx::any::AnyRow,
+    orgs: &HashMap<i64, String>,
+    before: Option<&i64>,
+    now: i64,
+) -> Result<usize> {
+    let org_id = row.int("org_id")?;
+    let org = orgs.get(&org_id).map_or("", String::as_str);
+    let severity = row.int("severity")?;
+    let name = |n: i64, all: &[&'static str]| usize::try_from(n).ok().and_then(|i| all.get(i).copied()).unwrap_or("");
+    let tags: Vec<String> = serde_json::from_str(&row.text("tags")?).unwrap_or_default();
+    let rule = row.opt_text("rule_id")?.unwrap_or_default();
+    let count = row.int("hit_count")?;
+    let incident = serde_json::json!({
+        "id": row.int("id")?,
+        "title": row.text("title")?,
+        "description": row.text("description")?,
+        "severity": name(severity, &rules::Severity::ALL.map(|s| s.as_str())),
+        "status": name(row.int("status")?, &super::Status::ALL.map(super::Status::as_str)),
+        "rule": rule,
+        "count": count,
+        "first_seen": super::fmt_ms(row.int("first_seen")?),
+        "last_seen": super::fmt_ms(row.int("last_seen")?),
+        "org": org,
+        "org_id": org_id,
+        "tags": tags,
+    });
+    let change = super::connectors::Change {
+        record_id: row.int("id")?,
+        org_id,
+        org,
+        created: before.is_none(),
+        count_before: before.copied().unwrap_or(0),
+        count_after: count,
+        status_changed: false,
+        severity_changed: false,
+        severity,
+        rule: &rule,
+        tags: &tags,
+        incident,
+    };
+    store.enqueue(conn, policies, &change, now).await
+}
 
 async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, stats: &IngestStats) -> Result<()> {
     if batch.is_empty() {
@@ -259,20 +308,26 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
     let mut orgs: Vec<i64> = batch.values().map(|u| u.org_id).collect();
     orgs.sort_unstable();
     orgs.dedup();
-    let mut known = Vec::with_capacity(orgs.len());
+    let mut known: HashMap<i64, String> = HashMap::with_capacity(orgs.len());
     for chunk in orgs.chunks(200) {
-        let mut q = Sql::new("SELECT id FROM orgs WHERE id IN ");
+        let mut q = Sql::new("SELECT id, name FROM orgs WHERE id IN ");
         q.bind_list(chunk);
         for r in q.build().fetch_all(w.conn()).await? {
-            known.push(r.int("id")?);
+            known.insert(r.int("id")?, r.text("name")?);
         }
     }
-    let refs: Vec<&String> =
-        batch.iter().filter(|(_, u)| u.org_id != SUPER_GLOBAL && known.contains(&u.org_id)).map(|(r, _)| r).collect();
+    let refs: Vec<&String> = batch
+        .iter()
+        .filter(|(_, u)| u.org_id != SUPER_GLOBAL && known.contains_key(&u.org_id))
+        .map(|(r, _)| r)
+        .collect();
     stats.orphaned.fetch_add((batch.len() - refs.len()) as u64, Ordering::Relaxed);
+    // Policies are read in the transaction that may fire them.
+    let policies = store.active_policies(w.conn()).await?;
     let mut existing: HashMap<String, Vec<u64>> = HashMap::with_capacity(refs.len());
+    let mut counts_before: HashMap<String, i64> = HashMap::new();
     for chunk in refs.chunks(200) {
-        let mut q = Sql::new("SELECT source_ref, event_ids FROM records WHERE source_ref IN (");
+        let mut q = Sql::new("SELECT source_ref, event_ids, hit_count FROM records WHERE source_ref IN (");
         for (i, r) in chunk.iter().enumerate() {
             if i > 0 {
                 q.push(", ");
@@ -282,14 +337,18 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
         q.push(")");
         for row in q.build().fetch_all(w.conn()).await? {
             let ids: Vec<u64> = serde_json::from_str(&row.text("event_ids")?).unwrap_or_default();
+            if !policies.is_empty() {
+                counts_before.insert(row.text("source_ref")?, row.int("hit_count")?);
+            }
             existing.insert(row.text("source_ref")?, ids);
         }
     }
     let mut created = Vec::new();
+    let mut queued = 0;
     for chunk in refs.chunks(store.rows_per_statement()) {
         let mut q = Sql::new(
-            "INSERT INTO records AS r (kind, org_id, source_ref, rule_id, title, description, severity, status, \
-             hit_count, first_seen, last_seen, event_ids, created_at, updated_at) VALUES ",
+            "INSERT INTO records AS r (kind, org_id, source_ref, rule_id, title, description, tags, severity, \
+             status, hit_count, first_seen, last_seen, event_ids, created_at, updated_at) VALUES ",
         );
         for (i, source_ref) in chunk.iter().enumerate() {
             let Some(u) = batch.get(*source_ref) else { continue };
@@ -300,8 +359,8 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
             }
             q.push("(").bind("incident".to_owned()).push(", ").bind(u.org_id).push(", ");
             q.bind((*source_ref).clone()).push(", ").bind(u.rule.clone()).push(", ").bind(u.title.clone());
-            q.push(", ")
-                .bind(u.description.clone())
+            q.push(", ").bind(u.description.clone()).push(", ");
+            q.bind(serde_json::to_string(&u.tags).unwrap_or_else(|_| "[]".into()))
                 .push(", ")
                 .bind(i64::from(u.severity.rank()))
                 .push(", ")
@@ -318,11 +377,16 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
              first_seen = CASE WHEN excluded.first_seen < r.first_seen THEN excluded.first_seen ELSE r.first_seen END, \
              last_seen = CASE WHEN excluded.last_seen > r.last_seen THEN excluded.last_seen ELSE r.last_seen END, \
              event_ids = excluded.event_ids, updated_at = excluded.updated_at \
-             RETURNING id, source_ref",
+             RETURNING id, source_ref, org_id, rule_id, title, description, tags, severity, status, hit_count, \
+             first_seen, last_seen",
         );
         for row in q.build().fetch_all(w.conn()).await? {
             let source_ref = row.text("source_ref")?;
-            if !existing.contains_key(&source_ref) {
+            let is_new = !existing.contains_key(&source_ref);
+            if !policies.is_empty() {
+                queued += notify(store, w.conn(), &policies, &row, &known, counts_before.get(&source_ref), now).await?;
+            }
+            if is_new {
                 created.push((row.int("id")?, source_ref));
             }
         }
@@ -345,6 +409,9 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
         .collect();
     AuditRow::write_many(w.conn(), now, &Principal::pipeline(), rows, store.rows_per_statement()).await?;
     w.commit().await?;
+    if queued > 0 {
+        store.wake_dispatcher();
+    }
     let committed = store.now_ms();
     stats.record_latency(
         created.iter().filter_map(|(_, r)| batch.get(r)?.received_at_ms).map(|at| committed.saturating_sub(at)),

@@ -15,7 +15,8 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first. Never edit a released one: add another.
-pub(crate) const MIGRATIONS: &[Migration] = &[TENANTS, NODES, EVENTS_MODULE, RETENTION, DEVICES, SILENT_COLLECTORS];
+pub(crate) const MIGRATIONS: &[Migration] =
+    &[TENANTS, NODES, EVENTS_MODULE, RETENTION, DEVICES, SILENT_COLLECTORS, CONNECTORS];
 
 const TENANTS: Migration = Migration {
     version: 1,
@@ -235,6 +236,88 @@ const SILENT_COLLECTORS: Migration = Migration {
     statements: &[
         "ALTER TABLE nodes ADD COLUMN sources_silent TEXT",
         "ALTER TABLE nodes ADD COLUMN sources_silent_record_id BIGINT",
+    ],
+};
+
+/// Connectors and notifications (issue #14): named connector
+/// configurations (secrets sealed, never in clear), the orgs a shared one is
+/// granted to, notification policies, the delivery outbox with every
+/// attempt, incident tags for policy conditions, and the `connectors`
+/// permission module (bits 36–39, execute bit 57) for built-in roles.
+const CONNECTORS: Migration = Migration {
+    version: 7,
+    name: "connectors and notifications",
+    statements: &[
+        "ALTER TABLE records ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",
+        "CREATE TABLE connectors (
+            id @ID,
+            org_id BIGINT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            name_key TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            config TEXT NOT NULL,
+            sealed TEXT NOT NULL,
+            target TEXT NOT NULL DEFAULT '',
+            is_default BIGINT NOT NULL DEFAULT 0,
+            enabled BIGINT NOT NULL DEFAULT 1,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL)",
+        "CREATE INDEX connectors_org ON connectors (org_id, id)",
+        "CREATE TABLE connector_grants (
+            connector_id BIGINT NOT NULL REFERENCES connectors(id) ON DELETE CASCADE,
+            org_id BIGINT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+            PRIMARY KEY (connector_id, org_id))",
+        "CREATE TABLE policies (
+            id @ID,
+            org_id BIGINT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            name_key TEXT NOT NULL UNIQUE,
+            connector_id BIGINT NOT NULL REFERENCES connectors(id),
+            triggers TEXT NOT NULL,
+            min_severity BIGINT NOT NULL DEFAULT 0,
+            rule_id TEXT,
+            tag TEXT,
+            min_count BIGINT,
+            title_template TEXT NOT NULL,
+            body_template TEXT NOT NULL,
+            throttle_ms BIGINT NOT NULL DEFAULT 0,
+            enabled BIGINT NOT NULL DEFAULT 1,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL)",
+        "CREATE INDEX policies_connector ON policies (connector_id)",
+        "CREATE TABLE deliveries (
+            id @ID,
+            uid TEXT NOT NULL UNIQUE,
+            org_id BIGINT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+            policy_id BIGINT REFERENCES policies(id) ON DELETE SET NULL,
+            connector_id BIGINT NOT NULL REFERENCES connectors(id) ON DELETE CASCADE,
+            record_id BIGINT,
+            event TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts BIGINT NOT NULL DEFAULT 0,
+            next_at BIGINT NOT NULL,
+            last_status BIGINT,
+            last_error TEXT,
+            created_by TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            done_at BIGINT)",
+        "CREATE INDEX deliveries_due ON deliveries (state, next_at)",
+        "CREATE INDEX deliveries_org ON deliveries (org_id, id)",
+        "CREATE INDEX deliveries_throttle ON deliveries (policy_id, record_id, created_at)",
+        "CREATE TABLE delivery_attempts (
+            id @ID,
+            delivery_id BIGINT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+            at BIGINT NOT NULL,
+            outcome TEXT NOT NULL,
+            status BIGINT,
+            error TEXT,
+            duration_ms BIGINT NOT NULL)",
+        "CREATE INDEX delivery_attempts_delivery ON delivery_attempts (delivery_id, id)",
+        "UPDATE roles SET perms = perms | 144116218868006912 WHERE builtin = 1 AND name = 'admin'",
+        "UPDATE roles SET perms = perms | 144115325514809344 WHERE builtin = 1 AND name = 'analyst'",
+        "UPDATE roles SET perms = perms | 137438953472 WHERE builtin = 1 AND name = 'viewer'",
     ],
 };
 

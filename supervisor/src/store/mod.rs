@@ -14,6 +14,7 @@
 mod audit;
 pub use audit::AuditQuery;
 pub mod auth;
+pub mod connectors;
 pub mod devices;
 mod error;
 mod events;
@@ -35,6 +36,10 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
 pub use auth::{Module, Op, Perms, Principal};
+pub use connectors::{
+    ActionRequest, Attempt, ConnectorInfo, ConnectorPatch, ConnectorSettings, ConnectorsConfig, Delivery,
+    DeliveryQuery, DeliveryState, NameRef, NewConnector, NewPolicy, Outbox, Policy, PolicyPatch, Trigger,
+};
 pub use devices::{Device, DevicePatch, DeviceQuery, DeviceSettings, DeviceSummary, SummaryQuery};
 pub use error::{Result, StoreError};
 pub use ingest::{IncidentUpdate, Ingest, IngestConfig, IngestStats, LatencySummary};
@@ -60,6 +65,8 @@ pub struct StoreConfig {
     pub creator_teams_own: bool,
     /// The device inventory and the licence's device limit.
     pub devices: DeviceSettings,
+    /// Connectors: the sealing key, the egress guard, retries.
+    pub connectors: ConnectorSettings,
 }
 
 impl Default for StoreConfig {
@@ -68,6 +75,7 @@ impl Default for StoreConfig {
             licence_eps: crate::licence::UNLICENSED_EPS,
             creator_teams_own: true,
             devices: DeviceSettings::default(),
+            connectors: ConnectorSettings::default(),
         }
     }
 }
@@ -83,6 +91,10 @@ pub struct Store {
     write_lock: tokio::sync::Mutex<()>,
     /// Org changes, for the publisher that applies them to the pipeline.
     orgs: orgs::OrgSignals,
+    /// The delivery outbox's wake-up and counters.
+    outbox: Outbox,
+    /// Policies' compiled templates.
+    templates: connectors::TemplateCache,
 }
 
 /// A write transaction (holding the SQLite writer's turn).
@@ -171,6 +183,8 @@ impl Store {
             config,
             write_lock: tokio::sync::Mutex::new(()),
             orgs: orgs::OrgSignals::default(),
+            outbox: Outbox::default(),
+            templates: connectors::TemplateCache::default(),
         };
         store.migrate().await?;
         Ok(store)

@@ -402,6 +402,8 @@ pub struct Record {
     pub assignee: Option<UserRef>,
     /// The rule that raised it (pipeline records).
     pub rule: Option<String>,
+    /// The rule's tags (ATT&CK techniques and the like).
+    pub tags: Vec<String>,
     /// The pipeline's idempotency key: rule, org, incident key, window start.
     pub source_ref: Option<String>,
     /// Rule hits merged into it.

@@ -332,7 +332,15 @@ impl Store {
             )));
         }
         let mut counts = serde_json::Map::new();
-        for (table, col) in [("records", "org_id"), ("users", "org_id"), ("teams", "org_id"), ("audit", "org_id")] {
+        for (table, col) in [
+            ("records", "org_id"),
+            ("users", "org_id"),
+            ("teams", "org_id"),
+            ("audit", "org_id"),
+            ("connectors", "org_id"),
+            ("policies", "org_id"),
+            ("deliveries", "org_id"),
+        ] {
             let mut q = Sql::new(&format!("SELECT COUNT(*) AS n FROM {table} WHERE {col} = "));
             q.bind(id);
             counts.insert(table.to_owned(), q.build().fetch_one(w.conn()).await?.int("n")?.into());
@@ -342,7 +350,9 @@ impl Store {
         let mut q = Sql::new("DELETE FROM audit WHERE org_id = ");
         q.bind(id);
         q.build().execute(w.conn()).await?;
-        for table in ["records", "tokens", "users", "teams", "roles"] {
+        // Deliveries, then the policies that queue them, then the
+        // configurations they send through (policies refer to those).
+        for table in ["deliveries", "policies", "connectors", "records", "tokens", "users", "teams", "roles"] {
             let mut q = Sql::new(&match table {
                 "tokens" => "DELETE FROM tokens WHERE user_id IN (SELECT id FROM users WHERE org_id = ".to_owned(),
                 _ => format!("DELETE FROM {table} WHERE org_id = "),

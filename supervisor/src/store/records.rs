@@ -79,7 +79,7 @@ pub struct Counts {
 
 const SELECT: &str = "SELECT r.id, r.org_id, o.name AS org_name, r.source_ref, r.rule_id, r.title, r.description, \
      r.severity, r.status, r.assignee_id, a.name AS assignee_name, r.hit_count, r.first_seen, r.last_seen, \
-     r.created_by, c.name AS creator_name, r.created_at, r.updated_at, r.event_ids \
+     r.created_by, c.name AS creator_name, r.created_at, r.updated_at, r.event_ids, r.tags \
      FROM records r LEFT JOIN orgs o ON o.id = r.org_id LEFT JOIN users a ON a.id = r.assignee_id \
      LEFT JOIN users c ON c.id = r.created_by WHERE r.kind = ";
 
@@ -135,6 +135,7 @@ fn record(kind: Kind, row: &AnyRow) -> Result<Record> {
         status: status_name(row.int("status")?)?,
         assignee: user("assignee_id", "assignee_name")?,
         rule: row.opt_text("rule_id")?,
+        tags: serde_json::from_str(&row.text("tags")?).unwrap_or_default(),
         source_ref: row.opt_text("source_ref")?,
         count: row.int("hit_count")?,
         first_seen: fmt_ms(row.int("first_seen")?),
@@ -288,7 +289,13 @@ impl Store {
         Ok(counts)
     }
 
-    async fn load_record(&self, conn: &mut AnyConnection, who: &Principal, kind: Kind, id: i64) -> Result<Record> {
+    pub(crate) async fn load_record(
+        &self,
+        conn: &mut AnyConnection,
+        who: &Principal,
+        kind: Kind,
+        id: i64,
+    ) -> Result<Record> {
         let mut q = Sql::new(SELECT);
         q.bind(kind.as_str().to_owned());
         who.record_filter(&mut q, "r.org_id");
@@ -384,8 +391,12 @@ impl Store {
             }
         }
         let created = self.load_record(w.conn(), &Principal::cli(), kind, id).await?;
+        let queued = self.notify_record_change(w.conn(), None, &created, now).await?;
         w.finish(now, who, AuditRow::new(org, "create", kind.as_str(), Some(id), None, Some(record_json(&created))))
             .await?;
+        if queued > 0 {
+            self.wake_dispatcher();
+        }
         Ok(created)
     }
 
@@ -444,6 +455,7 @@ impl Store {
         q.push(" WHERE id = ").bind(id);
         q.build().execute(w.conn()).await?;
         let after = self.load_record(w.conn(), &Principal::cli(), kind, id).await?;
+        let queued = self.notify_record_change(w.conn(), Some(&before), &after, now).await?;
         w.finish(
             now,
             who,
@@ -457,6 +469,9 @@ impl Store {
             ),
         )
         .await?;
+        if queued > 0 {
+            self.wake_dispatcher();
+        }
         Ok(after)
     }
 
