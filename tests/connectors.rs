@@ -7,8 +7,100 @@
 
 mod common;
 
-use common::run::{CONFIG, ssh_attack, start, start_with, write_lines};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use common::run::{CONFIG, launch, ssh_attack, start, start_with, write_lines};
 use serde_json::{Value, json};
+
+/// The requests a receiver got: head and body of each.
+type Requests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A webhook receiver on `listener` (a thread): answers 200 to every
+/// request and keeps each request's head and body.
+fn receiver(listener: TcpListener) -> Requests {
+    let got: Requests = Arc::default();
+    let kept = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // The head, then as much body as Content-Length says (bounded).
+            let (head, body_start) = loop {
+                let Ok(n) = stream.read(&mut chunk) else { break (String::new(), 0) };
+                if n == 0 || buf.len() > 1 << 20 {
+                    break (String::new(), 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break (String::from_utf8_lossy(&buf[..i]).into_owned(), i + 4);
+                }
+            };
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0)
+                .min(1 << 20);
+            while buf.len() < body_start + length {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let body = buf.get(body_start..).unwrap_or_default().to_vec();
+            kept.lock().unwrap().push((head, body));
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    got
+}
+
+#[test]
+fn a_receiver_down_through_a_restart_still_gets_the_incident_once() {
+    let config = format!(
+        "{CONFIG}[connectors]\nallow_private_targets = true\nretry_base_secs = 0.2\nretry_max_secs = 0.5\nmax_attempts = 100\n"
+    );
+    let v = start_with("conn-restart", &config, None);
+    // A port nobody listens on yet.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    v.cli(&["org", "create", "Acme", "--ip-range", "10.1.0.0/16"]);
+    let url = format!("http://127.0.0.1:{port}/hook");
+    v.cli(&["connector", "add", "acme-hook", "--org", "Acme", "--type", "webhook", "--url", &url]);
+    v.cli(&["policy", "add", "all", "--org", "Acme", "--connector", "acme-hook", "--on", "created"]);
+    v.wait_orgs(3);
+    let file = v.dir.join("attack.log");
+    write_lines(&file, ssh_attack("10.1.0.5", "203.0.113.46", 8).into_iter());
+    v.send(&file, &[]);
+    v.wait("attempts at the receiver that is down", |v| {
+        v.get("/deliveries", &v.token).1["items"][0]["attempts"].as_i64().unwrap_or(0) >= 2
+    });
+    let (dir, token) = (v.dir.clone(), v.token.clone());
+    assert!(v.stop().0);
+
+    // The receiver comes up while vigil is down; vigil starts again.
+    let got = receiver(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let v = launch(dir, None, Some(token));
+    v.wait("the delivery after the restart", |v| v.get("/deliveries", &v.token).1["items"][0]["state"] == "delivered");
+    let (_, list) = v.get("/deliveries", &v.token);
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    let id = list["items"][0]["id"].as_i64().unwrap();
+    let (_, one) = v.get(&format!("/deliveries/{id}"), &v.token);
+    let outcomes: Vec<&str> =
+        one["attempt_log"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes.last(), Some(&"delivered"), "{one}");
+    assert!(outcomes[..outcomes.len() - 1].iter().all(|o| *o == "retry"), "{one}");
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "delivered once");
+    let head = got[0].0.to_ascii_lowercase();
+    let delivery_id = one["delivery_id"].as_str().unwrap();
+    assert!(head.contains(&format!("x-vigil-delivery: {delivery_id}")), "{head}");
+    let payload: Value = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!(payload["org"], "Acme");
+    assert!(v.stop().0);
+}
 
 #[test]
 fn an_incident_is_forwarded_as_cef_to_another_siem() {

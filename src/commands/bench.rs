@@ -25,7 +25,7 @@ use clap::Args;
 pub struct BenchArgs {
     /// Licence for the run (the unlicensed allowance is far below a benchmark's rate).
     /// (Required, except with --search and --sigma.)
-    #[arg(long, alias = "licence", value_name = "FILE", required_unless_present_any = ["search", "sigma"])]
+    #[arg(long, alias = "licence", value_name = "FILE", required_unless_present_any = ["search", "sigma", "notify"])]
     pub(super) license: Option<PathBuf>,
     /// Events in the workload.
     #[arg(long, default_value_t = 2_000_000)]
@@ -115,6 +115,14 @@ pub struct BenchArgs {
     /// on the same events as JSON lines and the same rule files).
     #[arg(long, value_name = "PATH")]
     pub(super) rsigma: Option<PathBuf>,
+    /// Instead of the pipeline: the notification benchmark: the ingest
+    /// path with a policy off and on, and the dispatcher's deliveries per
+    /// second and latency to a webhook receiver on loopback.
+    #[arg(long)]
+    pub(super) notify: bool,
+    /// Incidents per round of the notification benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    pub(super) notify_incidents: u64,
 }
 
 impl BenchArgs {
@@ -140,9 +148,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         None => std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    if args.search || args.sigma.is_some() {
-        let result =
-            if args.search { super::bench_search::run(&args, &dir) } else { super::bench_sigma::run(&args, &dir) };
+    if args.search || args.sigma.is_some() || args.notify {
+        let result = if args.search {
+            super::bench_search::run(&args, &dir)
+        } else if args.notify {
+            super::bench_notify::run(&args, &dir)
+        } else {
+            super::bench_sigma::run(&args, &dir)
+        };
         if !args.keep {
             let _ = std::fs::remove_dir_all(&dir);
         }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use supervisor::store::{
-    ConnectorInfo, ConnectorsConfig, NameRef, NewConnector, NewPolicy, OrgRef, Policy, Principal, Trigger,
+    ConnectorInfo, ConnectorsConfig, NameRef, NewConnector, NewPolicy, OrgRef, PageQuery, Policy, Principal, Trigger,
 };
 
 use super::admin::StoreArgs;
@@ -167,6 +167,10 @@ pub enum PolicyCommand {
         /// 10m, 1h, 1d.
         #[arg(long)]
         throttle: Option<String>,
+        /// Gather incidents this long and send them as one digest: 90s,
+        /// 10m, 1h.
+        #[arg(long)]
+        digest: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -273,9 +277,9 @@ pub fn connector(cmd: ConnectorCommand) -> Result<ExitCode> {
             }
             ConnectorCommand::List { org, store } => {
                 let s = store.open_with(&Default::default(), Some(&ConnectorsConfig::default())).await?;
-                let listed = s.list_connectors(&cli).await;
+                let listed = every_page(async |q| s.list_connectors(&cli, q).await).await;
                 s.close().await;
-                let mut items = listed.context("listing connectors")?.items;
+                let mut items = listed.context("listing connectors")?;
                 if let Some(org) = org {
                     items.retain(|c| c.org.eq_ignore_ascii_case(&org) || c.org_id.to_string() == org);
                 }
@@ -327,6 +331,7 @@ pub fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
                 count,
                 template,
                 throttle,
+                digest,
                 store,
             } => {
                 let on = on
@@ -352,6 +357,7 @@ pub fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
                     title_template,
                     body_template,
                     throttle_secs: throttle.as_deref().map(duration_secs).transpose()?,
+                    digest_secs: digest.as_deref().map(duration_secs).transpose()?,
                 };
                 let s = store.open().await?;
                 let created = s.create_policy(&cli, new).await;
@@ -361,9 +367,10 @@ pub fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
             }
             PolicyCommand::List { store } => {
                 let s = store.open().await?;
-                let listed = s.list_policies(&cli).await;
+                let listed = every_page(async |q| s.list_policies(&cli, q).await).await;
                 s.close().await;
-                print!("{}", policy_table(&listed.context("listing policies")?.items));
+                let items = listed.context("listing policies")?;
+                print!("{}", policy_table(&items));
             }
             PolicyCommand::Remove { name, store } => {
                 let s = store.open().await?;
@@ -375,6 +382,22 @@ pub fn policy(cmd: PolicyCommand) -> Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Every page of a list, in order.
+async fn every_page<T>(
+    mut fetch: impl AsyncFnMut(PageQuery) -> supervisor::store::Result<supervisor::store::Page<T>>,
+) -> supervisor::store::Result<Vec<T>> {
+    let mut items = Vec::new();
+    let mut page = PageQuery { limit: Some(1000), cursor: None };
+    loop {
+        let p = fetch(page.clone()).await?;
+        items.extend(p.items);
+        match p.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(items),
+        }
+    }
 }
 
 fn triggers(p: &Policy) -> String {

@@ -110,7 +110,12 @@ pub async fn run(store: Arc<Store>, stats: Arc<DispatchStats>, mut stopped: toki
             _ = store.outbox().wake.notified() => {}
             Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
             _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
-            _ = stopped.changed() => {}
+            changed = stopped.changed() => {
+                // The supervisor is gone without saying stop: stop too.
+                if changed.is_err() {
+                    break;
+                }
+            }
         }
     }
     // Attempts under way finish and are recorded; unclaimed ones wait for

@@ -328,6 +328,36 @@ async fn throttle_holds_under_a_burst_of_updates() {
 }
 
 #[tokio::test]
+async fn a_digest_gathers_the_incidents_of_its_window_into_one_message() {
+    for db in backends().await {
+        let w = world(&db, settings()).await;
+        let rx = Receiver::start(vec![200]).await;
+        let hook = w.webhook("digest-hook", &rx.url()).await;
+        let body = json!({ "name": "daily", "org": "Acme", "connector": hook, "on": ["created"], "digest_secs": 1 });
+        let policy = ok(&w.app, "POST", "/policies", &w.root, Some(body)).await;
+        assert_eq!(policy["digest_secs"], 1);
+        let d = dispatcher(&w.store);
+        let (ingest, _task) = Ingest::start(w.store.clone(), IngestConfig::default());
+        for key in ["10.0.0.7", "10.0.0.8", "10.0.0.9"] {
+            ingest.submit(update(w.acme, key, 5)).await.unwrap();
+        }
+        ingest.flush().await.unwrap();
+        let list = wait_for(&w.app, "/deliveries", &w.root, |v| v["items"][0]["state"] == "delivered").await;
+        assert_eq!(list["items"].as_array().unwrap().len(), 1, "{}: one digest: {list}", db.name);
+        assert_eq!(list["items"][0]["event"], "digest");
+        assert_eq!(list["items"][0]["title"], "3 incidents in Acme");
+        let got = rx.got();
+        assert_eq!(got.len(), 1);
+        let payload: Value = serde_json::from_slice(&got[0].body).unwrap();
+        let listed = payload["incident"]["incidents"].as_array().unwrap();
+        assert_eq!(listed.len(), 3, "{payload}");
+        assert!(payload["body"].as_str().unwrap().contains("SSH brute force from 10.0.0.8"), "{payload}");
+        d.stop().await;
+        w.store.close().await;
+    }
+}
+
+#[tokio::test]
 async fn templates_are_checked_when_saved() {
     for db in backends().await {
         let w = world(&db, settings()).await;

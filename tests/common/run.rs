@@ -44,6 +44,12 @@ pub fn start(tag: &str) -> Vigil {
 pub fn start_with(tag: &str, config: &str, ulimit_n: Option<u32>) -> Vigil {
     let dir = super::temp_dir(tag);
     std::fs::File::create(dir.join("vigil.toml")).unwrap().write_all(config.as_bytes()).unwrap();
+    launch(dir, ulimit_n, None)
+}
+
+/// `vigil run` on `dir`'s config and data directory; on a restart, `token`
+/// is the admin token the first start printed (it is printed once).
+pub fn launch(dir: PathBuf, ulimit_n: Option<u32>, token: Option<String>) -> Vigil {
     let exe = env!("CARGO_BIN_EXE_vigil");
     let mut cmd = match ulimit_n {
         None => Command::new(exe),
@@ -63,7 +69,8 @@ pub fn start_with(tag: &str, config: &str, ulimit_n: Option<u32>) -> Vigil {
             .env_remove("VIGIL_ADMIN_TOKEN")
             .env_remove("VIGIL_DATABASE"),
     );
-    let (mut tcp, mut tls, mut ca, mut api, mut token, mut metrics_url) = (None, None, None, None, None, None);
+    let (mut tcp, mut tls, mut ca, mut api, mut metrics_url) = (None, None, None, None, None);
+    let mut token = token;
     while api.is_none() || tcp.is_none() || token.is_none() || metrics_url.is_none() {
         let line = lines.recv_timeout(Duration::from_secs(60)).expect("vigil run did not start within 60 s");
         if let Some(rest) = line.strip_prefix("syslog: ") {

@@ -12,15 +12,15 @@ use axum::routing::{get, post};
 use super::query::Params;
 use super::{ApiResult, Body, Caller, Id, created, ok};
 use crate::store::{
-    ActionRequest, ConnectorPatch, DeliveryQuery, NameRef, NewConnector, NewPolicy, PolicyPatch, Store,
+    ActionRequest, ConnectorPatch, DeliveryQuery, NameRef, NewConnector, NewPolicy, PageQuery, PolicyPatch, Store,
 };
 
 pub(super) fn routes() -> Router<Arc<Store>> {
     Router::new()
         .route(
             "/connectors",
-            get(async |State(s): State<Arc<Store>>, Caller(c): Caller| {
-                ApiResult::Ok(ok(s.list_connectors(&c).await?))
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller, Params(q): Params<PageQuery>| {
+                ApiResult::Ok(ok(s.list_connectors(&c, q).await?))
             })
             .post(async |State(s): State<Arc<Store>>, Caller(c): Caller, Body(b): Body<NewConnector>| {
                 ApiResult::Ok(created(s.create_connector(&c, b).await?))
@@ -47,10 +47,12 @@ pub(super) fn routes() -> Router<Arc<Store>> {
         )
         .route(
             "/policies",
-            get(async |State(s): State<Arc<Store>>, Caller(c): Caller| ApiResult::Ok(ok(s.list_policies(&c).await?)))
-                .post(async |State(s): State<Arc<Store>>, Caller(c): Caller, Body(b): Body<NewPolicy>| {
-                    ApiResult::Ok(created(s.create_policy(&c, b).await?))
-                }),
+            get(async |State(s): State<Arc<Store>>, Caller(c): Caller, Params(q): Params<PageQuery>| {
+                ApiResult::Ok(ok(s.list_policies(&c, q).await?))
+            })
+            .post(async |State(s): State<Arc<Store>>, Caller(c): Caller, Body(b): Body<NewPolicy>| {
+                ApiResult::Ok(created(s.create_policy(&c, b).await?))
+            }),
         )
         .route(
             "/policies/{id}",

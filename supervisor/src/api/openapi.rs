@@ -496,6 +496,8 @@ fn connector_schemas() -> Value {
     let timeout = json!({ "type": "integer", "format": "int64", "minimum": 100, "maximum": 120_000 });
     let template = json!({ "type": "string", "maxLength": 16_384 });
     let throttle = json!({ "type": "integer", "format": "int64", "minimum": 0, "maximum": 2_592_000 });
+    let digest = json!({ "type": "integer", "format": "int64", "minimum": 0, "maximum": 86_400,
+        "description": "gather incidents this many seconds into one digest (0: each on its own)" });
     let addresses = json!({ "type": "array", "maxItems": 50, "items": line(254) });
     json!({
         "Connector": obj(&["id", "org_id", "org", "name", "type", "target", "secret_set", "config", "default", "enabled", "shared", "orgs", "created_at", "updated_at"],
@@ -527,19 +529,22 @@ fn connector_schemas() -> Value {
             ("outcome", json!({ "type": "string", "enum": ["delivered", "retry", "failed"] })), ("ok", s("boolean")),
             ("status", nullable("integer")), ("error", nullable("string")), ("duration_ms", s("integer"))]),
         "Policy": obj(&["id", "org_id", "org", "name", "connector_id", "connector", "on", "min_severity", "rule", "tag", "min_count",
-                "title_template", "body_template", "throttle_secs", "enabled", "created_at", "updated_at"],
+                "title_template", "body_template", "throttle_secs", "digest_secs", "enabled", "created_at", "updated_at"],
             &[("id", id()), ("org_id", id()), ("org", s("string")), ("name", s("string")), ("connector_id", id()), ("connector", s("string")),
             ("on", array(trigger.clone())), ("min_severity", sev.clone()), ("rule", nullable("string")), ("tag", nullable("string")),
             ("min_count", nullable("integer")), ("title_template", s("string")), ("body_template", s("string")), ("throttle_secs", s("integer")),
+            ("digest_secs", s("integer")),
             ("enabled", s("boolean")), ("created_at", s("string")), ("updated_at", s("string"))]),
         "NewPolicy": obj(&["name", "connector", "on"], &[("name", name(128)),
             ("org", reference("the org whose incidents it watches (default: the caller's; Super/Global: every org)")),
             ("connector", reference("the configuration it sends with")),
             ("on", json!({ "type": "array", "minItems": 1, "items": trigger.clone() })), ("min_severity", sev.clone()),
             ("rule", name(256)), ("tag", name(256)), ("min_count", json!({ "type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX })),
-            ("title_template", template.clone()), ("body_template", template.clone()), ("throttle_secs", throttle.clone())]),
+            ("title_template", template.clone()), ("body_template", template.clone()), ("throttle_secs", throttle.clone()),
+            ("digest_secs", digest.clone())]),
         "PolicyPatch": obj(&[], &[("enabled", s("boolean")), ("on", json!({ "type": "array", "minItems": 1, "items": trigger })),
-            ("min_severity", sev), ("title_template", template.clone()), ("body_template", template.clone()), ("throttle_secs", throttle)]),
+            ("min_severity", sev), ("title_template", template.clone()), ("body_template", template.clone()), ("throttle_secs", throttle),
+            ("digest_secs", digest)]),
         "Delivery": obj(&["id", "delivery_id", "org_id", "org", "policy_id", "connector_id", "connector", "incident_id", "event", "title", "state",
                 "attempts", "next_attempt_at", "last_status", "last_error", "created_by", "created_at", "done_at"],
             &[("id", id()), ("delivery_id", s("string")), ("org_id", id()), ("org", s("string")), ("policy_id", nullable("integer")),

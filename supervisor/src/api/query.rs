@@ -188,6 +188,11 @@ const DEVICES: &[Param] = &[
     opt("cursor", Kind::Cursor { pair: false }, "the previous page's next_cursor"),
 ];
 
+const PAGE: &[Param] = &[
+    opt("limit", LIMIT, "page size (default 100)"),
+    opt("cursor", Kind::Cursor { pair: false }, "the previous page's next_cursor"),
+];
+
 const DELIVERIES: &[Param] = &[
     opt("org", Kind::Text { min: 1, max: 128 }, "an org's id or name"),
     opt("state", Kind::OneOf(&["pending", "delivered", "failed", "dead"]), "only deliveries in this state"),
@@ -222,6 +227,7 @@ pub(crate) fn params_for(method: &str, path: &str) -> &'static [Param] {
         ("get" | "head", "/devices") => DEVICES,
         ("get" | "head", "/devices/summary") => DEVICE_SUMMARY,
         ("get" | "head", "/deliveries") => DELIVERIES,
+        ("get" | "head", "/connectors" | "/policies") => PAGE,
         _ => &[],
     }
 }

@@ -352,6 +352,9 @@ pub struct Policy {
     /// At most one notification per incident in this many seconds (0: no
     /// limit).
     pub throttle_secs: i64,
+    /// Incidents are gathered for this many seconds and sent as one digest
+    /// (0: each on its own).
+    pub digest_secs: i64,
     /// Disabled policies notify nobody.
     pub enabled: bool,
     /// When it was created.
@@ -395,6 +398,9 @@ pub struct NewPolicy {
     /// At most one notification per incident in this many seconds.
     #[serde(default, deserialize_with = "present")]
     pub throttle_secs: Option<i64>,
+    /// Gather incidents for this many seconds into one digest.
+    #[serde(default, deserialize_with = "present")]
+    pub digest_secs: Option<i64>,
 }
 
 /// `PATCH /policies/{id}`.
@@ -419,6 +425,9 @@ pub struct PolicyPatch {
     /// A new throttle window.
     #[serde(default, deserialize_with = "present")]
     pub throttle_secs: Option<i64>,
+    /// A new digest window (0: no digest).
+    #[serde(default, deserialize_with = "present")]
+    pub digest_secs: Option<i64>,
 }
 
 /// Where a delivery stands.
@@ -514,6 +523,44 @@ pub struct Attempt {
     pub error: Option<String>,
     /// How long it took.
     pub duration_ms: i64,
+}
+
+/// A page of a list ordered by id: `GET /connectors`, `GET /policies`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Page size, 1–1000 (default 100).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// From the previous page's `next_cursor`.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// Appends ` AND col > cursor ORDER BY col LIMIT n+1`; returns n.
+    fn push(&self, q: &mut Sql, col: &str) -> Result<i64> {
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(StoreError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}")));
+        }
+        if let Some(cursor) = &self.cursor {
+            let id: i64 = cursor.parse().map_err(|_| StoreError::invalid("cursor", "not a cursor from this list"))?;
+            q.push(&format!(" AND {col} > ")).bind(id);
+        }
+        q.push(&format!(" ORDER BY {col} LIMIT ")).bind(limit + 1);
+        Ok(limit)
+    }
+}
+
+/// The page of `items` (fetched with one extra to tell whether more
+/// follow) and the cursor to the next.
+fn page_of<T>(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> i64) -> Page<T> {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_cursor = if more { items.last().map(|i| id(i).to_string()) } else { None };
+    Page { items, next_cursor }
 }
 
 /// `GET /deliveries` filters.
@@ -636,6 +683,7 @@ pub(crate) struct ActivePolicy {
     tag: Option<String>,
     min_count: Option<i64>,
     throttle_ms: i64,
+    digest_ms: i64,
     template: Arc<Template>,
 }
 
@@ -685,7 +733,7 @@ const CONNECTOR_COLUMNS: &str = "c.id, c.org_id, o.name AS org_name, c.name, c.k
 
 const POLICY_COLUMNS: &str = "p.id, p.org_id, o.name AS org_name, p.name, p.connector_id, c.name AS connector_name, \
      p.triggers, p.min_severity, p.rule_id, p.tag, p.min_count, p.title_template, p.body_template, p.throttle_ms, \
-     p.enabled, p.created_at, p.updated_at";
+     p.digest_ms, p.enabled, p.created_at, p.updated_at";
 
 const DELIVERY_COLUMNS: &str = "d.id, d.uid, d.org_id, o.name AS org_name, d.policy_id, d.connector_id, \
      c.name AS connector_name, d.record_id, d.event, d.payload, d.state, d.attempts, d.next_at, d.last_status, \
@@ -843,8 +891,9 @@ impl Store {
         who.require(Module::Connectors, Op::Create)?;
         let key = check_name("name", &new.name, 128)?;
         let (config, secrets) = new.parts();
-        connectors::validate(new.kind, &config, &secrets).map_err(invalid)?;
+        // Before anything reads the file.
         Self::check_server_paths(who, &config)?;
+        connectors::validate(new.kind, &config, &secrets).map_err(invalid)?;
         let sealed = self.key()?.seal(&secrets).map_err(|e| StoreError::BadRequest(e.to_string()))?;
         let target = match new.kind {
             Kind::Syslog => config.target.clone().unwrap_or_default(),
@@ -882,21 +931,21 @@ impl Store {
         Ok(info)
     }
 
-    /// The configurations `who` sees, by id.
-    pub async fn list_connectors(&self, who: &Principal) -> Result<Page<ConnectorInfo>> {
+    /// A page of the configurations `who` sees, by id.
+    pub async fn list_connectors(&self, who: &Principal, page: PageQuery) -> Result<Page<ConnectorInfo>> {
         who.require(Module::Connectors, Op::Read)?;
         let mut conn = self.pool().acquire().await?;
         let mut q = Sql::new(&format!(
             "SELECT {CONNECTOR_COLUMNS} FROM connectors c JOIN orgs o ON o.id = c.org_id WHERE 1 = 1"
         ));
         connector_filter(who, &mut q);
-        q.push(" ORDER BY c.id LIMIT ").bind(MAX_LIMIT);
+        let limit = page.push(&mut q, "c.id")?;
         let rows = q.build().fetch_all(&mut *conn).await?;
         let mut items = Vec::with_capacity(rows.len());
         for r in &rows {
             items.push(self.connector_info(&mut conn, who, r).await?);
         }
-        Ok(Page { items, next_cursor: None })
+        Ok(page_of(items, limit, |c| c.id))
     }
 
     /// One configuration `who` sees.
@@ -1069,6 +1118,7 @@ impl Store {
             title_template: r.text("title_template")?,
             body_template: r.text("body_template")?,
             throttle_secs: r.int("throttle_ms")? / 1000,
+            digest_secs: r.int("digest_ms")? / 1000,
             enabled: r.int("enabled")? != 0,
             created_at: fmt_ms(r.int("created_at")?),
             updated_at: fmt_ms(r.int("updated_at")?),
@@ -1102,6 +1152,14 @@ impl Store {
         }
     }
 
+    fn check_digest(secs: Option<i64>) -> Result<i64> {
+        match secs {
+            None => Ok(0),
+            Some(s) if (0..=86_400).contains(&s) => Ok(s * 1000),
+            Some(_) => Err(StoreError::invalid("digest_secs", "must be between 0 and 86400 (a day)")),
+        }
+    }
+
     /// Creates a notification policy; its templates are compiled now, so a
     /// mistake is reported here and not when an incident comes.
     pub async fn create_policy(&self, who: &Principal, new: NewPolicy) -> Result<Policy> {
@@ -1121,6 +1179,7 @@ impl Store {
             return Err(StoreError::invalid("min_count", "must be at least 1"));
         }
         let throttle_ms = Self::check_throttle(new.throttle_secs)?;
+        let digest_ms = Self::check_digest(new.digest_secs)?;
         let title = new.title_template.clone().unwrap_or_else(|| Template::DEFAULT_TITLE.to_owned());
         let body = new.body_template.clone().unwrap_or_else(|| Template::DEFAULT_BODY.to_owned());
         Template::compile(&title, &body).map_err(invalid)?;
@@ -1136,12 +1195,14 @@ impl Store {
         let connector = self.usable_connector(w.conn(), who, &new.connector, org).await?;
         let mut q = Sql::new(
             "INSERT INTO policies (org_id, name, name_key, connector_id, triggers, min_severity, rule_id, tag, \
-             min_count, title_template, body_template, throttle_ms, enabled, created_at, updated_at) VALUES (",
+             min_count, title_template, body_template, throttle_ms, digest_ms, enabled, created_at, updated_at) \
+             VALUES (",
         );
         q.bind(org).push(", ").bind(new.name.clone()).push(", ").bind(key).push(", ").bind(connector);
         q.push(", ").bind(triggers).push(", ").bind(min_severity).push(", ").bind(new.rule.clone());
         q.push(", ").bind(new.tag.clone()).push(", ").bind(new.min_count).push(", ").bind(title);
-        q.push(", ").bind(body).push(", ").bind(throttle_ms).push(", 1, ").bind(now).push(", ").bind(now);
+        q.push(", ").bind(body).push(", ").bind(throttle_ms).push(", ").bind(digest_ms);
+        q.push(", 1, ").bind(now).push(", ").bind(now);
         q.push(") RETURNING id");
         let id = insert_id(w.conn(), q, || format!("a policy named {:?} exists", new.name)).await?;
         let policy = Self::policy(&self.policy_row(w.conn(), &Principal::cli(), &NameRef::Id(id)).await?)?;
@@ -1169,17 +1230,18 @@ impl Store {
         Err(StoreError::refused("connector", "this configuration is not one the org may use"))
     }
 
-    /// The policies `who` sees.
-    pub async fn list_policies(&self, who: &Principal) -> Result<Page<Policy>> {
+    /// A page of the policies `who` sees, by id.
+    pub async fn list_policies(&self, who: &Principal, page: PageQuery) -> Result<Page<Policy>> {
         who.require(Module::Connectors, Op::Read)?;
         let mut q = Sql::new(&format!(
             "SELECT {POLICY_COLUMNS} FROM policies p JOIN orgs o ON o.id = p.org_id \
              JOIN connectors c ON c.id = p.connector_id WHERE 1 = 1"
         ));
         who.org_filter(&mut q, "p.org_id");
-        q.push(" ORDER BY p.id LIMIT ").bind(MAX_LIMIT);
+        let limit = page.push(&mut q, "p.id")?;
         let rows = q.build().fetch_all(self.pool()).await?;
-        Ok(Page { items: rows.iter().map(Self::policy).collect::<Result<_>>()?, next_cursor: None })
+        let items = rows.iter().map(Self::policy).collect::<Result<Vec<_>>>()?;
+        Ok(page_of(items, limit, |p| p.id))
     }
 
     /// One policy `who` sees.
@@ -1211,6 +1273,9 @@ impl Store {
         }
         if patch.throttle_secs.is_some() {
             q.push(", throttle_ms = ").bind(Self::check_throttle(patch.throttle_secs)?);
+        }
+        if patch.digest_secs.is_some() {
+            q.push(", digest_ms = ").bind(Self::check_digest(patch.digest_secs)?);
         }
         q.push(" WHERE id = ").bind(before.id);
         q.build().execute(w.conn()).await?;
@@ -1251,7 +1316,8 @@ impl Store {
     pub(crate) async fn active_policies(&self, conn: &mut AnyConnection) -> Result<Vec<ActivePolicy>> {
         let q = Sql::new(
             "SELECT id, org_id, connector_id, name, triggers, min_severity, rule_id, tag, min_count, \
-             title_template, body_template, throttle_ms, updated_at FROM policies WHERE enabled = 1 ORDER BY id",
+             title_template, body_template, throttle_ms, digest_ms, updated_at FROM policies WHERE enabled = 1 \
+             ORDER BY id",
         );
         let rows = q.build().fetch_all(conn).await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -1288,6 +1354,7 @@ impl Store {
                 tag: r.opt_text("tag")?,
                 min_count: r.opt_int("min_count")?,
                 throttle_ms: r.int("throttle_ms")?,
+                digest_ms: r.int("digest_ms")?,
                 template,
             });
         }
@@ -1315,6 +1382,11 @@ impl Store {
                     continue;
                 }
             }
+            if p.digest_ms > 0 {
+                self.add_to_digest(conn, p, change, trigger, now).await?;
+                queued += 1;
+                continue;
+            }
             let (title, body) = match p.template.render(&change.incident, change.org, trigger.as_str()) {
                 Ok(rendered) => rendered,
                 Err(e) => {
@@ -1331,30 +1403,85 @@ impl Store {
                 incident: change.incident.clone(),
                 at_ms: now,
             };
-            self.insert_delivery(
-                conn,
-                change.org_id,
-                Some(p.id),
-                p.connector_id,
-                change.record_id,
-                &payload,
-                &p.name,
-                now,
-            )
-            .await?;
+            let new = NewDelivery {
+                org: change.org_id,
+                policy: Some(p.id),
+                connector: p.connector_id,
+                record: Some(change.record_id),
+                due: now,
+            };
+            self.insert_delivery(conn, &new, &payload, &p.name, now).await?;
             queued += 1;
         }
         Ok(queued)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Adds an incident to the policy's open digest for its org (the one
+    /// not yet due and never attempted), or opens one due when the window
+    /// ends. An incident already in it is replaced by its newer state.
+    async fn add_to_digest(
+        &self,
+        conn: &mut AnyConnection,
+        p: &ActivePolicy,
+        change: &Change<'_>,
+        trigger: Trigger,
+        now: i64,
+    ) -> Result<()> {
+        let line = match p.template.render(&change.incident, change.org, trigger.as_str()) {
+            Ok((title, _)) => title,
+            Err(_) => change.incident["title"].as_str().unwrap_or("").to_owned(),
+        };
+        let entry = serde_json::json!({ "event": trigger.as_str(), "line": line, "incident": change.incident });
+        // Open: pending, never claimed (a claim moves next_at off the
+        // window's end), and not yet due.
+        let mut q = Sql::new("SELECT id, payload, next_at FROM deliveries WHERE policy_id = ");
+        q.bind(p.id).push(" AND org_id = ").bind(change.org_id);
+        q.push(" AND event = 'digest' AND state = 'pending' AND attempts = 0 AND next_at > ").bind(now);
+        q.push(" AND next_at = created_at + ").bind(p.digest_ms).push(" ORDER BY id DESC LIMIT 1");
+        if let Some(row) = q.build().fetch_optional(&mut *conn).await? {
+            let mut payload: Payload = serde_json::from_str(&row.text("payload")?)
+                .map_err(|e| StoreError::Corrupt(format!("delivery payload: {e}")))?;
+            let id = change.incident["id"].clone();
+            let entries = payload.incident["incidents"].as_array_mut();
+            if let Some(entries) = entries.filter(|e| e.len() < MAX_DIGEST) {
+                entries.retain(|e| e["incident"]["id"] != id);
+                entries.push(entry.clone());
+                digest_text(&mut payload, change);
+                let text = serde_json::to_string(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let mut q = Sql::new("UPDATE deliveries SET payload = ");
+                q.bind(text).push(", updated_at = ").bind(now).push(" WHERE id = ").bind(row.int("id")?);
+                q.push(" AND attempts = 0 AND next_at = ").bind(row.int("next_at")?);
+                if q.build().execute(&mut *conn).await?.rows_affected() == 1 {
+                    return Ok(());
+                }
+            }
+        }
+        let mut payload = Payload {
+            event: "digest".into(),
+            title: String::new(),
+            body: String::new(),
+            org: change.org.to_owned(),
+            severity: String::new(),
+            rule: String::new(),
+            incident: serde_json::json!({ "incidents": [entry] }),
+            at_ms: now,
+        };
+        digest_text(&mut payload, change);
+        let new = NewDelivery {
+            org: change.org_id,
+            policy: Some(p.id),
+            connector: p.connector_id,
+            record: None,
+            due: now + p.digest_ms,
+        };
+        self.insert_delivery(conn, &new, &payload, &p.name, now).await?;
+        Ok(())
+    }
+
     async fn insert_delivery(
         &self,
         conn: &mut AnyConnection,
-        org: i64,
-        policy: Option<i64>,
-        connector: i64,
-        record: i64,
+        new: &NewDelivery,
         payload: &Payload,
         by: &str,
         now: i64,
@@ -1364,9 +1491,9 @@ impl Store {
             "INSERT INTO deliveries (uid, org_id, policy_id, connector_id, record_id, event, payload, state, \
              attempts, next_at, created_by, created_at, updated_at) VALUES (",
         );
-        q.bind(new_uid()?).push(", ").bind(org).push(", ").bind(policy).push(", ").bind(connector);
-        q.push(", ").bind(record).push(", ").bind(payload.event.clone()).push(", ").bind(text);
-        q.push(", 'pending', 0, ").bind(now).push(", ").bind(by.to_owned()).push(", ").bind(now);
+        q.bind(new_uid()?).push(", ").bind(new.org).push(", ").bind(new.policy).push(", ").bind(new.connector);
+        q.push(", ").bind(new.record).push(", ").bind(payload.event.clone()).push(", ").bind(text);
+        q.push(", 'pending', 0, ").bind(new.due).push(", ").bind(by.to_owned()).push(", ").bind(now);
         q.push(", ").bind(now).push(") RETURNING id");
         let id = q.build().fetch_one(conn).await?.int("id")?;
         self.outbox.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1455,7 +1582,8 @@ impl Store {
             incident,
             at_ms: now,
         };
-        let delivery = self.insert_delivery(w.conn(), org, None, connector, id, &payload, &who.name, now).await?;
+        let new = NewDelivery { org, policy: None, connector, record: Some(id), due: now };
+        let delivery = self.insert_delivery(w.conn(), &new, &payload, &who.name, now).await?;
         let after = serde_json::json!({ "delivery": delivery, "connector": connector });
         w.finish(now, who, AuditRow::new(Some(org), "execute", "incident", Some(id), None, Some(after))).await?;
         self.wake_dispatcher();
@@ -1667,6 +1795,38 @@ impl Store {
         w.commit().await?;
         Ok(state)
     }
+}
+
+/// Most incidents one digest lists; more open another.
+const MAX_DIGEST: usize = 500;
+
+/// Where a queued delivery goes and when.
+struct NewDelivery {
+    org: i64,
+    policy: Option<i64>,
+    connector: i64,
+    /// The incident (`None`: a digest of several).
+    record: Option<i64>,
+    /// When its first attempt is due.
+    due: i64,
+}
+
+/// A digest's title, body and severity from its entries: the count, the
+/// highest severity, one line per incident (its rendered title).
+fn digest_text(payload: &mut Payload, change: &Change<'_>) {
+    let entries = payload.incident["incidents"].as_array().cloned().unwrap_or_default();
+    let rank = |e: &serde_json::Value| {
+        rules::Severity::parse(e["incident"]["severity"].as_str().unwrap_or("")).map_or(0, |s| s.rank())
+    };
+    let top = entries.iter().max_by_key(|e| rank(e));
+    payload.severity = top.and_then(|e| e["incident"]["severity"].as_str()).unwrap_or("").to_owned();
+    let n = entries.len();
+    payload.title = format!("{n} incident{} in {}", if n == 1 { "" } else { "s" }, change.org);
+    payload.body = entries
+        .iter()
+        .map(|e| format!("- {} ({})", e["line"].as_str().unwrap_or(""), e["event"].as_str().unwrap_or("")))
+        .collect::<Vec<_>>()
+        .join("\n");
 }
 
 /// An incident as templates and receivers see it.

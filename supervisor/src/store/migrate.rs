@@ -281,6 +281,7 @@ const CONNECTORS: Migration = Migration {
             title_template TEXT NOT NULL,
             body_template TEXT NOT NULL,
             throttle_ms BIGINT NOT NULL DEFAULT 0,
+            digest_ms BIGINT NOT NULL DEFAULT 0,
             enabled BIGINT NOT NULL DEFAULT 1,
             created_at BIGINT NOT NULL,
             updated_at BIGINT NOT NULL)",

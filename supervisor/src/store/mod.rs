@@ -38,7 +38,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor};
 pub use auth::{Module, Op, Perms, Principal};
 pub use connectors::{
     ActionRequest, Attempt, ConnectorInfo, ConnectorPatch, ConnectorSettings, ConnectorsConfig, Delivery,
-    DeliveryQuery, DeliveryState, NameRef, NewConnector, NewPolicy, Outbox, Policy, PolicyPatch, Trigger,
+    DeliveryQuery, DeliveryState, NameRef, NewConnector, NewPolicy, Outbox, PageQuery, Policy, PolicyPatch, Trigger,
 };
 pub use devices::{Device, DevicePatch, DeviceQuery, DeviceSettings, DeviceSummary, SummaryQuery};
 pub use error::{Result, StoreError};
