@@ -357,6 +357,31 @@ async fn a_digest_gathers_the_incidents_of_its_window_into_one_message() {
     }
 }
 
+/// A store made by the first connectors release (schema version 7, whose
+/// policies had no digest column) gains the column on open and keeps its
+/// policies, which send at once (no digest).
+#[tokio::test]
+async fn a_store_from_before_digests_gains_them() {
+    for db in backends().await {
+        let w = world(&db, settings()).await;
+        let hook = w.webhook("h", "https://hooks.example.com/x").await;
+        let before = w.policy("p", hook, json!(["created"]), 0).await;
+        w.store.close().await;
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+        for sql in ["ALTER TABLE policies DROP COLUMN digest_ms", "DELETE FROM schema_migrations WHERE version = 8"] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+        }
+        sqlx::Connection::close(conn).await.ok();
+        let store = open(&db, config(settings())).await;
+        let app = supervisor::api::router(store.clone());
+        let old = ok(&app, "GET", &format!("/policies/{before}"), &w.root, None).await;
+        assert_eq!(old["digest_secs"], 0, "{}: {old}", db.name);
+        let body = json!({ "name": "d", "org": "Acme", "connector": hook, "on": ["created"], "digest_secs": 60 });
+        assert_eq!(ok(&app, "POST", "/policies", &w.root, Some(body)).await["digest_secs"], 60, "{}", db.name);
+        store.close().await;
+    }
+}
+
 #[tokio::test]
 async fn templates_are_checked_when_saved() {
     for db in backends().await {

@@ -16,7 +16,7 @@ pub(crate) struct Migration {
 
 /// Every migration, oldest first. Never edit a released one: add another.
 pub(crate) const MIGRATIONS: &[Migration] =
-    &[TENANTS, NODES, EVENTS_MODULE, RETENTION, DEVICES, SILENT_COLLECTORS, CONNECTORS];
+    &[TENANTS, NODES, EVENTS_MODULE, RETENTION, DEVICES, SILENT_COLLECTORS, CONNECTORS, DIGESTS];
 
 const TENANTS: Migration = Migration {
     version: 1,
@@ -281,7 +281,6 @@ const CONNECTORS: Migration = Migration {
             title_template TEXT NOT NULL,
             body_template TEXT NOT NULL,
             throttle_ms BIGINT NOT NULL DEFAULT 0,
-            digest_ms BIGINT NOT NULL DEFAULT 0,
             enabled BIGINT NOT NULL DEFAULT 1,
             created_at BIGINT NOT NULL,
             updated_at BIGINT NOT NULL)",
@@ -320,6 +319,15 @@ const CONNECTORS: Migration = Migration {
         "UPDATE roles SET perms = perms | 144115325514809344 WHERE builtin = 1 AND name = 'analyst'",
         "UPDATE roles SET perms = perms | 137438953472 WHERE builtin = 1 AND name = 'viewer'",
     ],
+};
+
+/// Digests (issue #14): a policy may gather its notifications for a window
+/// into one. A migration of its own, so stores created by the first
+/// connectors release (version 7 without the column) gain it.
+const DIGESTS: Migration = Migration {
+    version: 8,
+    name: "notification digests",
+    statements: &["ALTER TABLE policies ADD COLUMN digest_ms BIGINT NOT NULL DEFAULT 0"],
 };
 
 fn render(backend: Backend, statement: &str) -> String {
