@@ -14,14 +14,16 @@
 //! again when its lease runs out. Receivers drop the duplicate by the
 //! delivery id every attempt of one delivery carries.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use connectors::{Notification, Outcome};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use crate::store::connectors::{Claimed, ConnectorSettings};
+use crate::store::connectors::{Claimed, ConnectorSettings, FinishedAttempt};
 use crate::store::{DeliveryState, NameRef, Principal, Store, StoreError};
 
 /// How long a claimed delivery is held before another attempt may take
@@ -71,35 +73,72 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// One finished attempt on its way to the recorder, and where to say
+/// what became of it.
+type Recorded = (FinishedAttempt, oneshot::Sender<DeliveryState>);
+
+/// Most attempts recorded in one transaction.
+const RECORD_BATCH: usize = 256;
+
 /// Runs until `stopped` turns true.
+///
+/// Claims run ahead of the sends (up to four times the concurrency, one
+/// transaction for many), at most `concurrency` sends are under way, and a
+/// send's slot is free as soon as its outcome is queued for the recorder:
+/// the outcomes are written in batches while the next sends go out.
 pub async fn run(store: Arc<Store>, stats: Arc<DispatchStats>, mut stopped: tokio::sync::watch::Receiver<bool>) {
     let settings = store.config().connectors.clone();
-    let limit = i64::try_from(settings.concurrency.max(1)).unwrap_or(16);
+    let concurrency = settings.concurrency.max(1);
+    let ahead = 4 * concurrency;
+    let slots = Arc::new(Semaphore::new(concurrency));
+    // Outcomes waiting to be written: bounded, so sends wait when the
+    // store falls behind.
+    let (to_recorder, from_attempts) = mpsc::channel::<Recorded>(ahead);
+    let recorder = tokio::spawn(record(store.clone(), stats.clone(), from_attempts));
+    let mut ready: VecDeque<Claimed> = VecDeque::with_capacity(ahead);
     let mut inflight: JoinSet<()> = JoinSet::new();
+    // Whether the outbox may hold due deliveries not yet claimed.
+    let mut look = true;
     loop {
         if *stopped.borrow() {
             break;
         }
-        // Room for more: claim what is due.
-        let room = limit - i64::try_from(inflight.len()).unwrap_or(limit);
-        let claimed = if room > 0 {
+        while inflight.try_join_next().is_some() {}
+        if look && ready.len() < concurrency {
+            let room = i64::try_from(ahead - ready.len()).unwrap_or(0);
             match store.claim_due(room, LEASE_MS).await {
-                Ok(c) => c,
+                Ok(c) => {
+                    // A full claim leaves more behind it.
+                    look = i64::try_from(c.len()).unwrap_or(0) == room;
+                    ready.extend(c);
+                }
                 Err(e) => {
+                    look = false;
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     eprintln!("vigil: delivery dispatcher: {e}");
-                    Vec::new()
                 }
             }
-        } else {
-            Vec::new()
-        };
-        let got = claimed.len();
-        for c in claimed {
-            let (store, stats, settings) = (store.clone(), stats.clone(), settings.clone());
-            inflight.spawn(async move { attempt(&store, &stats, &settings, c).await });
         }
-        if got > 0 && inflight.len() < settings.concurrency {
+        while !ready.is_empty() {
+            let Ok(slot) = slots.clone().try_acquire_owned() else { break };
+            let Some(c) = ready.pop_front() else { break };
+            let (store, stats, settings, to_recorder) =
+                (store.clone(), stats.clone(), settings.clone(), to_recorder.clone());
+            inflight.spawn(async move { attempt(&store, &stats, &settings, c, slot, &to_recorder).await });
+        }
+        if !ready.is_empty() {
+            // Every slot busy: go on when one is free.
+            tokio::select! {
+                _ = slots.acquire() => {}
+                changed = stopped.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if look {
             continue;
         }
         let wait = match store.next_due().await {
@@ -107,9 +146,9 @@ pub async fn run(store: Arc<Store>, stats: Arc<DispatchStats>, mut stopped: toki
             _ => IDLE,
         };
         tokio::select! {
-            _ = store.outbox().wake.notified() => {}
+            _ = store.outbox().wake.notified() => look = true,
             Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
-            _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => look = true,
             changed = stopped.changed() => {
                 // The supervisor is gone without saying stop: stop too.
                 if changed.is_err() {
@@ -118,12 +157,25 @@ pub async fn run(store: Arc<Store>, stats: Arc<DispatchStats>, mut stopped: toki
             }
         }
     }
-    // Attempts under way finish and are recorded; unclaimed ones wait for
-    // the next start.
+    // Attempts under way finish and are recorded; claimed ones not yet
+    // started are given back, due at once for the next start.
+    let unsent: Vec<i64> = ready.iter().map(|c| c.id).collect();
+    if let Err(e) = store.release_claims(&unsent).await {
+        eprintln!("vigil: {} claimed deliveries wait for their lease to run out: {e}", unsent.len());
+    }
     while inflight.join_next().await.is_some() {}
+    drop(to_recorder);
+    let _ = recorder.await;
 }
 
-async fn attempt(store: &Store, stats: &DispatchStats, settings: &ConnectorSettings, c: Claimed) {
+async fn attempt(
+    store: &Store,
+    stats: &DispatchStats,
+    settings: &ConnectorSettings,
+    c: Claimed,
+    slot: OwnedSemaphorePermit,
+    to_recorder: &mpsc::Sender<Recorded>,
+) {
     let started_ms = store.now_ms();
     let started = Instant::now();
     let outcome = match store.claimed_connector(&c) {
@@ -151,29 +203,53 @@ async fn attempt(store: &Store, stats: &DispatchStats, settings: &ConnectorSetti
         _ => None,
     };
     let retry_at = store.now_ms().saturating_add(backoff(settings, c.attempts + 1, after, random_u64()));
-    // The outcome must be kept: retry the store, not the send.
-    let mut wait = Duration::from_millis(50);
-    loop {
-        match store.record_attempt(&c, started_ms, &outcome, duration_ms, retry_at).await {
-            Ok(state) => {
-                let counter = match state {
-                    DeliveryState::Delivered => &stats.delivered,
-                    DeliveryState::Pending => &stats.retried,
-                    DeliveryState::Failed => &stats.failed,
-                    DeliveryState::Dead => &stats.dead,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Err(e) => {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
-                eprintln!("vigil: cannot record delivery {}'s attempt, retrying: {e}", c.id);
-                if wait > Duration::from_secs(60) {
-                    // Left to the lease: the delivery is sent again later.
-                    return;
+    let a =
+        FinishedAttempt { delivery_id: c.id, attempts_before: c.attempts, started_ms, outcome, duration_ms, retry_at };
+    let (done, state) = oneshot::channel();
+    if to_recorder.send((a, done)).await.is_err() {
+        return;
+    }
+    // The slot is free once the outcome is queued for the recorder (whose
+    // queue is bounded): the next send goes out while it is written.
+    drop(slot);
+    // Not recorded (the store stayed unreachable): left to the lease, the
+    // delivery is sent again later.
+    let Ok(state) = state.await else { return };
+    let counter = match state {
+        DeliveryState::Delivered => &stats.delivered,
+        DeliveryState::Pending => &stats.retried,
+        DeliveryState::Failed => &stats.failed,
+        DeliveryState::Dead => &stats.dead,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Writes finished attempts in batches: whatever finished while the last
+/// batch was written goes in the next transaction. An outcome must be
+/// kept, so a failed write is retried (the store, not the send), for up
+/// to about two minutes; after that the batch is left to the lease.
+async fn record(store: Arc<Store>, stats: Arc<DispatchStats>, mut from_attempts: mpsc::Receiver<Recorded>) {
+    let mut batch: Vec<Recorded> = Vec::with_capacity(RECORD_BATCH);
+    while from_attempts.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let (attempts, acks): (Vec<FinishedAttempt>, Vec<_>) = batch.drain(..).unzip();
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match store.record_attempts(&attempts).await {
+                Ok(states) => {
+                    for (ack, state) in acks.into_iter().zip(states) {
+                        let _ = ack.send(state);
+                    }
+                    break;
                 }
-                tokio::time::sleep(wait).await;
-                wait *= 2;
+                Err(e) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("vigil: cannot record {} delivery attempts, retrying: {e}", attempts.len());
+                    if wait > Duration::from_secs(60) {
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
             }
         }
     }

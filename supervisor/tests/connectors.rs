@@ -357,6 +357,31 @@ async fn a_digest_gathers_the_incidents_of_its_window_into_one_message() {
     }
 }
 
+/// The dispatcher keeps connectors built between deliveries; a changed
+/// configuration is used from the next delivery on.
+#[tokio::test]
+async fn a_changed_configuration_is_used_at_once() {
+    for db in backends().await {
+        let w = world(&db, settings()).await;
+        let (first, second) = (Receiver::start(vec![200]).await, Receiver::start(vec![200]).await);
+        let hook = w.webhook("moving-hook", &first.url()).await;
+        w.policy("p", hook, json!(["created"]), 0).await;
+        let d = dispatcher(&w.store);
+        w.raise("10.0.0.1", 5).await;
+        wait_for(&w.app, "/deliveries", &w.root, |v| v["items"][0]["state"] == "delivered").await;
+        let patch = json!({ "url": second.url() });
+        ok(&w.app, "PATCH", &format!("/connectors/{hook}"), &w.root, Some(patch)).await;
+        w.raise("10.0.0.2", 5).await;
+        wait_for(&w.app, "/deliveries", &w.root, |v| {
+            v["items"].as_array().is_some_and(|i| i.len() == 2 && i.iter().all(|d| d["state"] == "delivered"))
+        })
+        .await;
+        assert_eq!((first.got().len(), second.got().len()), (1, 1), "{}", db.name);
+        d.stop().await;
+        w.store.close().await;
+    }
+}
+
 /// A store made by the first connectors release (schema version 7, whose
 /// policies had no digest column) gains the column on open and keeps its
 /// policies, which send at once (no digest).

@@ -626,7 +626,8 @@ pub struct Claimed {
     /// Attempts before this one.
     pub attempts: i64,
     pub(crate) payload: Payload,
-    /// The configuration: type, settings, sealed secrets, enabled.
+    /// The configuration: id, type, settings, sealed secrets, enabled.
+    pub(crate) connector_id: i64,
     pub(crate) kind: String,
     pub(crate) config: String,
     pub(crate) sealed: String,
@@ -1362,13 +1363,16 @@ impl Store {
     }
 
     /// Queues the deliveries `change` sets off, in the caller's
-    /// transaction. Returns how many were queued.
+    /// transaction: digests at once, single deliveries into `out`, which
+    /// the caller writes with `insert_deliveries` before it commits (one
+    /// statement for many incidents). Returns how many were queued.
     pub(crate) async fn enqueue(
         &self,
         conn: &mut AnyConnection,
         policies: &[ActivePolicy],
         change: &Change<'_>,
         now: i64,
+        out: &mut Vec<Queued>,
     ) -> Result<usize> {
         let mut queued = 0;
         for p in policies {
@@ -1410,7 +1414,8 @@ impl Store {
                 record: Some(change.record_id),
                 due: now,
             };
-            self.insert_delivery(conn, &new, &payload, &p.name, now).await?;
+            let text = serde_json::to_string(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push(Queued { new, event: payload.event, payload: text, by: p.name.clone() });
             queued += 1;
         }
         Ok(queued)
@@ -1478,6 +1483,37 @@ impl Store {
         Ok(())
     }
 
+    /// Writes queued deliveries, many rows per statement.
+    pub(crate) async fn insert_deliveries(
+        &self,
+        conn: &mut AnyConnection,
+        queued: Vec<Queued>,
+        now: i64,
+    ) -> Result<()> {
+        let per = self.rows_per_statement();
+        let mut rows = queued.into_iter().peekable();
+        while rows.peek().is_some() {
+            let mut q = Sql::new(
+                "INSERT INTO deliveries (uid, org_id, policy_id, connector_id, record_id, event, payload, state, \
+                 attempts, next_at, created_by, created_at, updated_at) VALUES ",
+            );
+            let mut n = 0;
+            for r in rows.by_ref().take(per) {
+                if n > 0 {
+                    q.push(", ");
+                }
+                q.push("(").bind(new_uid()?).push(", ").bind(r.new.org).push(", ").bind(r.new.policy);
+                q.push(", ").bind(r.new.connector).push(", ").bind(r.new.record).push(", ").bind(r.event);
+                q.push(", ").bind(r.payload).push(", 'pending', 0, ").bind(r.new.due).push(", ").bind(r.by);
+                q.push(", ").bind(now).push(", ").bind(now).push(")");
+                n += 1;
+            }
+            q.build().execute(&mut *conn).await?;
+            self.outbox.queued.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     async fn insert_delivery(
         &self,
         conn: &mut AnyConnection,
@@ -1530,7 +1566,10 @@ impl Store {
             tags: &after.tags,
             incident: incident_json(after),
         };
-        self.enqueue(conn, &policies, &change, now).await
+        let mut out = Vec::new();
+        let queued = self.enqueue(conn, &policies, &change, now, &mut out).await?;
+        self.insert_deliveries(conn, out, now).await?;
+        Ok(queued)
     }
 
     /// Wakes the dispatcher: something was queued.
@@ -1701,30 +1740,30 @@ impl Store {
     /// takes it again only if no outcome was recorded by then.
     pub async fn claim_due(&self, limit: i64, lease_ms: i64) -> Result<Vec<Claimed>> {
         let now = self.now_ms();
-        let mut q = Sql::new("SELECT id, next_at FROM deliveries WHERE state = 'pending' AND next_at <= ");
-        q.bind(now).push(" ORDER BY next_at, id LIMIT ").bind(limit);
-        let due = q.build().fetch_all(self.pool()).await?;
-        if due.is_empty() {
+        let mut w = self.write().await?;
+        // One statement: the due rows, oldest first, leased. A row another
+        // claimer leased meanwhile no longer has `next_at <= now`.
+        let mut q = Sql::new("UPDATE deliveries SET next_at = ");
+        q.bind(now + lease_ms).push(" WHERE state = 'pending' AND next_at <= ").bind(now);
+        q.push(" AND id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_at <= ").bind(now);
+        q.push(" ORDER BY next_at, id LIMIT ").bind(limit).push(") RETURNING id");
+        let mut claimed = Vec::new();
+        for r in q.build().fetch_all(w.conn()).await? {
+            claimed.push(r.int("id")?);
+        }
+        if claimed.is_empty() {
+            w.commit().await?;
             return Ok(Vec::new());
         }
-        let mut w = self.write().await?;
-        let mut claimed = Vec::new();
-        for r in &due {
-            let (id, next_at) = (r.int("id")?, r.int("next_at")?);
-            let mut q = Sql::new("UPDATE deliveries SET next_at = ");
-            q.bind(now + lease_ms).push(" WHERE id = ").bind(id);
-            q.push(" AND state = 'pending' AND next_at = ").bind(next_at);
-            if q.build().execute(w.conn()).await?.rows_affected() == 1 {
-                claimed.push(id);
-            }
-        }
+        claimed.sort_unstable();
         let mut out = Vec::with_capacity(claimed.len());
         for chunk in claimed.chunks(200) {
             let mut q = Sql::new(
-                "SELECT d.id, d.uid, d.attempts, d.payload, c.kind, c.config, c.sealed, c.enabled \
+                "SELECT d.id, d.uid, d.attempts, d.payload, d.connector_id, c.kind, c.config, c.sealed, c.enabled \
                  FROM deliveries d JOIN connectors c ON c.id = d.connector_id WHERE d.id IN ",
             );
             q.bind_list(chunk);
+            q.push(" ORDER BY d.id");
             for r in q.build().fetch_all(w.conn()).await? {
                 out.push(Claimed {
                     id: r.int("id")?,
@@ -1732,6 +1771,7 @@ impl Store {
                     attempts: r.int("attempts")?,
                     payload: serde_json::from_str(&r.text("payload")?)
                         .map_err(|e| StoreError::Corrupt(format!("delivery payload: {e}")))?,
+                    connector_id: r.int("connector_id")?,
                     kind: r.text("kind")?,
                     config: r.text("config")?,
                     sealed: r.text("sealed")?,
@@ -1743,62 +1783,147 @@ impl Store {
         Ok(out)
     }
 
+    /// Gives back claimed deliveries that were not attempted (the
+    /// dispatcher is stopping): due again now rather than after the lease.
+    pub async fn release_claims(&self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = self.now_ms();
+        let mut w = self.write().await?;
+        for chunk in ids.chunks(200) {
+            let mut q = Sql::new("UPDATE deliveries SET next_at = ");
+            q.bind(now).push(" WHERE state = 'pending' AND next_at > ").bind(now).push(" AND id IN ");
+            q.bind_list(chunk);
+            q.build().execute(w.conn()).await?;
+        }
+        w.commit().await
+    }
+
     /// The connector a claimed delivery goes through, or why it cannot go.
-    pub(crate) fn claimed_connector(&self, c: &Claimed) -> std::result::Result<Box<dyn connectors::Connector>, String> {
+    /// Built once per configuration version and shared (so HTTPS targets
+    /// keep their TLS session cache): a changed configuration or secret
+    /// builds a new one.
+    pub(crate) fn claimed_connector(&self, c: &Claimed) -> std::result::Result<Arc<dyn connectors::Connector>, String> {
         if !c.enabled {
             return Err("the connector configuration is disabled".into());
         }
+        let version = (c.kind.clone(), c.config.clone(), c.sealed.clone());
+        let cache = self.built.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((v, built)) = cache.get(&c.connector_id)
+            && *v == version
+        {
+            return Ok(built.clone());
+        }
+        drop(cache);
         let kind = Kind::parse(&c.kind).map_err(|e| e.to_string())?;
         let config: Config = serde_json::from_str(&c.config).map_err(|e| format!("configuration: {e}"))?;
         let secrets = self.key().map_err(|e| e.to_string())?.open(&c.sealed).map_err(|e| e.to_string())?;
-        connectors::build(kind, &config, &secrets, self.connector_settings()).map_err(|e| e.to_string())
+        let built: Arc<dyn connectors::Connector> = Arc::from(
+            connectors::build(kind, &config, &secrets, self.connector_settings()).map_err(|e| e.to_string())?,
+        );
+        let mut cache = self.built.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= MAX_BUILT {
+            cache.clear();
+        }
+        cache.insert(c.connector_id, (version, built.clone()));
+        Ok(built)
     }
 
-    /// Records one attempt and what follows from it: delivered, failed,
-    /// retried at `retry_at`, or dead-lettered when attempts ran out.
-    pub async fn record_attempt(
-        &self,
-        c: &Claimed,
-        started_ms: i64,
-        outcome: &connectors::Outcome,
-        duration_ms: i64,
-        retry_at: i64,
-    ) -> Result<DeliveryState> {
+    /// Records attempts and what follows from each: delivered, failed,
+    /// retried at its `retry_at`, or dead-lettered when attempts ran out.
+    /// One transaction for the whole batch (the dispatcher gathers the
+    /// attempts that finished while the previous batch was written);
+    /// returns each one's new state, in order.
+    pub async fn record_attempts(&self, batch: &[FinishedAttempt]) -> Result<Vec<DeliveryState>> {
         let now = self.now_ms();
-        let attempts = c.attempts + 1;
-        let state = match outcome {
-            connectors::Outcome::Delivered { .. } => DeliveryState::Delivered,
-            connectors::Outcome::Failed { .. } => DeliveryState::Failed,
-            connectors::Outcome::Retry { .. } if attempts >= i64::from(self.config.connectors.max_attempts) => {
-                DeliveryState::Dead
-            }
-            connectors::Outcome::Retry { .. } => DeliveryState::Pending,
-        };
-        let status = outcome.status().map(i64::from);
-        let error = outcome.error().map(|e| e.chars().take(1000).collect::<String>());
+        let max_attempts = i64::from(self.config.connectors.max_attempts);
+        let mut states = Vec::with_capacity(batch.len());
         let mut w = self.write().await?;
-        let mut q =
-            Sql::new("INSERT INTO delivery_attempts (delivery_id, at, outcome, status, error, duration_ms) VALUES (");
-        q.bind(c.id).push(", ").bind(started_ms).push(", ").bind(outcome.as_str().to_owned());
-        q.push(", ").bind(status).push(", ").bind(error.clone()).push(", ").bind(duration_ms).push(")");
-        q.build().execute(w.conn()).await?;
-        let mut q = Sql::new("UPDATE deliveries SET attempts = ");
-        q.bind(attempts).push(", state = ").bind(state.as_str().to_owned());
-        q.push(", next_at = ").bind(if state == DeliveryState::Pending { retry_at } else { now });
-        q.push(", last_status = ").bind(status).push(", last_error = ").bind(error);
-        q.push(", updated_at = ").bind(now);
-        if state != DeliveryState::Pending {
-            q.push(", done_at = ").bind(now);
+        for chunk in batch.chunks(100) {
+            let mut q = Sql::new(
+                "INSERT INTO delivery_attempts (delivery_id, at, outcome, status, error, duration_ms) VALUES ",
+            );
+            for (i, a) in chunk.iter().enumerate() {
+                if i > 0 {
+                    q.push(", ");
+                }
+                q.push("(").bind(a.delivery_id).push(", ").bind(a.started_ms);
+                q.push(", ").bind(a.outcome.as_str().to_owned()).push(", ").bind(a.outcome.status().map(i64::from));
+                q.push(", ").bind(a.error()).push(", ").bind(a.duration_ms).push(")");
+            }
+            q.build().execute(w.conn()).await?;
         }
-        q.push(" WHERE id = ").bind(c.id);
-        q.build().execute(w.conn()).await?;
+        for a in batch {
+            let attempts = a.attempts_before + 1;
+            let state = match &a.outcome {
+                connectors::Outcome::Delivered { .. } => DeliveryState::Delivered,
+                connectors::Outcome::Failed { .. } => DeliveryState::Failed,
+                connectors::Outcome::Retry { .. } if attempts >= max_attempts => DeliveryState::Dead,
+                connectors::Outcome::Retry { .. } => DeliveryState::Pending,
+            };
+            let mut q = Sql::new("UPDATE deliveries SET attempts = ");
+            q.bind(attempts).push(", state = ").bind(state.as_str().to_owned());
+            q.push(", next_at = ").bind(if state == DeliveryState::Pending { a.retry_at } else { now });
+            q.push(", last_status = ").bind(a.outcome.status().map(i64::from)).push(", last_error = ").bind(a.error());
+            q.push(", updated_at = ").bind(now);
+            if state != DeliveryState::Pending {
+                q.push(", done_at = ").bind(now);
+            }
+            q.push(" WHERE id = ").bind(a.delivery_id);
+            q.build().execute(w.conn()).await?;
+            states.push(state);
+        }
         w.commit().await?;
-        Ok(state)
+        Ok(states)
+    }
+}
+
+/// Connector configurations the dispatcher keeps built, at most.
+const MAX_BUILT: usize = 1_024;
+
+/// Built connectors by configuration id, with the version (type, settings,
+/// sealed secrets) they were built from.
+#[derive(Default)]
+pub(crate) struct ConnectorCache(Mutex<HashMap<i64, Built>>);
+
+/// A connector and what it was built from: type, settings, sealed secrets.
+type Built = ((String, String, String), Arc<dyn connectors::Connector>);
+
+/// One finished attempt, to record.
+pub struct FinishedAttempt {
+    /// The delivery's row id.
+    pub delivery_id: i64,
+    /// Attempts before this one.
+    pub attempts_before: i64,
+    /// When it started (ms).
+    pub started_ms: i64,
+    /// What came of it.
+    pub outcome: connectors::Outcome,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// When to try again, should it be retried.
+    pub retry_at: i64,
+}
+
+impl FinishedAttempt {
+    fn error(&self) -> Option<String> {
+        self.outcome.error().map(|e| e.chars().take(1000).collect())
     }
 }
 
 /// Most incidents one digest lists; more open another.
 const MAX_DIGEST: usize = 500;
+
+/// A delivery queued in a transaction, not yet written.
+pub(crate) struct Queued {
+    new: NewDelivery,
+    event: String,
+    /// The payload, as JSON.
+    payload: String,
+    /// The policy that queued it.
+    by: String,
+}
 
 /// Where a queued delivery goes and when.
 struct NewDelivery {

@@ -248,17 +248,26 @@ async fn writer(store: Arc<Store>, mut rx: mpsc::Receiver<Msg>, stats: Arc<Inges
 
 const ROW_PARAMS: usize = 15;
 
+/// What a batch's upserts set off: the policies read in its transaction,
+/// and the deliveries queued so far (written together before it commits).
+struct Outgoing<'a> {
+    policies: &'a [super::connectors::ActivePolicy],
+    orgs: &'a HashMap<i64, String>,
+    now: i64,
+    queued: usize,
+    rows: Vec<super::connectors::Queued>,
+}
+
 /// Queues what policies say of one upserted incident (`before`: its hit
 /// count before this batch, `None` when the batch created it).
 async fn notify(
     store: &Store,
     conn: &mut sqlx::AnyConnection,
-    policies: &[super::connectors::ActivePolicy],
+    out: &mut Outgoing<'_>,
     row: &sqlx::any::AnyRow,
-    orgs: &HashMap<i64, String>,
     before: Option<&i64>,
-    now: i64,
-) -> Result<usize> {
+) -> Result<()> {
+    let (policies, orgs, now) = (out.policies, out.orgs, out.now);
     let org_id = row.int("org_id")?;
     let org = orgs.get(&org_id).map_or("", String::as_str);
     let severity = row.int("severity")?;
@@ -294,7 +303,8 @@ async fn notify(
         tags: &tags,
         incident,
     };
-    store.enqueue(conn, policies, &change, now).await
+    out.queued += store.enqueue(conn, policies, &change, now, &mut out.rows).await?;
+    Ok(())
 }
 
 async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, stats: &IngestStats) -> Result<()> {
@@ -344,7 +354,7 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
         }
     }
     let mut created = Vec::new();
-    let mut queued = 0;
+    let mut out = Outgoing { policies: &policies, orgs: &known, now, queued: 0, rows: Vec::new() };
     for chunk in refs.chunks(store.rows_per_statement()) {
         let mut q = Sql::new(
             "INSERT INTO records AS r (kind, org_id, source_ref, rule_id, title, description, tags, severity, \
@@ -384,7 +394,7 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
             let source_ref = row.text("source_ref")?;
             let is_new = !existing.contains_key(&source_ref);
             if !policies.is_empty() {
-                queued += notify(store, w.conn(), &policies, &row, &known, counts_before.get(&source_ref), now).await?;
+                notify(store, w.conn(), &mut out, &row, counts_before.get(&source_ref)).await?;
             }
             if is_new {
                 created.push((row.int("id")?, source_ref));
@@ -407,6 +417,8 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
             })
         })
         .collect();
+    let queued = out.queued;
+    store.insert_deliveries(w.conn(), out.rows, now).await?;
     AuditRow::write_many(w.conn(), now, &Principal::pipeline(), rows, store.rows_per_statement()).await?;
     w.commit().await?;
     if queued > 0 {

@@ -95,6 +95,8 @@ pub struct Store {
     outbox: Outbox,
     /// Policies' compiled templates.
     templates: connectors::TemplateCache,
+    /// Connectors built for the dispatcher.
+    built: connectors::ConnectorCache,
 }
 
 /// A write transaction (holding the SQLite writer's turn).
@@ -185,6 +187,7 @@ impl Store {
             orgs: orgs::OrgSignals::default(),
             outbox: Outbox::default(),
             templates: connectors::TemplateCache::default(),
+            built: connectors::ConnectorCache::default(),
         };
         store.migrate().await?;
         Ok(store)
