@@ -239,3 +239,32 @@ fn import_sigma_reports_every_rule_and_the_compiled_ones_run() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no Sigma rules"), "{}", stderr(&out));
 }
+
+/// `vigil rules test` joins audit records as the collector does: a rule on
+/// fields of two records of one audit event fires on the joined event, and
+/// once (records of another serial do not join in).
+#[test]
+fn test_joins_audit_records_by_serial() {
+    let dir = temp_dir("audit-join");
+    let rule = write(
+        &dir,
+        "curl.yaml",
+        "id: curl-ran\npatterns:\n  c:\n    filter: {event_type: audit.event, ext.syscall.success: \"yes\", ext.execve.a0: curl}\n    group_by: [ext.serial]\n    window: 1m\n    having: count >= 1\n",
+    );
+    let event = |serial: u32, exe: &str, success: &str| {
+        format!(
+            "type=SYSCALL msg=audit(1795000000.{serial}:{serial}): syscall=59 success={success} exe=\"{exe}\"\n\
+             type=EXECVE msg=audit(1795000000.{serial}:{serial}): argc=2 a0=\"curl\" a1=\"https://example.org\"\n\
+             type=EOE msg=audit(1795000000.{serial}:{serial}): \n"
+        )
+    };
+    let log =
+        [event(101, "/usr/bin/curl", "yes"), event(102, "/usr/bin/curl", "no"), event(103, "/usr/bin/curl", "yes")]
+            .concat();
+    // The last event's EOE is missing: it completes when the input ends.
+    let log = log.trim_end().rsplit_once('\n').map(|(head, _)| format!("{head}\n")).unwrap();
+    let out = vigil(&["rules", "test", "--rules", &rule, "--input", "-", "--tz", "UTC", NOW], Some(log.as_bytes()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let keys: Vec<String> = incidents(&out).iter().map(|i| i["key"]["ext.serial"].to_string()).collect();
+    assert_eq!(keys, ["\"101\"", "\"103\""], "{}", String::from_utf8_lossy(&out.stdout));
+}

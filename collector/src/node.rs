@@ -28,7 +28,7 @@ use crate::clock::Clock;
 use crate::devices::{DeviceConfig, DeviceTracker};
 use crate::gate::Gate;
 use crate::intake::Intake;
-use crate::listen::{ListenerConfig, ListenerStats, Listeners, RawBatch};
+use crate::listen::{ListenerConfig, ListenerStats, Listeners, RawBatch, Transport};
 use crate::metrics::{Exposition, label};
 use crate::orgs::{OrgRoute, OrgTable, RangeConflict};
 use crate::skew::SkewConfig;
@@ -229,6 +229,7 @@ struct Running {
     agent: std::thread::JoinHandle<()>,
     agent_stop: Arc<AtomicBool>,
     devices: Option<std::thread::JoinHandle<()>>,
+    audit_tick: std::thread::JoinHandle<()>,
 }
 
 /// A running collector.
@@ -338,14 +339,27 @@ impl Collector {
                     while let Some(batch) = raw_rx.blocking_recv() {
                         intake.process(batch, &mut out);
                         if !out.is_empty() && events.send(std::mem::take(&mut out)).is_err() {
-                            break;
+                            return;
                         }
+                    }
+                    // The listeners are done: audit events still being
+                    // joined go out with the last batch.
+                    intake.finish(&mut out);
+                    if !out.is_empty() {
+                        let _ = events.send(out);
                     }
                 })
                 .map_err(|e| CollectorError::Thread("intake", e))?
         };
         let totals = Arc::new(Mutex::new(Totals::default()));
         let agent_stop = Arc::new(AtomicBool::new(false));
+        let audit_tick = {
+            let (intake, stop, clock, queue) = (intake.clone(), agent_stop.clone(), clock.clone(), raw_tx.downgrade());
+            std::thread::Builder::new()
+                .name("vigil-audit-tick".into())
+                .spawn(move || audit_tick(&intake, clock.as_ref(), &stop, &queue))
+                .map_err(|e| CollectorError::Thread("audit-tick", e))?
+        };
         let agent = {
             let agent = NodeAgent { gate: gate.clone(), reports, interval_secs: setup.interval_secs.max(1) };
             let (totals, stop, clock) = (totals.clone(), agent_stop.clone(), clock.clone());
@@ -390,6 +404,7 @@ impl Collector {
                 agent,
                 agent_stop,
                 devices,
+                audit_tick,
             })),
         })
     }
@@ -467,6 +482,7 @@ impl Collector {
             let _ = tokio::task::spawn_blocking(move || r.intake.join()).await;
             r.agent_stop.store(true, Ordering::Release);
             let _ = tokio::task::spawn_blocking(move || r.agent.join()).await;
+            let _ = tokio::task::spawn_blocking(move || r.audit_tick.join()).await;
             if let Some(devices) = r.devices {
                 // It sends the last period's report as it ends.
                 let _ = tokio::task::spawn_blocking(move || devices.join()).await;
@@ -556,6 +572,23 @@ impl Collector {
                 (format!("{nl},reason=\"partial_budget\""), n(&l.partial_cut)),
                 (format!("{nl},reason=\"close\""), n(&l.cut_at_close)),
             ],
+        );
+        let (pending, joined) = self.intake.audit_join().unwrap_or_default();
+        m.add(
+            "vigil_audit_events_joined_total",
+            "counter",
+            "Linux audit events joined from their records (audit.event), by how they were completed: at EOE or the window's end, or early to make room.",
+            [
+                (format!("{nl},how=\"complete\""), joined.joined.saturating_sub(joined.evicted)),
+                (format!("{nl},how=\"early\""), joined.evicted),
+            ],
+        );
+        m.add("vigil_audit_join_pending", "gauge", "Audit events being joined.", one(pending as u64));
+        m.add(
+            "vigil_audit_records_left_out_total",
+            "counter",
+            "Audit records past the 64 one joined event takes (still events of their own).",
+            one(joined.records_left_out),
         );
         let totals = self.per_org();
         let names = self.names.lock().unwrap_or_else(PoisonError::into_inner).clone();
@@ -685,6 +718,25 @@ pub fn sleep_until_or_stop(clock: &dyn Clock, deadline: EventTime, stop: &Atomic
         }
         let step = deadline.unix_nanos().min(now + STEP_NANOS);
         clock.sleep_until(EventTime::from_unix_nanos(step));
+    }
+}
+
+/// While audit records are being joined, hands the intake an empty batch
+/// every half second of `clock` time, so an audit event whose window ended
+/// is completed even when no more lines come.
+fn audit_tick(intake: &Intake, clock: &dyn Clock, stop: &AtomicBool, queue: &mpsc::WeakSender<RawBatch>) {
+    const EVERY_NANOS: i128 = 500_000_000;
+    loop {
+        let next = EventTime::from_unix_nanos(clock.now().unix_nanos() + EVERY_NANOS);
+        if !sleep_until_or_stop(clock, next, stop) {
+            return;
+        }
+        if intake.audit_join().is_none_or(|(pending, _)| pending == 0) {
+            continue;
+        }
+        let Some(queue) = queue.upgrade() else { return };
+        // A full queue means batches are flowing: they complete it too.
+        let _ = queue.try_send(RawBatch { transport: Transport::Tcp, received_at: clock.now(), items: Vec::new() });
     }
 }
 

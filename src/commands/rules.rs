@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use parsers::device::AuditJoin;
 use parsers::{Event, Network, OrgId, Str};
 use rules::{Compiler, Diagnostic, Engine, EngineConfig, RuleSet};
 use serde::Deserialize;
@@ -341,6 +342,11 @@ fn test(args: TestArgs) -> Result<()> {
     let mut updates = Vec::new();
     let mut line = 0u64;
     let max_line = NonZeroUsize::new(parsers::framing::DEFAULT_MAX_FRAME_LEN).unwrap_or(NonZeroUsize::MIN);
+    // Audit records are joined as the collector joins them, on their own
+    // time (a replay has no receive times); a joined event counts as the
+    // line that completed it.
+    let mut audit = AuditJoin::new(collector::intake::AUDIT_JOIN_WINDOW_MS, collector::intake::AUDIT_JOIN_MAX_PENDING);
+    let (mut joined, mut latest) = (Vec::new(), i64::MIN);
     read_batches(&mut input, max_line, |_, frames| {
         for frame in frames {
             line += 1;
@@ -349,10 +355,20 @@ fn test(args: TestArgs) -> Result<()> {
             devices.classify(&mut event);
             orgs.assign(&mut event);
             engine.process(line, &event, &mut updates);
+            latest = latest.max(event.time.unix_millis());
+            audit.observe(&event, latest, &mut joined);
+            audit.expire(latest, &mut joined);
+            for e in joined.drain(..) {
+                engine.process(line, &e, &mut updates);
+            }
         }
         true
     })
     .with_context(|| format!("cannot read {}", args.input.display()))?;
+    audit.drain(&mut joined);
+    for e in joined.drain(..) {
+        engine.process(line, &e, &mut updates);
+    }
     engine.flush(&mut updates);
 
     // The final state of each incident, by first hit (then opening order).

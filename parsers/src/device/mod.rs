@@ -15,8 +15,11 @@
 
 mod access;
 mod audit;
+mod audit_join;
 mod kv;
 mod template;
+
+pub use audit_join::{AUDIT_EVENT_TYPE, AuditJoin, AuditJoinStats};
 
 use std::collections::HashMap;
 use std::net::IpAddr;

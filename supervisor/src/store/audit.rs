@@ -35,6 +35,19 @@ impl<'a> AuditRow<'a> {
         AuditRow { org_id, action, object_type, object_id, before, after }
     }
 
+    /// An update of `object_type` `object_id`, with both states as JSON.
+    pub(crate) fn update(
+        org_id: Option<i64>,
+        object_type: &'a str,
+        object_id: i64,
+        before: &impl serde::Serialize,
+        after: &impl serde::Serialize,
+    ) -> AuditRow<'a> {
+        let (before, after) =
+            (serde_json::to_value(before).unwrap_or_default(), serde_json::to_value(after).unwrap_or_default());
+        AuditRow::new(org_id, "update", object_type, Some(object_id), Some(before), Some(after))
+    }
+
     pub(crate) async fn write(self, conn: &mut AnyConnection, at: i64, actor: &Principal) -> Result<()> {
         AuditRow::write_many(conn, at, actor, vec![self], 1).await
     }

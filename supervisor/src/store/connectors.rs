@@ -1029,15 +1029,7 @@ impl Store {
         }
         let row = self.connector_row(w.conn(), &Principal::cli(), &NameRef::Id(id)).await?;
         let after = self.connector_info(w.conn(), who, &row).await?;
-        let audit = AuditRow::new(
-            Some(org),
-            "update",
-            "connector",
-            Some(id),
-            Some(serde_json::to_value(&before).unwrap_or_default()),
-            Some(serde_json::to_value(&after).unwrap_or_default()),
-        );
-        w.finish(now, who, audit).await?;
+        w.finish(now, who, AuditRow::update(Some(org), "connector", id, &before, &after)).await?;
         Ok(after)
     }
 
@@ -1281,15 +1273,7 @@ impl Store {
         q.push(" WHERE id = ").bind(before.id);
         q.build().execute(w.conn()).await?;
         let after = Self::policy(&self.policy_row(w.conn(), &Principal::cli(), &NameRef::Id(before.id)).await?)?;
-        let audit = AuditRow::new(
-            Some(before.org_id),
-            "update",
-            "policy",
-            Some(before.id),
-            Some(serde_json::to_value(&before).unwrap_or_default()),
-            Some(serde_json::to_value(&after).unwrap_or_default()),
-        );
-        w.finish(now, who, audit).await?;
+        w.finish(now, who, AuditRow::update(Some(before.org_id), "policy", before.id, &before, &after)).await?;
         Ok(after)
     }
 
