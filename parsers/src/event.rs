@@ -284,6 +284,24 @@ impl Pairs {
         self.spans.push([ks, vs, vs, self.text.len()]);
     }
 
+    /// Makes room for `pairs` more pairs of `bytes` more text.
+    pub fn reserve(&mut self, pairs: usize, bytes: usize) {
+        self.spans.reserve(pairs);
+        self.text.reserve(bytes);
+    }
+
+    /// Appends a pair whose key is `prefix.key`, without building the key
+    /// elsewhere first.
+    pub fn push_prefixed(&mut self, prefix: &str, key: &str, value: &str) {
+        let ks = self.text.len();
+        self.text.push_str(prefix);
+        self.text.push('.');
+        self.text.push_str(key);
+        let vs = self.text.len();
+        self.text.push_str(value);
+        self.spans.push([ks, vs, vs, self.text.len()]);
+    }
+
     /// Number of pairs.
     pub fn len(&self) -> usize {
         self.spans.len()

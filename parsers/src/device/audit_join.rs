@@ -18,7 +18,7 @@
 //! the time, and at most `max_pending` events are held (the oldest is
 //! emitted early to make room, and counted).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -44,9 +44,10 @@ struct Key {
 
 /// An audit event being joined.
 struct Pending {
-    base: Event,
+    /// The joined event so far, its records' pairs in `ext` (boxed: held
+    /// and moved in the table).
+    base: Box<Event>,
     types: Vec<Str>,
-    pairs: Vec<(String, String)>,
     deadline_ms: i64,
 }
 
@@ -65,7 +66,7 @@ pub struct AuditJoinStats {
 pub struct AuditJoin {
     window_ms: i64,
     max_pending: usize,
-    pending: HashMap<Key, Pending>,
+    pending: hashbrown::HashMap<Key, Pending>,
     /// Keys in the order their first record came (with its deadline); a
     /// key already emitted is skipped when reached.
     order: VecDeque<(i64, Key)>,
@@ -79,7 +80,7 @@ impl AuditJoin {
         AuditJoin {
             window_ms: window_ms.max(0),
             max_pending: max_pending.max(1),
-            pending: HashMap::new(),
+            pending: hashbrown::HashMap::new(),
             order: VecDeque::new(),
             stats: AuditJoinStats::default(),
         }
@@ -104,7 +105,9 @@ impl AuditJoin {
     /// Takes in one record seen at `now_ms`; appends to `out` the events
     /// it completes (its own at `EOE`, the oldest when full).
     pub fn observe(&mut self, record: &Event, now_ms: i64, out: &mut Vec<Event>) {
-        if !Self::reads(record) {
+        // `audit.<type in lower case>`: the prefix of its pairs.
+        let Some(lower) = record.event_type.as_deref().and_then(|t| t.strip_prefix("audit.")) else { return };
+        if lower == "event" {
             return;
         }
         let (Some(kind), Some(serial)) =
@@ -136,23 +139,28 @@ impl AuditJoin {
             }
             let deadline_ms = now_ms.saturating_add(self.window_ms);
             self.order.push_back((deadline_ms, key.clone()));
-            self.pending
-                .insert(key.clone(), Pending { base: base(record), types: Vec::new(), pairs: Vec::new(), deadline_ms });
+            let p = Pending { base: base(record), types: Vec::new(), deadline_ms };
+            self.pending.insert(key.clone(), p);
         }
         let Some(p) = self.pending.get_mut(&key) else { return };
         if p.types.len() >= MAX_RECORDS {
             self.stats.records_left_out += 1;
             return;
         }
-        let lower = kind.to_ascii_lowercase();
         let nth = p.types.iter().filter(|t| t.as_str() == kind).count() + 1;
-        let prefix = if nth == 1 { lower } else { format!("{lower}{nth}") };
         p.types.push(kind.into());
+        let numbered;
+        let prefix = if nth == 1 {
+            lower
+        } else {
+            numbered = format!("{lower}{nth}");
+            numbered.as_str()
+        };
+        let b = &mut p.base;
         for (k, v) in record.ext.iter().filter(|(k, _)| *k != "type" && *k != "serial") {
-            p.pairs.push((format!("{prefix}.{k}"), v.to_owned()));
+            b.ext.push_prefixed(prefix, k, v);
         }
         // The first record that names them gives the normalized fields.
-        let b = &mut p.base;
         if b.user.is_none() {
             b.user.clone_from(&record.user);
         }
@@ -194,13 +202,10 @@ impl AuditJoin {
         if p.types.len() < 2 {
             return false;
         }
-        let mut e = p.base;
+        let mut e = *p.base;
         e.ext.push("serial", &key.serial.to_string());
         e.ext.push("types", &p.types.join(","));
         e.ext.push("records", &p.types.len().to_string());
-        for (k, v) in &p.pairs {
-            e.ext.push(k, v);
-        }
         let millis = key.time_ms.rem_euclid(1_000);
         let line = format!(
             "audit({}.{millis:03}:{}): {}",
@@ -217,8 +222,10 @@ impl AuditJoin {
 }
 
 /// The joined event's frame: where and when, taken from its first record.
-fn base(record: &Event) -> Event {
-    let mut e = Event::empty(Bytes::new(), record.received_at);
+fn base(record: &Event) -> Box<Event> {
+    let mut e = Box::new(Event::empty(Bytes::new(), record.received_at));
+    // A kernel event's records: some 40 pairs.
+    e.ext.reserve(48, 2_048);
     e.time = record.time;
     e.org_id = record.org_id;
     e.org.clone_from(&record.org);
