@@ -569,3 +569,135 @@ fn thousands_of_devices_report_and_get_their_standings_in_parts() {
         || format!("within {}", metric(&edge.metrics_url, "vigil_device_limit_within", &[])),
     );
 }
+
+/// A CA, and certificates it signed for the server (127.0.0.1) and for
+/// one client, as PEM files in `dir`: (ca, server cert, server key,
+/// client cert, client key).
+fn pki(dir: &std::path::Path) -> [std::path::PathBuf; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    ca.distinguished_name.push(DnType::CommonName, "vigil cluster test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()]);
+    let (client_cert, client_key) = leaf(vec!["edge-a".into()]);
+    let files = ["ca.pem", "server.pem", "server.key", "client.pem", "client.key"].map(|n| dir.join(n));
+    for (path, text) in files.iter().zip([ca_cert.pem(), server_cert, server_key, client_cert, client_key]) {
+        std::fs::write(path, text).unwrap();
+    }
+    files
+}
+
+/// What a role printed before it exited by itself within 30 s.
+fn exits_with(args: &[&str]) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .env_remove("VIGIL_NATS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?} did not give up");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// NATS with TLS only and client certificates required: the roles with
+/// the CA and their certificates carry a brute force to its incident; a
+/// node without a certificate, or without the CA, or talking plain text,
+/// is refused and says why.
+#[test]
+fn a_tls_only_nats_carries_the_cluster_and_refuses_the_rest() {
+    let dir = common::temp_dir("cluster-tls");
+    let [ca, server_cert, server_key, client_cert, client_key] = pki(&dir);
+    let tls = format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n  timeout: 5\n}}\n",
+        server_cert.display(),
+        server_key.display(),
+        ca.display()
+    );
+    let Some(nats) = Nats::start_with(&dir, &tls) else { return };
+    let secured = CLUSTER_CONFIG.replacen(
+        "[cluster]\n",
+        &format!(
+            "[cluster]\nnats_ca_file = \"{}\"\nnats_cert_file = \"{}\"\nnats_key_file = \"{}\"\n",
+            ca.display(),
+            client_cert.display(),
+            client_key.display()
+        ),
+        1,
+    );
+    let config = config_file(&dir, &secured);
+    let sup = supervisor(&dir, &nats.url(), &config, None, TOKEN);
+    let w = worker("w1", &nats.url(), &config, &dir.join("w1"));
+    let c = collector("edge-a", &nats.url(), &config);
+    wait("w1 owns every partition", Duration::from_secs(30), || {
+        metric(&w.metrics_url, "vigil_partitions_owned", &[]) == 5
+    });
+    let attacker = format!("198.18.{}.{}", 200 + std::process::id() % 50, 1 + std::process::id() % 200);
+    send(&dir, &c.tcp, "attack.log", ssh_attack("web-01", &attacker, 5));
+    wait("the incident, over TLS", Duration::from_secs(60), || {
+        mine(&sup.get("/incidents?rule=ssh-brute-force&limit=500").1, &attacker, 0) == 1
+    });
+
+    // Refused: no client certificate; no CA (the server's is not public);
+    // plain text; a key file that is not there.
+    let write = |name: &str, text: String| config_file(&dir.join(name), &text);
+    for d in ["no-cert", "no-ca", "plain", "missing"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let ca_line = format!("nats_ca_file = \"{}\"\n", ca.display());
+    let cases = [
+        (
+            write("no-cert", CLUSTER_CONFIG.replacen("[cluster]\n", &format!("[cluster]\n{ca_line}"), 1)),
+            "cannot connect",
+        ),
+        (
+            write(
+                "no-ca",
+                CLUSTER_CONFIG.replacen(
+                    "[cluster]\n",
+                    &format!(
+                        "[cluster]\nnats_cert_file = \"{}\"\nnats_key_file = \"{}\"\n",
+                        client_cert.display(),
+                        client_key.display()
+                    ),
+                    1,
+                ),
+            ),
+            "cannot connect",
+        ),
+        (write("plain", CLUSTER_CONFIG.to_owned()), "cannot connect"),
+        (
+            write(
+                "missing",
+                secured.replace(&client_key.display().to_string(), &dir.join("gone.key").display().to_string()),
+            ),
+            "cannot read cluster.nats_key_file",
+        ),
+    ];
+    for (config, says) in &cases {
+        let args = ["collector", "--nats", &nats.url(), "--node", "edge-x", "--syslog-addr", "127.0.0.1:0", "--config"];
+        let mut args: Vec<&str> = args.to_vec();
+        args.push(config.to_str().unwrap());
+        let err = exits_with(&args);
+        eprintln!("refused as expected: {}", err.trim());
+        assert!(err.contains(says), "{config:?}: {err}");
+    }
+}

@@ -1,5 +1,6 @@
 //! `[cluster]`: the settings the cluster roles share.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -11,6 +12,17 @@ use serde::Deserialize;
 pub struct ClusterConfig {
     /// NATS server URL(s), comma-separated (`nats://127.0.0.1:4222`).
     pub nats: Option<String>,
+    /// Require TLS to NATS (implied by the three files below and by a
+    /// `tls://` URL); the server certificate is verified against the
+    /// system's public roots unless `nats_ca_file` names others.
+    pub nats_tls: bool,
+    /// PEM file of the CA(s) the NATS server's certificate must chain to.
+    pub nats_ca_file: Option<PathBuf>,
+    /// PEM certificate (chain) this node presents to NATS, when the server
+    /// verifies clients (`tls { verify: true }`); with `nats_key_file`.
+    pub nats_cert_file: Option<PathBuf>,
+    /// PEM private key of `nats_cert_file`.
+    pub nats_key_file: Option<PathBuf>,
     /// This node's name (collectors and workers): letters, digits, `-`, `_`.
     pub node: Option<String>,
     /// Partitions of the event stream (the supervisor creates it; fixed
@@ -44,6 +56,10 @@ impl Default for ClusterConfig {
     fn default() -> ClusterConfig {
         ClusterConfig {
             nats: None,
+            nats_tls: false,
+            nats_ca_file: None,
+            nats_cert_file: None,
+            nats_key_file: None,
             node: None,
             partitions: 8,
             interval_secs: 180,
@@ -63,6 +79,10 @@ impl std::fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterConfig")
             .field("nats", &self.nats.as_deref().map(parsers::redact_url))
+            .field("nats_tls", &self.nats_tls)
+            .field("nats_ca_file", &self.nats_ca_file)
+            .field("nats_cert_file", &self.nats_cert_file)
+            .field("nats_key_file", &self.nats_key_file)
             .field("node", &self.node)
             .field("partitions", &self.partitions)
             .field("interval_secs", &self.interval_secs)
@@ -98,12 +118,23 @@ impl ClusterConfig {
         if self.stream_max_mb == 0 {
             return Err("cluster.stream_max_mb must be positive".into());
         }
+        if self.nats_cert_file.is_some() != self.nats_key_file.is_some() {
+            return Err("cluster.nats_cert_file and cluster.nats_key_file go together".into());
+        }
         if let Some(node) = &self.node
             && !crate::valid_node_name(node)
         {
             return Err(format!("cluster.node {node:?}: 1-64 letters, digits, '-' or '_'"));
         }
         Ok(())
+    }
+
+    /// Whether connections to NATS must use TLS.
+    pub fn nats_requires_tls(&self) -> bool {
+        self.nats_tls
+            || self.nats_ca_file.is_some()
+            || self.nats_cert_file.is_some()
+            || self.nats.as_deref().is_some_and(|u| u.split(',').any(|u| u.trim().starts_with("tls://")))
     }
 
     /// The lease TTL.
@@ -152,6 +183,18 @@ pub fn cross_partition(total: u16) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_settings_are_checked_and_imply_tls() {
+        let plain = ClusterConfig { nats: Some("nats://10.0.0.1:4222".into()), ..ClusterConfig::default() };
+        assert!(!plain.nats_requires_tls());
+        let url = ClusterConfig { nats: Some("nats://a:4222, tls://b:4222".into()), ..ClusterConfig::default() };
+        assert!(url.nats_requires_tls());
+        let ca = ClusterConfig { nats_ca_file: Some("ca.pem".into()), ..plain.clone() };
+        assert!(ca.nats_requires_tls() && ca.validate().is_ok());
+        let half = ClusterConfig { nats_cert_file: Some("node.pem".into()), ..plain };
+        assert_eq!(half.validate().unwrap_err(), "cluster.nats_cert_file and cluster.nats_key_file go together");
+    }
 
     #[test]
     fn debug_output_hides_nats_credentials() {

@@ -59,12 +59,23 @@ impl fmt::Display for ServerVersion {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The server could not be reached or refused the client.
-    #[error("cannot connect to nats-server at {url}: {source}")]
+    #[error("cannot connect to nats-server at {url}: {reason}")]
     Connect {
         /// The server URL.
         url: String,
-        /// The client's error.
-        source: BoxError,
+        /// The client's error (in the message, not a `source`: its own
+        /// chain would be printed twice).
+        reason: BoxError,
+    },
+    /// A TLS file of the configuration cannot be read.
+    #[error("cannot read cluster.{setting} {path}: {reason}")]
+    TlsFile {
+        /// The setting naming it.
+        setting: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        reason: std::io::Error,
     },
     /// The server is older than [`MIN_SERVER_VERSION`].
     #[error("nats-server {version} at {url} is too old: vigil needs 2.11 or newer ({WHY_2_11})")]
@@ -131,6 +142,35 @@ pub async fn connect(url: &str, client_name: &str) -> Result<Nats, ConnectError>
     connect_with(url, async_nats::ConnectOptions::new().name(client_name)).await
 }
 
+/// Connects as `client_name` to the server `config` names, with its TLS
+/// settings: TLS required when any is set, the server verified against
+/// `nats_ca_file` (or the public roots), this node's certificate presented
+/// when one is given. A file that cannot be read is an error naming it.
+pub async fn connect_config(config: &crate::ClusterConfig, client_name: &str) -> Result<Nats, ConnectError> {
+    let url = config.nats.clone().unwrap_or_default();
+    let mut options = async_nats::ConnectOptions::new().name(client_name);
+    if config.nats_requires_tls() {
+        options = options.require_tls(true);
+    }
+    let readable = |setting: &'static str, path: &std::path::Path| {
+        std::fs::File::open(path).map(drop).map_err(|reason| ConnectError::TlsFile {
+            setting,
+            path: path.display().to_string(),
+            reason,
+        })
+    };
+    if let Some(ca) = &config.nats_ca_file {
+        readable("nats_ca_file", ca)?;
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.nats_cert_file, &config.nats_key_file) {
+        readable("nats_cert_file", cert)?;
+        readable("nats_key_file", key)?;
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    connect_with(&url, options).await
+}
+
 /// Like [`connect`] with the caller's options (credentials, TLS). vigil's reconnect delay
 /// (1 s at most) replaces the options' one.
 pub async fn connect_with(url: &str, options: async_nats::ConnectOptions) -> Result<Nats, ConnectError> {
@@ -140,7 +180,7 @@ pub async fn connect_with(url: &str, options: async_nats::ConnectOptions) -> Res
     let client = options
         .connect(url)
         .await
-        .map_err(|err| ConnectError::Connect { url: parsers::redact_url(url), source: err.into() })?;
+        .map_err(|err| ConnectError::Connect { url: parsers::redact_url(url), reason: err.into() })?;
     let info = client.server_info();
     let version = ServerVersion::parse(&info.version)
         .ok_or_else(|| ConnectError::UnknownVersion { url: parsers::redact_url(url), version: info.version.clone() })?;

@@ -37,7 +37,7 @@ pub use async_nats::connection::State as ConnectionState;
 pub use async_nats::{Client, HeaderMap, Subscriber};
 pub use checkpoint::{CHECKPOINT_BUCKET, Checkpoint, CheckpointError, Checkpoints};
 pub use config::{ClusterConfig, ClusterSettings, cross_partition, org_partitions};
-pub use connect::{ConnectError, MIN_SERVER_VERSION, Nats, ServerVersion, connect, connect_with};
+pub use connect::{ConnectError, MIN_SERVER_VERSION, Nats, ServerVersion, connect, connect_config, connect_with};
 pub use control::{ControlKv, KvError, KvUpdate, KvWatch};
 pub use futures_util::StreamExt;
 pub use lease::{Holder, LEASE_BUCKET, Lease, LeaseError, Leases};

@@ -103,8 +103,7 @@ fn node_name(config: &RunConfig) -> Result<String> {
 }
 
 async fn connect(config: &RunConfig, client_name: &str) -> Result<cluster::Nats> {
-    let url = config.cluster.nats.clone().unwrap_or_default();
-    cluster::connect(&url, client_name).await.map_err(anyhow::Error::new)
+    cluster::connect_config(&config.cluster, client_name).await.map_err(anyhow::Error::new)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

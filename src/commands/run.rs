@@ -217,6 +217,10 @@ refresh_secs = 0.25              # org changes through the API apply at once; th
 [cluster]                        # vigil supervisor|collector|worker (vigil run ignores this section)
 # nats = "nats://127.0.0.1:4222" # or --nats; nats-server 2.11+ with JetStream
 # node = "collector-1"           # or --node; letters, digits, '-', '_'
+nats_tls = false                 # require TLS to NATS (implied by the files below and by a tls:// URL)
+# nats_ca_file = "/etc/vigil/nats-ca.pem"   # CA of the NATS server's certificate (default: public roots)
+# nats_cert_file = "/etc/vigil/node.pem"    # this node's certificate, when the server verifies clients
+# nats_key_file = "/etc/vigil/node.key"     # its private key
 partitions = 8                   # event stream partitions; each org's events go to one
 interval_secs = 180              # EPS interval (the supervisor's value reaches collectors)
 lease_ttl_secs = 10.0            # a dead worker's partitions move to a live one within this

@@ -16,6 +16,8 @@ pub struct Nats {
     child: Option<Child>,
     pub dir: PathBuf,
     pub port: u16,
+    /// More server configuration (e.g. a `tls { … }` block).
+    extra: String,
 }
 
 fn installed() -> bool {
@@ -30,11 +32,17 @@ fn installed() -> bool {
 impl Nats {
     /// `None` (and the note CI greps for) when nats-server is not installed.
     pub fn start(dir: &Path) -> Option<Nats> {
+        Nats::start_with(dir, "")
+    }
+
+    /// Like [`Nats::start`], with `extra` appended to the server's
+    /// configuration.
+    pub fn start_with(dir: &Path, extra: &str) -> Option<Nats> {
         if !installed() {
             eprintln!("skipped: nats-server not installed");
             return None;
         }
-        let mut n = Nats { child: None, dir: dir.join("nats"), port: 0 };
+        let mut n = Nats { child: None, dir: dir.join("nats"), port: 0, extra: extra.to_owned() };
         std::fs::create_dir_all(&n.dir).unwrap();
         n.launch();
         Some(n)
@@ -42,8 +50,11 @@ impl Nats {
 
     fn launch(&mut self) {
         let listen = if self.port == 0 { "127.0.0.1:-1".to_owned() } else { format!("127.0.0.1:{}", self.port) };
-        let conf =
-            format!("listen: \"{listen}\"\njetstream {{\n  store_dir: \"{}\"\n}}\n", self.dir.join("store").display());
+        let conf = format!(
+            "listen: \"{listen}\"\njetstream {{\n  store_dir: \"{}\"\n}}\n{}",
+            self.dir.join("store").display(),
+            self.extra
+        );
         std::fs::write(self.dir.join("nats.conf"), conf).unwrap();
         let ports = self.dir.join("ports");
         let _ = std::fs::remove_dir_all(&ports);
@@ -63,7 +74,7 @@ impl Nats {
         loop {
             let found = std::fs::read_dir(&ports).ok().and_then(|mut d| d.next()).and_then(|e| {
                 let text = std::fs::read_to_string(e.ok()?.path()).ok()?;
-                let start = text.find("nats://")? + 7;
+                let start = text.find("nats://").map(|i| i + 7).or_else(|| text.find("tls://").map(|i| i + 6))?;
                 let rest = &text[start..];
                 rest[..rest.find('"')?].rsplit(':').next()?.parse::<u16>().ok()
             });
