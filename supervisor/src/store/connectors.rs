@@ -1398,8 +1398,7 @@ impl Store {
                 record: Some(change.record_id),
                 due: now,
             };
-            let text = serde_json::to_string(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.push(Queued { new, event: payload.event, payload: text, by: p.name.clone() });
+            out.push(Queued::new(new, &payload, &p.name)?);
             queued += 1;
         }
         Ok(queued)
@@ -1463,7 +1462,7 @@ impl Store {
             record: None,
             due: now + p.digest_ms,
         };
-        self.insert_delivery(conn, &new, &payload, &p.name, now).await?;
+        self.insert_delivery(conn, new, &payload, &p.name, now).await?;
         Ok(())
     }
 
@@ -1477,19 +1476,13 @@ impl Store {
         let per = self.rows_per_statement();
         let mut rows = queued.into_iter().peekable();
         while rows.peek().is_some() {
-            let mut q = Sql::new(
-                "INSERT INTO deliveries (uid, org_id, policy_id, connector_id, record_id, event, payload, state, \
-                 attempts, next_at, created_by, created_at, updated_at) VALUES ",
-            );
+            let mut q = Sql::new(INSERT_DELIVERY);
             let mut n = 0;
             for r in rows.by_ref().take(per) {
                 if n > 0 {
                     q.push(", ");
                 }
-                q.push("(").bind(new_uid()?).push(", ").bind(r.new.org).push(", ").bind(r.new.policy);
-                q.push(", ").bind(r.new.connector).push(", ").bind(r.new.record).push(", ").bind(r.event);
-                q.push(", ").bind(r.payload).push(", 'pending', 0, ").bind(r.new.due).push(", ").bind(r.by);
-                q.push(", ").bind(now).push(", ").bind(now).push(")");
+                r.push_row(&mut q, now)?;
                 n += 1;
             }
             q.build().execute(&mut *conn).await?;
@@ -1498,23 +1491,18 @@ impl Store {
         Ok(())
     }
 
+    /// Writes one delivery; returns its id.
     async fn insert_delivery(
         &self,
         conn: &mut AnyConnection,
-        new: &NewDelivery,
+        new: NewDelivery,
         payload: &Payload,
         by: &str,
         now: i64,
     ) -> Result<i64> {
-        let text = serde_json::to_string(payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut q = Sql::new(
-            "INSERT INTO deliveries (uid, org_id, policy_id, connector_id, record_id, event, payload, state, \
-             attempts, next_at, created_by, created_at, updated_at) VALUES (",
-        );
-        q.bind(new_uid()?).push(", ").bind(new.org).push(", ").bind(new.policy).push(", ").bind(new.connector);
-        q.push(", ").bind(new.record).push(", ").bind(payload.event.clone()).push(", ").bind(text);
-        q.push(", 'pending', 0, ").bind(new.due).push(", ").bind(by.to_owned()).push(", ").bind(now);
-        q.push(", ").bind(now).push(") RETURNING id");
+        let mut q = Sql::new(INSERT_DELIVERY);
+        Queued::new(new, payload, by)?.push_row(&mut q, now)?;
+        q.push(" RETURNING id");
         let id = q.build().fetch_one(conn).await?.int("id")?;
         self.outbox.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(id)
@@ -1606,7 +1594,7 @@ impl Store {
             at_ms: now,
         };
         let new = NewDelivery { org, policy: None, connector, record: Some(id), due: now };
-        let delivery = self.insert_delivery(w.conn(), &new, &payload, &who.name, now).await?;
+        let delivery = self.insert_delivery(w.conn(), new, &payload, &who.name, now).await?;
         let after = serde_json::json!({ "delivery": delivery, "connector": connector });
         w.finish(now, who, AuditRow::new(Some(org), "execute", "incident", Some(id), None, Some(after))).await?;
         self.wake_dispatcher();
@@ -1899,14 +1887,35 @@ impl FinishedAttempt {
 /// Most incidents one digest lists; more open another.
 const MAX_DIGEST: usize = 500;
 
+/// The start of an insert into the outbox; rows follow.
+const INSERT_DELIVERY: &str = "INSERT INTO deliveries (uid, org_id, policy_id, connector_id, record_id, event, \
+     payload, state, attempts, next_at, created_by, created_at, updated_at) VALUES ";
+
 /// A delivery queued in a transaction, not yet written.
 pub(crate) struct Queued {
     new: NewDelivery,
     event: String,
     /// The payload, as JSON.
     payload: String,
-    /// The policy that queued it.
+    /// The policy or user that queued it.
     by: String,
+}
+
+impl Queued {
+    fn new(new: NewDelivery, payload: &Payload, by: &str) -> Result<Queued> {
+        let text = serde_json::to_string(payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Queued { new, event: payload.event.clone(), payload: text, by: by.to_owned() })
+    }
+
+    /// Appends its `(…)` row, pending with a fresh delivery id.
+    fn push_row(self, q: &mut Sql, now: i64) -> Result<()> {
+        let new = self.new;
+        q.push("(").bind(new_uid()?).push(", ").bind(new.org).push(", ").bind(new.policy);
+        q.push(", ").bind(new.connector).push(", ").bind(new.record).push(", ").bind(self.event);
+        q.push(", ").bind(self.payload).push(", 'pending', 0, ").bind(new.due).push(", ").bind(self.by);
+        q.push(", ").bind(now).push(", ").bind(now).push(")");
+        Ok(())
+    }
 }
 
 /// Where a queued delivery goes and when.
