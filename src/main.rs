@@ -62,7 +62,11 @@ enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(commands::admin::TokenCommand),
-    /// The cluster's nodes: list them, set guaranteed EPS, maintenance.
+    /// Cluster set-up: keys, certificates and the nats-server configuration.
+    #[command(subcommand)]
+    Cluster(commands::cluster_init::ClusterCommand),
+    /// The cluster's nodes: enrol and remove them, list them, set
+    /// guaranteed EPS, maintenance.
     #[command(subcommand)]
     Node(commands::admin::NodeCommand),
     /// The device inventory: which devices report, which went silent.
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         Command::Org(cmd) => commands::admin::org(cmd),
         Command::User(cmd) => commands::admin::user(cmd),
         Command::Token(cmd) => commands::admin::token(cmd),
+        Command::Cluster(cmd) => commands::cluster_init::run(cmd),
         Command::Node(cmd) => commands::admin::node(cmd),
         Command::Device(cmd) => commands::admin::device(cmd),
         Command::Connector(cmd) => commands::connector::connector(cmd),

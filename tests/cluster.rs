@@ -701,3 +701,347 @@ fn a_tls_only_nats_carries_the_cluster_and_refuses_the_rest() {
         assert!(err.contains(says), "{config:?}: {err}");
     }
 }
+
+/// Runs `vigil` with `args` to completion; its exit status and what it
+/// printed (stdout then stderr).
+fn vigil_cmd(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .env_remove("VIGIL_NATS")
+        .env_remove("VIGIL_DATABASE")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// A raw NATS client holding `creds` (as an attacker with a node's
+/// credentials would), over TLS with `ca`, and the server errors it is told.
+async fn raw_client(
+    url: &str,
+    creds: &std::path::Path,
+    ca: &std::path::Path,
+    inbox: &str,
+) -> Result<(async_nats::Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>), String> {
+    let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = said.clone();
+    let options = async_nats::ConnectOptions::with_credentials_file(creds)
+        .await
+        .map_err(|e| e.to_string())?
+        .require_tls(true)
+        .add_root_certificates(ca.to_owned())
+        .custom_inbox_prefix(inbox)
+        .max_reconnects(Some(3))
+        .event_callback(move |e| {
+            let sink = sink.clone();
+            async move {
+                if let async_nats::Event::ServerError(err) = e {
+                    sink.lock().unwrap().push(err.to_string());
+                }
+            }
+        });
+    let client = options.connect(url).await.map_err(|e| e.to_string())?;
+    Ok((client, said))
+}
+
+/// One encoded batch of `n` SSH failures from `attacker`, claimed for `org`.
+fn forged_batch(org: u32, attacker: &str, n: usize) -> bytes::Bytes {
+    let parser = parsers::Parser::new();
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let now = parsers::EventTime::from_unix_nanos(i128::try_from(since.as_nanos()).unwrap());
+    let mut ids = parsers::EventIds::new(60, now);
+    let events: Vec<parsers::Event> = ssh_attack("forged-host", attacker, n)
+        .into_iter()
+        .map(|line| {
+            let mut e = parser.parse(bytes::Bytes::from(line), now);
+            e.id = ids.next_id();
+            e.org_id = Some(parsers::OrgId(org));
+            e
+        })
+        .collect();
+    let mut out = Vec::new();
+    parsers::wire::encode_batch(&events, &mut out);
+    bytes::Bytes::from(out)
+}
+
+/// Issue #16 end to end, against a nats-server running the configuration
+/// `vigil cluster init` wrote (TLS only, operator JWTs, per-role
+/// permissions): enrolled nodes carry a brute force to its incident in the
+/// collector's bound org; a collector's credentials cannot publish another
+/// org's events, budgets or detections, nor read the event stream, another
+/// node's budget or the checkpoints (the server refuses each, and nothing
+/// reaches the other org); a batch outside the sender's binding that a
+/// misconfigured permission let through is refused by the worker and
+/// counted; a removed node is disconnected and refused; credentials signed
+/// by another key and a connection without TLS are refused.
+#[test]
+fn an_enrolled_cluster_holds_each_node_to_its_role_and_org() {
+    let dir = common::temp_dir("cluster-enrolled");
+    let keys = dir.join("keys");
+    let (ok, said) = vigil_cmd(&["cluster", "init", "--dir", keys.to_str().unwrap(), "--listen", "127.0.0.1:-1"]);
+    assert!(ok, "{said}");
+    let ca = keys.join("tls/ca.pem");
+    std::fs::create_dir_all(dir.join("nats")).unwrap();
+    std::fs::copy(keys.join("auth.conf"), dir.join("nats/auth.conf")).unwrap();
+    let server = format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: 5\n}}\ninclude \"auth.conf\"\n",
+        keys.join("tls/server.pem").display(),
+        keys.join("tls/server.key").display()
+    );
+    let Some(nats) = Nats::start_with(&dir, &server) else { return };
+    let url = nats.url();
+    let base = CLUSTER_CONFIG.replacen("[cluster]\n", &format!("[cluster]\nnats_ca_file = \"{}\"\n", ca.display()), 1);
+    std::fs::create_dir_all(dir.join("sup")).unwrap();
+    let sup_config = config_file(
+        &dir.join("sup"),
+        &base.replacen("[cluster]\n", &format!("[cluster]\nkeys_dir = \"{}\"\n", keys.display()), 1),
+    );
+    let config = config_file(&dir, &base);
+    let sup = supervisor(&dir, &url, &sup_config, None, TOKEN);
+    sup.create_orgs(&[("Acme", "10.61.0.0/16"), ("Initech", "10.62.0.0/16")]);
+    let org_id = |name: &str| -> u32 {
+        let (_, orgs) = sup.get("/orgs");
+        let found = orgs["items"].as_array().unwrap().iter().find(|o| o["name"] == name).unwrap().clone();
+        u32::try_from(found["id"].as_u64().unwrap()).unwrap()
+    };
+    let (acme, initech) = (org_id("Acme"), org_id("Initech"));
+    let data = dir.join("supervisor");
+    let add = |name: &str, role: &str, org: Option<&str>| -> std::path::PathBuf {
+        let out = dir.join(format!("{name}.creds"));
+        let mut args = vec!["node", "add", name, "--role", role, "--keys", keys.to_str().unwrap()];
+        args.extend(["--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        if let Some(o) = org {
+            args.extend(["--org", o]);
+        }
+        let (ok, said) = vigil_cmd(&args);
+        assert!(ok, "{said}");
+        out
+    };
+    let edge_creds = add("edge-a", "collector", Some("Acme"));
+    let worker_creds = add("w1", "worker", None);
+    let (_, nodes) = sup.get("/nodes");
+    let edge = nodes["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "edge-a").unwrap().clone();
+    assert_eq!((edge["state"].as_str(), edge["enrolled"].as_bool()), (Some("unregistered"), Some(true)), "{edge}");
+    assert_eq!(edge["org_id"].as_u64(), Some(u64::from(acme)));
+
+    let w = common::cluster::worker_with(
+        "w1",
+        &url,
+        &config,
+        &dir.join("w1"),
+        &["--creds", worker_creds.to_str().unwrap()],
+    );
+    let c = common::cluster::collector_with("edge-a", &url, &config, &["--creds", edge_creds.to_str().unwrap()]);
+    wait("w1 owns every partition", Duration::from_secs(30), || {
+        metric(&w.metrics_url, "vigil_partitions_owned", &[]) == 5
+    });
+    // The sender (127.0.0.1) is in neither org's range: the binding makes
+    // its events Acme's.
+    let attacker = format!("198.18.{}.{}", 100 + std::process::id() % 50, 1 + std::process::id() % 200);
+    send(&dir, &c.tcp, "attack.log", ssh_attack("web-01", &attacker, 5));
+    wait("the incident in the bound org", Duration::from_secs(60), || {
+        let (_, listing) = sup.get("/incidents?rule=ssh-brute-force&limit=500");
+        listing["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|i| i.to_string().contains(&attacker) && i["org"] == "Acme"))
+    });
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let partitions = 4u16;
+    let p_of = |org: u32| u16::try_from(org % u32::from(partitions)).unwrap();
+    runtime.block_on(async {
+        let (client, said) = raw_client(&url, &edge_creds, &ca, "_INBOX_edge-a").await.unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        let forged_attacker = "198.51.100.77";
+        // Each attempt, and what the server must say about it.
+        let attempts: Vec<(&str, String)> = vec![
+            ("an Initech batch", format!("vigil.events.{}.{initech}.edge-a", p_of(initech))),
+            ("a batch as another node", format!("vigil.events.{}.{acme}.edge-b", p_of(acme))),
+            ("a budget", "$KV.vigil_control.budget.edge-a".to_owned()),
+            ("the org table", "$KV.vigil_control.orgs".to_owned()),
+            ("a detection", "vigil.detections.edge-a".to_owned()),
+            ("a consumer of the event stream", "$JS.API.CONSUMER.CREATE.VIGIL_EVENTS".to_owned()),
+            ("another node's budget", "$JS.API.DIRECT.GET.KV_vigil_control.$KV.vigil_control.budget.edge-b".to_owned()),
+            ("a checkpoint", "$JS.API.STREAM.INFO.OBJ_vigil_checkpoints".to_owned()),
+            ("a lease", "$KV.vigil_leases.p0".to_owned()),
+        ];
+        for (what, subject) in &attempts {
+            let payload = forged_batch(initech, forged_attacker, 6);
+            let _ = client.publish(subject.clone(), payload).await;
+            client.flush().await.unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let seen =
+                    said.lock().unwrap().iter().any(|s| s.contains("ermissions") && s.contains(subject.as_str()));
+                if seen {
+                    eprintln!("refused by the server as expected: {what} on {subject}");
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{what} on {subject} was not refused: {:?}",
+                    said.lock().unwrap()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // Reading the event stream.
+        let _sub = client.subscribe("vigil.events.>").await.unwrap();
+        client.flush().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !said
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.contains("ermissions") && s.contains("Subscription to \"vigil.events.>\""))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "subscribing to the stream was not refused: {:?}",
+                said.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("refused by the server as expected: subscribing to vigil.events.>");
+        // Its own org's subject with another org's events: the server lets
+        // it through (the subject is its own); the worker refuses it.
+        let own = format!("vigil.events.{}.{acme}.edge-a", p_of(acme));
+        js.publish(own, forged_batch(initech, forged_attacker, 6)).await.unwrap().await.unwrap();
+        drop(js);
+        drop(client);
+    });
+    wait("the worker refuses the mislabelled batch", Duration::from_secs(30), || {
+        metric(&w.metrics_url, "vigil_batches_refused_total", &["reason=\"org_mismatch\""]) == 1
+    });
+
+    // A misconfigured permission: edge-a's name and binding, but allowed
+    // every subject. The worker still refuses a batch outside the binding.
+    let cluster_keys = cluster::auth::ClusterKeys::load(&keys).unwrap();
+    let grant = cluster::auth::Grant {
+        node: "edge-a".into(),
+        role: parsers::NodeRole::Collector,
+        org: Some(acme),
+        slot: Some(1),
+    };
+    let wide =
+        cluster::auth::Permissions { publish: vec![">".into()], subscribe: vec![">".into()], unrestricted: false };
+    let wide_creds = dir.join("wide.creds");
+    cluster_keys.node_creds_with(&grant, &wide, 1).unwrap().write(&wide_creds).unwrap();
+    runtime.block_on(async {
+        let (client, _) = raw_client(&url, &wide_creds, &ca, "_INBOX_wide").await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let subject = format!("vigil.events.{}.{initech}.edge-a", p_of(initech));
+        js.publish(subject, forged_batch(initech, "198.51.100.78", 6)).await.unwrap().await.unwrap();
+    });
+    wait("the worker refuses the batch outside the binding", Duration::from_secs(30), || {
+        metric(&w.metrics_url, "vigil_batches_refused_total", &["reason=\"binding\""]) == 1
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, listing) = sup.get("/incidents?limit=500");
+    assert!(!listing.to_string().contains("198.51.100.7"), "a forged batch raised an incident: {listing}");
+    let initech_dir = dir.join("w1").join("events").join(format!("org={initech}"));
+    assert!(!initech_dir.exists(), "Initech has stored events: {}", initech_dir.display());
+
+    // Credentials signed by another cluster's key.
+    let other = cluster::auth::ClusterKeys::generate();
+    let forged = dir.join("forged.creds");
+    other
+        .node_creds(&cluster::auth::Grant { node: "edge-a".into(), ..grant.clone() }, 1)
+        .unwrap()
+        .write(&forged)
+        .unwrap();
+    let refused = runtime.block_on(raw_client(&url, &forged, &ca, "_INBOX_edge-a")).err().unwrap_or_default();
+    assert!(refused.contains("authorization violation"), "{refused}");
+    eprintln!("refused as expected: credentials of another key: {refused}");
+    // No TLS.
+    let plain = runtime.block_on(async {
+        async_nats::ConnectOptions::with_credentials_file(&edge_creds)
+            .await
+            .unwrap()
+            .max_reconnects(Some(1))
+            .connect(&url)
+            .await
+            .err()
+    });
+    let plain = plain.map(|e| e.to_string()).unwrap_or_default();
+    assert!(!plain.is_empty(), "a connection without TLS was accepted");
+    eprintln!("refused as expected: no TLS: {plain}");
+
+    // Removal: the running collector is disconnected, and its credentials
+    // no longer connect.
+    let (ok, said) = vigil_cmd(&["node", "remove", "edge-a", "--data-dir", data.to_str().unwrap()]);
+    assert!(ok && said.contains("revoked"), "{said}");
+    wait("the revocation is pushed", Duration::from_secs(30), || {
+        metric(&sup.metrics_url, "vigil_revocation_pushes_total", &[]) >= 2
+    });
+    let revoked = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match runtime.block_on(raw_client(&url, &edge_creds, &ca, "_INBOX_edge-a")) {
+                Err(e) => break e,
+                Ok(_) => assert!(std::time::Instant::now() < deadline, "revoked credentials still connect"),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    assert!(revoked.contains("authorization violation"), "{revoked}");
+    eprintln!("refused as expected: a removed node: {revoked}");
+    let err = exits_with(&[
+        "collector",
+        "--nats",
+        &url,
+        "--creds",
+        edge_creds.to_str().unwrap(),
+        "--syslog-addr",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(err.contains("authorization violation"), "{err}");
+    drop(c);
+}
+
+/// A remote site's collector with a disk spool: while NATS is away it
+/// keeps taking syslog and writes the batches to disk (counted); when NATS
+/// is back it sends them, in order and with their message ids, and the
+/// brute force among them is one incident; the spool ends empty.
+#[test]
+fn a_collector_spools_to_disk_while_nats_is_away() {
+    let dir = common::temp_dir("cluster-spool");
+    let Some(mut nats) = Nats::start(&dir) else { return };
+    let spool = dir.join("spool");
+    let config = config_file(
+        &dir,
+        &CLUSTER_CONFIG.replacen("[cluster]\n", &format!("[cluster]\nspool_dir = \"{}\"\n", spool.display()), 1),
+    );
+    let sup = supervisor(&dir, &nats.url(), &config, None, TOKEN);
+    let w = worker("w1", &nats.url(), &config, &dir.join("w1"));
+    let c = collector("edge-a", &nats.url(), &config);
+    wait("w1 owns every partition", Duration::from_secs(30), || {
+        metric(&w.metrics_url, "vigil_partitions_owned", &[]) == 5
+    });
+    let before = newest_incident(&sup);
+    nats.kill();
+    // Once the collector has seen the link go, its batches go to disk.
+    let mut n = 0;
+    wait("a batch in the spool", Duration::from_secs(30), || {
+        n += 1;
+        send(&dir, &c.tcp, &format!("probe-{n}.log"), vec![format!("<13>Dec  3 10:00:00 probe vigil spool probe {n}")]);
+        std::thread::sleep(Duration::from_millis(100));
+        metric(&c.metrics_url, "vigil_spool_batches_total", &["op=\"written\""]) >= 1
+    });
+    let attacker = format!("198.18.{}.{}", 150 + std::process::id() % 50, 1 + std::process::id() % 200);
+    send(&dir, &c.tcp, "attack.log", ssh_attack("web-01", &attacker, 5));
+    wait("the attack in the spool", Duration::from_secs(30), || metric(&c.metrics_url, "vigil_spool_events", &[]) >= 5);
+    assert!(std::fs::read_dir(&spool).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".log")));
+    nats.start_again();
+    wait("the incident from the spooled events", Duration::from_secs(90), || {
+        mine(&sup.get("/incidents?rule=ssh-brute-force&limit=500").1, &attacker, before) == 1
+    });
+    wait("the spool drained", Duration::from_secs(30), || {
+        metric(&c.metrics_url, "vigil_spool_events", &[]) == 0 && metric(&c.metrics_url, "vigil_spool_bytes", &[]) == 0
+    });
+    let written = metric(&c.metrics_url, "vigil_spool_batches_total", &["op=\"written\""]);
+    let sent = metric(&c.metrics_url, "vigil_spool_batches_total", &["op=\"sent\""]);
+    assert_eq!(written, sent, "every spooled batch sent once");
+}

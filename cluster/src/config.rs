@@ -23,6 +23,21 @@ pub struct ClusterConfig {
     pub nats_cert_file: Option<PathBuf>,
     /// PEM private key of `nats_cert_file`.
     pub nats_key_file: Option<PathBuf>,
+    /// This node's NATS credentials (`vigil node add` writes them; a
+    /// `.creds` file): the server then knows the node by its own key and
+    /// lets it do only what its role may. The node's name, org binding and
+    /// event-id slot come from it.
+    pub creds_file: Option<PathBuf>,
+    /// The supervisor's key directory (`vigil cluster init --dir`): it
+    /// connects with `supervisor.creds` from there and pushes revocations
+    /// with `system.creds`.
+    pub keys_dir: Option<PathBuf>,
+    /// A collector's disk buffer: while its link to NATS is down, event
+    /// batches are appended here (synced) and sent in order, with their
+    /// message ids, when it is back. Unset: only the in-memory window.
+    pub spool_dir: Option<PathBuf>,
+    /// The spool's size limit, MiB; when full the senders are held back.
+    pub spool_max_mb: u64,
     /// This node's name (collectors and workers): letters, digits, `-`, `_`.
     pub node: Option<String>,
     /// Partitions of the event stream (the supervisor creates it; fixed
@@ -60,6 +75,10 @@ impl Default for ClusterConfig {
             nats_ca_file: None,
             nats_cert_file: None,
             nats_key_file: None,
+            creds_file: None,
+            keys_dir: None,
+            spool_dir: None,
+            spool_max_mb: 1024,
             node: None,
             partitions: 8,
             interval_secs: 180,
@@ -83,6 +102,10 @@ impl std::fmt::Debug for ClusterConfig {
             .field("nats_ca_file", &self.nats_ca_file)
             .field("nats_cert_file", &self.nats_cert_file)
             .field("nats_key_file", &self.nats_key_file)
+            .field("creds_file", &self.creds_file)
+            .field("keys_dir", &self.keys_dir)
+            .field("spool_dir", &self.spool_dir)
+            .field("spool_max_mb", &self.spool_max_mb)
             .field("node", &self.node)
             .field("partitions", &self.partitions)
             .field("interval_secs", &self.interval_secs)
@@ -114,6 +137,9 @@ impl ClusterConfig {
         }
         if !(0.1..=86_400.0).contains(&self.checkpoint_secs) {
             return Err("cluster.checkpoint_secs must be 0.1-86400".into());
+        }
+        if self.spool_max_mb == 0 {
+            return Err("cluster.spool_max_mb must be positive".into());
         }
         if self.stream_max_mb == 0 {
             return Err("cluster.stream_max_mb must be positive".into());

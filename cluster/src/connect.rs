@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use async_nats::jetstream;
+use async_nats::{Client, jetstream};
 
 use crate::BoxError;
 
@@ -77,6 +77,9 @@ pub enum ConnectError {
         /// Why.
         reason: std::io::Error,
     },
+    /// The creds file cannot be read or was not issued by vigil.
+    #[error("cluster.creds_file: {0}")]
+    Creds(#[from] crate::auth::AuthError),
     /// The server is older than [`MIN_SERVER_VERSION`].
     #[error("nats-server {version} at {url} is too old: vigil needs 2.11 or newer ({WHY_2_11})")]
     TooOld {
@@ -146,8 +149,41 @@ pub async fn connect(url: &str, client_name: &str) -> Result<Nats, ConnectError>
 /// settings: TLS required when any is set, the server verified against
 /// `nats_ca_file` (or the public roots), this node's certificate presented
 /// when one is given. A file that cannot be read is an error naming it.
+/// With `creds_file` (or the supervisor's `keys_dir`) the node connects as
+/// its own NATS user, with replies on its own inbox prefix.
 pub async fn connect_config(config: &crate::ClusterConfig, client_name: &str) -> Result<Nats, ConnectError> {
+    let creds = match (&config.creds_file, &config.keys_dir) {
+        (Some(file), _) => Some(file.clone()),
+        (None, Some(dir)) => Some(dir.join(crate::auth::SUPERVISOR_CREDS)),
+        (None, None) => None,
+    };
+    let options = options_for(config, client_name, creds.as_deref()).await?;
+    connect_with(&config.nats.clone().unwrap_or_default(), options).await
+}
+
+/// A core NATS connection as the system-account user of the supervisor's
+/// key directory (`system.creds`), with `config`'s TLS settings: what
+/// pushes account updates (revocations) to the server. The system account
+/// has no JetStream, so none is asked for.
+pub async fn connect_system(config: &crate::ClusterConfig, keys_dir: &std::path::Path) -> Result<Client, ConnectError> {
     let url = config.nats.clone().unwrap_or_default();
+    let creds = keys_dir.join(crate::auth::SYSTEM_CREDS);
+    let options = options_for(config, "vigil supervisor (system)", Some(&creds)).await?;
+    options
+        .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
+        .max_reconnects(None)
+        .connect(url.as_str())
+        .await
+        .map_err(|err| ConnectError::Connect { url: parsers::redact_url(&url), reason: err.into() })
+}
+
+/// The connect options of `config`: TLS, and the creds file `creds` with
+/// the node's own reply inbox prefix.
+async fn options_for(
+    config: &crate::ClusterConfig,
+    client_name: &str,
+    creds: Option<&std::path::Path>,
+) -> Result<async_nats::ConnectOptions, ConnectError> {
     let mut options = async_nats::ConnectOptions::new().name(client_name);
     if config.nats_requires_tls() {
         options = options.require_tls(true);
@@ -168,7 +204,20 @@ pub async fn connect_config(config: &crate::ClusterConfig, client_name: &str) ->
         readable("nats_key_file", key)?;
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
-    connect_with(&url, options).await
+    if let Some(path) = creds {
+        let node = match crate::auth::read_grant(path) {
+            Ok(g) => g.node,
+            // The system user's creds carry no vigil grant.
+            Err(_) if path.ends_with(crate::auth::SYSTEM_CREDS) => "vigil-system".to_owned(),
+            Err(e) => return Err(e.into()),
+        };
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|reason| crate::auth::AuthError::File { path: path.display().to_string(), reason })?
+            .custom_inbox_prefix(crate::auth::inbox_prefix(&node));
+    }
+    Ok(options)
 }
 
 /// Like [`connect`] with the caller's options (credentials, TLS). vigil's reconnect delay
@@ -176,7 +225,14 @@ pub async fn connect_config(config: &crate::ClusterConfig, client_name: &str) ->
 pub async fn connect_with(url: &str, options: async_nats::ConnectOptions) -> Result<Nats, ConnectError> {
     let options = options
         .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
-        .max_reconnects(None);
+        .max_reconnects(None)
+        // What the server refuses (a permission this node's role lacks,
+        // revoked credentials) is said, not swallowed.
+        .event_callback(|event| async move {
+            if let async_nats::Event::ServerError(err) = event {
+                eprintln!("vigil: nats-server: {err}");
+            }
+        });
     let client = options
         .connect(url)
         .await

@@ -18,11 +18,13 @@
 //!   object store `vigil_checkpoints`;
 //! - [`ControlKv`]: put/get/watch small control values (org table, budgets), compare and
 //!   set for commit records and slot claims;
+//! - [`auth`]: node credentials (NATS JWTs and nkeys) and the subjects each role may use;
 //! - [`WorkQueue`]: small messages many publish and one durable consumer takes until it
 //!   acknowledges them (detections).
 
 #![warn(missing_docs)]
 
+pub mod auth;
 mod checkpoint;
 mod config;
 mod connect;
@@ -37,7 +39,9 @@ pub use async_nats::connection::State as ConnectionState;
 pub use async_nats::{Client, HeaderMap, Subscriber};
 pub use checkpoint::{CHECKPOINT_BUCKET, Checkpoint, CheckpointError, Checkpoints};
 pub use config::{ClusterConfig, ClusterSettings, cross_partition, org_partitions};
-pub use connect::{ConnectError, MIN_SERVER_VERSION, Nats, ServerVersion, connect, connect_config, connect_with};
+pub use connect::{
+    ConnectError, MIN_SERVER_VERSION, Nats, ServerVersion, connect, connect_config, connect_system, connect_with,
+};
 pub use control::{ControlKv, KvError, KvUpdate, KvWatch};
 pub use futures_util::StreamExt;
 pub use lease::{Holder, LEASE_BUCKET, Lease, LeaseError, Leases};
@@ -45,14 +49,18 @@ pub use publish::{Acked, PublishError, PublishHandle, Publisher, PublisherConfig
 pub use queue::{DETECTION_STREAM, DETECTION_SUBJECT_PREFIX, QueueConsumer, QueueError, Taken, WorkQueue};
 pub use reader::{PartitionReader, ReadError, ReaderConfig, Record};
 pub use stream::{
-    EVENT_STREAM, EVENT_SUBJECT_PREFIX, EventStream, StreamError, StreamSpec, StreamState, ensure_event_stream,
-    open_event_stream, partition_subject, wait_for_event_stream,
+    EVENT_STREAM, EVENT_SUBJECT_PREFIX, EventStream, StreamError, StreamSpec, StreamState, batch_subject,
+    ensure_event_stream, open_event_stream, parse_batch_subject, partition_subject, wait_for_event_stream,
 };
 
 /// Core NATS subject of node `node`'s interval reports (collector → supervisor).
 pub fn report_subject(node: &str) -> String {
     format!("vigil.control.report.{node}")
 }
+
+/// Control-bucket key of the org each enrolled collector is bound to
+/// (supervisor → workers, which reject batches outside a sender's binding).
+pub const BINDINGS_KEY: &str = "bindings";
 
 /// Control-bucket key of the device limit's standings (supervisor →
 /// entry nodes): whole, or a header naming how many parts carry them.
@@ -73,8 +81,8 @@ pub fn heartbeat_subject(node: &str) -> String {
     format!("vigil.control.heartbeat.{node}")
 }
 
-/// The control bucket: `orgs` (the org table) and `budget.<node>` (EPS budgets), written
-/// by the supervisor, watched by collectors.
+/// The control bucket: `orgs` (the org table), `budget.<node>` (EPS budgets) and
+/// `bindings` (enrolled collectors' orgs), written by the supervisor, read by the others.
 pub const CONTROL_BUCKET: &str = "vigil_control";
 
 /// Whether `name` can be a node name: it becomes a subject token and a KV key part, so

@@ -14,7 +14,7 @@ use async_nats::jetstream::{self, ErrorCode};
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::stream::{EventStream, partition_subject};
+use crate::stream::{EventStream, batch_subject};
 
 /// How a [`Publisher`] behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +143,7 @@ struct Inner {
     partitions: u16,
 }
 
-/// Publishes batches to `vigil.events.<partition>`. Cheap to clone; clones share the window
+/// Publishes batches to `vigil.events.<partition>.<org>.<node>`. Cheap to clone; clones share the window
 /// and the counters.
 ///
 /// Batches go out in the order `publish` is called; a batch that has to be retried may be
@@ -192,14 +192,16 @@ impl Publisher {
         }
     }
 
-    /// Publishes one batch to `partition` with message id `msg_id` (unique per batch, e.g.
-    /// `"<node>/<seq>"`; a retry must reuse it). Waits while `max_in_flight` batches are
+    /// Publishes one batch of org `org`'s events from node `node` to `partition`, with
+    /// message id `msg_id` (unique per batch, e.g. `"<node>/<seq>"`; a retry must reuse it). Waits while `max_in_flight` batches are
     /// unacknowledged, sends the batch, and returns a handle that resolves to its stream
     /// sequence once JetStream has stored it. Transient failures are retried in the
     /// background with the same id.
     pub async fn publish(
         &self,
         partition: u16,
+        org: u32,
+        node: &str,
         msg_id: &str,
         headers: HeaderMap,
         payload: Bytes,
@@ -216,7 +218,7 @@ impl Publisher {
         inner.counters.published.fetch_add(1, Ordering::Relaxed);
         let slot = Slot { inner: inner.clone(), _permit: permit };
 
-        let subject = partition_subject(partition);
+        let subject = batch_subject(partition, org, node);
         let message = PublishMessage::build().headers(headers).message_id(msg_id).payload(payload);
         let started = Instant::now();
         // The first send happens here, so batches leave in call order.

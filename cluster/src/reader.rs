@@ -45,6 +45,8 @@ impl Default for ReaderConfig {
 pub struct Record {
     /// Its stream sequence.
     pub sequence: u64,
+    /// The subject it was published on (`vigil.events.<p>.<org>.<node>`).
+    pub subject: String,
     /// Its headers (including `Nats-Msg-Id`).
     pub headers: HeaderMap,
     /// The batch.
@@ -292,6 +294,7 @@ impl PartitionReader {
         let (message, _acker) = message.split();
         Some(Record {
             sequence: stream_sequence,
+            subject: message.subject.to_string(),
             headers: message.headers.unwrap_or_default(),
             payload: message.payload,
             pending,

@@ -10,12 +10,29 @@ use crate::{BoxError, Nats};
 
 /// The stream that holds accepted event batches.
 pub const EVENT_STREAM: &str = "VIGIL_EVENTS";
-/// Partition `p` is the subject `vigil.events.<p>`.
+/// Partition `p` is the subjects `vigil.events.<p>.<org>.<node>`.
 pub const EVENT_SUBJECT_PREFIX: &str = "vigil.events";
 
-/// The subject of partition `partition`.
+/// The subjects of partition `partition`: `vigil.events.<p>.>`.
 pub fn partition_subject(partition: u16) -> String {
-    format!("{EVENT_SUBJECT_PREFIX}.{partition}")
+    format!("{EVENT_SUBJECT_PREFIX}.{partition}.>")
+}
+
+/// The subject of a batch of org `org`'s events published by node `node`
+/// to partition `partition`. The org and the node are in the subject so
+/// that the server's permissions can bind a collector to its name and org.
+pub fn batch_subject(partition: u16, org: u32, node: &str) -> String {
+    format!("{EVENT_SUBJECT_PREFIX}.{partition}.{org}.{node}")
+}
+
+/// The partition, org and node of a batch subject.
+pub fn parse_batch_subject(subject: &str) -> Option<(u16, u32, &str)> {
+    let rest = subject.strip_prefix(EVENT_SUBJECT_PREFIX)?.strip_prefix('.')?;
+    let mut parts = rest.splitn(3, '.');
+    let partition = parts.next()?.parse().ok()?;
+    let org = parts.next()?.parse().ok()?;
+    let node = parts.next().filter(|n| !n.is_empty() && !n.contains('.'))?;
+    Some((partition, org, node))
 }
 
 /// What the event stream must look like.
@@ -209,16 +226,24 @@ fn is_stream_not_found(err: &jetstream::context::GetStreamError) -> bool {
     )
 }
 
-/// The partition count of a stream whose subjects are exactly `vigil.events.0..N`.
+/// The partition count of a stream whose subjects are exactly `vigil.events.<0..N>.>`.
 fn partitions_of(subjects: &[String]) -> Result<u16, StreamError> {
     let count = u16::try_from(subjects.len())
         .map_err(|_| StreamError::Incompatible(format!("{} subjects, more than vigil's partitions", subjects.len())))?;
     let expected: Vec<String> = (0..count).map(partition_subject).collect();
     let mut sorted = subjects.to_vec();
-    sorted.sort_by_key(|subject| subject.rsplit('.').next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(u32::MAX));
+    sorted.sort_by_key(|subject| {
+        subject
+            .strip_prefix(EVENT_SUBJECT_PREFIX)
+            .and_then(|s| s.strip_prefix('.'))
+            .and_then(|s| s.strip_suffix(".>"))
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(u32::MAX)
+    });
     if count == 0 || sorted != expected {
         return Err(StreamError::Incompatible(format!(
-            "subjects {subjects:?} are not {EVENT_SUBJECT_PREFIX}.0 .. {EVENT_SUBJECT_PREFIX}.<partitions - 1>"
+            "subjects {subjects:?} are not {EVENT_SUBJECT_PREFIX}.0.> .. {EVENT_SUBJECT_PREFIX}.<partitions - 1>.> \
+             (a stream of an older vigil: let the workers drain it, then delete it)"
         )));
     }
     Ok(count)
@@ -338,6 +363,18 @@ mod tests {
         assert!(partitions_of(&["vigil.events.*".to_owned()]).is_err());
         assert!(partitions_of(&["vigil.events.0".to_owned(), "vigil.events.2".to_owned()]).is_err());
         assert!(partitions_of(&[]).is_err());
+        let old = ["vigil.events.0".to_owned(), "vigil.events.1".to_owned()];
+        assert!(partitions_of(&old).unwrap_err().to_string().contains("older vigil"));
+    }
+
+    #[test]
+    fn batch_subjects_name_partition_org_and_node() {
+        let s = batch_subject(3, 17, "edge-a");
+        assert_eq!(s, "vigil.events.3.17.edge-a");
+        assert_eq!(parse_batch_subject(&s), Some((3, 17, "edge-a")));
+        assert_eq!(parse_batch_subject("vigil.events.3.17"), None);
+        assert_eq!(parse_batch_subject("vigil.events.3.x.edge-a"), None);
+        assert_eq!(parse_batch_subject("vigil.events.3.17.a.b"), None);
     }
 
     #[test]
@@ -346,7 +383,7 @@ mod tests {
         assert!(StreamSpec { max_bytes: 0, ..StreamSpec::new(1) }.to_config().is_err());
         assert!(StreamSpec { max_bytes: u64::MAX, ..StreamSpec::new(1) }.to_config().is_err());
         let config = StreamSpec::new(3).to_config().unwrap();
-        assert_eq!(config.subjects, ["vigil.events.0", "vigil.events.1", "vigil.events.2"]);
+        assert_eq!(config.subjects, ["vigil.events.0.>", "vigil.events.1.>", "vigil.events.2.>"]);
         assert_eq!(config.discard, stream::DiscardPolicy::New);
         assert_eq!(config.retention, stream::RetentionPolicy::Limits);
         assert_eq!(config.max_age, Duration::ZERO);

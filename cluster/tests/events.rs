@@ -84,7 +84,8 @@ async fn published_batches_are_read_in_order_with_their_sequences() {
         for i in 0..30u32 {
             let partition = (i % 3) as u16;
             let payload = Bytes::from(format!("batch {i}"));
-            let handle = publisher.publish(partition, &format!("node-a/{i}"), headers("acme"), payload).await.unwrap();
+            let handle =
+                publisher.publish(partition, 1, "n", &format!("node-a/{i}"), headers("acme"), payload).await.unwrap();
             handles.push((partition, i, handle));
         }
         let mut acked = Vec::new();
@@ -121,8 +122,9 @@ async fn a_repeated_message_id_is_stored_once() {
         let (_nats, stream) = setup(&server, &StreamSpec::new(1)).await;
         let publisher = stream.publisher(PublisherConfig::default());
         let payload = Bytes::from_static(b"the batch");
-        let first = publisher.publish(0, "node-a/7", HeaderMap::new(), payload.clone()).await.unwrap().await.unwrap();
-        let second = publisher.publish(0, "node-a/7", HeaderMap::new(), payload).await.unwrap().await.unwrap();
+        let first =
+            publisher.publish(0, 1, "n", "node-a/7", HeaderMap::new(), payload.clone()).await.unwrap().await.unwrap();
+        let second = publisher.publish(0, 1, "n", "node-a/7", HeaderMap::new(), payload).await.unwrap().await.unwrap();
         assert!(!first.duplicate);
         assert!(second.duplicate);
         assert_eq!(first.sequence, second.sequence);
@@ -141,13 +143,13 @@ async fn the_in_flight_window_is_bounded() {
 
         // A frozen server keeps the connection but acknowledges nothing.
         server.freeze();
-        let first = publisher.publish(0, "n/1", HeaderMap::new(), Bytes::from_static(b"1")).await.unwrap();
-        let second = publisher.publish(0, "n/2", HeaderMap::new(), Bytes::from_static(b"2")).await.unwrap();
+        let first = publisher.publish(0, 1, "n", "n/1", HeaderMap::new(), Bytes::from_static(b"1")).await.unwrap();
+        let second = publisher.publish(0, 1, "n", "n/2", HeaderMap::new(), Bytes::from_static(b"2")).await.unwrap();
         assert_eq!(publisher.stats().in_flight, 2);
 
         let third = tokio::spawn({
             let publisher = publisher.clone();
-            async move { publisher.publish(0, "n/3", HeaderMap::new(), Bytes::from_static(b"3")).await }
+            async move { publisher.publish(0, 1, "n", "n/3", HeaderMap::new(), Bytes::from_static(b"3")).await }
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!third.is_finished(), "a third publish must wait for room in the window");
@@ -173,7 +175,8 @@ async fn a_full_stream_refuses_new_batches_with_an_error() {
         let payload = Bytes::from(vec![b'x'; 1024]);
         let mut stored = 0u64;
         let refusal = loop {
-            let handle = publisher.publish(0, &format!("n/{stored}"), HeaderMap::new(), payload.clone()).await.unwrap();
+            let handle =
+                publisher.publish(0, 1, "n", &format!("n/{stored}"), HeaderMap::new(), payload.clone()).await.unwrap();
             match handle.await {
                 Ok(ack) => {
                     stored = ack.sequence;
@@ -192,7 +195,7 @@ async fn a_full_stream_refuses_new_batches_with_an_error() {
         let state = stream.state().await.unwrap();
         assert_eq!((state.first_sequence, state.messages), (1, stored));
         stream.purge_partition_below(0, stored / 2).await.unwrap();
-        let handle = publisher.publish(0, "n/after-purge", HeaderMap::new(), payload).await.unwrap();
+        let handle = publisher.publish(0, 1, "n", "n/after-purge", HeaderMap::new(), payload).await.unwrap();
         assert!(handle.await.is_ok());
     })
     .await;
@@ -207,7 +210,7 @@ async fn a_reader_starts_at_the_given_sequence() {
         let mut sequences = Vec::new();
         for i in 0..20u32 {
             let handle = publisher
-                .publish((i % 2) as u16, &format!("n/{i}"), HeaderMap::new(), Bytes::from(i.to_string()))
+                .publish((i % 2) as u16, 1, "n", &format!("n/{i}"), HeaderMap::new(), Bytes::from(i.to_string()))
                 .await;
             sequences.push(handle.unwrap().await.unwrap().sequence);
         }
@@ -229,7 +232,12 @@ async fn a_reader_starts_at_the_given_sequence() {
         let waiting = tokio::spawn(async move { reader.next().await.map(|r| (r.sequence, r.payload)) });
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!waiting.is_finished());
-        publisher.publish(0, "n/late", HeaderMap::new(), Bytes::from_static(b"late")).await.unwrap().await.unwrap();
+        publisher
+            .publish(0, 1, "n", "n/late", HeaderMap::new(), Bytes::from_static(b"late"))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
         let (sequence, payload) = waiting.await.unwrap().unwrap();
         assert_eq!((sequence, payload.as_ref()), (21, b"late".as_ref()));
     })
@@ -244,7 +252,7 @@ async fn purge_removes_a_partition_below_a_sequence_only() {
         let publisher = stream.publisher(PublisherConfig::default());
         for i in 0..10u32 {
             let handle = publisher
-                .publish((i % 2) as u16, &format!("n/{i}"), HeaderMap::new(), Bytes::from(i.to_string()))
+                .publish((i % 2) as u16, 1, "n", &format!("n/{i}"), HeaderMap::new(), Bytes::from(i.to_string()))
                 .await;
             handle.unwrap().await.unwrap();
         }

@@ -42,7 +42,8 @@ async fn publisher_and_reader_survive_a_server_restart() {
             async move {
                 for i in 0..BATCHES {
                     let payload = Bytes::from(format!("batch {i}"));
-                    let handle = publisher.publish(0, &format!("collector-1/{i}"), HeaderMap::new(), payload).await;
+                    let handle =
+                        publisher.publish(0, 1, "n", &format!("collector-1/{i}"), HeaderMap::new(), payload).await;
                     handles_tx.send((i, handle)).expect("collector of acks alive");
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -120,7 +121,8 @@ async fn a_reader_reports_an_unreachable_server_and_then_resumes() {
         let stream = ensure_event_stream(&nats, &StreamSpec::new(1)).await.expect("stream");
         let publisher = stream.publisher(PublisherConfig::default());
         for i in 0..3 {
-            let handle = publisher.publish(0, &format!("n/{i}"), HeaderMap::new(), Bytes::from_static(b"x")).await;
+            let handle =
+                publisher.publish(0, 1, "n", &format!("n/{i}"), HeaderMap::new(), Bytes::from_static(b"x")).await;
             handle.unwrap().await.unwrap();
         }
         let config = ReaderConfig {
@@ -138,7 +140,7 @@ async fn a_reader_reports_an_unreachable_server_and_then_resumes() {
         eprintln!("while down: {err}");
 
         server.start_again();
-        let handle = publisher.publish(0, "n/3", HeaderMap::new(), Bytes::from_static(b"after")).await.unwrap();
+        let handle = publisher.publish(0, 1, "n", "n/3", HeaderMap::new(), Bytes::from_static(b"after")).await.unwrap();
         assert_eq!(handle.await.expect("acked after restart").sequence, 4);
         let record = reader.next().await.expect("resumed");
         assert_eq!((record.sequence, record.payload.as_ref()), (4, b"after".as_ref()));

@@ -36,6 +36,7 @@ use parsers::{
 use crate::clock::Clock;
 use crate::metrics::{Exposition, label};
 use crate::node::{Collector, CollectorError, CollectorSetup, DeviceSink, EventSink, ReportSink, SinkClosed};
+use crate::spool::{Spool, SpoolError, Spooled};
 
 /// The KV bucket of event-id slots.
 pub const SLOT_BUCKET: &str = "vigil_slots";
@@ -67,51 +68,71 @@ struct StreamSink {
     prefix: String,
     sent: u64,
     stats: Arc<SinkStats>,
-    groups: Vec<Vec<Event>>,
+    /// This node's name (in every batch's subject).
+    node: String,
+    groups: Vec<(u32, Vec<Event>)>,
     buffer: Vec<u8>,
     /// Batches published and not yet stored, in flight or to be published
     /// again, at most (one permit each).
     outstanding: Arc<tokio::sync::Semaphore>,
+    /// The disk buffer for when the link is down, if configured.
+    spool: Option<Arc<Spool>>,
+    /// The NATS connection (is the link up?).
+    link: Client,
 }
 
 impl EventSink for StreamSink {
     fn send(&mut self, events: Vec<Event>) -> Result<(), SinkClosed> {
-        // One batch per partition (nearly always one: a batch comes from
-        // one read of one connection).
-        if let Some(cross) = self.cross {
-            // Every org's events, for the cross-org rules only (stored
-            // from the org partitions): counted once, by those.
-            self.publish(cross, &events, false)?;
-        }
-        let p = |e: &Event| cluster::partition_of(e.org_id.map_or(1, |o| o.0), self.partitions);
-        let first = events.first().map(p);
-        if events.iter().all(|e| Some(p(e)) == first) {
-            if let Some(partition) = first {
-                self.publish(partition, &events, true)?;
+        // One batch per org (nearly always one: a batch comes from one
+        // read of one connection): the org is in the subject, where the
+        // server's permissions can hold a bound collector to it.
+        let org = |e: &Event| e.org_id.map_or(0, |o| o.0);
+        let first = events.first().map(org);
+        if events.iter().all(|e| Some(org(e)) == first) {
+            if let Some(o) = first {
+                self.publish_org(o, &events)?;
             }
             return Ok(());
         }
-        self.groups.resize_with(usize::from(self.partitions), Vec::new);
+        let mut groups = std::mem::take(&mut self.groups);
         for e in events {
-            let i = usize::from(p(&e));
-            if let Some(g) = self.groups.get_mut(i) {
-                g.push(e);
+            let o = org(&e);
+            match groups.iter_mut().find(|(g, _)| *g == o) {
+                Some((_, g)) => g.push(e),
+                None => groups.push((o, vec![e])),
             }
         }
-        for i in 0..self.groups.len() {
-            let group = std::mem::take(&mut self.groups[i]);
-            if !group.is_empty() {
-                self.publish(u16::try_from(i).unwrap_or(0), &group, true)?;
+        let mut outcome = Ok(());
+        for (o, group) in &mut groups {
+            if outcome.is_ok() && !group.is_empty() {
+                outcome = self.publish_org(*o, group);
             }
+            group.clear();
         }
-        Ok(())
+        // The groups' buffers are kept for the next mixed batch (bounded by
+        // the orgs one read can hold).
+        groups.retain(|(_, g)| g.capacity() <= 4096);
+        self.groups = groups;
+        outcome
     }
 }
 
 impl StreamSink {
+    /// Publishes one org's events to its partition, and to the cross-org
+    /// partition when cross-org rules run.
+    fn publish_org(&mut self, org: u32, events: &[Event]) -> Result<(), SinkClosed> {
+        if let Some(cross) = self.cross {
+            // For the cross-org rules only (stored from the org
+            // partitions): counted once, by those.
+            self.publish(cross, org, events, false)?;
+        }
+        let partition = cluster::partition_of(if org == 0 { 1 } else { org }, self.partitions);
+        self.publish(partition, org, events, true)
+    }
+
     /// Publishes one batch; `counted` batches count in the acknowledged
     /// and unacknowledged events.
-    fn publish(&mut self, partition: u16, events: &[Event], counted: bool) -> Result<(), SinkClosed> {
+    fn publish(&mut self, partition: u16, org: u32, events: &[Event], counted: bool) -> Result<(), SinkClosed> {
         self.buffer.clear();
         parsers::wire::encode_batch(events, &mut self.buffer);
         // The encoded batch becomes the payload as it is (no copy); the
@@ -121,10 +142,29 @@ impl StreamSink {
         self.sent += 1;
         let msg_id = format!("{}/{}", self.prefix, self.sent);
         let n = if counted { events.len() as u64 } else { 0 };
-        self.stats.unacknowledged.fetch_add(n, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
-        let (publisher, stats) = (self.publisher.clone(), self.stats.clone());
+        // While the link is down (or batches wait on disk already, which
+        // keeps them in order) the batch goes to the spool; a full spool
+        // holds the sender back like the window does.
+        if let Some(spool) = &self.spool
+            && (spool.has_backlog() || self.link.connection_state() != cluster::ConnectionState::Connected)
+        {
+            let batch = Spooled {
+                partition,
+                org,
+                events: u32::try_from(n).unwrap_or(u32::MAX),
+                msg_id: msg_id.clone(),
+                payload: payload.clone(),
+            };
+            match spool.append(&batch) {
+                Ok(()) => return Ok(()),
+                Err(SpoolError::Full(_)) => {}
+                Err(e) => eprintln!("vigil collector: {e}; holding the batch in memory instead"),
+            }
+        }
+        self.stats.unacknowledged.fetch_add(n, Ordering::Relaxed);
+        let (publisher, stats, node) = (self.publisher.clone(), self.stats.clone(), self.node.clone());
         // Waits here while the batches not yet stored (in flight, or
         // waiting to be published again) fill the window: the
         // backpressure that holds TCP senders while JetStream cannot take
@@ -133,7 +173,7 @@ impl StreamSink {
         let permit = self.runtime.block_on(outstanding.acquire_owned()).map_err(|_| SinkClosed)?;
         let handle = self
             .runtime
-            .block_on(publisher.publish(partition, &msg_id, Default::default(), payload.clone()))
+            .block_on(publisher.publish(partition, org, &node, &msg_id, Default::default(), payload.clone()))
             .map_err(|_| SinkClosed)?;
         self.runtime.spawn(async move {
             let _permit = permit;
@@ -146,7 +186,10 @@ impl StreamSink {
                 stats.republished.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-                outcome = match publisher.publish(partition, &msg_id, Default::default(), payload.clone()).await {
+                outcome = match publisher
+                    .publish(partition, org, &node, &msg_id, Default::default(), payload.clone())
+                    .await
+                {
                     Ok(handle) => handle.await,
                     Err(e) => Err(e),
                 };
@@ -206,6 +249,63 @@ pub struct ClusterCollector {
     slot: u16,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    spool: Option<Arc<Spool>>,
+    link: Client,
+}
+
+/// Sends what the spool holds, in order, while the link is up: up to 32
+/// batches at a time through the publisher, each marked sent once
+/// JetStream has stored it (a failure sends the rest again later, with
+/// the same message ids).
+async fn drain(
+    spool: Arc<Spool>,
+    publisher: Publisher,
+    link: Client,
+    node: String,
+    stats: Arc<SinkStats>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let idle = !spool.has_backlog() || link.connection_state() != cluster::ConnectionState::Connected;
+        if idle {
+            tokio::select! {
+                _ = stopped.changed() => return,
+                () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+            }
+        }
+        let next = {
+            let spool = spool.clone();
+            tokio::task::spawn_blocking(move || spool.peek(32)).await
+        };
+        let batches = match next {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                eprintln!("vigil collector: reading the spool: {e}; again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(_) => return,
+        };
+        let mut sent = Vec::with_capacity(batches.len());
+        for (pos, b) in batches {
+            let handle =
+                publisher.publish(b.partition, b.org, &node, &b.msg_id, Default::default(), b.payload.clone()).await;
+            sent.push((pos, b, handle));
+        }
+        for (pos, b, handle) in sent {
+            let stored = match handle {
+                Ok(h) => h.await.is_ok(),
+                Err(_) => false,
+            };
+            if !stored {
+                // The rest go again on the next round.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                break;
+            }
+            spool.commit(pos, &b);
+            stats.acknowledged.fetch_add(u64::from(b.events), Ordering::Relaxed);
+        }
+    }
 }
 
 /// Claims (or finds) `node`'s event-id slot.
@@ -245,12 +345,17 @@ impl ClusterCollector {
         clock: Arc<dyn Clock>,
         heartbeat: Duration,
         publisher: PublisherConfig,
+        spool: Option<Arc<Spool>>,
     ) -> Result<ClusterCollector, CollectorError> {
         let node = setup.node.as_str().to_owned();
         if !cluster::valid_node_name(&node) {
             return Err(CollectorError::Config(format!("node name {node:?}: 1-64 letters, digits, '-' or '_'")));
         }
-        setup.slot = claim_slot(nats, &node).await?;
+        // Credentials carry the slot given at enrolment; without them the
+        // node claims one in the slot bucket.
+        if setup.slot == 0 {
+            setup.slot = claim_slot(nats, &node).await?;
+        }
         let slot = setup.slot;
         let stream = cluster::wait_for_event_stream(nats, "collector")
             .await
@@ -302,9 +407,12 @@ impl ClusterCollector {
             prefix: format!("{node}/{boot:x}"),
             sent: 0,
             stats: stats.clone(),
+            node: node.clone(),
             groups: Vec::new(),
             buffer: Vec::with_capacity(1 << 20),
             outstanding: outstanding.clone(),
+            spool: spool.clone(),
+            link: client.clone(),
         };
         let reports =
             NatsReports { client: client.clone(), runtime: runtime.clone(), subject: cluster::report_subject(&node) };
@@ -317,6 +425,17 @@ impl ClusterCollector {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone_from(&collector.bound().to_vec());
         *beating.window.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((outstanding.clone(), window));
+        if let Some(spool) = &spool {
+            tasks.push(tokio::spawn(drain(
+                spool.clone(),
+                publisher.clone(),
+                client.clone(),
+                node.clone(),
+                stats.clone(),
+                stopped.clone(),
+            )));
+        }
+        *beating.spool.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = spool.clone();
         tasks.push(tokio::spawn(follow(control, node.clone(), collector.clone(), stopped)));
         Ok(ClusterCollector {
             collector,
@@ -327,6 +446,8 @@ impl ClusterCollector {
             slot,
             stop,
             tasks: std::sync::Mutex::new(tasks),
+            spool,
+            link: client,
         })
     }
 
@@ -346,12 +467,17 @@ impl ClusterCollector {
     }
 
     /// Stops the listeners (draining connections), waits until every
-    /// accepted event is acknowledged (at most `wait`), and stops
-    /// following the supervisor. Returns (accepted, acknowledged).
-    pub async fn stop(&self, wait: Duration) -> (u64, u64) {
+    /// accepted event is acknowledged or, while the link is down, spooled
+    /// (at most `wait`), and stops following the supervisor. Returns
+    /// (accepted, acknowledged, left in the spool for the next start).
+    pub async fn stop(&self, wait: Duration) -> (u64, u64, u64) {
         let accepted = self.collector.stop().await;
         let deadline = tokio::time::Instant::now() + wait;
-        while self.stats.unacknowledged.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        let spooled = || self.spool.as_ref().map_or(0, |s| s.stats().events.load(Ordering::Relaxed));
+        // The window, and what the spool holds while the link is up.
+        while (self.stats.unacknowledged.load(Ordering::Relaxed) > 0 || (spooled() > 0 && self.publisher_link_up()))
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = self.stop.send(true);
@@ -359,7 +485,11 @@ impl ClusterCollector {
         for t in tasks {
             let _ = t.await;
         }
-        (accepted, self.acknowledged())
+        (accepted, self.acknowledged(), spooled())
+    }
+
+    fn publisher_link_up(&self) -> bool {
+        self.link.connection_state() == cluster::ConnectionState::Connected
     }
 
     /// Writes the collector's series and the publisher's.
@@ -394,6 +524,28 @@ impl ClusterCollector {
             "Event batches published again after a failure (same message id).",
             [(nl.clone(), n(&s.republished) + p.retried)],
         );
+        if let Some(spool) = &self.spool {
+            let st = spool.stats();
+            m.add(
+                "vigil_spool_events",
+                "gauge",
+                "Accepted events in the disk spool, waiting for the link to NATS.",
+                [(nl.clone(), n(&st.events))],
+            );
+            m.add("vigil_spool_bytes", "gauge", "Bytes in the disk spool.", [(nl.clone(), n(&st.bytes))]);
+            m.add(
+                "vigil_spool_batches_total",
+                "counter",
+                "Batches written to the disk spool and sent from it.",
+                [(format!("{nl},op=\"written\""), n(&st.written)), (format!("{nl},op=\"sent\""), n(&st.sent))],
+            );
+            m.add(
+                "vigil_spool_full_total",
+                "counter",
+                "Batches that found the spool full (their senders were held back instead).",
+                [(nl.clone(), n(&st.full))],
+            );
+        }
         m.add(
             "vigil_queue_depth",
             "gauge",
@@ -412,6 +564,7 @@ struct BeatState {
     /// The batches not yet stored and the most there may be, once the
     /// collector runs (a full window tells saturation).
     window: std::sync::Mutex<Option<(Arc<tokio::sync::Semaphore>, usize)>>,
+    spool: std::sync::Mutex<Option<Arc<Spool>>>,
 }
 
 async fn heartbeats(
@@ -442,6 +595,12 @@ async fn heartbeats(
         // cannot keep up with (its senders are being held back).
         if full_for >= 2 {
             problems.push(format!("queue saturated: {backlog} events waiting for JetStream acknowledgement"));
+        }
+        if let Some(spool) = state.spool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref()
+            && spool.has_backlog()
+        {
+            let events = spool.stats().events.load(Ordering::Relaxed);
+            problems.push(format!("{events} events spooled on disk, waiting for the link to NATS"));
         }
         let hb = NodeHeartbeat {
             node: NodeId::new(&node),
@@ -486,7 +645,14 @@ async fn standings(control: &ControlKv, header: DeviceLimits) -> Result<DeviceLi
     header.assemble(parts).map_err(|e| e.to_string())
 }
 
-/// Applies budgets and org tables as the supervisor writes them.
+/// How often the control values are read.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// Applies budgets, org tables and device standings as the supervisor
+/// writes them. They are read key by key (a direct get of the last value,
+/// applied when its revision changes) rather than watched: a watch needs a
+/// consumer on the whole bucket, and a collector may read only its own
+/// budget (issue 16's permissions).
 async fn follow(
     control: ControlKv,
     node: String,
@@ -494,45 +660,61 @@ async fn follow(
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let budget_key = format!("budget.{node}");
+    let mut seen = [0u64; 3];
+    let mut failing = false;
     loop {
-        let watched = async {
-            let mut budgets = control.watch(&budget_key).await?;
-            let mut orgs = control.watch("orgs").await?;
-            let mut devices = control.watch(cluster::DEVICES_KEY).await?;
-            loop {
-                tokio::select! {
-                    Some(update) = devices.next() => {
-                        if let Some(d) = update?.value.and_then(|v| decode::<DeviceLimits>(&v)) {
-                            match standings(&control, d).await {
-                                Ok(d) => collector.apply_devices(&d),
-                                Err(e) => eprintln!("vigil collector: device limit: {e}; keeping the standings it had"),
+        let mut failed = None;
+        for (i, key) in [budget_key.as_str(), "orgs", cluster::DEVICES_KEY].into_iter().enumerate() {
+            let (revision, value) = match control.get(key).await {
+                Ok(Some(found)) => found,
+                Ok(None) => continue,
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            };
+            if revision == seen[i] {
+                continue;
+            }
+            seen[i] = revision;
+            match i {
+                0 => {
+                    if let Some(b) = decode::<Budget>(&value) {
+                        collector.apply_budget(b);
+                    }
+                }
+                1 => {
+                    if let Some(o) = decode::<OrgSnapshot>(&value)
+                        && let Err(e) = collector.apply_orgs(&o)
+                    {
+                        eprintln!("vigil collector: {e}");
+                    }
+                }
+                _ => {
+                    if let Some(d) = decode::<DeviceLimits>(&value) {
+                        match standings(&control, d).await {
+                            Ok(d) => collector.apply_devices(&d),
+                            Err(e) => {
+                                // Read again next time.
+                                seen[i] = 0;
+                                eprintln!("vigil collector: device limit: {e}; keeping the standings it had");
                             }
                         }
                     }
-                    Some(update) = budgets.next() => {
-                        if let Some(b) = update?.value.and_then(|v| decode::<Budget>(&v)) {
-                            collector.apply_budget(b);
-                        }
-                    }
-                    Some(update) = orgs.next() => {
-                        if let Some(o) = update?.value.and_then(|v| decode::<OrgSnapshot>(&v))
-                            && let Err(e) = collector.apply_orgs(&o)
-                        {
-                            eprintln!("vigil collector: {e}");
-                        }
-                    }
-                    else => return Ok::<(), cluster::KvError>(()),
                 }
             }
-        };
+        }
+        match failed {
+            Some(e) if !failing => {
+                eprintln!("vigil collector: following the supervisor: {e}; trying again");
+                failing = true;
+            }
+            Some(_) => {}
+            None => failing = false,
+        }
         tokio::select! {
             _ = stopped.changed() => return,
-            outcome = watched => {
-                if let Err(e) = outcome {
-                    eprintln!("vigil collector: following the supervisor: {e}; again in 1 s");
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+            () = tokio::time::sleep(FOLLOW_EVERY) => {}
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod node;
 pub mod orgs;
 pub mod skew;
+pub mod spool;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use gate::{Admission, Budget, Gate, IntervalReport, NodeId, OrgBudget, OrgCounts};

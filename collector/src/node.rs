@@ -183,6 +183,17 @@ pub struct TlsListener {
     pub acceptor: TlsAcceptor,
 }
 
+/// The org every event a collector receives belongs to (SPEC §4's
+/// collector org), whatever its sender's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CollectorOrg {
+    /// By name (`orgs.collector_org`).
+    Named(String),
+    /// By id: the org the collector's credentials bind it to (`vigil node
+    /// add --org`); the server lets it publish that org's events only.
+    Bound(OrgId),
+}
+
 /// Everything a collector is started with.
 pub struct CollectorSetup {
     /// The node's name (in events and reports).
@@ -193,8 +204,8 @@ pub struct CollectorSetup {
     pub syslog: SyslogConfig,
     /// TLS listener, if any.
     pub tls: Option<TlsListener>,
-    /// The org this collector belongs to, by name (SPEC §4).
-    pub collector_org: Option<String>,
+    /// The org this collector belongs to (SPEC §4).
+    pub collector_org: Option<CollectorOrg>,
     /// Length of an EPS interval, seconds.
     pub interval_secs: u64,
     /// The device inventory.
@@ -236,7 +247,7 @@ struct Running {
 pub struct Collector {
     node: NodeId,
     interval_secs: u64,
-    collector_org: Option<String>,
+    collector_org: Option<CollectorOrg>,
     intake: Arc<Intake>,
     gate: Arc<Gate>,
     listeners: Arc<ListenerStats>,
@@ -263,7 +274,7 @@ impl Collector {
     ) -> Result<Collector, CollectorError> {
         setup.syslog.validate()?;
         let relays = setup.devices.validate().map_err(CollectorError::Config)?;
-        let table = org_table(orgs, setup.collector_org.as_deref())?;
+        let table = org_table(orgs, setup.collector_org.as_ref())?;
         let gate = Arc::new(Gate::new(setup.node.clone(), budget));
         let skew = SkewConfig {
             alert_after: Duration::from_secs_f64(setup.syslog.clock_skew_alert_secs),
@@ -437,7 +448,7 @@ impl Collector {
         if orgs.version != 0 && orgs.version <= *version {
             return Ok(());
         }
-        let table = org_table(orgs, self.collector_org.as_deref())?;
+        let table = org_table(orgs, self.collector_org.as_ref())?;
         self.intake.set_orgs(table);
         let current = self.gate.budget();
         self.gate.set_budget(Budget {
@@ -765,7 +776,7 @@ fn names_of(orgs: &OrgSnapshot) -> BTreeMap<OrgId, String> {
 
 /// The assignment table of an org snapshot (Super/Global, being virtual,
 /// is never assigned).
-pub fn org_table(orgs: &OrgSnapshot, collector_org: Option<&str>) -> Result<OrgTable, CollectorError> {
+pub fn org_table(orgs: &OrgSnapshot, collector_org: Option<&CollectorOrg>) -> Result<OrgTable, CollectorError> {
     let routes = orgs
         .orgs
         .iter()
@@ -776,16 +787,22 @@ pub fn org_table(orgs: &OrgSnapshot, collector_org: Option<&str>) -> Result<OrgT
             ranges: o.ranges.iter().filter_map(|r| r.parse().ok()).collect(),
         })
         .collect();
-    let collector = match collector_org {
-        Some(name) => Some(
-            orgs.orgs
-                .iter()
-                .find(|o| o.name.eq_ignore_ascii_case(name))
-                .map(|o| o.id)
-                .ok_or_else(|| CollectorError::NoSuchOrg(name.to_owned()))?,
-        ),
-        None => None,
-    };
+    let collector =
+        match collector_org {
+            Some(CollectorOrg::Named(name)) => Some(
+                orgs.orgs
+                    .iter()
+                    .find(|o| o.name.eq_ignore_ascii_case(name))
+                    .map(|o| o.id)
+                    .ok_or_else(|| CollectorError::NoSuchOrg(name.to_owned()))?,
+            ),
+            Some(CollectorOrg::Bound(id)) => {
+                Some(orgs.orgs.iter().find(|o| o.id == *id).map(|o| o.id).ok_or_else(|| {
+                    CollectorError::NoSuchOrg(format!("#{} (the org of this node's credentials)", id.0))
+                })?)
+            }
+            None => None,
+        };
     Ok(OrgTable::new(routes, collector)?)
 }
 
@@ -854,7 +871,10 @@ mod tests {
 
     #[test]
     fn org_ranges_assign_and_a_missing_collector_org_is_an_error() {
-        assert!(matches!(org_table(&snapshot(1, &[]), Some("Nope")), Err(CollectorError::NoSuchOrg(_))));
+        let nope = CollectorOrg::Named("Nope".into());
+        assert!(matches!(org_table(&snapshot(1, &[]), Some(&nope)), Err(CollectorError::NoSuchOrg(_))));
+        let missing = CollectorOrg::Bound(OrgId(99));
+        assert!(matches!(org_table(&snapshot(1, &[]), Some(&missing)), Err(CollectorError::NoSuchOrg(_))));
         let table = org_table(&snapshot(1, &["10.1.0.0/16"]), None).unwrap();
         let ip = "10.1.2.3".parse().unwrap();
         assert_eq!(table.assign(ip, None).id, OrgId(7));

@@ -180,9 +180,48 @@ pub enum TokenCommand {
     },
 }
 
+/// An org by id (digits) or name.
+fn org_ref(text: &str) -> OrgRef {
+    text.parse::<i64>().map(OrgRef::Id).unwrap_or_else(|_| OrgRef::Name(text.to_owned()))
+}
+
 /// `vigil node`.
 #[derive(Subcommand)]
 pub enum NodeCommand {
+    /// Enrol a collector or worker: register it (unregistered until it
+    /// connects) and write its NATS credentials, signed with the cluster's
+    /// key. A collector added with --org may only ever send that org's
+    /// events; the server enforces it.
+    Add {
+        /// The node's name (letters, digits, '-', '_').
+        name: String,
+        /// `collector` or `worker`.
+        #[arg(long, value_parser = ["collector", "worker"])]
+        role: String,
+        /// The org (name or id) every event of this collector belongs to.
+        #[arg(long)]
+        org: Option<String>,
+        /// The EPS this collector is always allocated.
+        #[arg(long, value_name = "N")]
+        guaranteed_eps: Option<u64>,
+        /// The key directory of `vigil cluster init`.
+        #[arg(long, value_name = "DIR", env = "VIGIL_CLUSTER_KEYS")]
+        keys: PathBuf,
+        /// Where to write the credentials (default NAME.creds; mode 0600).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a node from the registry and revoke its credentials: the
+    /// supervisor pushes the revocation to NATS, which disconnects the node
+    /// and refuses it from then on.
+    Remove {
+        /// The node's name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// List the cluster's nodes: role, state and since when, last
     /// heartbeat, guaranteed EPS, and why the node is in its state.
     List {
@@ -334,6 +373,36 @@ pub fn token(cmd: TokenCommand) -> Result<ExitCode> {
 pub fn node(cmd: NodeCommand) -> Result<ExitCode> {
     runtime()?.block_on(async {
         match cmd {
+            NodeCommand::Add { name, role, org, guaranteed_eps, keys, out, store } => {
+                let keys = cluster::auth::ClusterKeys::load(&keys).context("--keys")?;
+                let role = parsers::NodeRole::parse(&role).context("--role: collector or worker")?;
+                let out = out.unwrap_or_else(|| PathBuf::from(format!("{name}.creds")));
+                let s = store.open().await?;
+                s.set_cluster_keys(Arc::new(keys));
+                let new = supervisor::store::NewNode { name: name.clone(), role, org: org.as_deref().map(org_ref) };
+                let added = s.add_node_as(&Principal::cli(), new, guaranteed_eps).await;
+                s.close().await;
+                let (node, creds) = added.with_context(|| format!("node {name:?}"))?;
+                creds.write(&out)?;
+                let bound = node.org_id.map(|o| format!(", bound to org {o}")).unwrap_or_default();
+                let slot = node.slot.map(|s| format!(", event-id slot {s}")).unwrap_or_default();
+                let eps = node.guaranteed_eps.map(|e| format!(", guaranteed {e} EPS")).unwrap_or_default();
+                println!("node {name} enrolled as a {}{bound}{slot}{eps}: credentials in {}", node.role, out.display());
+                println!("start it with: vigil {} --nats URL --creds {}", node.role, out.display());
+            }
+            NodeCommand::Remove { name, store } => {
+                let s = store.open().await?;
+                let removed = s.remove_node_as(&Principal::cli(), &name).await;
+                s.close().await;
+                let node = removed.with_context(|| format!("node {name:?}"))?;
+                if node.enrolled {
+                    println!(
+                        "node {name} removed; its credentials are revoked (the supervisor disconnects it within a second)"
+                    );
+                } else {
+                    println!("node {name} removed from the registry");
+                }
+            }
             NodeCommand::List { store } => {
                 let s = store.open().await?;
                 let nodes = s.list_nodes().await;

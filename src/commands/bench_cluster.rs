@@ -338,7 +338,9 @@ fn publish_baseline(ctx: &Context<'_>, nats_server: &Path, batch: usize) -> Resu
         let mut handles = Vec::with_capacity(payloads.len());
         for (n, (payload, _)) in payloads.into_iter().enumerate() {
             let partition = u16::try_from(n % 8).unwrap_or(0);
-            handles.push(publisher.publish(partition, &format!("bench/{n}"), Default::default(), payload).await?);
+            let org = u32::from(partition) + 1;
+            let msg_id = format!("bench/{n}");
+            handles.push(publisher.publish(partition, org, "bench", &msg_id, Default::default(), payload).await?);
         }
         for h in handles {
             h.await?;

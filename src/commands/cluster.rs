@@ -14,8 +14,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use collector::metrics::Exposition;
-use collector::node::CollectorSetup;
+use collector::node::{CollectorOrg, CollectorSetup};
 use collector::{Clock, NodeId, SystemClock};
+use parsers::{NodeRole, OrgId};
 use supervisor::licence::{self, LicenceStatus};
 use supervisor::node::metrics_router;
 
@@ -33,6 +34,18 @@ pub struct ClusterArgs {
     /// Prometheus /metrics address (port 0: any free port, printed).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<SocketAddr>,
+    /// This node's NATS credentials, from `vigil node add` (collectors and
+    /// workers): the node's name, role, org and slot come with them.
+    #[arg(long, value_name = "FILE", env = "VIGIL_NATS_CREDS")]
+    creds: Option<PathBuf>,
+    /// The supervisor's key directory from `vigil cluster init` (its own
+    /// credentials, and the keys that revoke removed nodes).
+    #[arg(long, value_name = "DIR", env = "VIGIL_CLUSTER_KEYS")]
+    keys: Option<PathBuf>,
+    /// The CA the NATS server's certificate must chain to (PEM; `tls/ca.pem`
+    /// of `vigil cluster init`, which the supervisor finds by itself).
+    #[arg(long, value_name = "FILE", env = "VIGIL_NATS_CA")]
+    nats_ca: Option<PathBuf>,
 }
 
 /// Arguments of `vigil collector`.
@@ -67,8 +80,9 @@ pub struct WorkerArgs {
     data_dir: Option<PathBuf>,
 }
 
-/// The config file and the cluster flags applied over it.
-fn load(args: &ClusterArgs, node: Option<&String>) -> Result<RunConfig> {
+/// The config file and the cluster flags applied over it; `role` is the
+/// process's, which credentials must be for.
+fn load(args: &ClusterArgs, node: Option<&String>, role: NodeRole) -> Result<RunConfig> {
     let mut config = match &args.config {
         Some(path) => {
             let text = super::rules::read_text(path)?;
@@ -89,6 +103,33 @@ fn load(args: &ClusterArgs, node: Option<&String>) -> Result<RunConfig> {
     }
     if let Some(a) = args.metrics_addr {
         config.metrics.addr = a;
+    }
+    if let Some(c) = &args.creds {
+        config.cluster.creds_file = Some(c.clone());
+    }
+    if let Some(k) = &args.keys {
+        config.cluster.keys_dir = Some(k.clone());
+    }
+    if let Some(ca) = &args.nats_ca {
+        config.cluster.nats_ca_file = Some(ca.clone());
+    }
+    if let Some(dir) = &config.cluster.keys_dir
+        && config.cluster.nats_ca_file.is_none()
+        && dir.join("tls/ca.pem").exists()
+    {
+        config.cluster.nats_ca_file = Some(dir.join("tls/ca.pem"));
+    }
+    if let Some(path) = &config.cluster.creds_file {
+        let grant = cluster::auth::read_grant(path).context("cluster.creds_file")?;
+        if grant.role != role {
+            bail!("{} holds {} credentials (node {}), not {role} ones", path.display(), grant.role, grant.node);
+        }
+        match &config.cluster.node {
+            Some(n) if *n != grant.node => {
+                bail!("node name {n:?} differs from {:?}, the name in {}", grant.node, path.display())
+            }
+            _ => config.cluster.node = Some(grant.node),
+        }
     }
     config.cluster.validate().map_err(anyhow::Error::msg)?;
     config.metrics.validate()?;
@@ -133,7 +174,7 @@ async fn serve_metrics(
 
 /// Runs `vigil collector`.
 pub fn collector(args: CollectorArgs) -> Result<ExitCode> {
-    let mut config = load(&args.cluster, args.node.as_ref())?;
+    let mut config = load(&args.cluster, args.node.as_ref(), NodeRole::Collector)?;
     if let Some(a) = args.syslog_addr {
         config.syslog.addr = a;
     }
@@ -152,16 +193,32 @@ async fn run_collector(config: RunConfig) -> Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let nats = connect(&config, &format!("vigil collector {node}")).await?;
     let (tls, tls_note) = super::run::tls_listener(&config)?.unzip();
+    let grant = config.cluster.creds_file.as_deref().map(cluster::auth::read_grant).transpose()?;
+    // Credentials bind the org and give the slot; otherwise the config
+    // names the org and the node claims a slot.
+    let collector_org = match grant.as_ref().and_then(|g| g.org) {
+        Some(id) => Some(CollectorOrg::Bound(OrgId(id))),
+        None => config.orgs.collector_org.clone().map(CollectorOrg::Named),
+    };
     let setup = CollectorSetup {
         node: NodeId::new(&node),
-        slot: 0,
+        slot: grant.and_then(|g| g.slot).unwrap_or(0),
         syslog: config.syslog.clone(),
         tls,
-        collector_org: config.orgs.collector_org.clone(),
+        collector_org,
         interval_secs: config.cluster.interval_secs,
         devices: config.devices.clone(),
     };
     println!("vigil collector {node} {} (NATS {})", env!("CARGO_PKG_VERSION"), nats.server_version());
+    let spool = match &config.cluster.spool_dir {
+        Some(dir) => {
+            let spool = collector::spool::Spool::open(dir, config.cluster.spool_max_mb.saturating_mul(1 << 20))?;
+            let waiting = spool.stats().events.load(std::sync::atomic::Ordering::Relaxed);
+            println!("spool: {} ({waiting} events waiting from before)", dir.display());
+            Some(Arc::new(spool))
+        }
+        None => None,
+    };
     let collector = Arc::new(
         collector::cluster::ClusterCollector::start(
             &nats,
@@ -169,6 +226,7 @@ async fn run_collector(config: RunConfig) -> Result<ExitCode> {
             clock,
             config.cluster.heartbeat(),
             cluster::PublisherConfig::default(),
+            spool,
         )
         .await?,
     );
@@ -185,14 +243,17 @@ async fn run_collector(config: RunConfig) -> Result<ExitCode> {
     println!("metrics: http://{metrics_addr}/metrics");
     super::supervisor::shutdown().await;
     eprintln!("vigil collector: stopping: draining listeners, waiting for JetStream to acknowledge");
-    let (accepted, acknowledged) = collector.stop(Duration::from_secs(30)).await;
+    let (accepted, acknowledged, spooled) = collector.stop(Duration::from_secs(30)).await;
     let _ = stop_tx.send(true);
     let _ = metrics.await;
-    println!("vigil collector: stopped; {accepted} events accepted, {acknowledged} acknowledged by JetStream");
-    if acknowledged < accepted {
+    println!(
+        "vigil collector: stopped; {accepted} events accepted, {acknowledged} acknowledged by JetStream, \
+         {spooled} in the spool (sent at the next start)"
+    );
+    if acknowledged + spooled < accepted {
         eprintln!(
             "vigil collector: {} accepted events were not acknowledged in 30 s; their senders get no ack",
-            accepted - acknowledged
+            accepted - acknowledged - spooled
         );
         return Ok(ExitCode::from(1));
     }
@@ -201,7 +262,7 @@ async fn run_collector(config: RunConfig) -> Result<ExitCode> {
 
 /// Runs `vigil worker`.
 pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
-    let mut config = load(&args.cluster, args.node.as_ref())?;
+    let mut config = load(&args.cluster, args.node.as_ref(), NodeRole::Worker)?;
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
     }
@@ -258,7 +319,7 @@ pub fn supervisor_config(args: &ClusterArgs, store: &super::admin::StoreArgs) ->
     if args.nats.is_none() && !from_file {
         return Ok(None);
     }
-    let mut config = load(args, None)?;
+    let mut config = load(args, None, NodeRole::Supervisor)?;
     config.data_dir = store.data_dir.clone();
     config.license = store.license.clone().or(config.license);
     if !(0.1..=3600.0).contains(&config.orgs.refresh_secs) {
@@ -293,11 +354,24 @@ pub async fn run_supervisor(
         device_reports: None,
         device_every: Duration::from_secs_f64(config.devices.report_secs),
     };
+    let revoker = match &config.cluster.keys_dir {
+        Some(dir) => {
+            let keys = Arc::new(cluster::auth::ClusterKeys::load(dir).context("cluster.keys_dir")?);
+            // The API enrols nodes with them too (POST /api/v1/nodes).
+            store.set_cluster_keys(keys.clone());
+            Some(Arc::new(supervisor::cluster::Revoker {
+                keys,
+                system: cluster::connect_system(&config.cluster, dir).await?,
+            }))
+        }
+        None => None,
+    };
     let cluster_setup = supervisor::cluster::ClusterSetup {
         partitions: config.cluster.partitions,
         stream_max_bytes: config.cluster.stream_max_mb.saturating_mul(1 << 20),
         missed_heartbeat: config.cluster.missed_heartbeat(),
         cross_org: config.cluster.cross_org,
+        revoker,
     };
     let sup = Arc::new(supervisor::cluster::ClusterSupervisor::start(&nats, cluster_setup, setup, store, clock).await?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -7,6 +7,7 @@ pub mod bench_notify;
 pub mod bench_search;
 pub mod bench_sigma;
 pub mod cluster;
+pub mod cluster_init;
 pub mod connector;
 pub mod license;
 pub mod parse;

@@ -221,6 +221,10 @@ nats_tls = false                 # require TLS to NATS (implied by the files bel
 # nats_ca_file = "/etc/vigil/nats-ca.pem"   # CA of the NATS server's certificate (default: public roots)
 # nats_cert_file = "/etc/vigil/node.pem"    # this node's certificate, when the server verifies clients
 # nats_key_file = "/etc/vigil/node.key"     # its private key
+# creds_file = "/etc/vigil/edge-a.creds"     # this node's credentials from `vigil node add` (collectors, workers)
+# keys_dir = "/etc/vigil/cluster-keys"       # the supervisor's `vigil cluster init` directory
+# spool_dir = "/var/lib/vigil/spool"         # a collector's disk buffer while its link to NATS is down
+spool_max_mb = 1024              # the spool's limit; when full, senders are held back
 partitions = 8                   # event stream partitions; each org's events go to one
 interval_secs = 180              # EPS interval (the supervisor's value reaches collectors)
 lease_ttl_secs = 10.0            # a dead worker's partitions move to a live one within this
@@ -389,7 +393,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         slot: 0,
         syslog: config.syslog.clone(),
         tls,
-        collector_org: config.orgs.collector_org.clone(),
+        collector_org: config.orgs.collector_org.clone().map(collector::node::CollectorOrg::Named),
         interval_secs: INTERVAL_SECS,
         devices: config.devices.clone(),
     };

@@ -48,6 +48,87 @@ pub struct ClusterSetup {
     pub missed_heartbeat: Duration,
     /// Cross-org rules run (batches go to the cross-org partition too).
     pub cross_org: bool,
+    /// With enrolled nodes (`vigil cluster init`): the cluster's keys and a
+    /// system-account connection, to push revocations to the server.
+    pub revoker: Option<Arc<Revoker>>,
+}
+
+/// What revokes removed nodes' credentials on the running server.
+pub struct Revoker {
+    /// The cluster's keys (the operator key signs the account JWT).
+    pub keys: Arc<cluster::auth::ClusterKeys>,
+    /// A connection as the system-account user.
+    pub system: cluster::Client,
+}
+
+impl std::fmt::Debug for Revoker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revoker").field("keys", &self.keys).finish_non_exhaustive()
+    }
+}
+
+/// How often enrolment changes (bindings, revocations) are looked for.
+const ENROLMENT_EVERY: Duration = Duration::from_millis(500);
+
+/// Keeps NATS in step with the registry's enrolment: the collectors'
+/// org bindings go to the control bucket (workers refuse batches outside
+/// them), and every revoked user key goes into the account JWT pushed to
+/// the server, which disconnects the node and refuses it from then on.
+/// A push that fails is tried again on the next round.
+async fn follow_enrolment(
+    store: Arc<Store>,
+    kv: ControlKv,
+    revoker: Option<Arc<Revoker>>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<ClusterStats>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut bindings_sent = None;
+    let mut revocations_sent = None;
+    let mut last_iat = 0i64;
+    loop {
+        match store.node_bindings().await {
+            Ok(b) if Some(&b) != bindings_sent.as_ref() => {
+                let body = serde_json::to_vec(&b).unwrap_or_default();
+                if kv.put(cluster::BINDINGS_KEY, body.into()).await.is_ok() {
+                    stats.control_writes.fetch_add(1, Ordering::Relaxed);
+                    bindings_sent = Some(b);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("vigil supervisor: reading node bindings: {e}"),
+        }
+        if let Some(r) = &revoker {
+            match store.node_revocations().await {
+                Ok(revoked) if Some(&revoked) != revocations_sent.as_ref() => {
+                    // Each update must be newer than the last the server kept.
+                    let now = i64::try_from(clock.now().unix_nanos() / 1_000_000_000).unwrap_or(0);
+                    let iat = now.max(last_iat + 1);
+                    let pushed = match r.keys.account_jwt(&revoked, iat) {
+                        Ok(jwt) => cluster::auth::push_account(&r.system, &jwt).await,
+                        Err(e) => Err(e),
+                    };
+                    match pushed {
+                        Ok(()) => {
+                            last_iat = iat;
+                            stats.revocation_pushes.fetch_add(1, Ordering::Relaxed);
+                            if revocations_sent.is_some() {
+                                eprintln!("vigil supervisor: {} node keys revoked on the server", revoked.len());
+                            }
+                            revocations_sent = Some(revoked);
+                        }
+                        Err(e) => eprintln!("vigil supervisor: revoking removed nodes: {e}; trying again"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("vigil supervisor: reading revocations: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(ENROLMENT_EVERY) => {}
+        }
+    }
 }
 
 /// Counters of the cluster transports.
@@ -65,6 +146,8 @@ pub struct ClusterStats {
     pub control_writes: AtomicU64,
     /// Device reports that could not be read, or named another node than their subject.
     pub bad_device_reports: AtomicU64,
+    /// Account updates with revocations pushed to nats-server.
+    pub revocation_pushes: AtomicU64,
 }
 
 /// Budgets, org tables and device standings for the control bucket: the
@@ -194,7 +277,15 @@ impl ClusterSupervisor {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let downlink =
             Arc::new(KvDownlink { pending: Mutex::new(BTreeMap::new()), parts: Mutex::new(None), wake: Notify::new() });
-        let mut tasks = vec![tokio::spawn(write_control(kv, downlink.clone(), stats.clone(), stopped.clone()))];
+        let mut tasks = vec![tokio::spawn(write_control(kv.clone(), downlink.clone(), stats.clone(), stopped.clone()))];
+        tasks.push(tokio::spawn(follow_enrolment(
+            store.clone(),
+            kv,
+            cluster_setup.revoker,
+            clock.clone(),
+            stats.clone(),
+            stopped.clone(),
+        )));
         setup.guarantees = store.node_guarantees().await?;
         let (reports_tx, reports_rx) = crossbeam_channel::bounded::<IntervalReport>(4_096);
         let client = nats.client().clone();
@@ -265,6 +356,11 @@ impl ClusterSupervisor {
                 "vigil_device_reports_bad_total",
                 "Device reports that could not be read or named another node than their subject (dropped).",
                 n(&s.bad_device_reports),
+            ),
+            (
+                "vigil_revocation_pushes_total",
+                "Account updates with the revoked node keys pushed to nats-server.",
+                n(&s.revocation_pushes),
             ),
             (
                 "vigil_control_writes_total",

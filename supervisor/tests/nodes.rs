@@ -335,9 +335,12 @@ async fn a_store_from_before_the_registry_gains_it() {
         // Back to before the registry (and the columns later versions
         // added to it), as a store made before it.
         let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
-        for sql in
-            ["DROP TABLE node_transitions", "DROP TABLE nodes", "DELETE FROM schema_migrations WHERE version IN (2, 6)"]
-        {
+        for sql in [
+            "DROP TABLE node_transitions",
+            "DROP TABLE node_revocations",
+            "DROP TABLE nodes",
+            "DELETE FROM schema_migrations WHERE version IN (2, 6, 9)",
+        ] {
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
         }
         conn.close().await.ok();
@@ -409,12 +412,24 @@ async fn only_node_administrators_see_nodes() {
             json!({ "node": "edge-1", "from": "unregistered", "to": "active", "reason": "heartbeat", "at": "2026-11-22T10:00:00Z" })
         );
         let keys: Vec<&String> = edge.as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 12, "the documented fields and no others: {keys:?}");
+        assert_eq!(keys.len(), 15, "the documented fields and no others: {keys:?}");
+        assert_eq!((&edge["enrolled"], &edge["org_id"], &edge["slot"]), (&json!(false), &Value::Null, &Value::Null));
         assert_eq!(edge["log_sources_silent"], Value::Null);
         assert_eq!(v["nodes"][1]["state_reason"], "disk full");
-        // The endpoint takes no query parameters and only GET.
+        // The endpoint takes no query parameters; GET, POST (enrol) only.
         assert_eq!(call(&app, "GET", "/nodes?limit=5", Some(&root), None).await.0, StatusCode::BAD_REQUEST);
-        assert_eq!(call(&app, "POST", "/nodes", Some(&root), Some(json!({}))).await.0, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            call(&app, "POST", "/nodes", Some(&root), Some(json!({}))).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(call(&app, "PUT", "/nodes", Some(&root), Some(json!({}))).await.0, StatusCode::METHOD_NOT_ALLOWED);
+        // Without the cluster's keys nothing can be enrolled.
+        let (status, v) =
+            call(&app, "POST", "/nodes", Some(&root), Some(json!({ "name": "edge-9", "role": "collector" }))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{v}");
+        assert!(v["error"]["message"].as_str().unwrap_or_default().contains("no cluster keys"), "{v}");
+        assert_eq!(call(&app, "GET", "/nodes/edge-1", Some(&root), None).await.0, StatusCode::OK);
+        assert_eq!(call(&app, "GET", "/nodes/nope", Some(&root), None).await.0, StatusCode::NOT_FOUND);
         assert_eq!(call(&app, "GET", "/nodes", None, None).await.0, StatusCode::UNAUTHORIZED);
         assert_eq!(call(&app, "GET", "/nodes", Some("vgl_nope"), None).await.0, StatusCode::UNAUTHORIZED);
 
@@ -429,11 +444,13 @@ async fn only_node_administrators_see_nodes() {
             ("Super/Global analyst", &super_analyst),
             ("scoped Super/Global admin", &scoped_admin),
         ] {
-            for (method, query) in [("GET", ""), ("GET", "?limit=5"), ("HEAD", ""), ("POST", ""), ("DELETE", "")] {
-                let nodes = exact(&app, method, &format!("/nodes{query}"), token).await;
-                let unknown = exact(&app, method, &format!("/no-such-endpoint{query}"), token).await;
-                assert_eq!(nodes.0, StatusCode::NOT_FOUND, "{}: {who} {method} /nodes{query}", db.name);
-                assert_eq!(nodes, unknown, "{}: {who} {method} /nodes{query}", db.name);
+            for path in ["/nodes", "/nodes/edge-1", "/nodes/nope"] {
+                for (method, query) in [("GET", ""), ("GET", "?limit=5"), ("HEAD", ""), ("POST", ""), ("DELETE", "")] {
+                    let nodes = exact(&app, method, &format!("{path}{query}"), token).await;
+                    let unknown = exact(&app, method, &format!("/no-such-endpoint{query}"), token).await;
+                    assert_eq!(nodes.0, StatusCode::NOT_FOUND, "{}: {who} {method} {path}{query}", db.name);
+                    assert_eq!(nodes, unknown, "{}: {who} {method} {path}{query}", db.name);
+                }
             }
             // Nor does the audit log mention nodes.
             let (_, audit) = call(&app, "GET", "/audit", Some(token), None).await;
@@ -475,6 +492,58 @@ async fn node_metrics_have_a_series_per_node() {
         }
         assert!(!text.contains("vigil_node_last_seen_seconds{node=\"edge-2\""), "never seen: no sample");
         assert_eq!(text.matches("vigil_node_state{").count(), 12);
+        store.close().await;
+    }
+}
+
+/// Enrolment through the API (issue 16): a Super/Global administrator adds
+/// a collector bound to an org and gets its credentials once; the node is
+/// unregistered until it connects; removing it revokes its key. A second
+/// enrolment of the same name is refused until it is removed.
+#[tokio::test]
+async fn administrators_enrol_and_remove_nodes_through_the_api() {
+    for db in backends().await {
+        let (store, _clock) = open(&db, 10_000).await;
+        let root = store.bootstrap_admin(None).await.unwrap().unwrap();
+        store.set_cluster_keys(std::sync::Arc::new(cluster::auth::ClusterKeys::generate()));
+        let app = supervisor::api::router(store.clone());
+        let acme = ok(&app, "POST", "/orgs", &root, Some(json!({ "name": "Acme" }))).await;
+        let new = json!({ "name": "edge-api", "role": "collector", "org": "Acme", "guaranteed_eps": 50 });
+        let (status, v) = call(&app, "POST", "/nodes", Some(&root), Some(new.clone())).await;
+        assert_eq!(status, StatusCode::CREATED, "{}: {v}", db.name);
+        assert_eq!((&v["node"]["state"], &v["node"]["enrolled"]), (&json!("unregistered"), &json!(true)));
+        assert_eq!((&v["node"]["org_id"], &v["node"]["guaranteed_eps"]), (&acme["id"], &json!(50)));
+        let creds = v["creds"].as_str().unwrap();
+        assert!(creds.contains("BEGIN NATS USER JWT") && creds.contains("BEGIN USER NKEY SEED"), "{creds}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("edge-api.creds"), creds).unwrap();
+        let grant = cluster::auth::read_grant(&dir.path().join("edge-api.creds")).unwrap();
+        let acme_id = u32::try_from(acme["id"].as_u64().unwrap()).unwrap();
+        assert_eq!((grant.node.as_str(), grant.org, grant.slot), ("edge-api", Some(acme_id), Some(1)));
+        assert_eq!(store.node_bindings().await.unwrap().get("edge-api"), Some(&acme_id));
+        // Enrolled already; bad names, roles and a worker with an org.
+        assert_eq!(call(&app, "POST", "/nodes", Some(&root), Some(new)).await.0, StatusCode::CONFLICT);
+        for bad in [
+            json!({ "name": "a.b", "role": "collector" }),
+            json!({ "name": "w", "role": "supervisor" }),
+            json!({ "name": "w", "role": "worker", "org": "Acme" }),
+            json!({ "name": "w", "role": "worker", "guaranteed_eps": 5 }),
+        ] {
+            let (status, v) = call(&app, "POST", "/nodes", Some(&root), Some(bad.clone())).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
+        }
+        assert_eq!(call(&app, "GET", "/nodes/w", Some(&root), None).await.0, StatusCode::NOT_FOUND);
+        let (status, v) = call(&app, "DELETE", "/nodes/edge-api", Some(&root), None).await;
+        assert_eq!((status, &v["revoked"]), (StatusCode::OK, &json!(true)), "{v}");
+        let revoked = store.node_revocations().await.unwrap();
+        assert_eq!(revoked.len(), 1, "{revoked:?}");
+        assert!(store.node_bindings().await.unwrap().is_empty());
+        assert_eq!(call(&app, "GET", "/nodes/edge-api", Some(&root), None).await.0, StatusCode::NOT_FOUND);
+        let (_, audit) = call(&app, "GET", "/audit?object_type=node", Some(&root), None).await;
+        let actions: Vec<&str> =
+            audit["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+        assert!(actions.contains(&"enrol") && actions.contains(&"remove"), "{actions:?}");
+        assert!(!audit.to_string().contains("NKEY"), "no credentials in the audit log");
         store.close().await;
     }
 }

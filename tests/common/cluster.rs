@@ -249,7 +249,12 @@ pub struct Collector {
 }
 
 pub fn collector(node: &str, nats: &str, config: &Path) -> Collector {
-    let args: Vec<String> = [
+    collector_with(node, nats, config, &[])
+}
+
+/// A collector with more flags (`--creds FILE`).
+pub fn collector_with(node: &str, nats: &str, config: &Path, extra: &[&str]) -> Collector {
+    let mut args: Vec<String> = [
         "collector",
         "--nats",
         nats,
@@ -265,6 +270,7 @@ pub fn collector(node: &str, nats: &str, config: &Path) -> Collector {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
     let mut role = Role::spawn(&args, &[]);
     let syslog = role.wait_line("syslog: ");
     let tcp = syslog.split_whitespace().find(|a| a.starts_with("tcp://")).unwrap().to_owned();
@@ -280,7 +286,12 @@ pub struct Worker {
 }
 
 pub fn worker(node: &str, nats: &str, config: &Path, data: &Path) -> Worker {
-    let args: Vec<String> = [
+    worker_with(node, nats, config, data, &[])
+}
+
+/// A worker with more flags (`--creds FILE`).
+pub fn worker_with(node: &str, nats: &str, config: &Path, data: &Path, extra: &[&str]) -> Worker {
+    let mut args: Vec<String> = [
         "worker",
         "--nats",
         nats,
@@ -296,6 +307,7 @@ pub fn worker(node: &str, nats: &str, config: &Path, data: &Path) -> Worker {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
     let mut role = Role::spawn(&args, &[]);
     let metrics_url = role.wait_line("metrics: ").split_whitespace().next().unwrap().to_owned();
     Worker { role, data: data.to_owned(), metrics_url }

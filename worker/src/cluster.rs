@@ -121,6 +121,68 @@ pub struct ClusterStats {
     pub checkpoint_bytes: AtomicU64,
     /// Partitions whose rule state was restored from a checkpoint.
     pub restored: AtomicU64,
+    /// Batches refused before storage, by [`Refusal`].
+    pub refused: [AtomicU64; 3],
+}
+
+/// The org each enrolled collector is bound to, as the supervisor
+/// publishes it (`bindings` in the control bucket).
+pub type Bindings = Arc<arc_swap::ArcSwap<BTreeMap<String, u32>>>;
+
+/// Why a batch is refused: neither stored nor correlated, and counted
+/// (`vigil_batches_refused_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its subject is not `vigil.events.<p>.<org>.<node>` of this partition.
+    Subject,
+    /// Its events are not all of the subject's org, or that org's events
+    /// belong in another partition.
+    Org,
+    /// The publishing collector is bound to another org: the server's
+    /// permissions should have refused it (a second line of defence).
+    Binding,
+}
+
+impl Refusal {
+    /// All of them, in counter order.
+    pub const ALL: [Refusal; 3] = [Refusal::Subject, Refusal::Org, Refusal::Binding];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Subject => "subject",
+            Refusal::Org => "org_mismatch",
+            Refusal::Binding => "binding",
+        }
+    }
+}
+
+/// Checks a batch read from `partition` against the subject it was
+/// published on and the sender's binding. `org_partitions` is `None` on the
+/// cross-org partition (every org's events come there).
+pub fn check_batch(
+    subject: &str,
+    partition: u16,
+    org_partitions: Option<u16>,
+    events: &[parsers::Event],
+    bindings: &BTreeMap<String, u32>,
+) -> Result<(), Refusal> {
+    let (p, org, node) = cluster::parse_batch_subject(subject).ok_or(Refusal::Subject)?;
+    if p != partition {
+        return Err(Refusal::Subject);
+    }
+    if let Some(n) = org_partitions
+        && cluster::partition_of(org.max(1), n) != partition
+    {
+        return Err(Refusal::Org);
+    }
+    if events.iter().any(|e| e.org_id.map_or(0, |o| o.0) != org) {
+        return Err(Refusal::Org);
+    }
+    match bindings.get(node) {
+        Some(&bound) if bound != org => Err(Refusal::Binding),
+        _ => Ok(()),
+    }
 }
 
 /// A running cluster worker.
@@ -166,6 +228,29 @@ struct Shared {
     clock: Arc<dyn Clock>,
     stats: Arc<ClusterStats>,
     runtime: tokio::runtime::Handle,
+    bindings: Bindings,
+}
+
+/// Reads the collectors' bindings as the supervisor changes them.
+async fn follow_bindings(control: ControlKv, bindings: Bindings, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let mut seen = 0;
+    loop {
+        match control.get(cluster::BINDINGS_KEY).await {
+            Ok(Some((revision, value))) if revision != seen => {
+                match serde_json::from_slice::<BTreeMap<String, u32>>(&value) {
+                    Ok(b) => bindings.store(Arc::new(b)),
+                    Err(e) => eprintln!("vigil worker: node bindings cannot be read: {e}; keeping the last ones"),
+                }
+                seen = revision;
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("vigil worker: reading node bindings: {e}"),
+        }
+        tokio::select! {
+            _ = stopped.changed() => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
 }
 
 impl ClusterWorker {
@@ -224,6 +309,8 @@ impl ClusterWorker {
         };
         let compact_stats = compactor.as_ref().map(|(c, _)| c.stats().clone());
         let heartbeat = setup.heartbeat;
+        let bindings: Bindings = Default::default();
+        tokio::spawn(follow_bindings(control, bindings.clone(), stopped.clone()));
         let shared = Shared {
             node: setup.node.clone(),
             stream,
@@ -236,6 +323,7 @@ impl ClusterWorker {
             clock,
             stats: stats.clone(),
             runtime: tokio::runtime::Handle::current(),
+            bindings,
         };
         let owned = Arc::new(Mutex::new(BTreeMap::new()));
         let node = shared.node.clone();
@@ -319,6 +407,13 @@ impl ClusterWorker {
         for (name, help, value) in series {
             m.add(name, "counter", help, [(nl.clone(), value)]);
         }
+        m.add(
+            "vigil_batches_refused_total",
+            "counter",
+            "Event batches refused before storage: subject, org_mismatch (events of another org than the \
+             subject's), binding (a collector publishing outside its enrolled org).",
+            Refusal::ALL.iter().zip(&s.refused).map(|(r, c)| (format!("{nl},reason=\"{}\"", r.as_str()), n(c))),
+        );
         m.add(
             "vigil_partition_committed_sequence",
             "gauge",
@@ -893,6 +988,9 @@ async fn start_partition(shared: &Shared, lease: Lease) -> Result<Owned, WorkerE
             stats: shared.stats.clone(),
             arrivals: arrivals.clone(),
             stored_upto,
+            partition,
+            org_partitions: (!cross).then(|| cluster::org_partitions(shared.stream.partitions())),
+            bindings: shared.bindings.clone(),
         };
         std::thread::Builder::new()
             .name(format!("vigil-feed-p{partition}"))
@@ -936,6 +1034,10 @@ struct Feeder {
     stats: Arc<ClusterStats>,
     arrivals: Arc<Mutex<VecDeque<(u64, i64)>>>,
     stored_upto: u64,
+    partition: u16,
+    /// The org partitions, or `None` on the cross-org partition.
+    org_partitions: Option<u16>,
+    bindings: Bindings,
 }
 
 impl Feeder {
@@ -967,6 +1069,20 @@ impl Feeder {
                     continue;
                 }
             };
+            if let Err(why) =
+                check_batch(&record.subject, self.partition, self.org_partitions, &events, &self.bindings.load())
+            {
+                let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
+                if self.stats.refused[i].fetch_add(1, Ordering::Relaxed) < 10 {
+                    eprintln!(
+                        "vigil worker: refused the batch at sequence {} on {} ({}): not stored, not correlated",
+                        record.sequence,
+                        record.subject,
+                        why.as_str()
+                    );
+                }
+                continue;
+            }
             let received = events.last().map_or(0, |e| e.received_at.unix_secs());
             {
                 let mut a = self.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1122,6 +1238,34 @@ fn horizon_floor(c: &CommitLoop) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event_of(org: Option<u32>) -> parsers::Event {
+        let now = parsers::EventTime::from_unix(1_800_000_000, 0, 0);
+        let mut e = parsers::Parser::new().parse(bytes::Bytes::from_static(b"<13>hello"), now);
+        e.org_id = org.map(parsers::OrgId);
+        e
+    }
+
+    #[test]
+    fn batches_are_held_to_their_subject_partition_and_binding() {
+        let none = BTreeMap::new();
+        let acme = [event_of(Some(5)), event_of(Some(5))];
+        // Org 5 of 4 org partitions is partition 1.
+        assert_eq!(check_batch("vigil.events.1.5.edge-a", 1, Some(4), &acme, &none), Ok(()));
+        assert_eq!(check_batch("vigil.events.1.5.edge-a", 4, None, &acme, &none), Err(Refusal::Subject));
+        assert_eq!(check_batch("vigil.events.4.5.edge-a", 4, None, &acme, &none), Ok(()), "cross-org partition");
+        assert_eq!(check_batch("vigil.events.2.6.edge-a", 2, Some(4), &acme, &none), Err(Refusal::Org));
+        assert_eq!(check_batch("vigil.events.2.5.edge-a", 2, Some(4), &acme, &none), Err(Refusal::Org));
+        let mixed = [event_of(Some(5)), event_of(Some(6))];
+        assert_eq!(check_batch("vigil.events.1.5.edge-a", 1, Some(4), &mixed, &none), Err(Refusal::Org));
+        assert_eq!(check_batch("vigil.events.1", 1, Some(4), &acme, &none), Err(Refusal::Subject));
+        let bound = BTreeMap::from([("edge-a".to_owned(), 6)]);
+        assert_eq!(check_batch("vigil.events.1.5.edge-a", 1, Some(4), &acme, &bound), Err(Refusal::Binding));
+        assert_eq!(check_batch("vigil.events.1.5.edge-b", 1, Some(4), &acme, &bound), Ok(()));
+        // Events without an org travel as org 0, in org 1's partition.
+        let unassigned = [event_of(None)];
+        assert_eq!(check_batch("vigil.events.1.0.edge-b", 1, Some(4), &unassigned, &bound), Ok(()));
+    }
 
     #[test]
     fn a_commit_record_covers_what_each_fence_committed() {

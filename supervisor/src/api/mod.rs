@@ -26,7 +26,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -330,34 +330,91 @@ fn unknown_endpoint() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /api/v1/openapi.json")
 }
 
-/// `GET /nodes`: the cluster's node registry, for those who administer
-/// nodes ([`Principal::administers_nodes`]). Everyone else with a valid
-/// token gets exactly the answer of a path no route serves, whatever the
-/// method or query, so an org's users cannot tell nodes exist; only then
-/// is the query held to the endpoint's parameters and the method to GET.
+/// `POST /nodes` body: a node to enrol.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNodeBody {
+    name: String,
+    role: String,
+    #[serde(default)]
+    org: Option<crate::store::OrgRef>,
+    #[serde(default)]
+    guaranteed_eps: Option<u64>,
+}
+
+/// A 405 naming the methods `allow` of the endpoint.
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut resp =
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+            .into_response();
+    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+/// `/nodes` and `/nodes/{name}`: the cluster's node registry, for those
+/// who administer nodes ([`Principal::administers_nodes`]): list (GET),
+/// enrol (POST: the answer holds the node's credentials, shown once), one
+/// node (GET) and its removal (DELETE: its credentials are revoked).
+/// Everyone else with a valid token gets exactly the answer of a path no
+/// route serves, whatever the method, query or body, so an org's users
+/// cannot tell nodes exist; only then are the query, method and body
+/// checked.
 fn nodes() -> Router<Arc<Store>> {
-    Router::new().route(
-        "/nodes",
-        axum::routing::any(
-            async |State(s): State<Arc<Store>>, Caller(c): Caller, method: Method, uri: Uri| -> ApiResult<Response> {
-                if !c.administers_nodes() {
-                    return Err(unknown_endpoint());
-                }
-                if method != Method::GET && method != Method::HEAD {
-                    let mut resp = ApiError::new(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "method_not_allowed",
-                        "method not allowed on this endpoint",
-                    )
-                    .into_response();
-                    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
-                    return Ok(resp);
-                }
-                query::validate(query::params_for("get", "/nodes"), uri.query())?;
-                Ok(ok(serde_json::json!({ "nodes": s.list_nodes().await? })))
-            },
-        ),
-    )
+    Router::new()
+        .route(
+            "/nodes",
+            axum::routing::any(
+                async |State(s): State<Arc<Store>>, Caller(c): Caller, req: Request| -> ApiResult<Response> {
+                    if !c.administers_nodes() {
+                        return Err(unknown_endpoint());
+                    }
+                    match req.method().clone() {
+                        Method::GET | Method::HEAD => {
+                            query::validate(query::params_for("get", "/nodes"), req.uri().query())?;
+                            Ok(ok(serde_json::json!({ "nodes": s.list_nodes().await? })))
+                        }
+                        Method::POST => {
+                            query::validate(query::params_for("post", "/nodes"), req.uri().query())?;
+                            let Body(b) = Body::<NewNodeBody>::from_request(req, &()).await?;
+                            let role = parsers::NodeRole::parse(&b.role)
+                                .filter(|r| *r != parsers::NodeRole::Supervisor)
+                                .ok_or_else(|| StoreError::invalid("role", "collector or worker"))?;
+                            let new = crate::store::NewNode { name: b.name, role, org: b.org };
+                            let (node, creds) = s.add_node_as(&c, new, b.guaranteed_eps).await?;
+                            Ok(created(serde_json::json!({ "node": node, "creds": creds.text() })))
+                        }
+                        _ => Ok(method_not_allowed("GET,HEAD,POST")),
+                    }
+                },
+            ),
+        )
+        .route(
+            "/nodes/{name}",
+            axum::routing::any(
+                async |State(s): State<Arc<Store>>,
+                       Caller(c): Caller,
+                       Path(name): Path<String>,
+                       req: Request|
+                       -> ApiResult<Response> {
+                    if !c.administers_nodes() {
+                        return Err(unknown_endpoint());
+                    }
+                    match req.method().clone() {
+                        Method::GET | Method::HEAD => {
+                            query::validate(query::params_for("get", "/nodes/{name}"), req.uri().query())?;
+                            Ok(ok(s.get_node(&name).await?))
+                        }
+                        Method::DELETE => {
+                            query::validate(query::params_for("delete", "/nodes/{name}"), req.uri().query())?;
+                            let removed = s.remove_node_as(&c, &name).await?;
+                            let revoked = removed.enrolled;
+                            Ok(ok(serde_json::json!({ "removed": removed, "revoked": revoked })))
+                        }
+                        _ => Ok(method_not_allowed("GET,HEAD,DELETE")),
+                    }
+                },
+            ),
+        )
 }
 
 fn records(kind: Kind) -> Router<Arc<Store>> {
@@ -615,6 +672,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/tokens/{id}"),
     ("get", "/audit"),
     ("get", "/nodes"),
+    ("post", "/nodes"),
+    ("get", "/nodes/{name}"),
+    ("delete", "/nodes/{name}"),
     ("post", "/search"),
     ("get", "/events"),
     ("get", "/events/histogram"),

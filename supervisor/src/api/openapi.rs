@@ -173,6 +173,26 @@ const OPERATIONS: &[Operation] = &[
     ),
     (
         "post",
+        "/nodes",
+        "Enrol a collector or worker: its NATS credentials are in this answer only (needs a supervisor \
+         started with the cluster's keys)",
+        "nodes",
+        Some("NewNode"),
+        Some("NodeEnrolled"),
+        201,
+    ),
+    ("get", "/nodes/{name}", "One node of the registry", "nodes", None, Some("Node"), 200),
+    (
+        "delete",
+        "/nodes/{name}",
+        "Remove a node; an enrolled node's credentials are revoked on the NATS server",
+        "nodes",
+        None,
+        Some("NodeRemoved"),
+        200,
+    ),
+    (
+        "post",
         "/search",
         "One read-only SQL query (SELECT over the table `events`) across the orgs the caller sees",
         "events",
@@ -423,11 +443,14 @@ fn schemas() -> Value {
             ("actor_id", nullable("integer")), ("org_id", nullable("integer")), ("action", s("string")), ("object_type", s("string")),
             ("object_id", nullable("integer")), ("before", json!({})), ("after", json!({}))]),
         "NodeList": obj(&["nodes"], &[("nodes", array(r("Node")))]),
-        "Node": obj(&["name", "role", "version", "addresses", "state", "state_reason", "state_since", "last_seen", "guaranteed_eps", "maintenance", "log_sources_silent", "transitions"],
+        "Node": obj(&["name", "role", "version", "addresses", "state", "state_reason", "state_since", "last_seen", "guaranteed_eps", "maintenance", "log_sources_silent", "enrolled", "org_id", "slot", "transitions"],
             &[("name", s("string")), ("role", node_role.clone()), ("version", s("string")), ("addresses", array(s("string"))), ("state", node_state.clone()),
             ("state_reason", s("string")), ("state_since", s("string")), ("last_seen", nullable("string")),
             ("guaranteed_eps", json!({ "type": ["integer", "null"], "minimum": 0, "description": "null: no guarantee" })), ("maintenance", s("boolean")),
             ("log_sources_silent", json!({ "type": ["string", "null"], "description": "set while all the log sources this collector hears are silent together (the collector is the likely cause)" })),
+            ("enrolled", json!({ "type": "boolean", "description": "added with credentials of its own (`vigil node add`)" })),
+            ("org_id", json!({ "type": ["integer", "null"], "description": "the only org this collector may send events for" })),
+            ("slot", json!({ "type": ["integer", "null"], "minimum": 1, "description": "the collector's event-id slot" })),
             ("transitions", array(r("NodeTransition")))]),
         "NodeTransition": obj(&["node", "from", "to", "reason", "at"], &[("node", s("string")), ("from", node_state.clone()), ("to", node_state),
             ("reason", s("string")), ("at", s("string"))]),
@@ -454,7 +477,24 @@ fn schemas() -> Value {
     if let (Some(all), Value::Object(connectors)) = (all.as_object_mut(), connector_schemas()) {
         all.extend(connectors);
     }
+    if let (Some(all), Value::Object(enrolment)) = (all.as_object_mut(), enrolment_schemas()) {
+        all.extend(enrolment);
+    }
     all
+}
+
+/// Node enrolment's schemas.
+fn enrolment_schemas() -> Value {
+    json!({
+        "NewNode": obj(&["name", "role"], &[
+            ("name", json!({ "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" })),
+            ("role", json!({ "type": "string", "enum": ["collector", "worker"] })),
+            ("org", reference("the collector's org (the only one it may send events for); that org")),
+            ("guaranteed_eps", json!({ "type": "integer", "minimum": 0, "maximum": i64::MAX }))]),
+        "NodeEnrolled": obj(&["node", "creds"], &[("node", r("Node")),
+            ("creds", json!({ "type": "string", "description": "the node's .creds file (user JWT and nkey seed): a secret, shown once" }))]),
+        "NodeRemoved": obj(&["removed", "revoked"], &[("removed", r("Node")), ("revoked", s("boolean"))]),
+    })
 }
 
 /// The device inventory's schemas.
@@ -570,6 +610,10 @@ fn parameters(path: &str, method: &str) -> Vec<Value> {
     if path.contains("{id}") {
         out.push(json!({ "name": "id", "in": "path", "required": true, "schema": id() }));
     }
+    if path.contains("{name}") {
+        let name = json!({ "type": "string", "minLength": 1, "maxLength": crate::store::MAX_NODE_NAME });
+        out.push(json!({ "name": "name", "in": "path", "required": true, "schema": name }));
+    }
     out.extend(super::query::openapi(method, path));
     out
 }
@@ -577,7 +621,11 @@ fn parameters(path: &str, method: &str) -> Vec<Value> {
 /// A stable operation id: the method and the path's words,
 /// `get_incidents_by_id_comments` for `GET /incidents/{id}/comments`.
 fn operation_id(method: &str, path: &str) -> String {
-    let words = path.split(['/', '.']).filter(|w| !w.is_empty()).map(|w| if w == "{id}" { "by_id" } else { w });
+    let words = path.split(['/', '.']).filter(|w| !w.is_empty()).map(|w| match w {
+        "{id}" => "by_id",
+        "{name}" => "by_name",
+        w => w,
+    });
     std::iter::once(method).chain(words).collect::<Vec<_>>().join("_")
 }
 

@@ -16,7 +16,7 @@ pub(crate) struct Migration {
 
 /// Every migration, oldest first. Never edit a released one: add another.
 pub(crate) const MIGRATIONS: &[Migration] =
-    &[TENANTS, NODES, EVENTS_MODULE, RETENTION, DEVICES, SILENT_COLLECTORS, CONNECTORS, DIGESTS];
+    &[TENANTS, NODES, EVENTS_MODULE, RETENTION, DEVICES, SILENT_COLLECTORS, CONNECTORS, DIGESTS, ENROLMENT];
 
 const TENANTS: Migration = Migration {
     version: 1,
@@ -328,6 +328,24 @@ const DIGESTS: Migration = Migration {
     version: 8,
     name: "notification digests",
     statements: &["ALTER TABLE policies ADD COLUMN digest_ms BIGINT NOT NULL DEFAULT 0"],
+};
+
+/// Node enrolment (issue #16): a node added with `vigil node add` has its
+/// own NATS user key, a collector its org binding and event-id slot; a
+/// removed node's key stays revoked.
+const ENROLMENT: Migration = Migration {
+    version: 9,
+    name: "node enrolment",
+    statements: &[
+        "ALTER TABLE nodes ADD COLUMN user_key TEXT",
+        "ALTER TABLE nodes ADD COLUMN bound_org BIGINT",
+        "ALTER TABLE nodes ADD COLUMN slot BIGINT",
+        "CREATE UNIQUE INDEX nodes_slot ON nodes (slot)",
+        "CREATE TABLE node_revocations (
+            user_key TEXT PRIMARY KEY,
+            node TEXT NOT NULL,
+            revoked_ms BIGINT NOT NULL)",
+    ],
 };
 
 fn render(backend: Backend, statement: &str) -> String {

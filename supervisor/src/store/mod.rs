@@ -44,7 +44,9 @@ pub use devices::{Device, DevicePatch, DeviceQuery, DeviceSettings, DeviceSummar
 pub use error::{Result, StoreError};
 pub use ingest::{IncidentUpdate, Ingest, IngestConfig, IngestStats, LatencySummary};
 pub use model::*;
-pub use nodes::{MAX_NODE_NAME, NodeInfo, NodeState, NodeTransition, RECENT_TRANSITIONS, TRANSITIONS_KEPT};
+pub use nodes::{
+    Enrolment, MAX_NODE_NAME, NewNode, NodeInfo, NodeState, NodeTransition, RECENT_TRANSITIONS, TRANSITIONS_KEPT,
+};
 pub use orgs::{DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS};
 pub use records::{ListQuery, MAX_EVENT_IDS, MAX_LIMIT};
 pub use sql::Backend;
@@ -97,6 +99,9 @@ pub struct Store {
     templates: connectors::TemplateCache,
     /// Connectors built for the dispatcher.
     built: connectors::ConnectorCache,
+    /// The cluster's keys, when this store may enrol nodes (`vigil node
+    /// add`, `POST /nodes`).
+    node_keys: std::sync::OnceLock<Arc<cluster::auth::ClusterKeys>>,
 }
 
 /// A write transaction (holding the SQLite writer's turn).
@@ -188,6 +193,7 @@ impl Store {
             outbox: Outbox::default(),
             templates: connectors::TemplateCache::default(),
             built: connectors::ConnectorCache::default(),
+            node_keys: std::sync::OnceLock::new(),
         };
         store.migrate().await?;
         Ok(store)

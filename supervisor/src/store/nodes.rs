@@ -57,7 +57,7 @@ const MAX_PROBLEMS: usize = 32;
 const MAX_REASON: usize = 1024;
 
 const COLUMNS: &str = "id, name, role, version, addresses, state, state_reason, state_since_ms, last_seen_ms, \
-                       guaranteed_eps, maintenance, sources_silent";
+                       guaranteed_eps, maintenance, sources_silent, user_key, bound_org, slot";
 
 /// Where a node stands (SPEC §1: Unregistered, Active, Maintenance, Alert).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -153,6 +153,12 @@ pub struct NodeInfo {
     /// together (the collector is the likely cause): what the inventory
     /// found. Cleared when one of them reports again.
     pub log_sources_silent: Option<String>,
+    /// Whether it was added with credentials of its own (`vigil node add`).
+    pub enrolled: bool,
+    /// The org a collector is bound to (its only org), by id.
+    pub org_id: Option<i64>,
+    /// A collector's event-id slot, given at enrolment.
+    pub slot: Option<u16>,
     /// Its latest state changes, newest first (at most
     /// [`RECENT_TRANSITIONS`]).
     pub transitions: Vec<NodeTransition>,
@@ -208,8 +214,36 @@ fn node(row: &AnyRow, transitions: Vec<NodeTransition>) -> Result<NodeInfo> {
             .transpose()?,
         maintenance: row.int("maintenance")? != 0,
         log_sources_silent: row.opt_text("sources_silent")?,
+        enrolled: row.opt_text("user_key")?.is_some(),
+        org_id: row.opt_int("bound_org")?,
+        slot: row.opt_int("slot")?.and_then(|s| u16::try_from(s).ok()),
         transitions,
     })
+}
+
+/// A node to enrol (`vigil node add`, `POST /nodes`).
+#[derive(Clone, Debug)]
+pub struct NewNode {
+    /// Its name: letters, digits, `-` and `_` (a NATS subject token).
+    pub name: String,
+    /// Collector or worker.
+    pub role: NodeRole,
+    /// A collector's org: every event it sends is that org's, and the
+    /// server lets it publish no other.
+    pub org: Option<super::OrgRef>,
+}
+
+/// What an enrolment grants, handed to whoever issues the credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enrolment {
+    /// The node's name.
+    pub name: String,
+    /// Its role.
+    pub role: NodeRole,
+    /// The org it is bound to.
+    pub org_id: Option<u32>,
+    /// Its event-id slot (collectors).
+    pub slot: Option<u16>,
 }
 
 /// What the audit log keeps of a node.
@@ -217,7 +251,17 @@ fn node_json(n: &NodeInfo) -> serde_json::Value {
     json!({
         "name": n.name, "role": n.role, "state": n.state, "state_reason": n.state_reason,
         "guaranteed_eps": n.guaranteed_eps, "maintenance": n.maintenance,
+        "enrolled": n.enrolled, "org_id": n.org_id, "slot": n.slot,
     })
+}
+
+/// An enrolled node's name becomes a NATS subject token and a KV key part.
+fn check_enrol_name(name: &str) -> Result<()> {
+    check_name("node", name, MAX_NODE_NAME)?;
+    if !cluster::valid_node_name(name) {
+        return Err(StoreError::invalid("name", "1-64 letters, digits, '-' or '_' (it becomes a NATS subject token)"));
+    }
+    Ok(())
 }
 
 /// Refuses anyone who does not administer nodes, with the answer a
@@ -472,6 +516,213 @@ impl Store {
         );
         w.finish(now, who, row).await?;
         Ok(after)
+    }
+
+    /// Enrols a node: registers it (or takes over a registered node that
+    /// has no credentials yet) as `unregistered` until it first connects,
+    /// with its role, a collector's org binding and a free event-id slot,
+    /// and calls `issue` inside the transaction to make its credentials;
+    /// `issue` returns the new user key and whatever it made. Refused for a
+    /// node enrolled already (remove it first: its old key must be
+    /// revoked), for a supervisor, and for an org on a worker. Audited;
+    /// `NotFound` for anyone who does not administer nodes.
+    pub async fn enrol_node_as<T>(
+        &self,
+        who: &Principal,
+        new: NewNode,
+        issue: impl FnOnce(&Enrolment) -> std::result::Result<(String, T), String>,
+    ) -> Result<(NodeInfo, T)> {
+        require_admin(who)?;
+        let name = new.name.as_str();
+        check_name("node", name, MAX_NODE_NAME)?;
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || name.len() > 64 {
+            return Err(StoreError::invalid(
+                "name",
+                "1-64 letters, digits, '-' or '_' (it becomes a NATS subject token)",
+            ));
+        }
+        if new.role == NodeRole::Supervisor {
+            return Err(StoreError::invalid("role", "collector or worker (the supervisor uses the key directory)"));
+        }
+        if new.org.is_some() && new.role != NodeRole::Collector {
+            return Err(StoreError::invalid("org", "only a collector is bound to an org"));
+        }
+        let now = self.now_ms();
+        let mut w = self.write().await?;
+        let org_id = match &new.org {
+            Some(r) => Some(self.resolve_org(w.conn(), who, r).await?),
+            None => None,
+        };
+        let before = self.load_node(w.conn(), name, true).await?;
+        let mut q = Sql::new("SELECT user_key FROM nodes WHERE name = ");
+        q.bind(name.to_owned());
+        if let Some(row) = q.build().fetch_optional(w.conn()).await?
+            && row.opt_text("user_key")?.is_some()
+        {
+            return Err(StoreError::refused(
+                "name",
+                format!("node {name} is enrolled already: `vigil node remove {name}` revokes its credentials first"),
+            ));
+        }
+        let slot = match new.role {
+            NodeRole::Collector => {
+                let taken: Vec<i64> = Sql::new("SELECT slot FROM nodes WHERE slot IS NOT NULL")
+                    .build()
+                    .fetch_all(w.conn())
+                    .await?
+                    .iter()
+                    .map(|r| r.int("slot"))
+                    .collect::<Result<_>>()?;
+                let free = (1..=parsers::EventIds::MAX_SLOT).find(|s| !taken.contains(&i64::from(*s)));
+                Some(free.ok_or_else(|| {
+                    StoreError::refused("name", format!("all {} event-id slots are taken", parsers::EventIds::MAX_SLOT))
+                })?)
+            }
+            _ => None,
+        };
+        let grant = Enrolment {
+            name: name.to_owned(),
+            role: new.role,
+            org_id: org_id.and_then(|o| u32::try_from(o).ok()),
+            slot,
+        };
+        let (user_key, made) = issue(&grant).map_err(|e| StoreError::invalid("credentials", e))?;
+        let reason = format!("enrolled by {}; not connected yet", who.name);
+        let id = match &before {
+            Some((id, b)) => {
+                let mut q = Sql::new("UPDATE nodes SET role = ");
+                q.bind(new.role.as_str().to_owned()).push(", user_key = ").bind(user_key);
+                q.push(", bound_org = ").bind(org_id).push(", slot = ").bind(slot.map(i64::from));
+                q.push(" WHERE id = ").bind(*id);
+                q.build().execute(w.conn()).await?;
+                if b.last_seen_ms.is_none() && !b.maintenance {
+                    let mut q = Sql::new("UPDATE nodes SET state_reason = ");
+                    q.bind(reason).push(" WHERE id = ").bind(*id);
+                    q.build().execute(w.conn()).await?;
+                }
+                *id
+            }
+            None => {
+                let mut q = Sql::new(
+                    "INSERT INTO nodes (name, role, state, state_reason, state_since_ms, maintenance, created_ms, \
+                     user_key, bound_org, slot) VALUES (",
+                );
+                q.bind(name.to_owned()).push(", ").bind(new.role.as_str().to_owned()).push(", ");
+                q.bind(NodeState::Unregistered.as_str().to_owned()).push(", ").bind(reason).push(", ");
+                q.bind(now).push(", 0, ").bind(now).push(", ").bind(user_key).push(", ").bind(org_id);
+                q.push(", ").bind(slot.map(i64::from)).push(") RETURNING id");
+                insert_id(w.conn(), q, || format!("node {name} was registered at the same time; try again")).await?
+            }
+        };
+        let (_, after) = self.load_node(w.conn(), name, false).await?.ok_or(StoreError::NotFound("node"))?;
+        let row = AuditRow::new(
+            None,
+            "enrol",
+            "node",
+            Some(id),
+            before.as_ref().map(|(_, b)| node_json(b)),
+            Some(node_json(&after)),
+        );
+        w.finish(now, who, row).await?;
+        Ok((after, made))
+    }
+
+    /// Lets this store enrol nodes: their credentials are signed with
+    /// `keys` (the supervisor's `vigil cluster init` directory). Set once.
+    pub fn set_cluster_keys(&self, keys: std::sync::Arc<cluster::auth::ClusterKeys>) {
+        let _ = self.node_keys.set(keys);
+    }
+
+    /// Enrols a node ([`Store::enrol_node_as`]) with credentials signed by
+    /// the cluster's keys, issued now by the store's clock, and gives a
+    /// collector its guaranteed EPS. Refused when the store has no keys.
+    pub async fn add_node_as(
+        &self,
+        who: &Principal,
+        new: NewNode,
+        guaranteed_eps: Option<u64>,
+    ) -> Result<(NodeInfo, cluster::auth::Creds)> {
+        require_admin(who)?;
+        check_enrol_name(&new.name)?;
+        let keys = self.node_keys.get().cloned().ok_or_else(|| {
+            StoreError::refused(
+                "name",
+                "no cluster keys here: enrol nodes where the keys of `vigil cluster init` are \
+                 (`vigil node add --keys DIR`, or a supervisor started with --keys DIR)",
+            )
+        })?;
+        if guaranteed_eps.is_some() && new.role != NodeRole::Collector {
+            return Err(StoreError::invalid("guaranteed_eps", "only collectors have a guaranteed EPS"));
+        }
+        let iat = self.now_ms().div_euclid(1000);
+        // The guarantee first (checked against the licence), so a refused
+        // one leaves no credentials issued; a node enrolled already is
+        // refused before its guarantee changes.
+        if let Some(eps) = guaranteed_eps {
+            if self.get_node(&new.name).await.is_ok_and(|n| n.enrolled) {
+                return Err(StoreError::refused(
+                    "name",
+                    format!("node {} is enrolled already: `vigil node remove` revokes its credentials first", new.name),
+                ));
+            }
+            self.set_node_guarantee_as(who, &new.name, Some(eps)).await?;
+        }
+        self.enrol_node_as(who, new, |e| {
+            let grant = cluster::auth::Grant { node: e.name.clone(), role: e.role, org: e.org_id, slot: e.slot };
+            let creds = keys.node_creds(&grant, iat).map_err(|e| e.to_string())?;
+            Ok((creds.user_key.clone(), creds))
+        })
+        .await
+    }
+
+    /// Removes a node from the registry. An enrolled node's user key is
+    /// revoked for good (the supervisor pushes the revocation to NATS,
+    /// which disconnects it and refuses it from then on). Audited;
+    /// `NotFound` for a node not in the registry and for anyone who does
+    /// not administer nodes.
+    pub async fn remove_node_as(&self, who: &Principal, name: &str) -> Result<NodeInfo> {
+        require_admin(who)?;
+        check_lookup("node", name)?;
+        let now = self.now_ms();
+        let mut w = self.write().await?;
+        let (id, before) = self.load_node(w.conn(), name, true).await?.ok_or(StoreError::NotFound("node"))?;
+        let mut q = Sql::new("SELECT user_key FROM nodes WHERE id = ");
+        q.bind(id);
+        if let Some(key) = q.build().fetch_one(w.conn()).await?.opt_text("user_key")? {
+            let mut q = Sql::new("INSERT INTO node_revocations (user_key, node, revoked_ms) VALUES (");
+            q.bind(key).push(", ").bind(name.to_owned()).push(", ").bind(now).push(") ON CONFLICT DO NOTHING");
+            q.build().execute(w.conn()).await?;
+        }
+        let mut q = Sql::new("DELETE FROM node_transitions WHERE node_id = ");
+        q.bind(id);
+        q.build().execute(w.conn()).await?;
+        let mut q = Sql::new("DELETE FROM nodes WHERE id = ");
+        q.bind(id);
+        q.build().execute(w.conn()).await?;
+        let row = AuditRow::new(None, "remove", "node", Some(id), Some(node_json(&before)), None);
+        w.finish(now, who, row).await?;
+        Ok(before)
+    }
+
+    /// Every revoked user key with when it was revoked, seconds since the
+    /// epoch: the account JWT's revocations.
+    pub async fn node_revocations(&self) -> Result<BTreeMap<String, i64>> {
+        let rows = Sql::new("SELECT user_key, revoked_ms FROM node_revocations").build().fetch_all(self.pool()).await?;
+        rows.iter().map(|r| Ok((r.text("user_key")?, r.int("revoked_ms")?.div_euclid(1000) + 1))).collect()
+    }
+
+    /// The org each enrolled, bound collector may send events for.
+    pub async fn node_bindings(&self) -> Result<BTreeMap<String, u32>> {
+        let rows = Sql::new("SELECT name, bound_org FROM nodes WHERE bound_org IS NOT NULL")
+            .build()
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let org = r.int("bound_org")?;
+                Ok((r.text("name")?, u32::try_from(org).map_err(|_| StoreError::Corrupt(format!("bound_org {org}")))?))
+            })
+            .collect()
     }
 
     /// One node of the registry.
