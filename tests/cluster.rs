@@ -953,7 +953,24 @@ fn an_enrolled_cluster_holds_each_node_to_its_role_and_org() {
     let refused = runtime.block_on(raw_client(&url, &forged, &ca, "_INBOX_edge-a")).err().unwrap_or_default();
     assert!(refused.contains("authorization violation"), "{refused}");
     eprintln!("refused as expected: credentials of another key: {refused}");
-    // No TLS.
+    // Plain TCP: the server asks for TLS and refuses a client that
+    // talks plain text instead.
+    {
+        use std::io::{Read, Write};
+        let addr = url.trim_start_matches("nats://");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).unwrap();
+        let info = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(info.contains("\"tls_required\":true"), "{info}");
+        let _ = stream.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n");
+        let n = stream.read(&mut buf).unwrap_or(0);
+        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(!answer.starts_with("PONG"), "plain text was served: {answer}");
+        eprintln!("refused as expected: plain TCP: {:?}", answer.trim());
+    }
+    // No CA: the server's certificate is not trusted.
     let plain = runtime.block_on(async {
         async_nats::ConnectOptions::with_credentials_file(&edge_creds)
             .await
@@ -964,8 +981,8 @@ fn an_enrolled_cluster_holds_each_node_to_its_role_and_org() {
             .err()
     });
     let plain = plain.map(|e| e.to_string()).unwrap_or_default();
-    assert!(!plain.is_empty(), "a connection without TLS was accepted");
-    eprintln!("refused as expected: no TLS: {plain}");
+    assert!(!plain.is_empty(), "a connection without the CA was accepted");
+    eprintln!("refused as expected: without the cluster's CA: {plain}");
 
     // Removal: the running collector is disconnected, and its credentials
     // no longer connect.

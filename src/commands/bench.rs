@@ -123,6 +123,12 @@ pub struct BenchArgs {
     /// Incidents per round of the notification benchmark.
     #[arg(long, default_value_t = 10_000)]
     pub(super) notify_incidents: u64,
+    /// Also write a sizing report for capacity planners to FILE (Markdown):
+    /// events per second per core for each stage, Parquet bytes per event,
+    /// memory per correlation key and per 1,000 rules, the latency of this
+    /// run, and cores and disk for 1k to 100k EPS (docs/sizing.md).
+    #[arg(long, value_name = "FILE.md")]
+    pub(super) report: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -229,6 +235,19 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             "| {load} | {} ({expected}) | {} ms | {} ms | {} ms | {} ms | {} | {} | {:.0} MB |",
             f.incidents, f.p50, f.p90, f.p99, f.max, f.dropped, f.late, f.peak_rss_mb
         );
+    }
+    if let Some(path) = &args.report {
+        let e2e = super::bench_report::EndToEnd {
+            events: args.events,
+            orgs: args.orgs.max(1),
+            sustained_eps: eps(&vigil.0),
+            syslog_ng_eps: syslog_ng.as_ref().map(eps),
+            latency_rate: rate,
+            lateness: args.lateness,
+            paced: &paced.1,
+            saturated: &vigil.1,
+        };
+        super::bench_report::write(path, &dir, &workload, &e2e)?;
     }
     if args.cluster {
         let ctx = super::bench_cluster::Context { args: &args, exe: &exe, dir: &dir, workload: &workload };

@@ -22,13 +22,13 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
 use parsers::{DeviceParsers, Event, EventTime, OrgId, Parser, Str};
 use rules::sigma::{LogSources, Verdict};
-use rules::{Compiler, Engine, EngineConfig, RuleSet};
+use rules::{Compiler, RuleSet};
 
 use super::bench::BenchArgs;
 
@@ -46,18 +46,8 @@ struct Timing {
 }
 
 fn run_engine(set: &Arc<RuleSet>, events: &[Event]) -> Timing {
-    let config = EngineConfig { lateness: Duration::from_secs(1), ..EngineConfig::default() };
-    let mut engine = Engine::new(Arc::clone(set), config);
-    let mut out = Vec::new();
-    let start = Instant::now();
-    for (i, e) in events.iter().enumerate() {
-        engine.process(i as u64 + 1, e, &mut out);
-        if out.len() > 4096 {
-            out.clear();
-        }
-    }
-    engine.flush(&mut out);
-    Timing { secs: start.elapsed().as_secs_f64(), hits: engine.stats().hits }
+    let (secs, engine) = super::bench_report::correlate(set, events, 1.0, true);
+    Timing { secs, hits: engine.stats().hits }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

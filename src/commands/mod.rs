@@ -4,6 +4,7 @@ pub mod admin;
 pub mod bench;
 pub mod bench_cluster;
 pub mod bench_notify;
+pub mod bench_report;
 pub mod bench_search;
 pub mod bench_sigma;
 pub mod cluster;
