@@ -45,12 +45,10 @@ struct Stage {
     eps: f64,
 }
 
-/// Resident memory of this process, bytes (Linux; 0 elsewhere).
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
-        .map_or(0, |pages| pages * 4096)
+/// Bytes the allocator (jemalloc) has handed out and not had back.
+fn allocated() -> u64 {
+    let _ = tikv_jemalloc_ctl::epoch::advance();
+    tikv_jemalloc_ctl::stats::allocated::read().map_or(0, |b| b as u64)
 }
 
 /// The workload's first lines, parsed, classified and given their org the
@@ -87,20 +85,25 @@ fn org_of(host: &str) -> Option<u32> {
     Some(a * 256 + b)
 }
 
-/// The engine over `events`, with `lateness`: seconds it took (with the
-/// final flush when `flush`), and the engine, for its state and counters.
-pub(super) fn correlate(set: &Arc<RuleSet>, events: &[Event], lateness: f64, flush: bool) -> (f64, Engine) {
+/// The engine over `events`, with `lateness`: seconds it took, and the
+/// engine, for its state and counters. `live`: the clock moves to each
+/// 1,000th event's time, as the worker's ticks move it, and the state is
+/// left as it stands; otherwise one flush at the end evaluates everything.
+pub(super) fn correlate(set: &Arc<RuleSet>, events: &[Event], lateness: f64, live: bool) -> (f64, Engine) {
     let config = EngineConfig { lateness: Duration::from_secs_f64(lateness), ..EngineConfig::default() };
     let mut engine = Engine::new(Arc::clone(set), config);
     let mut out = Vec::new();
     let start = Instant::now();
     for (i, e) in events.iter().enumerate() {
         engine.process(i as u64 + 1, e, &mut out);
+        if live && i % 1_000 == 999 {
+            engine.advance(e.time, &mut out);
+        }
         if out.len() > 4096 {
             out.clear();
         }
     }
-    if flush {
+    if !live {
         engine.flush(&mut out);
     }
     (start.elapsed().as_secs_f64(), engine)
@@ -134,17 +137,17 @@ fn synthetic_rules(n: usize) -> String {
     text
 }
 
-/// Memory that 1,000 compiled rules hold: resident memory before and after
-/// compiling them (held), in bytes.
+/// Memory that 1,000 compiled rules hold: the allocator's bytes in use
+/// before and after compiling them (held).
 fn rules_memory(dir: &Path) -> Result<u64> {
     let path = dir.join("sizing-rules");
     std::fs::create_dir_all(&path)?;
     std::fs::write(path.join("sizing.yaml"), synthetic_rules(1_000))?;
     let config =
         worker::node::RulesConfig { builtin: false, paths: vec![path], ..worker::node::RulesConfig::default() };
-    let before = rss_bytes();
+    let before = allocated();
     let (set, _) = config.compile().map_err(|d| anyhow::anyhow!("sizing rules: {} diagnostics", d.len()))?;
-    let after = rss_bytes();
+    let after = allocated();
     anyhow::ensure!(set.len() == 1_000, "{} of 1,000 sizing rules compiled", set.len());
     drop(set);
     Ok(after.saturating_sub(before))
@@ -153,13 +156,24 @@ fn rules_memory(dir: &Path) -> Result<u64> {
 /// Measures the stages and writes the report to `path`.
 pub(super) fn write(path: &Path, dir: &Path, workload: &Path, e2e: &EndToEnd<'_>) -> Result<()> {
     println!("\n3. sizing report: stages one core at a time on {} lines of the workload", STAGE_LINES);
-    let (events, raw_bytes, parse_secs) = intake(workload)?;
+    let (mut events, raw_bytes, parse_secs) = intake(workload)?;
+    // The workload's lines carry one stamp (`vigil send --restamp` gives
+    // them the sending time): here they are spaced at the end-to-end run's
+    // sustained rate, so windows open and close as they did there.
+    let step_ns = 1e9 / e2e.sustained_eps.max(1.0);
+    for (i, e) in events.iter_mut().enumerate() {
+        e.time = EventTime::from_unix_nanos(1_800_000_000_000_000_000 + (i as f64 * step_ns) as i128);
+        e.received_at = e.time;
+    }
     let n = events.len() as f64;
     let set = super::run::compile_rules(&super::run::RunConfig::default())?;
     // The state is read before a final flush would empty it.
-    let (rules_secs, engine) = correlate(&set, &events, e2e.lateness, false);
+    let (rules_secs, engine) = correlate(&set, &events, e2e.lateness, true);
     let stats = engine.stats();
-    let (state_bytes, keys) = (stats.state_bytes as u64, (stats.window_keys + stats.join_keys) as u64);
+    // The windows' share: the reorder buffer is sized by the lateness, not
+    // by the keys.
+    let state_bytes = stats.state_bytes.saturating_sub(stats.buffer_bytes) as u64;
+    let keys = (stats.window_keys + stats.join_keys) as u64;
     drop(engine);
     let (store_secs, parquet_bytes) = store(&events, dir)?;
     let rules_mem = rules_memory(dir)?;
@@ -261,7 +275,7 @@ pub(super) fn write(path: &Path, dir: &Path, workload: &Path, e2e: &EndToEnd<'_>
     line("| | |".into());
     line("|---|---:|".into());
     line(format!(
-        "| rule state per active correlation key ({keys} keys after the {} events) | {per_key:.0} bytes |",
+        "| rule window state per active correlation key ({keys} keys after the {} events) | {per_key:.0} bytes |",
         events.len()
     ));
     line(format!("| 1,000 compiled threshold rules (resident memory they add) | {:.1} MB |", rules_mem as f64 / 1e6));
@@ -270,22 +284,28 @@ pub(super) fn write(path: &Path, dir: &Path, workload: &Path, e2e: &EndToEnd<'_>
     line("## Cores and disk for a rate".into());
     line(String::new());
     line(format!(
-        "Cores: the stages' CPU per event times the rate, planned at {:.0} % of each core (room for bursts, the API, \
-         searches and compaction), and never fewer than 2. Disk: Parquet bytes per event times events per day; \
+        "Cores: CPU per event times the rate, planned at {:.0} % of each core (room for bursts, the API, \
+         searches and compaction), and never fewer than 2; once from the stages' CPU (the floor), once from the \
+         end-to-end run's cores per sustained EPS (conservative: it includes `vigil send` and this machine's noise). Disk: Parquet bytes per event times events per day; \
          {RETENTION_DAYS} days is the default org retention. Memory: 1 GB for the process, plus the rule state \
          (bytes per key times active keys; with the built-in pack most keys are source addresses seen in the last \
          minute).",
         PLANNED_LOAD * 100.0
     ));
     line(String::new());
-    line(format!("| EPS | cores | disk per day | disk for {RETENTION_DAYS} days | raw logs per day |"));
-    line("|---:|---:|---:|---:|---:|".into());
+    line(format!(
+        "| EPS | cores (stages' CPU) | cores (end to end, this run) | disk per day | disk for {RETENTION_DAYS} days | raw logs per day |"
+    ));
+    line("|---:|---:|---:|---:|---:|---:|".into());
+    let e2e_per_event = cores as f64 / e2e.sustained_eps;
     for eps in RATES {
-        let cores = ((eps as f64 * cpu_per_event) / PLANNED_LOAD).ceil().max(2.0);
+        let need = |per_event: f64| ((eps as f64 * per_event) / PLANNED_LOAD).ceil().max(2.0);
         let per_day = eps as f64 * 86_400.0 * parquet_per_event;
         let raw_day = eps as f64 * 86_400.0 * raw_per_event;
         line(format!(
-            "| {eps} | {cores:.0} | {:.1} GB | {:.0} GB | {:.1} GB |",
+            "| {eps} | {:.0} | {:.0} | {:.1} GB | {:.0} GB | {:.1} GB |",
+            need(cpu_per_event),
+            need(e2e_per_event),
             per_day / 1e9,
             per_day * RETENTION_DAYS as f64 / 1e9,
             raw_day / 1e9
