@@ -430,6 +430,9 @@ async fn only_node_administrators_see_nodes() {
         assert!(v["error"]["message"].as_str().unwrap_or_default().contains("no cluster keys"), "{v}");
         assert_eq!(call(&app, "GET", "/nodes/edge-1", Some(&root), None).await.0, StatusCode::OK);
         assert_eq!(call(&app, "GET", "/nodes/nope", Some(&root), None).await.0, StatusCode::NOT_FOUND);
+        // A name no node can have is not found either.
+        assert_eq!(call(&app, "GET", "/nodes/a%08b", Some(&root), None).await.0, StatusCode::NOT_FOUND);
+        assert_eq!(call(&app, "DELETE", "/nodes/a%0Db", Some(&root), None).await.0, StatusCode::NOT_FOUND);
         assert_eq!(call(&app, "GET", "/nodes", None, None).await.0, StatusCode::UNAUTHORIZED);
         assert_eq!(call(&app, "GET", "/nodes", Some("vgl_nope"), None).await.0, StatusCode::UNAUTHORIZED);
 

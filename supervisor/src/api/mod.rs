@@ -399,14 +399,20 @@ fn nodes() -> Router<Arc<Store>> {
                     if !c.administers_nodes() {
                         return Err(unknown_endpoint());
                     }
+                    // A name no node can have names no node: 404, as for
+                    // any other missing one.
+                    let missing = |e: StoreError| match e {
+                        StoreError::Invalid { .. } => StoreError::NotFound("node"),
+                        e => e,
+                    };
                     match req.method().clone() {
                         Method::GET | Method::HEAD => {
                             query::validate(query::params_for("get", "/nodes/{name}"), req.uri().query())?;
-                            Ok(ok(s.get_node(&name).await?))
+                            Ok(ok(s.get_node(&name).await.map_err(missing)?))
                         }
                         Method::DELETE => {
                             query::validate(query::params_for("delete", "/nodes/{name}"), req.uri().query())?;
-                            let removed = s.remove_node_as(&c, &name).await?;
+                            let removed = s.remove_node_as(&c, &name).await.map_err(missing)?;
                             let revoked = removed.enrolled;
                             Ok(ok(serde_json::json!({ "removed": removed, "revoked": revoked })))
                         }

@@ -611,7 +611,8 @@ fn parameters(path: &str, method: &str) -> Vec<Value> {
         out.push(json!({ "name": "id", "in": "path", "required": true, "schema": id() }));
     }
     if path.contains("{name}") {
-        let name = json!({ "type": "string", "minLength": 1, "maxLength": crate::store::MAX_NODE_NAME });
+        let name = json!({ "type": "string", "minLength": 1, "maxLength": crate::store::MAX_NODE_NAME,
+            "pattern": store::SINGLE_LINE_PATTERN });
         out.push(json!({ "name": "name", "in": "path", "required": true, "schema": name }));
     }
     out.extend(super::query::openapi(method, path));
