@@ -33,8 +33,6 @@ use crate::{
 
 /// The account holding vigil's streams and buckets.
 pub const ACCOUNT_NAME: &str = "VIGIL";
-/// Worker-owned KV buckets besides the leases (commit records, presence).
-pub const WORKER_BUCKETS: [&str; 2] = ["vigil_stored", "vigil_workers"];
 
 const OPERATOR_SEED: &str = "operator.nk";
 const ACCOUNT_SEED: &str = "account.nk";
@@ -196,7 +194,7 @@ pub fn permissions(grant: &Grant) -> Permissions {
             publish.extend(stream_consumers(EVENT_STREAM));
             publish.push(format!("$JS.API.STREAM.PURGE.{EVENT_STREAM}"));
             let kv = |b: &str| format!("KV_{b}");
-            for bucket in [LEASE_BUCKET, WORKER_BUCKETS[0], WORKER_BUCKETS[1]] {
+            for bucket in [LEASE_BUCKET, crate::STORED_BUCKET, crate::WORKERS_BUCKET] {
                 publish.extend(stream_owner(&kv(bucket)));
                 publish.push(format!("$KV.{bucket}.>"));
             }

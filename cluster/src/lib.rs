@@ -85,6 +85,12 @@ pub fn heartbeat_subject(node: &str) -> String {
 /// `bindings` (enrolled collectors' orgs), written by the supervisor, read by the others.
 pub const CONTROL_BUCKET: &str = "vigil_control";
 
+/// The KV bucket of each partition's commit record (worker-owned).
+pub const STORED_BUCKET: &str = "vigil_stored";
+
+/// The KV bucket of live workers' presence, with the lease TTL (worker-owned).
+pub const WORKERS_BUCKET: &str = "vigil_workers";
+
 /// Whether `name` can be a node name: it becomes a subject token and a KV key part, so
 /// 1–64 characters of letters, digits, `-` and `_`.
 pub fn valid_node_name(name: &str) -> bool {

@@ -180,11 +180,6 @@ pub enum TokenCommand {
     },
 }
 
-/// An org by id (digits) or name.
-fn org_ref(text: &str) -> OrgRef {
-    text.parse::<i64>().map(OrgRef::Id).unwrap_or_else(|_| OrgRef::Name(text.to_owned()))
-}
-
 /// `vigil node`.
 #[derive(Subcommand)]
 pub enum NodeCommand {
@@ -379,7 +374,7 @@ pub fn node(cmd: NodeCommand) -> Result<ExitCode> {
                 let out = out.unwrap_or_else(|| PathBuf::from(format!("{name}.creds")));
                 let s = store.open().await?;
                 s.set_cluster_keys(Arc::new(keys));
-                let new = supervisor::store::NewNode { name: name.clone(), role, org: org.as_deref().map(org_ref) };
+                let new = supervisor::store::NewNode { name: name.clone(), role, org: org.as_deref().map(OrgRef::parse) };
                 let added = s.add_node_as(&Principal::cli(), new, guaranteed_eps).await;
                 s.close().await;
                 let (node, creds) = added.with_context(|| format!("node {name:?}"))?;

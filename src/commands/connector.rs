@@ -189,7 +189,7 @@ pub enum PolicyCommand {
 }
 
 fn org_ref(s: &str) -> OrgRef {
-    s.parse::<i64>().map(OrgRef::Id).unwrap_or_else(|_| OrgRef::Name(s.to_owned()))
+    OrgRef::parse(s)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

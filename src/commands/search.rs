@@ -150,8 +150,7 @@ fn through_api(args: &SearchArgs, api: &str) -> Result<Value> {
 /// As the local administrator: every org's events under the data directory.
 async fn local(args: &SearchArgs) -> Result<Value> {
     let store = args.store.open().await?;
-    let org =
-        args.org.as_deref().map(|o| o.parse::<i64>().map(OrgRef::Id).unwrap_or_else(|_| OrgRef::Name(o.to_owned())));
+    let org = args.org.as_deref().map(OrgRef::parse);
     let orgs = store.event_orgs(&Principal::cli(), org.as_ref()).await?;
     store.close().await;
     let config = search::SearchSettings::default().to_config(&args.store.data_dir)?;

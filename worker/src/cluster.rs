@@ -49,13 +49,9 @@ use crate::events::WorkerError;
 use crate::node::{StorageConfig, WorkerNode, WorkerSetup};
 use crate::pipeline::BatchSource;
 
-/// The KV bucket of partitions' commit records.
-pub const STORED_BUCKET: &str = "vigil_stored";
+pub use cluster::{STORED_BUCKET, WORKERS_BUCKET};
 /// Largest checkpoint a new owner loads.
 const MAX_CHECKPOINT_BYTES: usize = 1 << 30;
-
-/// The KV bucket where live workers announce themselves.
-pub const WORKERS_BUCKET: &str = "vigil_workers";
 
 /// Everything a cluster worker is started with.
 pub struct ClusterWorkerSetup {

@@ -29,6 +29,13 @@ pub enum OrgRef {
     Name(String),
 }
 
+impl OrgRef {
+    /// An org as text names it: digits are an id, anything else a name.
+    pub fn parse(text: &str) -> OrgRef {
+        text.parse::<i64>().map(OrgRef::Id).unwrap_or_else(|_| OrgRef::Name(text.to_owned()))
+    }
+}
+
 impl std::fmt::Display for OrgRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -554,11 +554,7 @@ impl Store {
             None => None,
         };
         let before = self.load_node(w.conn(), name, true).await?;
-        let mut q = Sql::new("SELECT user_key FROM nodes WHERE name = ");
-        q.bind(name.to_owned());
-        if let Some(row) = q.build().fetch_optional(w.conn()).await?
-            && row.opt_text("user_key")?.is_some()
-        {
+        if before.as_ref().is_some_and(|(_, b)| b.enrolled) {
             return Err(StoreError::refused(
                 "name",
                 format!("node {name} is enrolled already: `vigil node remove {name}` revokes its credentials first"),

@@ -96,7 +96,7 @@ impl Store {
     /// Appends ` AND <col> = <id>` for the org a query parameter names (an
     /// id or a name); `NotFound` when `who` does not see it.
     pub(crate) async fn push_org_filter(&self, q: &mut Sql, col: &str, who: &Principal, org: &str) -> Result<()> {
-        let r = org.parse::<i64>().map(OrgRef::Id).unwrap_or_else(|_| OrgRef::Name(org.to_owned()));
+        let r = OrgRef::parse(org);
         let mut conn = self.pool().acquire().await?;
         let id = self.resolve_org(&mut conn, who, &r).await?;
         q.push(&format!(" AND {col} = ")).bind(id);
