@@ -13,6 +13,8 @@
 //!
 //! Run: `cargo bench -p vigil-collector --bench devices`; the figure is the
 //! ratio of the throughputs on and off for each shape (target ≥ 0.97).
+//! `DEVICES_TRACKER=1` times the tracker alone instead (ns per event over
+//! prebuilt batches, whose events are not in cache as the intake's are).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -128,7 +130,8 @@ fn tracker_alone(c: &mut Criterion) {
             .collect();
         let relays = vec!["127.0.0.0/8".parse().unwrap()];
         let mut t = DeviceTracker::new(NodeId::new("c1"), relays, DEVICES as usize, vec!["openssh".into()], 0);
-        let origin = |peer: IpAddr| Origin { org: parsers::OrgId(2), peer, by_host: false, family: Some(0) };
+        let origin =
+            |t: &DeviceTracker, peer: IpAddr, e: &parsers::Event| t.origin(e, parsers::OrgId(2), peer, false, Some(0));
         for (peer, e) in &events {
             t.observe(parsers::OrgId(2), *peer, false, e, Some(0), 1);
         }
@@ -141,7 +144,7 @@ fn tracker_alone(c: &mut Criterion) {
                     (0..BATCH).map(|k| &events[pick(shape, n, k) as usize]).cloned().unzip::<_, _, Vec<_>, Vec<_>>()
                 },
                 |(peers, batch): &mut (Vec<IpAddr>, Vec<parsers::Event>)| {
-                    let origins: Vec<Origin> = peers.iter().map(|p| origin(*p)).collect();
+                    let origins: Vec<Origin> = peers.iter().zip(batch.iter()).map(|(p, e)| origin(&t, *p, e)).collect();
                     t.observe_batch(batch, &origins, 2, &mut standings);
                     std::hint::black_box(&standings);
                 },
@@ -207,7 +210,56 @@ fn interleaved_ratios() {
 
 criterion_group!(benches, bench, tracker_alone);
 
+/// The tracker alone, timed around `observe_batch` only (prebuilt
+/// batches): ns per event for each shape. `DEVICES_TRACKER=1` runs it
+/// alone (for profiling).
+fn tracker_timing() {
+    let parser = Parser::new();
+    let at = EventTime::from_unix(1_800_000_000, 0, 0);
+    for shape in ["direct", "relayed", "scattered"] {
+        let relayed = shape == "relayed";
+        let per_batch = if shape == "direct" { 64 } else { BATCH };
+        let events: Vec<(IpAddr, parsers::Event)> = (0..DEVICES)
+            .map(|i| {
+                let r = line(i, relayed);
+                (r.peer, parser.parse(r.frame.data, at))
+            })
+            .collect();
+        let relays = vec!["127.0.0.0/8".parse().unwrap()];
+        let mut t = DeviceTracker::new(NodeId::new("c1"), relays, DEVICES as usize, vec!["openssh".into()], 0);
+        let origin =
+            |t: &DeviceTracker, peer: IpAddr, e: &parsers::Event| t.origin(e, parsers::OrgId(2), peer, false, Some(0));
+        for (peer, e) in &events {
+            t.observe(parsers::OrgId(2), *peer, false, e, Some(0), 1);
+        }
+        let batches: Vec<(Vec<Origin>, Vec<parsers::Event>)> = (0..200)
+            .map(|n| {
+                let (peers, evs): (Vec<IpAddr>, Vec<parsers::Event>) =
+                    (0..per_batch).map(|k| &events[pick(shape, n, k) as usize]).cloned().unzip();
+                (peers.into_iter().zip(&evs).map(|(p, e)| origin(&t, p, e)).collect(), evs)
+            })
+            .collect();
+        let mut standings = Vec::new();
+        let mut took = std::time::Duration::ZERO;
+        let rounds = 20;
+        for _ in 0..rounds {
+            for (origins, evs) in &batches {
+                standings.clear();
+                let start = std::time::Instant::now();
+                t.observe_batch(evs, origins, 2, &mut standings);
+                took += start.elapsed();
+            }
+        }
+        let n = f64::from(rounds * 200 * per_batch);
+        println!("tracker/{shape}: {:.1} ns per event", took.as_secs_f64() * 1e9 / n);
+    }
+}
+
 fn main() {
+    if std::env::var("DEVICES_TRACKER").is_ok() {
+        tracker_timing();
+        return;
+    }
     interleaved_ratios();
     benches();
     Criterion::default().configure_from_args().final_summary();

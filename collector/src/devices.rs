@@ -16,11 +16,10 @@
 //! ones past it are counted as overflow, their events still flow), and
 //! devices silent for a day are forgotten here (the store keeps them).
 
-use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
 use parsers::{DeviceLimits, DeviceReport, DeviceSeen, Event, Format, Network, NodeId, OrgId, Str};
 use serde::Deserialize;
 
@@ -262,125 +261,233 @@ const FAMILY_SLOTS: usize = 4;
 const HOST_SLOTS: usize = 4;
 /// A device silent this long is forgotten by the node (the store keeps it).
 const FORGET_AFTER_MS: i64 = 86_400_000;
+/// Identity bytes a device's hot line holds: an address, or a host name
+/// up to this long (a longer one is compared with the key in the cold part).
+const INLINE: usize = 16;
+/// The bit of [`Hot::formats`] saying the CEF/LEEF product is known.
+const PRODUCT_KNOWN: u8 = 0x80;
 
-/// A device's state. What every event touches comes first (`repr(C)`
-/// keeps the order), so with the key it spans two cache lines; host names
-/// and the product are looked at only when an event may add to them.
-#[derive(Debug)]
-#[repr(C)]
-struct Device {
+/// How a device's identity is held in its hot line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    V4,
+    V6,
+    /// A host name of at most [`INLINE`] bytes, all inline.
+    Host,
+    /// A longer host name: its first [`INLINE`] bytes inline.
+    LongHost,
+}
+
+/// An identity as a hot line holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Inline {
+    kind: Kind,
+    len: u8,
+    bytes: [u8; INLINE],
+}
+
+impl Inline {
+    fn of(identity: IdentRef<'_>) -> Inline {
+        let mut bytes = [0u8; INLINE];
+        let (kind, len) = match identity {
+            IdentRef::Ip(IpAddr::V4(ip)) => {
+                bytes[..4].copy_from_slice(&ip.octets());
+                (Kind::V4, 4)
+            }
+            IdentRef::Ip(IpAddr::V6(ip)) => {
+                bytes = ip.octets();
+                (Kind::V6, 16)
+            }
+            IdentRef::Host(h) => {
+                let n = h.len().min(INLINE);
+                bytes[..n].copy_from_slice(&h.as_bytes()[..n]);
+                // Names are at most MAX_HOST (255) bytes.
+                let kind = if h.len() <= INLINE { Kind::Host } else { Kind::LongHost };
+                (kind, u8::try_from(h.len()).unwrap_or(u8::MAX))
+            }
+        };
+        Inline { kind, len, bytes }
+    }
+}
+
+/// What every event of a device reads or writes, in one cache line: its
+/// org and identity (inline, so a lookup is decided here but for long
+/// host names), its standing and the period's counters. The rest, which
+/// an event touches only when it may add to it, is in [`Cold`].
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct Hot {
+    org: OrgId,
+    kind: Kind,
+    len: u8,
     standing: Standing,
+    /// Formats seen in the period (bit per [`Format`]) and [`PRODUCT_KNOWN`].
     formats: u8,
-    /// (family index + 1, events); 0 = free slot.
-    families: [(u16, u32); FAMILY_SLOTS],
-    first_ms: i64,
-    last_ms: i64,
-    events: u64,
+    ident: [u8; INLINE],
     bytes: u64,
-    max_gap_ms: i64,
-    /// The last HOSTNAME compared with `hosts` (inline up to 24 bytes).
-    last_host: Str,
+    events: u64,
+    last_ms: i64,
+    /// The first family counted in the period: (family index + 1, events);
+    /// others are counted in [`Cold::families`].
+    family: (u16, u32),
+    max_gap_ms: u32,
+    /// A fingerprint of the last HOSTNAME compared with the host names
+    /// kept (0: none yet).
+    host_tag: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Hot>() == 64);
+
+/// What a device's events rarely touch.
+#[derive(Debug)]
+struct Cold {
+    /// The key's hash, as the index files it.
+    hash: u64,
+    key: DeviceKey,
+    first_ms: i64,
     first_ever_ms: i64,
+    /// Families other than [`Hot::family`]: (family index + 1, events); 0 = free.
+    families: [(u16, u32); FAMILY_SLOTS - 1],
     hosts: Vec<Str>,
     product: Option<Str>,
 }
 
-impl Device {
-    /// Reads what [`Device::count`] reads first (see [`Index::touch`]).
-    fn touch(&self) -> u64 {
-        self.events ^ self.last_host.len() as u64
-    }
+/// A HOSTNAME's fingerprint, never 0.
+fn host_tag(hasher: &DefaultHashBuilder, host: &str) -> u32 {
+    (hasher.hash_one(host.as_bytes()) >> 32) as u32 | 1
+}
 
-    fn new(now_ms: i64, standing: Standing) -> Device {
-        Device {
+impl Hot {
+    fn new(key: KeyRef<'_>, standing: Standing) -> Hot {
+        let Inline { kind, len, bytes } = Inline::of(key.identity);
+        Hot {
+            org: key.org,
+            kind,
+            len,
             standing,
             formats: 0,
-            families: [(0, 0); FAMILY_SLOTS],
-            first_ms: now_ms,
-            last_ms: now_ms,
-            events: 0,
+            ident: bytes,
             bytes: 0,
+            events: 0,
+            last_ms: 0,
+            family: (0, 0),
             max_gap_ms: 0,
-            last_host: Str::default(),
-            first_ever_ms: now_ms,
-            hosts: Vec::new(),
-            product: None,
+            host_tag: 0,
         }
     }
 
+    /// Whether this line may be `key`'s: certainly (`Some(true)`), not
+    /// (`Some(false)`), or the cold key must tell (a long host name).
+    fn matches(&self, org: OrgId, inline: &Inline) -> Option<bool> {
+        if self.org != org || self.kind != inline.kind || self.len != inline.len || self.ident != inline.bytes {
+            return Some(false);
+        }
+        (self.kind != Kind::LongHost).then_some(true)
+    }
+
     /// Counts `events` (a run of this device's, with their `origins`),
-    /// received at `now_ms`.
-    fn count(&mut self, events: &[Event], origins: &[Origin], now_ms: i64) {
+    /// received at `now_ms`; `cold` is read only when an event may add to it.
+    fn count(&mut self, cold: &mut Cold, events: &[Event], origins: &[Origin], now_ms: i64) {
         if events.is_empty() {
             return;
         }
         if self.events == 0 {
-            self.first_ms = now_ms;
+            cold.first_ms = now_ms;
         } else {
-            self.max_gap_ms = self.max_gap_ms.max(now_ms - self.last_ms);
+            let gap = (now_ms - self.last_ms).clamp(0, i64::from(u32::MAX));
+            self.max_gap_ms = self.max_gap_ms.max(u32::try_from(gap).unwrap_or(u32::MAX));
         }
         self.last_ms = now_ms;
         self.events += events.len() as u64;
         // Families come in runs too: counted a run at a time.
         let mut family: (Option<usize>, u32) = (None, 0);
+        // The events themselves are read only for what is new: a product,
+        // a host name.
         for (event, origin) in events.iter().zip(origins) {
-            self.bytes += event.raw.len() as u64;
-            self.formats |= 1 << event.format as u8;
+            self.bytes += u64::from(origin.len);
+            self.formats |= 1 << origin.format as u8;
             if origin.family == family.0 {
                 family.1 += 1;
             } else {
-                self.count_family(family.0, family.1);
+                self.count_family(cold, family.0, family.1);
                 family = (origin.family, 1);
             }
-            if matches!(event.format, Format::Cef | Format::Leef) && self.product.is_none() {
-                self.product_of(event);
-            }
-            if let Some(h) = event.host.as_deref()
-                && self.last_host != h
+            if matches!(origin.format, Format::Cef | Format::Leef)
+                && self.formats & PRODUCT_KNOWN == 0
+                && cold.product_of(event)
             {
-                self.host_named(h);
+                self.formats |= PRODUCT_KNOWN;
             }
-        }
-        self.count_family(family.0, family.1);
-    }
-
-    fn count_family(&mut self, family: Option<usize>, n: u32) {
-        let Some(f) = family.and_then(|f| u16::try_from(f + 1).ok()) else { return };
-        match self.families.iter_mut().find(|(slot, _)| *slot == f || *slot == 0) {
-            Some(slot) => *slot = (f, slot.1.saturating_add(n)),
-            // All slots taken by other families: the rarest gives way.
-            None => {
-                if let Some(min) = self.families.iter_mut().min_by_key(|(_, n)| *n) {
-                    *min = (f, n);
+            if origin.host_tag != 0 && origin.host_tag != self.host_tag {
+                self.host_tag = origin.host_tag;
+                if let Some(h) = event.host.as_deref() {
+                    cold.host_named(h);
                 }
             }
         }
+        self.count_family(cold, family.0, family.1);
     }
 
-    fn product_of(&mut self, event: &Event) {
-        if let (Some(vendor), Some(product)) = (&event.vendor, &event.product) {
-            let mut p = Str::from(if event.format == Format::Cef { "cef:" } else { "leef:" });
-            p.push_str(vendor);
-            p.push('/');
-            p.push_str(product);
-            self.product = Some(p);
+    /// Counts `n` events of `family`: in the hot slot when it is that
+    /// family's (or free), else in a cold one; when all four slots hold
+    /// other families, the rarest gives way (the hot one first on a tie).
+    fn count_family(&mut self, cold: &mut Cold, family: Option<usize>, n: u32) {
+        let Some(f) = family.and_then(|f| u16::try_from(f + 1).ok()) else { return };
+        if self.family.0 == f || self.family.0 == 0 {
+            self.family = (f, self.family.1.saturating_add(n));
+            return;
+        }
+        if let Some(slot) = cold.families.iter_mut().find(|(slot, _)| *slot == f || *slot == 0) {
+            *slot = (f, slot.1.saturating_add(n));
+            return;
+        }
+        match cold.families.iter_mut().min_by_key(|(_, n)| *n) {
+            Some(min) if min.1 < self.family.1 => *min = (f, n),
+            _ => self.family = (f, n),
         }
     }
 
+    /// Starts a new report period.
+    fn reset(&mut self, cold: &mut Cold) {
+        self.events = 0;
+        self.bytes = 0;
+        self.max_gap_ms = 0;
+        self.family = (0, 0);
+        self.formats &= PRODUCT_KNOWN;
+        cold.families = [(0, 0); FAMILY_SLOTS - 1];
+    }
+}
+
+impl Cold {
+    fn new(hash: u64, key: DeviceKey, now_ms: i64) -> Cold {
+        Cold {
+            hash,
+            key,
+            first_ms: now_ms,
+            first_ever_ms: now_ms,
+            families: [(0, 0); FAMILY_SLOTS - 1],
+            hosts: Vec::new(),
+            product: None,
+        }
+    }
+
+    /// Takes the CEF/LEEF product from `event`; whether it had one.
+    fn product_of(&mut self, event: &Event) -> bool {
+        let (Some(vendor), Some(product)) = (&event.vendor, &event.product) else { return false };
+        let mut p = Str::from(if event.format == Format::Cef { "cef:" } else { "leef:" });
+        p.push_str(vendor);
+        p.push('/');
+        p.push_str(product);
+        self.product = Some(p);
+        true
+    }
+
     fn host_named(&mut self, h: &str) {
-        self.last_host = h.into();
         if self.hosts.len() < HOST_SLOTS && !h.is_empty() && h != "-" && !self.hosts.iter().any(|k| k == h) {
             self.hosts.push(h.into());
         }
     }
-}
-
-/// A device in the slab: its key, the key's hash, and its state.
-#[derive(Debug)]
-struct Entry {
-    hash: u64,
-    key: DeviceKey,
-    device: Device,
 }
 
 /// Where an event comes from, as the inventory needs it.
@@ -394,6 +501,11 @@ pub struct Origin {
     pub by_host: bool,
     /// Its device family (index), if a device parser recognised it.
     pub family: Option<usize>,
+    /// Its length, format and HOSTNAME's fingerprint (0: none), read while
+    /// the event is at hand (see [`DeviceTracker::origin`]).
+    len: u32,
+    format: Format,
+    host_tag: u32,
 }
 
 /// Runs of events looked up together, stage by stage (see [`DeviceTracker`]).
@@ -436,6 +548,8 @@ struct Pending {
     /// The identity is the relayed HOSTNAME's (when it names a device).
     relay: bool,
     ident: Ident,
+    /// The identity as a hot line holds it.
+    inline: Inline,
     lookup: Lookup,
     start: usize,
     len: usize,
@@ -466,8 +580,12 @@ struct Limits {
 /// The inventory of one node: devices heard from, their counters since the
 /// last report, and their standing against the licence's device limit.
 ///
-/// Devices live in a slab, found through an open-addressing index of slab numbers
-/// hashed with SipHash under a random key, as event-derived keys must be.
+/// Devices live in a slab, found through an open-addressing index of slab
+/// numbers hashed under a per-tracker random seed (foldhash), so senders
+/// cannot choose names that collide. Each device is a 64-byte hot line
+/// (identity inline, standing, the period's counters) and a cold part
+/// (key, host names, product, other families) an event touches only when
+/// it may add to it.
 /// A batch is looked up in chunks, each in stages: identities and hashes,
 /// then the index slots read ahead, then the slots probed and the devices
 /// read ahead, then each event counted. The reads of a stage do not depend
@@ -478,9 +596,11 @@ pub struct DeviceTracker {
     relays: Vec<Network>,
     max_per_org: usize,
     families: Vec<Str>,
-    devices: Vec<Entry>,
+    /// The slab: each device's hot line and cold part, at the same number.
+    hot: Vec<Hot>,
+    cold: Vec<Cold>,
     index: Index,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
     /// The slab number of the last event's device.
     last: Option<u32>,
     /// A chunk's lookups and relayed host names (kept for their room).
@@ -505,9 +625,10 @@ impl DeviceTracker {
             relays,
             max_per_org: max_per_org.max(1),
             families,
-            devices: Vec::new(),
+            hot: Vec::new(),
+            cold: Vec::new(),
             index: Index::new(),
-            hasher: RandomState::new(),
+            hasher: DefaultHashBuilder::default(),
             last: None,
             pending: Vec::new(),
             names: String::new(),
@@ -516,6 +637,23 @@ impl DeviceTracker {
             limits: Limits::default(),
             provisional: 0,
             last_report_ms: now_ms,
+        }
+    }
+
+    /// Where `event` comes from, as [`DeviceTracker::observe_batch`] takes
+    /// it: assigned to `org`, sent by `peer` (`by_host`: org assignment
+    /// matched its HOSTNAME), classified as `family`. The intake calls this
+    /// right after parsing, so what the inventory needs of the event is
+    /// read while the event is still in the core's cache.
+    pub fn origin(&self, event: &Event, org: OrgId, peer: IpAddr, by_host: bool, family: Option<usize>) -> Origin {
+        Origin {
+            org,
+            peer,
+            by_host,
+            family,
+            len: u32::try_from(event.raw.len()).unwrap_or(u32::MAX),
+            format: event.format,
+            host_tag: event.host.as_deref().map_or(0, |h| host_tag(&self.hasher, h)),
         }
     }
 
@@ -539,7 +677,7 @@ impl DeviceTracker {
         now_ms: i64,
     ) -> Standing {
         let mut standing = Vec::with_capacity(1);
-        let origin = Origin { org, peer, by_host, family };
+        let origin = self.origin(event, org, peer, by_host, family);
         self.observe_batch(std::slice::from_ref(event), &[origin], now_ms, &mut standing);
         standing.first().copied().unwrap_or(Standing::Within)
     }
@@ -576,9 +714,15 @@ impl DeviceTracker {
             }
             for p in &pending {
                 if let Lookup::Hash(_, Some(at)) = p.lookup
-                    && let Some(entry) = self.devices.get(at as usize)
+                    && let Some(hot) = self.hot.get(at as usize)
                 {
-                    ahead ^= entry.hash ^ entry.device.touch();
+                    ahead ^= hot.events;
+                    // A long host name is compared with the cold key too.
+                    if hot.kind == Kind::LongHost
+                        && let Some(cold) = self.cold.get(at as usize)
+                    {
+                        ahead ^= cold.hash;
+                    }
                 }
             }
             std::hint::black_box(ahead);
@@ -588,14 +732,15 @@ impl DeviceTracker {
                 let found = match p.lookup {
                     Lookup::Slab(at) => Some(at),
                     Lookup::Hash(hash, candidate) => candidate
-                        .filter(|&at| self.devices.get(at as usize).is_some_and(|e| key.is(&e.key)))
-                        .or_else(|| self.find_ref(hash, key)),
+                        .filter(|&at| self.is(at, key, &p.inline))
+                        .or_else(|| self.find_ref(hash, key, &p.inline)),
                 };
-                let standing = match found.and_then(|at| self.devices.get_mut(at as usize)) {
-                    Some(entry) => {
-                        entry.device.count(&events[run.clone()], &origins[run], now_ms);
+                let slot = found.and_then(|at| self.hot.get_mut(at as usize).zip(self.cold.get_mut(at as usize)));
+                let standing = match slot {
+                    Some((hot, cold)) => {
+                        hot.count(cold, &events[run.clone()], &origins[run], now_ms);
                         self.last = found;
-                        entry.device.standing
+                        hot.standing
                     }
                     None => self.add(key, &events[run.clone()], &origins[run], now_ms),
                 };
@@ -647,13 +792,14 @@ impl DeviceTracker {
             None => true,
         };
         let key = KeyRef { org, identity: ident.as_ref(names) };
+        let inline = Inline::of(key.identity);
         // A chunk's first run may go on the last chunk's (or batch's).
-        let last = self.last.filter(|&at| first && self.devices.get(at as usize).is_some_and(|e| key.is(&e.key)));
+        let last = self.last.filter(|&at| first && self.is(at, key, &inline));
         let lookup = match last {
             Some(at) => Lookup::Slab(at),
-            None => Lookup::Hash(self.hash_key(key), None),
+            None => Lookup::Hash(self.hash_inline(key, &inline), None),
         };
-        Some(Pending { org, peer: origin.peer, relayer, relay, ident, lookup, start: k, len: 1 })
+        Some(Pending { org, peer: origin.peer, relayer, relay, ident, inline, lookup, start: k, len: 1 })
     }
 
     /// A device first heard from now, with a run of its `events`: tracked
@@ -672,57 +818,64 @@ impl DeviceTracker {
         counts.tracked += 1;
         let owned = key.to_owned();
         let standing = self.standing_of_new(&owned);
-        let mut device = Device::new(now_ms, standing);
-        device.count(events, origins, now_ms);
-        let Ok(at) = u32::try_from(self.devices.len()) else { return standing };
+        let Ok(at) = u32::try_from(self.hot.len()) else { return standing };
         let hash = self.hash_key(key);
-        self.devices.push(Entry { hash, key: owned, device });
-        let devices = &self.devices;
-        self.index.insert(hash, at, |a| devices.get(a as usize).map_or(0, |e| e.hash));
+        let (mut hot, mut cold) = (Hot::new(key, standing), Cold::new(hash, owned, now_ms));
+        hot.count(&mut cold, events, origins, now_ms);
+        self.hot.push(hot);
+        self.cold.push(cold);
+        let cold = &self.cold;
+        self.index.insert(hash, at, |a| cold.get(a as usize).map_or(0, |c| c.hash));
         self.last = Some(at);
         standing
     }
 
     /// The hash the index files `key` under.
     fn hash_key(&self, key: KeyRef<'_>) -> u64 {
+        self.hash_inline(key, &Inline::of(key.identity))
+    }
+
+    /// The hash of `key`, whose identity a hot line holds as `inline`: the
+    /// inline form in three words, and a long host name in full.
+    fn hash_inline(&self, key: KeyRef<'_>, inline: &Inline) -> u64 {
         let mut h = self.hasher.build_hasher();
-        let mut head = [0u8; 21];
-        head[..4].copy_from_slice(&key.org.0.to_le_bytes());
-        match key.identity {
-            IdentRef::Ip(IpAddr::V4(ip)) => {
-                head[4] = 4;
-                head[5..9].copy_from_slice(&ip.octets());
-                h.write(&head[..9]);
-            }
-            IdentRef::Ip(IpAddr::V6(ip)) => {
-                head[4] = 6;
-                head[5..].copy_from_slice(&ip.octets());
-                h.write(&head);
-            }
-            IdentRef::Host(name) => {
-                h.write(&head[..5]);
-                h.write(name.as_bytes());
-            }
+        let (a, b) = inline.bytes.split_at(8);
+        let word = |w: &[u8]| w.try_into().map_or(0, u64::from_ne_bytes);
+        h.write_u64(u64::from(key.org.0) | u64::from(inline.kind as u8) << 32 | u64::from(inline.len) << 40);
+        h.write_u64(word(a));
+        h.write_u64(word(b));
+        if let (Kind::LongHost, IdentRef::Host(name)) = (inline.kind, key.identity) {
+            h.write(name.as_bytes());
         }
         h.finish()
     }
 
-    fn find_ref(&self, hash: u64, key: KeyRef<'_>) -> Option<u32> {
-        let devices = &self.devices;
-        self.index.find(hash, |at| devices.get(at as usize).is_some_and(|e| key.is(&e.key)))
+    /// Whether slab number `at` is `key`'s device (`inline`: the key's
+    /// identity as a hot line holds it).
+    fn is(&self, at: u32, key: KeyRef<'_>, inline: &Inline) -> bool {
+        match self.hot.get(at as usize).map(|h| h.matches(key.org, inline)) {
+            Some(Some(decided)) => decided,
+            Some(None) => self.cold.get(at as usize).is_some_and(|c| key.is(&c.key)),
+            None => false,
+        }
+    }
+
+    fn find_ref(&self, hash: u64, key: KeyRef<'_>, inline: &Inline) -> Option<u32> {
+        self.index.find(hash, |at| self.is(at, key, inline))
     }
 
     fn find(&self, key: &DeviceKey) -> Option<usize> {
         let key = key.as_ref();
-        self.find_ref(self.hash_key(key), key).map(|at| at as usize)
+        let inline = Inline::of(key.identity);
+        self.find_ref(self.hash_inline(key, &inline), key, &inline).map(|at| at as usize)
     }
 
     /// Rebuilds the index after the slab changed order.
     fn reindex(&mut self) {
-        let devices = &self.devices;
-        self.index.clear(devices.len());
-        for (at, entry) in devices.iter().enumerate() {
-            self.index.insert(entry.hash, at as u32, |a| devices.get(a as usize).map_or(0, |e| e.hash));
+        let cold = &self.cold;
+        self.index.clear(cold.len());
+        for (at, c) in cold.iter().enumerate() {
+            self.index.insert(c.hash, at as u32, |a| cold.get(a as usize).map_or(0, |c| c.hash));
         }
         self.last = None;
     }
@@ -792,11 +945,11 @@ impl DeviceTracker {
         };
         self.provisional = 0;
         let mut unknown: Vec<(i64, DeviceKey)> = Vec::new();
-        for Entry { key, device, .. } in &mut self.devices {
+        for (hot, Cold { key, first_ever_ms, .. }) in self.hot.iter_mut().zip(&self.cold) {
             if self.limits.within.contains(key) || self.limits.limit.is_none() {
-                device.standing = Standing::Within;
+                hot.standing = Standing::Within;
             } else {
-                unknown.push((device.first_ever_ms, key.clone()));
+                unknown.push((*first_ever_ms, key.clone()));
             }
         }
         unknown.sort_by(|a, b| {
@@ -804,8 +957,8 @@ impl DeviceTracker {
         });
         for (_, key) in unknown {
             let standing = self.standing_of_new(&key);
-            if let Some(i) = self.find(&key) {
-                self.devices[i].device.standing = standing;
+            if let Some(hot) = self.find(&key).and_then(|i| self.hot.get_mut(i)) {
+                hot.standing = standing;
             }
         }
     }
@@ -816,50 +969,51 @@ impl DeviceTracker {
     pub fn report(&mut self, now_ms: i64) -> DeviceReport {
         let mut seen = Vec::new();
         let families = &self.families;
-        let before = self.devices.len();
-        self.devices.retain_mut(|Entry { key, device: d, .. }| {
-            if d.events > 0 {
-                let family = d
-                    .families
-                    .iter()
-                    .filter(|(f, _)| *f > 0)
-                    .max_by_key(|(_, n)| *n)
-                    .and_then(|(f, _)| families.get(usize::from(*f) - 1))
-                    .map(|f| f.to_string());
-                seen.push(DeviceSeen {
-                    org: key.org,
-                    identity: key.identity.to_string(),
-                    hosts: d.hosts.iter().map(|h| h.to_string()).collect(),
-                    product: d.product.as_ref().map(|p| p.to_string()).or_else(|| family.clone()),
-                    family,
-                    formats: [Format::Rfc5424, Format::Rfc3164, Format::Cef, Format::Leef, Format::Raw]
-                        .into_iter()
-                        .filter(|f| d.formats & (1 << *f as u8) != 0)
-                        .map(|f| f.as_str().to_owned())
-                        .collect(),
-                    first_ms: d.first_ms,
-                    last_ms: d.last_ms,
-                    events: d.events,
-                    bytes: d.bytes,
-                    max_gap_ms: d.max_gap_ms,
-                });
-                d.events = 0;
-                d.bytes = 0;
-                d.max_gap_ms = 0;
-                d.families = [(0, 0); FAMILY_SLOTS];
-                d.formats = 0;
-                true
-            } else {
-                now_ms - d.last_ms < FORGET_AFTER_MS
+        let before = self.hot.len();
+        let mut keep = Vec::with_capacity(before);
+        for (d, c) in self.hot.iter_mut().zip(self.cold.iter_mut()) {
+            if d.events == 0 {
+                keep.push(now_ms - d.last_ms < FORGET_AFTER_MS);
+                continue;
             }
-        });
+            // The family seen most (the last of equals, hot slot first).
+            let family = std::iter::once(&d.family)
+                .chain(&c.families)
+                .filter(|(f, _)| *f > 0)
+                .max_by_key(|(_, n)| *n)
+                .and_then(|(f, _)| families.get(usize::from(*f) - 1))
+                .map(|f| f.to_string());
+            seen.push(DeviceSeen {
+                org: c.key.org,
+                identity: c.key.identity.to_string(),
+                hosts: c.hosts.iter().map(|h| h.to_string()).collect(),
+                product: c.product.as_ref().map(|p| p.to_string()).or_else(|| family.clone()),
+                family,
+                formats: [Format::Rfc5424, Format::Rfc3164, Format::Cef, Format::Leef, Format::Raw]
+                    .into_iter()
+                    .filter(|f| d.formats & (1 << *f as u8) != 0)
+                    .map(|f| f.as_str().to_owned())
+                    .collect(),
+                first_ms: c.first_ms,
+                last_ms: d.last_ms,
+                events: d.events,
+                bytes: d.bytes,
+                max_gap_ms: i64::from(d.max_gap_ms),
+            });
+            d.reset(c);
+            keep.push(true);
+        }
         // Forgotten devices free their org's room.
-        if self.devices.len() != before {
+        if keep.contains(&false) {
+            let mut k = keep.iter();
+            self.hot.retain(|_| k.next().copied().unwrap_or(true));
+            let mut k = keep.iter();
+            self.cold.retain(|_| k.next().copied().unwrap_or(true));
             self.reindex();
             for c in self.orgs.values_mut() {
                 c.tracked = 0;
             }
-            for Entry { key, .. } in &self.devices {
+            for Cold { key, .. } in &self.cold {
                 self.orgs.entry(key.org).or_default().tracked += 1;
             }
         }
@@ -880,12 +1034,12 @@ impl DeviceTracker {
 
     /// Devices tracked.
     pub fn len(&self) -> usize {
-        self.devices.len()
+        self.hot.len()
     }
 
     /// Whether no device is tracked.
     pub fn is_empty(&self) -> bool {
-        self.devices.is_empty()
+        self.hot.is_empty()
     }
 }
 
@@ -1067,6 +1221,7 @@ mod tests {
             limit in 0u64..6,
         ) {
             let hosts = ["fw-1", "FW-1.", "db-2", "10.0.0.9", "-"];
+            let tags = tracker(1);
             let lines: Vec<(Origin, Event)> = sent
                 .iter()
                 .map(|&(peer, host, org, family, by_host)| {
@@ -1074,8 +1229,9 @@ mod tests {
                     let peer = if peer < 2 { ip(&format!("127.0.0.{peer}")) } else { ip(&format!("192.0.2.{peer}")) };
                     let line = format!("<13>Nov 22 10:15:42 {} app: hi", hosts[usize::from(host)]);
                     let family = family.checked_sub(1);
-                    let origin = Origin { org: OrgId(5 + u32::from(org)), peer, by_host, family };
-                    (origin, event(&line))
+                    let event = event(&line);
+                    let origin = tags.origin(&event, OrgId(5 + u32::from(org)), peer, by_host, family);
+                    (origin, event)
                 })
                 .collect();
             let limits = DeviceLimits { version: 1, limit: Some(limit), enforce: true, within: vec![], active: 0, parts: 0 };

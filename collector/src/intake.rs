@@ -179,10 +179,10 @@ impl Intake {
             event.org = Some(route.name.clone());
             event.reporter_ip = Some(item.peer);
             event.collector = Some(self.collector.clone());
-            events.push(event);
-            if devices.is_some() {
-                origins.push(Origin { org: route.id, peer: item.peer, by_host, family });
+            if let Some(devices) = devices.as_deref() {
+                origins.push(devices.origin(&event, route.id, item.peer, by_host, family));
             }
+            events.push(event);
         }
         // The inventory counts the batch as a whole (its lookups overlap).
         if let Some(devices) = devices.as_deref_mut() {

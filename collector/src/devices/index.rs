@@ -4,7 +4,7 @@
 //! hash starts at can be read ahead of the lookup ([`Index::touch`]), so a
 //! batch's misses overlap instead of following one another.
 //!
-//! The hashes are SipHash under a per-process random key (the tracker's),
+//! The hashes are foldhash under a per-tracker random seed,
 //! so senders cannot pick names that crowd one run of slots.
 
 /// One slot: `tag` 0 is free; otherwise it is the hash's high half with
