@@ -268,3 +268,43 @@ fn test_joins_audit_records_by_serial() {
     let keys: Vec<String> = incidents(&out).iter().map(|i| i["key"]["ext.serial"].to_string()).collect();
     assert_eq!(keys, ["\"101\"", "\"103\""], "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// The rules thread takes parsed batches in file order: two threads give
+/// the same incidents, line numbers and all, as one, over a log of many
+/// batches with attacks spread across them and tenants.
+#[test]
+fn test_gives_the_same_incidents_on_one_thread_and_two() {
+    let dir = temp_dir("threads");
+    let map = write(&dir, "orgs.toml", "[networks]\n\"10.1.0.0/16\" = \"globex\"\n\"10.2.0.0/16\" = \"acme\"\n");
+    let mut log = String::new();
+    for n in 0..20_000u32 {
+        let (minute, second) = ((n / 60) % 60, n % 60);
+        let host = if n % 3 == 0 { "10.1.0.5" } else { "10.2.0.7" };
+        // A burst of six failures every 500 lines, from one of 40 attackers.
+        let ip = if n % 500 < 18 && n % 3 == 0 {
+            format!("198.51.100.{}", (n / 500) % 40)
+        } else {
+            format!("192.0.2.{}", n % 250)
+        };
+        log.push_str(&format!(
+            "Nov 22 1{}:{minute:02}:{second:02} {host} sshd[42]: Failed password for root from {ip} port 4000 ssh2\n",
+            n / 3600
+        ));
+    }
+    let input = write(&dir, "auth.log", &log);
+    let run = |threads: &str| {
+        let out = vigil(
+            &["rules", "test", "--input", &input, "--org-map", &map, "--tz", "UTC", NOW, "--threads", threads],
+            None,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        out.stdout
+    };
+    let one = run("1");
+    assert!(String::from_utf8_lossy(&one).lines().count() > 10, "{}", String::from_utf8_lossy(&one));
+    assert_eq!(String::from_utf8_lossy(&one), String::from_utf8_lossy(&run("2")));
+
+    let out = vigil(&["rules", "test", "--input", &input, "--threads", "3"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--threads"), "{}", stderr(&out));
+}

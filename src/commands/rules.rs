@@ -84,6 +84,11 @@ pub struct TestArgs {
     /// Print engine statistics to stderr at the end.
     #[arg(long)]
     stats: bool,
+    /// Threads: 2 parses on one while the rules run on the other (batches
+    /// of lines pass between them in order, so the result is the same); 1
+    /// does both on one.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    threads: u8,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -312,6 +317,46 @@ pub(crate) fn read_text(path: &Path) -> Result<String> {
     Ok(text)
 }
 
+/// The rules' side of `vigil rules test`: events in file order through
+/// the engine, audit records joined as the collector joins them.
+struct Correlate {
+    engine: Engine,
+    updates: Vec<rules::Incident>,
+    audit: AuditJoin,
+    joined: Vec<Event>,
+    /// Lines so far (a joined event counts as the line that completed it).
+    line: u64,
+    /// The newest event time so far (audit records are joined on their
+    /// own time: a replay has no receive times).
+    latest: i64,
+}
+
+impl Correlate {
+    fn new(engine: Engine) -> Correlate {
+        Correlate {
+            engine,
+            updates: Vec::new(),
+            audit: AuditJoin::new(collector::intake::AUDIT_JOIN_WINDOW_MS, collector::intake::AUDIT_JOIN_MAX_PENDING),
+            joined: Vec::new(),
+            line: 0,
+            latest: i64::MIN,
+        }
+    }
+
+    fn batch(&mut self, events: Vec<Event>) {
+        for event in events {
+            self.line += 1;
+            self.engine.process(self.line, &event, &mut self.updates);
+            self.latest = self.latest.max(event.time.unix_millis());
+            self.audit.observe(&event, self.latest, &mut self.joined);
+            self.audit.expire(self.latest, &mut self.joined);
+            for e in self.joined.drain(..) {
+                self.engine.process(self.line, &e, &mut self.updates);
+            }
+        }
+    }
+}
+
 fn test(args: TestArgs) -> Result<()> {
     let rules = if args.rules.is_empty() {
         rules::builtin()
@@ -338,33 +383,45 @@ fn test(args: TestArgs) -> Result<()> {
     // A replayed file has no real receive times (every line gets `--now`):
     // trust the stamps as written.
     let config = EngineConfig { lateness: args.lateness, max_ahead: None, ..EngineConfig::default() };
-    let mut engine = Engine::new(Arc::new(rules), config);
-    let mut updates = Vec::new();
-    let mut line = 0u64;
+    let mut correlate = Correlate::new(Engine::new(Arc::new(rules), config));
     let max_line = NonZeroUsize::new(parsers::framing::DEFAULT_MAX_FRAME_LEN).unwrap_or(NonZeroUsize::MIN);
-    // Audit records are joined as the collector joins them, on their own
-    // time (a replay has no receive times); a joined event counts as the
-    // line that completed it.
-    let mut audit = AuditJoin::new(collector::intake::AUDIT_JOIN_WINDOW_MS, collector::intake::AUDIT_JOIN_MAX_PENDING);
-    let (mut joined, mut latest) = (Vec::new(), i64::MIN);
-    read_batches(&mut input, max_line, |_, frames| {
-        for frame in frames {
-            line += 1;
-            let mut event = parser.parse(frame.data, now);
-            event.truncated = frame.truncated;
-            devices.classify(&mut event);
-            orgs.assign(&mut event);
-            engine.process(line, &event, &mut updates);
-            latest = latest.max(event.time.unix_millis());
-            audit.observe(&event, latest, &mut joined);
-            audit.expire(latest, &mut joined);
-            for e in joined.drain(..) {
-                engine.process(line, &e, &mut updates);
+    let parse = |frames: Vec<parsers::framing::Frame>| -> Vec<Event> {
+        frames
+            .into_iter()
+            .map(|frame| {
+                let mut event = parser.parse(frame.data, now);
+                event.truncated = frame.truncated;
+                devices.classify(&mut event);
+                orgs.assign(&mut event);
+                event
+            })
+            .collect()
+    };
+    let read = if args.threads == 1 {
+        read_batches(&mut input, max_line, |_, frames| {
+            correlate.batch(parse(frames));
+            true
+        })
+    } else {
+        // Parsed batches go to the rules thread in order; a few at most
+        // wait between the two.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(4);
+        std::thread::scope(|scope| {
+            let rules = scope.spawn(|| {
+                for batch in rx {
+                    correlate.batch(batch);
+                }
+            });
+            let read = read_batches(&mut input, max_line, |_, frames| tx.send(parse(frames)).is_ok());
+            drop(tx);
+            match rules.join() {
+                Ok(()) => read,
+                Err(_) => Err(io::Error::other("the rules thread failed")),
             }
-        }
-        true
-    })
-    .with_context(|| format!("cannot read {}", args.input.display()))?;
+        })
+    };
+    read.with_context(|| format!("cannot read {}", args.input.display()))?;
+    let Correlate { mut engine, mut updates, mut audit, mut joined, line, .. } = correlate;
     audit.drain(&mut joined);
     for e in joined.drain(..) {
         engine.process(line, &e, &mut updates);
