@@ -114,27 +114,36 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// The tracker alone over parsed events: what a lookup and count cost.
-fn tracker_alone(c: &mut Criterion) {
+/// Every device's line parsed, with its sender, and a tracker that has
+/// seen them all, for `shape`.
+fn full_table(shape: &str) -> (Vec<(IpAddr, parsers::Event)>, DeviceTracker) {
     let parser = Parser::new();
     let at = EventTime::from_unix(1_800_000_000, 0, 0);
+    let events: Vec<(IpAddr, parsers::Event)> = (0..DEVICES)
+        .map(|i| {
+            let r = line(i, shape == "relayed");
+            (r.peer, parser.parse(r.frame.data, at))
+        })
+        .collect();
+    let relays = vec!["127.0.0.0/8".parse().unwrap()];
+    let mut t = DeviceTracker::new(NodeId::new("c1"), relays, DEVICES as usize, vec!["openssh".into()], 0);
+    for (peer, e) in &events {
+        t.observe(parsers::OrgId(2), *peer, false, e, Some(0), 1);
+    }
+    (events, t)
+}
+
+/// An event's origin as the intake makes it (org 2, openssh).
+fn origin(t: &DeviceTracker, peer: IpAddr, e: &parsers::Event) -> Origin {
+    t.origin(e, parsers::OrgId(2), peer, false, Some(0))
+}
+
+/// The tracker alone over parsed events: what a lookup and count cost.
+fn tracker_alone(c: &mut Criterion) {
     let mut group = c.benchmark_group("tracker");
     group.throughput(Throughput::Elements(u64::from(BATCH)));
     for shape in ["direct", "relayed", "scattered"] {
-        let relayed = shape == "relayed";
-        let events: Vec<(IpAddr, parsers::Event)> = (0..DEVICES)
-            .map(|i| {
-                let r = line(i, relayed);
-                (r.peer, parser.parse(r.frame.data, at))
-            })
-            .collect();
-        let relays = vec!["127.0.0.0/8".parse().unwrap()];
-        let mut t = DeviceTracker::new(NodeId::new("c1"), relays, DEVICES as usize, vec!["openssh".into()], 0);
-        let origin =
-            |t: &DeviceTracker, peer: IpAddr, e: &parsers::Event| t.origin(e, parsers::OrgId(2), peer, false, Some(0));
-        for (peer, e) in &events {
-            t.observe(parsers::OrgId(2), *peer, false, e, Some(0), 1);
-        }
+        let (events, mut t) = full_table(shape);
         let mut n = 0u32;
         let mut standings = Vec::new();
         group.bench_function(shape, |b| {
@@ -214,24 +223,9 @@ criterion_group!(benches, bench, tracker_alone);
 /// batches): ns per event for each shape. `DEVICES_TRACKER=1` runs it
 /// alone (for profiling).
 fn tracker_timing() {
-    let parser = Parser::new();
-    let at = EventTime::from_unix(1_800_000_000, 0, 0);
     for shape in ["direct", "relayed", "scattered"] {
-        let relayed = shape == "relayed";
         let per_batch = if shape == "direct" { 64 } else { BATCH };
-        let events: Vec<(IpAddr, parsers::Event)> = (0..DEVICES)
-            .map(|i| {
-                let r = line(i, relayed);
-                (r.peer, parser.parse(r.frame.data, at))
-            })
-            .collect();
-        let relays = vec!["127.0.0.0/8".parse().unwrap()];
-        let mut t = DeviceTracker::new(NodeId::new("c1"), relays, DEVICES as usize, vec!["openssh".into()], 0);
-        let origin =
-            |t: &DeviceTracker, peer: IpAddr, e: &parsers::Event| t.origin(e, parsers::OrgId(2), peer, false, Some(0));
-        for (peer, e) in &events {
-            t.observe(parsers::OrgId(2), *peer, false, e, Some(0), 1);
-        }
+        let (events, mut t) = full_table(shape);
         let batches: Vec<(Vec<Origin>, Vec<parsers::Event>)> = (0..200)
             .map(|n| {
                 let (peers, evs): (Vec<IpAddr>, Vec<parsers::Event>) =
