@@ -1216,11 +1216,11 @@ mod tests {
         /// same standings and the same overflow.
         #[test]
         fn a_batch_counts_as_its_events_one_at_a_time(
-            sent in proptest::collection::vec((0u8..6, 0u8..5, 0u8..2, 0usize..3, proptest::bool::weighted(0.2)), 1..300),
+            sent in proptest::collection::vec((0u8..6, 0u8..7, 0u8..2, 0usize..3, proptest::bool::weighted(0.2)), 1..300),
             split in 1usize..80,
             limit in 0u64..6,
         ) {
-            let hosts = ["fw-1", "FW-1.", "db-2", "10.0.0.9", "-"];
+            let hosts = ["fw-1", "FW-1.", "db-2", "10.0.0.9", "-", "Mail-Relay.Example.ORG", "mail-relay.example.org."];
             let tags = tracker(1);
             let lines: Vec<(Origin, Event)> = sent
                 .iter()
