@@ -67,6 +67,9 @@ fn an_org_created_through_the_api_routes_the_very_next_event() {
     let (_, all) = v.get("/incidents?rule=ssh-brute-force", &v.token);
     assert_eq!(all["items"][0]["org"], "Initech", "{all}");
     assert_eq!(v.metric("vigil_events_accepted_total", &["org=\"Initech\""]), 8);
+    // Its latency, in whole and the worker's part.
+    assert_eq!(v.metric("vigil_event_to_incident_seconds_count", &[]), 1, "{}", v.metrics());
+    assert!(v.metric("vigil_event_to_detection_seconds_count", &[]) >= 1, "{}", v.metrics());
     let (ok, _) = v.stop();
     assert!(ok);
 }

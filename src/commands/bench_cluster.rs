@@ -282,6 +282,7 @@ fn bench_cluster(ctx: &Context<'_>, nats_server: &Path, load: Load) -> Result<Ru
             p90: q("0.9"),
             p99: q("0.99"),
             max: q("1"),
+            detection: None,
             dropped: sum(&c, "vigil_events_dropped_total", "") as u64,
             late,
             incidents: sum(&m, "vigil_incidents_created_total", "") as u64,

@@ -513,20 +513,13 @@ impl SupervisorNode {
                 peak,
             );
         }
-        // A summary from the ingest's hdrhistogram.
-        let l = s.latency();
-        let secs = |ms: u64| ms as f64 / 1000.0;
-        let mut latency = String::from(
-            "# HELP vigil_event_to_incident_seconds From receiving the event that completes an incident's first hit \
-             to the incident's creation in the record store.\n# TYPE vigil_event_to_incident_seconds summary\n",
+        m.latency_summary(
+            "vigil_event_to_incident_seconds",
+            "From receiving the event that completes an incident's first hit to the incident's creation in the \
+             record store.",
+            "",
+            &s.latency(),
         );
-        for (q, v) in [("0.5", l.p50_ms), ("0.9", l.p90_ms), ("0.99", l.p99_ms), ("0.999", l.p999_ms), ("1", l.max_ms)]
-        {
-            latency.push_str(&format!("vigil_event_to_incident_seconds{{quantile=\"{q}\"}} {}\n", secs(v)));
-        }
-        latency.push_str(&format!("vigil_event_to_incident_seconds_sum {}\n", l.sum_ms / 1000.0));
-        latency.push_str(&format!("vigil_event_to_incident_seconds_count {}\n", l.count));
-        m.raw(&latency);
     }
 }
 

@@ -297,6 +297,13 @@ impl WorkerNode {
     pub fn render_metrics(&self, m: &mut Exposition) {
         let nl = self.labels.clone();
         let w = &self.stats;
+        m.latency_summary(
+            "vigil_event_to_detection_seconds",
+            "From receiving the event that completes an incident's first hit to the rule engine handing the hit \
+             over (the allowed lateness included; the record store's part is not).",
+            &nl,
+            &w.detection_latency.summary(),
+        );
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let one = |v: u64| [(nl.clone(), v)];
         let series: [(&'static str, &'static str, &'static str, u64); 12] = [

@@ -11,6 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use collector::Clock;
+use collector::metrics::LatencyHistogram;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parsers::{Event, EventTime};
 use rules::{Engine, Incident};
@@ -51,6 +52,10 @@ pub struct WorkerStats {
     pub rule_evicted_keys: AtomicU64,
     /// Failed writes (retried on the next tick).
     pub write_errors: AtomicU64,
+    /// From receiving the newest event of an incident's first hit to the
+    /// engine handing the hit over: the allowed lateness and the time in
+    /// the pipeline up to the worker, without the record store's part.
+    pub detection_latency: LatencyHistogram,
 }
 
 /// An incident update and, for an incident's first hit, when the newest
@@ -358,7 +363,7 @@ impl Worker {
             }
             self.stats.buffered.store(self.buffer.buffered() as u64, Ordering::Relaxed);
             if !incidents.is_empty() {
-                sink(self.detections(&mut incidents));
+                sink(self.detections(&mut incidents, clock.now()));
             }
         }
         let sealed = self.buffer.seal()?;
@@ -370,7 +375,7 @@ impl Worker {
         }
         self.publish_engine_stats();
         if !incidents.is_empty() {
-            sink(self.detections(&mut incidents));
+            sink(self.detections(&mut incidents, clock.now()));
         }
         Ok(())
     }
@@ -426,16 +431,22 @@ impl Worker {
         }
     }
 
-    /// Takes the engine's reports, adding first hits' receive times.
-    fn detections(&self, incidents: &mut Vec<Incident>) -> Vec<Detection> {
+    /// Takes the engine's reports, adding first hits' receive times, and
+    /// records how long after those receive times `now` is.
+    fn detections(&self, incidents: &mut Vec<Incident>, now: EventTime) -> Vec<Detection> {
         self.stats.incidents.fetch_add(incidents.len() as u64, Ordering::Relaxed);
-        incidents
+        let detections: Vec<Detection> = incidents
             .drain(..)
             .map(|incident| {
                 let newest = incident.event_ids.iter().max().copied().filter(|_| incident.count == 1);
                 Detection { received_at: newest.and_then(|id| self.arrivals.of(id)), incident }
             })
-            .collect()
+            .collect();
+        let now_ms = now.unix_millis();
+        self.stats
+            .detection_latency
+            .record(detections.iter().filter_map(|d| Some(now_ms - d.received_at?.unix_millis())));
+        detections
     }
 }
 

@@ -5,11 +5,12 @@
 //! transaction of multi-row upserts.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
+use collector::metrics::LatencyHistogram;
+pub use collector::metrics::LatencySummary;
 use tokio::sync::{mpsc, oneshot};
 
 use super::auth::Principal;
@@ -76,58 +77,16 @@ pub struct IngestStats {
     pub batches: AtomicU64,
     /// Failed attempts (retried).
     pub errors: AtomicU64,
-    /// Event→incident latency of created incidents, milliseconds.
-    latency: Mutex<Option<Histogram<u64>>>,
-}
-
-/// Percentiles of a latency histogram, milliseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct LatencySummary {
-    /// Samples.
-    pub count: u64,
-    /// Sum of the samples.
-    pub sum_ms: f64,
-    /// Median.
-    pub p50_ms: u64,
-    /// 90th percentile.
-    pub p90_ms: u64,
-    /// 99th percentile.
-    pub p99_ms: u64,
-    /// 99.9th percentile.
-    pub p999_ms: u64,
-    /// Largest.
-    pub max_ms: u64,
+    /// Event→incident latency of created incidents.
+    latency: LatencyHistogram,
 }
 
 impl IngestStats {
-    fn record_latency(&self, samples: impl Iterator<Item = i64>) {
-        let mut guard = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
-        for ms in samples {
-            // Three significant digits from 1 ms to one hour; longer is clamped.
-            if guard.is_none() {
-                *guard = Histogram::new_with_bounds(1, 3_600_000, 3).ok();
-            }
-            if let Some(h) = guard.as_mut() {
-                h.saturating_record(u64::try_from(ms).unwrap_or(0).max(1));
-            }
-        }
-    }
-
     /// Event→incident latency of the incidents created so far: from the
     /// listener receiving the newest event of an incident's first hit to
     /// the transaction that created the incident committing.
     pub fn latency(&self) -> LatencySummary {
-        let h = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(h) = h.as_ref().filter(|h| !h.is_empty()) else { return LatencySummary::default() };
-        LatencySummary {
-            count: h.len(),
-            sum_ms: h.mean() * h.len() as f64,
-            p50_ms: h.value_at_quantile(0.5),
-            p90_ms: h.value_at_quantile(0.9),
-            p99_ms: h.value_at_quantile(0.99),
-            p999_ms: h.value_at_quantile(0.999),
-            max_ms: h.max(),
-        }
+        self.latency.summary()
     }
 }
 
@@ -425,7 +384,7 @@ async fn write_batch(store: &Store, batch: &HashMap<String, IncidentUpdate>, sta
         store.wake_dispatcher();
     }
     let committed = store.now_ms();
-    stats.record_latency(
+    stats.latency.record(
         created.iter().filter_map(|(_, r)| batch.get(r)?.received_at_ms).map(|at| committed.saturating_sub(at)),
     );
     stats.written.fetch_add(refs.len() as u64, Ordering::Relaxed);
