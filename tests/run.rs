@@ -70,6 +70,7 @@ fn an_org_created_through_the_api_routes_the_very_next_event() {
     // Its latency, in whole and the worker's part.
     assert_eq!(v.metric("vigil_event_to_incident_seconds_count", &[]), 1, "{}", v.metrics());
     assert!(v.metric("vigil_event_to_detection_seconds_count", &[]) >= 1, "{}", v.metrics());
+    assert!(v.metric("vigil_event_to_worker_seconds_count", &[]) >= 1, "{}", v.metrics());
     let (ok, _) = v.stop();
     assert!(ok);
 }

@@ -304,6 +304,13 @@ impl WorkerNode {
             &nl,
             &w.detection_latency.summary(),
         );
+        m.latency_summary(
+            "vigil_event_to_worker_seconds",
+            "From receiving an event to the worker taking it, for the first event of each batch: the queueing \
+             before the rule engine.",
+            &nl,
+            &w.intake_latency.summary(),
+        );
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let one = |v: u64| [(nl.clone(), v)];
         let series: [(&'static str, &'static str, &'static str, u64); 12] = [

@@ -56,6 +56,9 @@ pub struct WorkerStats {
     /// engine handing the hit over: the allowed lateness and the time in
     /// the pipeline up to the worker, without the record store's part.
     pub detection_latency: LatencyHistogram,
+    /// From receiving an event to this worker taking it, for the first
+    /// (oldest) event of each batch taken: the queueing before the engine.
+    pub intake_latency: LatencyHistogram,
 }
 
 /// An incident update and, for an incident's first hit, when the newest
@@ -319,7 +322,10 @@ impl Worker {
                 Ok(events) => {
                     self.stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
                     if let Some(last) = events.last() {
-                        self.frontier = Some((last.received_at, clock.now()));
+                        let now = clock.now();
+                        self.frontier = Some((last.received_at, now));
+                        let first = events.first().map_or(now, |e| e.received_at);
+                        self.stats.intake_latency.record(std::iter::once(now.unix_millis() - first.unix_millis()));
                     }
                     position = position.max(input.position());
                     let store = !input.replayed();
