@@ -321,14 +321,17 @@ impl Worker {
             match input.recv_timeout(wait) {
                 Ok(events) => {
                     self.stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+                    let store = !input.replayed();
                     if let Some(last) = events.last() {
                         let now = clock.now();
                         self.frontier = Some((last.received_at, now));
-                        let first = events.first().map_or(now, |e| e.received_at);
-                        self.stats.intake_latency.record(std::iter::once(now.unix_millis() - first.unix_millis()));
+                        // Events replayed after a restart waited for it, not in a queue.
+                        if let Some(first) = events.first().filter(|_| store) {
+                            let waited = now.unix_millis() - first.received_at.unix_millis();
+                            self.stats.intake_latency.record(std::iter::once(waited));
+                        }
                     }
                     position = position.max(input.position());
-                    let store = !input.replayed();
                     self.buffer.set_position(position);
                     for event in &events {
                         let id = event.id;
