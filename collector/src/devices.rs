@@ -16,7 +16,7 @@
 //! ones past it are counted as overflow, their events still flow), and
 //! devices silent for a day are forgotten here (the store keeps them).
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
@@ -101,7 +101,7 @@ impl DeviceConfig {
 }
 
 /// A device's identity: an address, or a host name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Identity {
     /// An address (reporters, and relayed HOSTNAMEs that are addresses).
     Ip(IpAddr),
@@ -141,23 +141,8 @@ enum IdentRef<'a> {
     Host(&'a str),
 }
 
-impl IdentRef<'_> {
-    fn hash_into<H: Hasher>(self, state: &mut H) {
-        match self {
-            IdentRef::Ip(ip) => {
-                state.write_u8(0);
-                ip.hash(state);
-            }
-            IdentRef::Host(h) => {
-                state.write_u8(1);
-                h.hash(state);
-            }
-        }
-    }
-}
-
 /// An org and a device identity: the inventory's key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DeviceKey {
     /// The org.
     pub org: OrgId,
@@ -165,25 +150,11 @@ pub struct DeviceKey {
     pub identity: Identity,
 }
 
-impl Hash for DeviceKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.org.hash(state);
-        self.identity.as_ref().hash_into(state);
-    }
-}
-
 /// A borrowed key, to look devices up without allocating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct KeyRef<'a> {
     org: OrgId,
     identity: IdentRef<'a>,
-}
-
-impl Hash for KeyRef<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.org.hash(state);
-        self.identity.hash_into(state);
-    }
 }
 
 impl DeviceKey {
