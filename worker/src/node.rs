@@ -309,7 +309,7 @@ impl WorkerNode {
             "From receiving an event to the worker taking it, for the first event of each batch: the queueing \
              before the rule engine.",
             &nl,
-            &w.intake_latency.summary(),
+            &w.queue_latency.summary(),
         );
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let one = |v: u64| [(nl.clone(), v)];

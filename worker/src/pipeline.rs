@@ -54,11 +54,12 @@ pub struct WorkerStats {
     pub write_errors: AtomicU64,
     /// From receiving the newest event of an incident's first hit to the
     /// engine handing the hit over: the allowed lateness and the time in
-    /// the pipeline up to the worker, without the record store's part.
+    /// the pipeline up to the worker, without the record store's part
+    /// (not measured while a cluster worker replays after a restart).
     pub detection_latency: LatencyHistogram,
     /// From receiving an event to this worker taking it, for the first
     /// (oldest) event of each batch taken: the queueing before the engine.
-    pub intake_latency: LatencyHistogram,
+    pub queue_latency: LatencyHistogram,
 }
 
 /// An incident update and, for an incident's first hit, when the newest
@@ -314,6 +315,9 @@ impl Worker {
         let mut next_tick = std::time::Instant::now() + flush_every;
         // The source position taken last, and the last one shipped as a mark.
         let (mut position, mut marked) = (0u64, 0u64);
+        // Whether the last batch taken was replayed after a restart: its
+        // events waited for the restart, which is not latency to measure.
+        let mut replayed = false;
         // The position of the last checkpoint, and when it was taken.
         let (mut checkpointed, mut checkpoint_at) = (0u64, std::time::Instant::now());
         loop {
@@ -321,14 +325,14 @@ impl Worker {
             match input.recv_timeout(wait) {
                 Ok(events) => {
                     self.stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
-                    let store = !input.replayed();
+                    replayed = input.replayed();
+                    let store = !replayed;
                     if let Some(last) = events.last() {
                         let now = clock.now();
                         self.frontier = Some((last.received_at, now));
-                        // Events replayed after a restart waited for it, not in a queue.
                         if let Some(first) = events.first().filter(|_| store) {
                             let waited = now.unix_millis() - first.received_at.unix_millis();
-                            self.stats.intake_latency.record(std::iter::once(waited));
+                            self.stats.queue_latency.record(std::iter::once(waited));
                         }
                     }
                     position = position.max(input.position());
@@ -372,7 +376,7 @@ impl Worker {
             }
             self.stats.buffered.store(self.buffer.buffered() as u64, Ordering::Relaxed);
             if !incidents.is_empty() {
-                sink(self.detections(&mut incidents, clock.now()));
+                sink(self.detections(&mut incidents, (!replayed).then(|| clock.now())));
             }
         }
         let sealed = self.buffer.seal()?;
@@ -384,7 +388,7 @@ impl Worker {
         }
         self.publish_engine_stats();
         if !incidents.is_empty() {
-            sink(self.detections(&mut incidents, clock.now()));
+            sink(self.detections(&mut incidents, (!replayed).then(|| clock.now())));
         }
         Ok(())
     }
@@ -441,8 +445,9 @@ impl Worker {
     }
 
     /// Takes the engine's reports, adding first hits' receive times, and
-    /// records how long after those receive times `now` is.
-    fn detections(&self, incidents: &mut Vec<Incident>, now: EventTime) -> Vec<Detection> {
+    /// records how long after those receive times `now` is (`None`: not
+    /// measured).
+    fn detections(&self, incidents: &mut Vec<Incident>, now: Option<EventTime>) -> Vec<Detection> {
         self.stats.incidents.fetch_add(incidents.len() as u64, Ordering::Relaxed);
         let detections: Vec<Detection> = incidents
             .drain(..)
@@ -451,10 +456,11 @@ impl Worker {
                 Detection { received_at: newest.and_then(|id| self.arrivals.of(id)), incident }
             })
             .collect();
-        let now_ms = now.unix_millis();
-        self.stats
-            .detection_latency
-            .record(detections.iter().filter_map(|d| Some(now_ms - d.received_at?.unix_millis())));
+        if let Some(now_ms) = now.map(|t| t.unix_millis()) {
+            self.stats
+                .detection_latency
+                .record(detections.iter().filter_map(|d| Some(now_ms - d.received_at?.unix_millis())));
+        }
         detections
     }
 }
