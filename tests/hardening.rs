@@ -122,6 +122,39 @@ fn sigterm_drains_open_connections_and_a_cut_line_is_flagged_truncated() {
 }
 
 #[test]
+fn sigterm_as_soon_as_vigil_says_it_is_up_stops_it_cleanly() {
+    // The handlers are installed before the first status line, so a
+    // supervisor (systemd, a test harness) that signals as soon as it reads
+    // one gets a graceful stop, never the default action killing vigil in
+    // the middle of a write. The window this closes was narrow (the unit
+    // test of `Shutdown` pins the ordering); this checks the binary end to
+    // end, three times.
+    for round in 0..3 {
+        let dir = common::temp_dir(&format!("hard-early-term-{round}"));
+        std::fs::write(dir.join("vigil.toml"), CONFIG).unwrap();
+        let (mut child, lines) = common::run::spawn(&dir, None);
+        let first = lines.recv_timeout(Duration::from_secs(60)).expect("vigil run printed nothing within 60 s");
+        assert!(first.starts_with("vigil "), "{first}");
+        let pid = child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("round {round}: vigil run did not stop within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "round {round}: vigil run exited with {status} on SIGTERM");
+        let stopped: Vec<String> = lines.iter().filter(|l| l.starts_with("vigil: stopped")).collect();
+        assert_eq!(stopped, ["vigil: stopped; 0 events accepted, 0 written to Parquet"], "round {round}");
+    }
+}
+
+#[test]
 fn at_the_descriptor_limit_connections_are_refused_and_the_api_keeps_answering() {
     let v = start_with("hard-emfile", CONFIG, Some(256));
     // 300 connections against 256 descriptors: vigil lowered its limit to

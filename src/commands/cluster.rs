@@ -21,6 +21,7 @@ use supervisor::licence::{self, LicenceStatus};
 use supervisor::node::metrics_router;
 
 use super::run::RunConfig;
+use super::supervisor::Shutdown;
 
 /// Flags every cluster role takes.
 #[derive(Args, Clone, Debug)]
@@ -189,6 +190,7 @@ pub fn collector(args: CollectorArgs) -> Result<ExitCode> {
 }
 
 async fn run_collector(config: RunConfig) -> Result<ExitCode> {
+    let stop = Shutdown::listen()?;
     let node = node_name(&config)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let nats = connect(&config, &format!("vigil collector {node}")).await?;
@@ -241,7 +243,7 @@ async fn run_collector(config: RunConfig) -> Result<ExitCode> {
     }
     println!("event-id slot: {}", collector.slot());
     println!("metrics: http://{metrics_addr}/metrics");
-    super::supervisor::shutdown().await;
+    stop.wait().await;
     eprintln!("vigil collector: stopping: draining listeners, waiting for JetStream to acknowledge");
     let (accepted, acknowledged, spooled) = collector.stop(Duration::from_secs(30)).await;
     let _ = stop_tx.send(true);
@@ -272,6 +274,7 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
 }
 
 async fn run_worker(config: RunConfig) -> Result<ExitCode> {
+    let stop = Shutdown::listen()?;
     let node = node_name(&config)?;
     let rules = super::run::compile_rules(&config)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -296,7 +299,7 @@ async fn run_worker(config: RunConfig) -> Result<ExitCode> {
     };
     println!("data: {} (events/ Parquet)", config.data_dir.display());
     println!("metrics: http://{metrics_addr}/metrics");
-    super::supervisor::shutdown().await;
+    stop.wait().await;
     eprintln!("vigil worker: stopping: writing, committing and handing back every partition");
     worker.stop().await;
     let _ = stop_tx.send(true);
@@ -335,6 +338,7 @@ pub async fn run_supervisor(
     config: RunConfig,
     store: Arc<supervisor::store::Store>,
     api: tokio::net::TcpListener,
+    stop: Shutdown,
 ) -> Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let licence =
@@ -408,7 +412,7 @@ pub async fn run_supervisor(
     );
     println!("api: http://{api_addr}/api/v1 (OpenAPI: http://{api_addr}/api/v1/openapi.json)");
     println!("metrics: http://{metrics_addr}/metrics");
-    super::supervisor::shutdown().await;
+    stop.wait().await;
     let _ = stop_tx.send(true);
     let _ = server.await;
     let _ = metrics.await;

@@ -346,6 +346,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 }
 
 async fn serve(config: RunConfig) -> Result<ExitCode> {
+    // Signals are caught from here on, before anything says it is ready.
+    let stop = super::supervisor::Shutdown::listen()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let today = licence::date_of(clock.now());
     let licence = LicenceStatus::load(config.license.as_deref(), &licence::trusted_keys(), today);
@@ -489,7 +491,7 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
             .await
     });
 
-    super::supervisor::shutdown().await;
+    stop.wait().await;
     eprintln!("vigil: stopping: draining listeners, intake and worker");
     // Upstream first: the collector drains its connections and closes the
     // event channel, the worker writes everything and ends, then the

@@ -32,6 +32,7 @@ pub fn run(args: SupervisorArgs) -> Result<ExitCode> {
 }
 
 async fn serve(mut args: SupervisorArgs) -> Result<ExitCode> {
+    let stop = Shutdown::listen()?;
     // A cluster supervisor's config file may name the store and the
     // licence; flags and the environment win.
     let cluster = super::cluster::supervisor_config(&args.cluster, &args.store)?;
@@ -63,37 +64,72 @@ async fn serve(mut args: SupervisorArgs) -> Result<ExitCode> {
         }
     }
     if let Some(config) = cluster {
-        return super::cluster::run_supervisor(config, store, listener).await;
+        return super::cluster::run_supervisor(config, store, listener, stop).await;
     }
     println!("api: http://{addr}/api/v1 (OpenAPI: http://{addr}/api/v1/openapi.json)");
     // The API-only supervisor searches the events under its data directory.
     let search = search::SearchSettings::default().to_config(&args.store.data_dir)?;
     println!("events: {} (search)", search.root.display());
     let app = supervisor::api::router_with_search(store.clone(), Some(search::Searcher::new(search)?));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.context("API server")?;
+    axum::serve(listener, app).with_graceful_shutdown(stop.wait()).await.context("API server")?;
     store.close().await;
     println!("vigil supervisor: stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and Ctrl-C, listened for from the moment this is made.
+///
+/// Each role makes it before it prints that it is ready: a signal that
+/// comes after the readiness lines then stops the role gracefully, where a
+/// handler installed only when the role starts waiting would leave a window
+/// in which the default action kills the process mid-write.
+pub struct Shutdown {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    /// Installs the handlers now (inside the runtime).
+    pub fn listen() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+                interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Resolves on the first SIGTERM or Ctrl-C since [`Shutdown::listen`].
+    pub async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sigterm_between_listen_and_wait_is_kept_not_fatal() {
+        // Without the handler this SIGTERM would end the test process.
+        let stop = Shutdown::listen().unwrap();
+        let pid = std::process::id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::timeout(std::time::Duration::from_secs(10), stop.wait())
+            .await
+            .expect("the SIGTERM sent before waiting was lost");
     }
 }

@@ -47,9 +47,9 @@ pub fn start_with(tag: &str, config: &str, ulimit_n: Option<u32>) -> Vigil {
     launch(dir, ulimit_n, None)
 }
 
-/// `vigil run` on `dir`'s config and data directory; on a restart, `token`
-/// is the admin token the first start printed (it is printed once).
-pub fn launch(dir: PathBuf, ulimit_n: Option<u32>, token: Option<String>) -> Vigil {
+/// `vigil run` on `dir`'s config and data directory, on ephemeral ports,
+/// with its stdout as lines; not waiting for it to be ready.
+pub fn spawn(dir: &Path, ulimit_n: Option<u32>) -> (Child, mpsc::Receiver<String>) {
     let exe = env!("CARGO_BIN_EXE_vigil");
     let mut cmd = match ulimit_n {
         None => Command::new(exe),
@@ -59,7 +59,7 @@ pub fn launch(dir: PathBuf, ulimit_n: Option<u32>, token: Option<String>) -> Vig
             c
         }
     };
-    let (child, lines) = super::spawn_with_lines(
+    super::spawn_with_lines(
         cmd.args(["run", "--syslog-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--tls-addr", "127.0.0.1:0"])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .arg("--config")
@@ -68,7 +68,13 @@ pub fn launch(dir: PathBuf, ulimit_n: Option<u32>, token: Option<String>) -> Vig
             .arg(dir.join("data"))
             .env_remove("VIGIL_ADMIN_TOKEN")
             .env_remove("VIGIL_DATABASE"),
-    );
+    )
+}
+
+/// `vigil run` on `dir`'s config and data directory; on a restart, `token`
+/// is the admin token the first start printed (it is printed once).
+pub fn launch(dir: PathBuf, ulimit_n: Option<u32>, token: Option<String>) -> Vigil {
+    let (child, lines) = spawn(&dir, ulimit_n);
     let (mut tcp, mut tls, mut ca, mut api, mut metrics_url) = (None, None, None, None, None);
     let mut token = token;
     while api.is_none() || tcp.is_none() || token.is_none() || metrics_url.is_none() {
@@ -197,6 +203,9 @@ impl Vigil {
             assert!(Instant::now() < deadline, "vigil run did not stop on SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         };
+        if !status.success() {
+            eprintln!("vigil run exited with {status} on SIGTERM");
+        }
         std::thread::sleep(Duration::from_millis(100));
         let last = self.lines.try_iter().filter(|l| l.starts_with("vigil: stopped")).last().unwrap_or_default();
         (status.success(), last)
