@@ -98,6 +98,45 @@ fn a_future_stamped_line_does_not_blind_its_orgs_rules() {
 }
 
 #[test]
+fn a_source_whose_clock_is_slow_is_still_correlated() {
+    // A server whose clock is two hours slow (or that writes local time
+    // that is read as UTC). vigil's clock moves Acme's watermark to now
+    // minus the lateness, so every line it sent was late on arrival:
+    // stored, and never seen by a rule.
+    let v = start("hard-slow-clock");
+    v.cli(&["org", "create", "Acme", "--ip-range", "10.1.0.0/16"]);
+    v.wait_orgs(3);
+    // Acme's other sources are on time, so its partition follows the clock.
+    let on_time = v.dir.join("on-time.log");
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.3fZ");
+    write_lines(&on_time, std::iter::once(format!("<13>1 {now} 10.1.0.9 app - - - x")));
+    v.send(&on_time, &[]);
+    v.wait("the on-time line stored", |v| v.metric("vigil_events_stored_total", &[]) == 1);
+    let slow = v.dir.join("slow.log");
+    let stamp = rfc3339_in(-7_200);
+    write_lines(
+        &slow,
+        (0..6).map(|i| {
+            format!(
+                "<38>1 {stamp} 10.1.0.7 sshd 2311 - - Failed password for invalid user admin{i} from 203.0.113.52 port {} ssh2",
+                40_000 + i
+            )
+        }),
+    );
+    v.send(&slow, &[]);
+    v.wait("the slow server's attack found", |v| {
+        let (_, incidents) = v.get("/incidents?rule=ssh-brute-force", &v.token);
+        incidents["items"].as_array().unwrap().iter().any(|i| i["org"] == "Acme")
+    });
+    assert_eq!(v.metric("vigil_rule_late_events", &[]), 0, "{}", v.metrics());
+    assert_eq!(v.metric("vigil_rule_behind_events", &[]), 6);
+    // Not announced: stamps far behind are also replays and spools.
+    assert_eq!(v.metric("vigil_events_clock_skew_total", &["org=\"Acme\""]), 0);
+    let (ok, _) = v.stop();
+    assert!(ok);
+}
+
+#[test]
 fn sigterm_drains_open_connections_and_a_cut_line_is_flagged_truncated() {
     let v = start("hard-drain");
     let mut stream = TcpStream::connect(v.tcp.trim_start_matches("tcp://")).unwrap();

@@ -77,6 +77,18 @@ pub struct EngineConfig {
     /// for replaying files whose receive time is not a real one
     /// (`vigil rules test`).
     pub max_ahead: Option<Duration>,
+    /// How far an event's time may be behind its receive time. An event
+    /// stamped further behind (a device clock that runs slow, local time
+    /// read as UTC, a relay that held it) is correlated at its receive
+    /// time minus this (and counted). The clock moves every org's
+    /// watermark to `now - lateness` so that quiet orgs' windows close; an
+    /// event kept at a stamp further behind than the lateness would be late
+    /// on arrival, and a source whose clock is slow would be invisible to
+    /// every rule. Below the lateness, with room for events to take their
+    /// time through the pipeline: [`EngineConfig::for_lateness`] uses half
+    /// of it, and the engine never takes more than that half. `None`
+    /// trusts event times as stamped (`vigil rules test`).
+    pub max_behind: Option<Duration>,
     /// Bytes the reorder buffers may hold across orgs. Past it, the org
     /// whose event arrives releases its oldest records early: its
     /// watermark moves up to them, so under memory pressure the allowed
@@ -113,6 +125,7 @@ impl Default for EngineConfig {
         EngineConfig {
             lateness: Duration::from_secs(10),
             max_ahead: Some(Duration::ZERO),
+            max_behind: Some(Duration::from_secs(5)),
             max_buffer_bytes: 256 << 20,
             max_window_keys: 500_000,
             idle_after: Duration::from_secs(300),
@@ -123,6 +136,21 @@ impl Default for EngineConfig {
             sweep_every: Duration::from_secs(60),
             cross_org: true,
         }
+    }
+}
+
+impl EngineConfig {
+    /// The defaults with `lateness`, and stamps trusted down to half of it
+    /// behind their receive time ([`EngineConfig::max_behind`]).
+    pub fn for_lateness(lateness: Duration) -> EngineConfig {
+        EngineConfig { lateness, max_behind: Some(lateness / 2), ..EngineConfig::default() }
+    }
+
+    /// Event times as stamped, neither ahead of nor behind their receive
+    /// time corrected: for replaying a file, whose receive times are not
+    /// real ones.
+    pub fn trusting_stamps(self) -> EngineConfig {
+        EngineConfig { max_ahead: None, max_behind: None, ..self }
     }
 }
 
@@ -206,6 +234,9 @@ pub struct Stats {
     /// Events stamped ahead of their receive time by more than
     /// `max_ahead`, correlated at their receive time.
     pub future_events: u64,
+    /// Events stamped behind their receive time by more than
+    /// `max_behind`, correlated at their receive time minus it.
+    pub behind_events: u64,
     /// Records released before the allowed lateness had passed, because
     /// the reorder buffers reached `max_buffer_bytes`.
     pub early_releases: u64,
@@ -430,6 +461,7 @@ struct Sink<'a> {
 struct Limits {
     lateness: i64,
     max_ahead: Option<i64>,
+    max_behind: Option<i64>,
     max_buffer_bytes: usize,
     max_window_keys: usize,
     idle_after: i64,
@@ -463,6 +495,7 @@ impl Engine {
         let limits = Limits {
             lateness: nanos(config.lateness),
             max_ahead: config.max_ahead.map(nanos),
+            max_behind: config.max_behind.map(|b| nanos(b.min(config.lateness / 2))),
             max_buffer_bytes: config.max_buffer_bytes,
             max_window_keys: config.max_window_keys.max(1),
             idle_after: nanos(config.idle_after),
@@ -504,6 +537,13 @@ impl Engine {
             let bound = time_of(event.received_at).saturating_add(ahead);
             if time > bound {
                 self.shared.counters.future_events += 1;
+                time = bound;
+            }
+        }
+        if let Some(behind) = self.limits.max_behind {
+            let bound = time_of(event.received_at).saturating_sub(behind);
+            if time < bound {
+                self.shared.counters.behind_events += 1;
                 time = bound;
             }
         }

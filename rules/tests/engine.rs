@@ -473,7 +473,7 @@ fn a_future_stamped_event_does_not_make_its_orgs_events_late() {
     assert_eq!((stats.future_events, stats.late_events), (1, 0));
     assert_eq!(summary(&hits), vec![("brute".into(), "acme".into(), vec!["10.0.0.1".into()], 1)]);
     // Trusting stamps as written (a replayed file) restores the old reading.
-    let trusting = EngineConfig { max_ahead: None, ..config(10) };
+    let trusting = config(10).trusting_stamps();
     let (hits, stats) = run_with(&rules, &events, trusting);
     assert_eq!((stats.future_events, stats.late_events), (0, 5));
     assert!(hits.is_empty());
@@ -687,4 +687,62 @@ fn a_rule_that_does_not_generate_still_feeds_nested_rules() {
     );
     assert_eq!(rules.incident_description("burst"), "");
     assert_eq!(rules.incident_description("nope"), "");
+}
+
+/// Feeds `events` as a live worker does: the clock advanced to each
+/// event's receive time (its flush tick) before the event is taken.
+fn live(config: EngineConfig, events: &[parsers::Event]) -> (Vec<rules::Incident>, rules::Stats) {
+    let mut engine = Engine::new(compile(BRUTE), config);
+    let mut out = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        engine.advance(e.received_at, &mut out);
+        engine.process(i as u64 + 1, e, &mut out);
+    }
+    engine.flush(&mut out);
+    (out, engine.stats())
+}
+
+#[test]
+fn a_source_whose_clock_is_slow_is_not_blind_to_the_rules() {
+    // A device stamping 30 s behind (a slow clock, or local time read as
+    // UTC): the clock had moved acme's watermark past every stamp it
+    // sends, so each of its events was late and no rule saw them.
+    let slow: Vec<_> = failures("acme", "10.0.0.1", 0.0, 1.0, 5)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| received(e, 30.0 + i as f64))
+        .collect();
+    let (hits, stats) = live(config(10), &slow);
+    assert_eq!((stats.behind_events, stats.late_events), (5, 0));
+    assert_eq!(summary(&hits), vec![("brute".into(), "acme".into(), vec!["10.0.0.1".into()], 1)]);
+    // Correlated at the earliest time allowed: receive time minus half the
+    // lateness.
+    assert_eq!(hits[0].first_seen, EventTime::from_unix(T0 + 34 - 5, 0, 0));
+    // Trusting stamps as written (a replayed file) gives the old reading.
+    let (hits, stats) = live(config(10).trusting_stamps(), &slow);
+    assert_eq!((stats.behind_events, stats.late_events), (0, 4));
+    assert!(hits.is_empty());
+}
+
+#[test]
+fn stamps_a_little_behind_their_receive_time_are_kept_in_order() {
+    // Within half the lateness, stamps are the event time: two failures
+    // received in the opposite order of their stamps are still evaluated
+    // in stamp order, and nothing is corrected.
+    let mut events: Vec<_> = failures("acme", "10.0.0.1", 0.0, 1.0, 5)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| received(e, 3.0 + i as f64))
+        .collect();
+    events.swap(1, 2);
+    let (hits, stats) = live(config(10), &events);
+    assert_eq!((stats.behind_events, stats.late_events), (0, 0));
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].first_seen, EventTime::from_unix(T0 + 4, 0, 0));
+    // Never more than half the lateness, whatever the config says: with a
+    // lateness of 2 s, a stamp 3 s behind is corrected.
+    let wide = EngineConfig { max_behind: Some(Duration::from_secs(60)), ..config(2) };
+    let (hits, stats) = live(wide, &events);
+    assert_eq!((stats.behind_events, stats.late_events), (5, 0));
+    assert_eq!(hits.len(), 1);
 }

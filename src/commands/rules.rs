@@ -382,7 +382,7 @@ fn test(args: TestArgs) -> Result<()> {
     };
     // A replayed file has no real receive times (every line gets `--now`):
     // trust the stamps as written.
-    let config = EngineConfig { lateness: args.lateness, max_ahead: None, ..EngineConfig::default() };
+    let config = EngineConfig { lateness: args.lateness, ..EngineConfig::default() }.trusting_stamps();
     let mut correlate = Correlate::new(Engine::new(Arc::new(rules), config));
     let max_line = NonZeroUsize::new(parsers::framing::DEFAULT_MAX_FRAME_LEN).unwrap_or(NonZeroUsize::MIN);
     // Parses `frames` into `events` (emptied first).

@@ -137,10 +137,9 @@ impl RulesConfig {
     /// The engine settings these give.
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
-            lateness: Duration::from_secs_f64(self.lateness_secs),
             max_buffer_bytes: self.max_buffer_mb.saturating_mul(1 << 20),
             max_window_keys: self.max_keys,
-            ..EngineConfig::default()
+            ..EngineConfig::for_lateness(Duration::from_secs_f64(self.lateness_secs))
         }
     }
 }
@@ -313,7 +312,7 @@ impl WorkerNode {
         );
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let one = |v: u64| [(nl.clone(), v)];
-        let series: [(&'static str, &'static str, &'static str, u64); 12] = [
+        let series: [(&'static str, &'static str, &'static str, u64); 13] = [
             ("vigil_events_stored_total", "counter", "Events written to Parquet.", n(&w.stored)),
             ("vigil_parquet_files_total", "counter", "Parquet files written.", n(&w.files)),
             ("vigil_parquet_bytes_total", "counter", "Parquet bytes written.", n(&w.bytes)),
@@ -348,6 +347,12 @@ impl WorkerNode {
                 "gauge",
                 "Events stamped ahead of their receive time: correlated at their receive time.",
                 n(&w.future_events),
+            ),
+            (
+                "vigil_rule_behind_events",
+                "gauge",
+                "Events stamped further behind their receive time than half the allowed lateness (a slow clock, local time read as UTC): correlated at that bound, not dropped as late.",
+                n(&w.behind_events),
             ),
             (
                 "vigil_rule_early_releases",

@@ -41,6 +41,9 @@ pub struct WorkerStats {
     pub late_events: AtomicU64,
     /// Events stamped ahead of their receive time, correlated at it.
     pub future_events: AtomicU64,
+    /// Events stamped further behind their receive time than half the
+    /// lateness, correlated at that bound.
+    pub behind_events: AtomicU64,
     /// Records the engine released before the allowed lateness had passed
     /// because its reorder buffers reached their ceiling.
     pub early_releases: AtomicU64,
@@ -400,6 +403,7 @@ impl Worker {
         s.rule_buffer_bytes.store(engine.buffer_bytes as u64, Ordering::Relaxed);
         s.late_events.store(engine.late_events, Ordering::Relaxed);
         s.future_events.store(engine.future_events, Ordering::Relaxed);
+        s.behind_events.store(engine.behind_events, Ordering::Relaxed);
         s.early_releases.store(engine.early_releases, Ordering::Relaxed);
         s.rule_window_keys.store(engine.window_keys as u64, Ordering::Relaxed);
         s.rule_evicted_keys.store(engine.evicted_keys, Ordering::Relaxed);

@@ -40,8 +40,7 @@ fn waiting_in_vigils_own_queues_never_makes_an_event_late() {
         compiler.add_source(name, text);
     }
     let (rules, _) = compiler.finish().unwrap();
-    let engine =
-        Engine::new(Arc::new(rules), EngineConfig { lateness: Duration::from_secs(2), ..EngineConfig::default() });
+    let engine = Engine::new(Arc::new(rules), EngineConfig::for_lateness(Duration::from_secs(2)));
     let writer = EventWriter::open(EventWriterConfig::new(&dir, "node-1"), EventTime::from_unix(T0, 0, 0)).unwrap();
     let stats = Arc::new(WorkerStats::default());
     let worker = Worker::new(writer, engine, stats.clone());

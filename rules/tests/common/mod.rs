@@ -66,7 +66,7 @@ pub fn ev(secs: f64, fields: &[(&str, &str)]) -> Event {
 
 /// A config with the given lateness in seconds.
 pub fn config(lateness_secs: u64) -> EngineConfig {
-    EngineConfig { lateness: Duration::from_secs(lateness_secs), ..EngineConfig::default() }
+    EngineConfig::for_lateness(Duration::from_secs(lateness_secs))
 }
 
 /// Runs events (ids 1, 2, ... in order), flushes, and returns the final
