@@ -90,7 +90,10 @@ fn org_of(host: &str) -> Option<u32> {
 /// 1,000th event's time, as the worker's ticks move it, and the state is
 /// left as it stands; otherwise one flush at the end evaluates everything.
 pub(super) fn correlate(set: &Arc<RuleSet>, events: &[Event], lateness: f64, live: bool) -> (f64, Engine) {
-    let config = EngineConfig::for_lateness(Duration::from_secs_f64(lateness));
+    // A file replayed: its stamps, however far behind the time it is read,
+    // are the event times (as before `max_behind`), so the state measured
+    // is that of the workload's real spacing.
+    let config = EngineConfig { max_behind: None, ..EngineConfig::for_lateness(Duration::from_secs_f64(lateness)) };
     let mut engine = Engine::new(Arc::clone(set), config);
     let mut out = Vec::new();
     let start = Instant::now();
