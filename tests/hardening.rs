@@ -174,19 +174,8 @@ fn sigterm_as_soon_as_vigil_says_it_is_up_stops_it_cleanly() {
         let (mut child, lines) = common::run::spawn(&dir, None);
         let first = lines.recv_timeout(Duration::from_secs(60)).expect("vigil run printed nothing within 60 s");
         assert!(first.starts_with("vigil "), "{first}");
-        let pid = child.id().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("round {round}: vigil run did not stop within 60 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        common::run::sigterm(&child);
+        let status = common::run::wait_exit(&mut child);
         assert!(status.success(), "round {round}: vigil run exited with {status} on SIGTERM");
         let stopped: Vec<String> = lines.iter().filter(|l| l.starts_with("vigil: stopped")).collect();
         assert_eq!(stopped, ["vigil: stopped; 0 events accepted, 0 written to Parquet"], "round {round}");

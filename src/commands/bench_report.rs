@@ -93,7 +93,8 @@ pub(super) fn correlate(set: &Arc<RuleSet>, events: &[Event], lateness: f64, liv
     // A file replayed: its stamps, however far behind the time it is read,
     // are the event times (as before `max_behind`), so the state measured
     // is that of the workload's real spacing.
-    let config = EngineConfig { max_behind: None, ..EngineConfig::for_lateness(Duration::from_secs_f64(lateness)) };
+    let config =
+        EngineConfig { lateness: Duration::from_secs_f64(lateness), max_behind: None, ..EngineConfig::default() };
     let mut engine = Engine::new(Arc::clone(set), config);
     let mut out = Vec::new();
     let start = Instant::now();

@@ -193,22 +193,36 @@ impl Vigil {
 
     /// SIGTERM, then the exit status and the final line.
     pub fn stop(mut self) -> (bool, String) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "vigil run did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        sigterm(&self.child);
+        let status = wait_exit(&mut self.child);
         if !status.success() {
             eprintln!("vigil run exited with {status} on SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(100));
         let last = self.lines.try_iter().filter(|l| l.starts_with("vigil: stopped")).last().unwrap_or_default();
         (status.success(), last)
+    }
+}
+
+/// Sends SIGTERM to `child`.
+pub fn sigterm(child: &Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+}
+
+/// The exit status of `child`, which must end within 60 s (else it is
+/// killed and the test fails).
+pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("vigil run did not stop within 60 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
