@@ -49,7 +49,7 @@ pub use publish::{Acked, PublishError, PublishHandle, Publisher, PublisherConfig
 pub use queue::{DETECTION_STREAM, DETECTION_SUBJECT_PREFIX, QueueConsumer, QueueError, Taken, WorkQueue};
 pub use reader::{PartitionReader, ReadError, ReaderConfig, Record};
 pub use stream::{
-    EVENT_STREAM, EVENT_SUBJECT_PREFIX, EventStream, StreamError, StreamSpec, StreamState, batch_subject,
+    EVENT_STREAM, EVENT_SUBJECT_PREFIX, EventStream, NoStorage, StreamError, StreamSpec, StreamState, batch_subject,
     ensure_event_stream, open_event_stream, parse_batch_subject, partition_subject, wait_for_event_stream,
 };
 

@@ -13,6 +13,7 @@ use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use crate::stream::{NoStorage, no_storage};
 use crate::{BoxError, Nats};
 
 /// The stream of rule detections (incident updates), workers → supervisor.
@@ -23,6 +24,9 @@ pub const DETECTION_SUBJECT_PREFIX: &str = "vigil.detections";
 /// Errors of a work queue.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    /// The server has too little JetStream storage left for the queue's size limit.
+    #[error(transparent)]
+    NoStorage(#[from] NoStorage),
     /// A JetStream request failed.
     #[error("{op} on stream {stream} failed: {source}")]
     Nats {
@@ -94,10 +98,9 @@ impl WorkQueue {
             num_replicas: replicas.max(1),
             ..Default::default()
         };
-        js.get_or_create_stream(config).await.map_err(|err| QueueError::Nats {
-            op: "create stream",
-            stream: name.to_owned(),
-            source: err.into(),
+        js.get_or_create_stream(config).await.map_err(|err| match no_storage(name, max_bytes, err) {
+            Ok(short) => QueueError::NoStorage(short),
+            Err(err) => QueueError::Nats { op: "create stream", stream: name.to_owned(), source: err.into() },
         })?;
         Ok(WorkQueue { jetstream: js.clone(), name: name.to_owned(), prefix: prefix.to_owned() })
     }

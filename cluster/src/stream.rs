@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+use async_nats::jetstream::{self, ErrorCode, stream};
 
 use crate::publish::{Publisher, PublisherConfig};
 use crate::reader::{PartitionReader, ReaderConfig};
@@ -97,6 +98,41 @@ impl StreamSpec {
     }
 }
 
+/// The server cannot set aside the file storage a stream's size limit asks for.
+///
+/// JetStream reserves each stream's `max_bytes` against the server's
+/// `max_file_store`, which, unless configured, is 75 % of the disk free under
+/// `store_dir` when the server started. A nearly full disk therefore refuses
+/// vigil's streams before a byte is written; the bare server error
+/// ("insufficient storage resources available") does not say so.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the NATS server cannot reserve {mib} MiB of JetStream file storage for stream {stream}: its \
+     `jetstream {{ max_file_store }}` (unless set: 75 % of the disk free under store_dir when the server \
+     started) is too small for the limits of vigil's streams. Free disk space and restart nats-server, set \
+     max_file_store, or lower cluster.stream_max_mb ({source})"
+)]
+pub struct NoStorage {
+    /// The stream that could not be created or resized.
+    pub stream: String,
+    /// The size limit it asked for, MiB.
+    pub mib: u64,
+    /// The server's error.
+    pub source: BoxError,
+}
+
+/// `err` as [`NoStorage`] when it says the server has too little JetStream
+/// storage left for `max_bytes`, else as it is.
+pub(crate) fn no_storage(stream: &str, max_bytes: i64, err: CreateStreamError) -> Result<NoStorage, CreateStreamError> {
+    let short = matches!(err.kind(), CreateStreamErrorKind::JetStream(e)
+        if [ErrorCode::STORAGE_RESOURCES_EXCEEDED, ErrorCode::INSUFFICIENT_RESOURCES].contains(&e.error_code()));
+    if !short {
+        return Err(err);
+    }
+    let mib = u64::try_from(max_bytes).unwrap_or(0).div_ceil(1 << 20);
+    Ok(NoStorage { stream: stream.to_owned(), mib, source: err.into() })
+}
+
 /// Errors of stream set-up, inspection and purge.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -117,6 +153,9 @@ pub enum StreamError {
         /// How many there are.
         partitions: u16,
     },
+    /// The server has too little JetStream storage left for the stream's size limit.
+    #[error(transparent)]
+    NoStorage(#[from] NoStorage),
     /// A JetStream request failed.
     #[error("{op} on stream {EVENT_STREAM} failed: {source}")]
     Nats {
@@ -176,11 +215,20 @@ pub async fn ensure_event_stream(nats: &Nats, spec: &StreamSpec) -> Result<Event
                     num_replicas: wanted.num_replicas,
                     ..have
                 };
-                js.update_stream(update).await.map_err(|err| nats_err("update stream limits")(err.into()))?;
+                js.update_stream(update).await.map_err(|err| {
+                    match no_storage(EVENT_STREAM, wanted.max_bytes, err) {
+                        Ok(short) => StreamError::NoStorage(short),
+                        Err(err) => nats_err("update stream limits")(err.into()),
+                    }
+                })?;
             }
         }
         Err(err) if is_stream_not_found(&err) => {
-            js.create_stream(wanted).await.map_err(|err| nats_err("create stream")(err.into()))?;
+            let max_bytes = wanted.max_bytes;
+            js.create_stream(wanted).await.map_err(|err| match no_storage(EVENT_STREAM, max_bytes, err) {
+                Ok(short) => StreamError::NoStorage(short),
+                Err(err) => nats_err("create stream")(err.into()),
+            })?;
         }
         Err(err) => return Err(nats_err("look up stream")(err.into())),
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cluster::{
-    ConnectError, EventStream, HeaderMap, Nats, PublishError, PublisherConfig, ReaderConfig, StreamError, StreamSpec,
-    connect, ensure_event_stream, open_event_stream,
+    ConnectError, EventStream, HeaderMap, Nats, PublishError, PublisherConfig, QueueError, ReaderConfig, StreamError,
+    StreamSpec, WorkQueue, connect, ensure_event_stream, open_event_stream,
 };
 use common::{Server, bounded};
 
@@ -42,6 +42,33 @@ async fn connect_reports_version_and_refuses_a_server_without_jetstream() {
 
         let err = connect("nats://127.0.0.1:1", "test").await.expect_err("nobody listens");
         assert!(matches!(err, ConnectError::Connect { .. }), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_server_short_of_storage_is_named_with_the_setting_to_change() {
+    // 64 MiB of JetStream storage: the event stream's 1 GiB and the detection
+    // queue's 256 MiB cannot be reserved; a smaller event stream can.
+    let Some(server) = Server::start_with_store_limit("64M") else { return };
+    bounded(LIMIT, async {
+        let nats = connect(&server.url(), "test").await.expect("connect");
+        let err = ensure_event_stream(&nats, &StreamSpec::new(4)).await.expect_err("1 GiB in 64 MiB");
+        assert!(matches!(err, StreamError::NoStorage(ref short) if short.mib == 1024), "{err}");
+        let text = err.to_string();
+        for needed in ["VIGIL_EVENTS", "1024 MiB", "max_file_store", "cluster.stream_max_mb", "error code 10047"] {
+            assert!(text.contains(needed), "{needed:?} missing from: {text}");
+        }
+
+        let err = WorkQueue::detections(&nats, 1).await.expect_err("256 MiB in 64 MiB");
+        assert!(matches!(err, QueueError::NoStorage(ref short) if short.stream == "VIGIL_DETECTIONS"), "{err}");
+        assert!(err.to_string().contains("256 MiB"), "{err}");
+
+        let small = StreamSpec { max_bytes: 8 << 20, ..StreamSpec::new(4) };
+        ensure_event_stream(&nats, &small).await.expect("8 MiB fits");
+        // Raising the limit of an existing stream beyond what is left is refused alike.
+        let err = ensure_event_stream(&nats, &StreamSpec::new(4)).await.expect_err("update to 1 GiB");
+        assert!(matches!(err, StreamError::NoStorage(_)), "{err}");
     })
     .await;
 }

@@ -97,7 +97,11 @@ fn init(args: &InitArgs) -> Result<ExitCode> {
          # vigil role may publish and read is in its credentials (docs/cluster.md).\n\
          listen: \"{}\"\n\
          tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: 5\n}}\n\
-         jetstream {{\n  store_dir: \"{}\"\n}}\n\
+         jetstream {{\n  store_dir: \"{}\"\n\
+         \x20 # Each stream's size limit is reserved against max_file_store: vigil's event\n\
+         \x20 # stream (cluster.stream_max_mb, 1 GiB by default) and its detection queue\n\
+         \x20 # (256 MiB). Unset, it is 75 % of the disk free here when the server starts.\n\
+         \x20 # max_file_store: 20G\n}}\n\
          include \"auth.conf\"\n",
         args.listen,
         tls.server_cert.display(),

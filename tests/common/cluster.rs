@@ -51,7 +51,10 @@ impl Nats {
     fn launch(&mut self) {
         let listen = if self.port == 0 { "127.0.0.1:-1".to_owned() } else { format!("127.0.0.1:{}", self.port) };
         let conf = format!(
-            "listen: \"{listen}\"\njetstream {{\n  store_dir: \"{}\"\n}}\n{}",
+            // max_file_store is explicit: the server's default (75 % of the disk
+            // free at start) refuses vigil's 1 GiB event stream on a nearly full
+            // CI disk, though the tests store a few MB.
+            "listen: \"{listen}\"\njetstream {{\n  store_dir: \"{}\"\n  max_file_store: 64G\n}}\n{}",
             self.dir.join("store").display(),
             self.extra
         );

@@ -17,7 +17,16 @@ pub struct Server {
     dir: tempfile::TempDir,
     port: u16,
     jetstream: bool,
+    /// The server's `max_file_store`.
+    store_limit: String,
 }
+
+/// The JetStream storage limit of test servers. Set explicitly because the
+/// server's default is 75 % of the disk free when it starts, and JetStream
+/// reserves each stream's whole size limit (1 GiB for the event stream)
+/// against it: on a nearly full CI disk the tests would fail before writing a
+/// byte. The tests themselves store a few MB.
+pub const TEST_STORE_LIMIT: &str = "64G";
 
 fn installed() -> bool {
     Command::new("nats-server")
@@ -37,12 +46,21 @@ impl Server {
 
     /// A server with or without JetStream.
     pub fn start_with(jetstream: bool) -> Option<Server> {
+        Server::start_configured(jetstream, TEST_STORE_LIMIT)
+    }
+
+    /// A server with JetStream whose `max_file_store` is `limit` (e.g. `"64M"`).
+    pub fn start_with_store_limit(limit: &str) -> Option<Server> {
+        Server::start_configured(true, limit)
+    }
+
+    fn start_configured(jetstream: bool, store_limit: &str) -> Option<Server> {
         if !installed() {
             eprintln!("skipped: nats-server not installed");
             return None;
         }
         let dir = tempfile::Builder::new().prefix("vigil-nats-").tempdir().expect("temp dir");
-        let mut server = Server { child: None, dir, port: 0, jetstream };
+        let mut server = Server { child: None, dir, port: 0, jetstream, store_limit: store_limit.to_owned() };
         server.launch();
         Some(server)
     }
@@ -65,7 +83,11 @@ impl Server {
         let listen = if self.port == 0 { "127.0.0.1:-1".to_owned() } else { format!("127.0.0.1:{}", self.port) };
         let mut conf = format!("listen: \"{listen}\"\n");
         if self.jetstream {
-            conf.push_str(&format!("jetstream {{\n  store_dir: \"{}\"\n}}\n", self.store_dir().display()));
+            conf.push_str(&format!(
+                "jetstream {{\n  store_dir: \"{}\"\n  max_file_store: {}\n}}\n",
+                self.store_dir().display(),
+                self.store_limit
+            ));
         }
         let conf_path = self.dir.path().join("nats.conf");
         fs::write(&conf_path, conf).expect("write config");
