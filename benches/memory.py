@@ -33,7 +33,8 @@ def state():
     for line in text.splitlines():
         for name in ("vigil_rule_state_bytes", "vigil_rule_window_keys"):
             if line.startswith(name + "{") or line.startswith(name + " "):
-                got[name] = float(line.rsplit(" ", 1)[1])
+                # One sample per worker shard: the process holds their sum.
+                got[name] = got.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     if not got:
         return ""
     return (f"; rule state {got.get('vigil_rule_state_bytes', 0) / 2**20:.0f} MiB, "

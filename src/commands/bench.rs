@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// correlated.
     #[arg(long, default_value_t = 1.0)]
     pub(super) lateness: f64,
+    /// vigil run's worker shards (`[worker] shards`; default: vigil run's
+    /// default), to compare shard counts on one workload.
+    #[arg(long, value_name = "N")]
+    pub(super) shards: Option<usize>,
     /// Rate of the latency run, EPS (default: 70 % of the sustained EPS just measured).
     #[arg(long, value_name = "EPS")]
     pub(super) latency_rate: Option<u64>,
@@ -132,6 +136,11 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
+    /// vigil run's worker shards for the run.
+    fn shards(&self) -> usize {
+        self.shards.unwrap_or_else(|| worker::shards::ShardConfig::default().shards)
+    }
+
     /// The licence file's full path (clap requires it unless --search).
     pub(super) fn license(&self) -> Result<PathBuf> {
         let path = self.license.as_deref().context("--license FILE is required")?;
@@ -181,7 +190,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     );
 
     let baseline = split_lines(&workload)?;
-    println!("\n1. throughput: vigil send as fast as vigil run takes it");
+    println!("\n1. throughput: vigil send as fast as vigil run takes it ({} worker shards)", args.shards());
     let vigil = bench_vigil(&args, &exe, &dir, &workload, Load { events: args.events, rate: None, attacks })?;
     let sustained = args.events as f64 / vigil.0.secs;
     println!("   all {} events stored after {:.2} s: {sustained:.0} EPS", args.events, vigil.0.secs);
@@ -517,9 +526,10 @@ fn bench_vigil(args: &BenchArgs, exe: &Path, dir: &Path, workload: &Path, load: 
         &config,
         format!(
             "data_dir = {data:?}\nlicense = {:?}\n[syslog]\naddr = \"127.0.0.1:0\"\nudp = false\n[api]\naddr = \"127.0.0.1:0\"\n[metrics]\naddr = \"127.0.0.1:0\"\n\
-             [rules]\nlateness_secs = {}\n[orgs]\nrefresh_secs = 0.2\n",
+             [rules]\nlateness_secs = {}\n[orgs]\nrefresh_secs = 0.2\n[worker]\nshards = {}\n",
             args.license()?,
-            args.lateness
+            args.lateness,
+            args.shards(),
         ),
     )?;
     let token = format!("vgl_bench_{:016x}", Rng(u64::from(std::process::id()) | 1).next());
@@ -593,7 +603,7 @@ fn bench_vigil(args: &BenchArgs, exe: &Path, dir: &Path, workload: &Path, load: 
         std::thread::sleep(Duration::from_millis(200));
         m = metrics()?;
     }
-    let q = |name: &str, quantile: &str| (sum(&m, name, &format!("quantile=\"{quantile}\"")) * 1000.0).round() as u64;
+    let q = |name: &str, quantile: &str| (max(&m, name, &format!("quantile=\"{quantile}\"")) * 1000.0).round() as u64;
     let incident = |quantile: &str| q("vigil_event_to_incident_seconds", quantile);
     let detection = |quantile: &str| q("vigil_event_to_detection_seconds", quantile);
     let queued = |quantile: &str| q("vigil_event_to_worker_seconds", quantile);
@@ -635,12 +645,21 @@ fn bench_vigil(args: &BenchArgs, exe: &Path, dir: &Path, workload: &Path, load: 
 
 /// The sum of the samples of metric `name` whose labels contain `with`.
 pub(super) fn sum(metrics: &str, name: &str, with: &str) -> f64 {
+    samples(metrics, name, with).sum()
+}
+
+/// The largest sample of metric `name` whose labels contain `with` (a
+/// quantile of several worker shards: the slowest shard's), 0 if none.
+fn max(metrics: &str, name: &str, with: &str) -> f64 {
+    samples(metrics, name, with).fold(0.0, f64::max)
+}
+
+fn samples<'a>(metrics: &'a str, name: &'a str, with: &'a str) -> impl Iterator<Item = f64> + 'a {
     metrics
         .lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))
-        .filter(|l| l.contains(with))
+        .filter(move |l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))
+        .filter(move |l| l.contains(with))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn bench_syslog_ng(ng: &Path, exe: &Path, dir: &Path, workload: &Path, events: u64) -> Result<Outcome> {

@@ -23,7 +23,8 @@ use serde::Deserialize;
 use supervisor::licence::{self, LicenceStatus};
 use supervisor::node::{ApiConfig, IngestSink, MetricsConfig, SupervisorNode, SupervisorSetup, metrics_router};
 use supervisor::store::{Store, StoreConfig};
-use worker::node::{RulesConfig, StorageConfig, WorkerNode, WorkerSetup};
+use worker::node::{RulesConfig, StorageConfig, WorkerSetup};
+use worker::shards::{ShardConfig, ShardedWorker, shard_queues};
 
 /// Length of an EPS interval (SPEC §3).
 const INTERVAL_SECS: u64 = 180;
@@ -84,6 +85,8 @@ pub struct RunConfig {
     pub storage: StorageConfig,
     /// Correlation.
     pub rules: RulesConfig,
+    /// The worker's threads.
+    pub worker: ShardConfig,
     /// Org assignment.
     pub orgs: OrgsConfig,
     /// The cluster roles (`vigil supervisor|collector|worker`); `vigil run` ignores it.
@@ -146,6 +149,7 @@ impl Default for RunConfig {
             metrics: MetricsConfig::default(),
             storage: StorageConfig::default(),
             rules: RulesConfig::default(),
+            worker: ShardConfig::default(),
             orgs: OrgsConfig::default(),
             cluster: cluster::ClusterConfig::default(),
             search: search::SearchSettings::default(),
@@ -209,6 +213,9 @@ paths = []                       # more rule files or directories (vigil and Sig
 lateness_secs = 10.0             # how late an event may arrive and still be evaluated in order
 max_buffer_mb = 256              # memory for events waiting out the lateness; past it the oldest are released early
 max_keys = 500000                # window keys (rule, pattern, group value); past it the stalest of the largest org go
+
+[worker]
+shards = 2                       # worker threads (rules, Arrow, Parquet), each with its share of the orgs; cross-org rules run on one
 
 [orgs]
 refresh_secs = 0.25              # org changes through the API apply at once; the CLI's are seen this often
@@ -297,6 +304,7 @@ fn load_config(args: &RunArgs) -> Result<RunConfig> {
     config.syslog.validate()?;
     config.storage.validate()?;
     config.rules.validate()?;
+    config.worker.validate()?;
     config.metrics.validate()?;
     config.devices.validate().map_err(anyhow::Error::msg)?;
     Ok(config)
@@ -387,7 +395,8 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         orgs: orgs.org_budgets(INTERVAL_SECS),
     };
     let (tls, tls_note) = tls_listener(&config)?.unzip();
-    let (event_tx, event_rx) = crossbeam_channel::bounded::<Vec<parsers::Event>>(16);
+    let engine = config.rules.engine_config();
+    let (event_tx, event_rx) = shard_queues(config.worker.shards, &rules, &engine);
     let (report_tx, report_rx) = crossbeam_channel::bounded(1024);
     let (device_tx, device_rx) = tokio::sync::mpsc::channel(64);
     let setup = CollectorSetup {
@@ -416,21 +425,11 @@ async fn serve(config: RunConfig) -> Result<ExitCode> {
         SupervisorNode::start(supervisor_setup, store.clone(), clock.clone(), report_rx, collector.clone()).await?,
     );
     let ingest = supervisor.ingest().context("the supervisor stopped")?;
-    let worker_setup = WorkerSetup {
-        node: config.node.clone(),
-        data_dir: config.data_dir.clone(),
-        storage: config.storage.clone(),
-        rules,
-        engine: config.rules.engine_config(),
-        durable: None,
-        handoff: false,
-        restored: None,
-        checkpoints: None,
-        labels: None,
-    };
+    let worker_setup =
+        WorkerSetup::new(config.node.clone(), config.data_dir.clone(), config.storage.clone(), rules, engine);
     let sink = IngestSink::new(ingest, tokio::runtime::Handle::current());
     let worker = Arc::new(
-        WorkerNode::start(worker_setup, clock.clone(), event_rx, sink).context("cannot open the event store")?,
+        ShardedWorker::start(worker_setup, event_rx, clock.clone(), sink).context("cannot open the event store")?,
     );
 
     // API and metrics.

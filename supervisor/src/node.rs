@@ -138,7 +138,9 @@ impl Downlink for Collector {
 }
 
 /// The in-process detection transport: straight into the ingest queue,
-/// waiting (blocking this worker thread) while it is full.
+/// waiting (blocking this worker thread) while it is full. Each worker
+/// shard has a clone.
+#[derive(Clone)]
 pub struct IngestSink {
     ingest: Ingest,
     runtime: tokio::runtime::Handle,

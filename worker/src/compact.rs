@@ -193,12 +193,19 @@ impl Compactor {
     /// the rest of the name, not by a prefix.
     fn mine(&self, name: &str) -> Option<bool> {
         match &self.config.eligible {
-            // `part-<node>-<start>-<seq>.parquet`: no `-s<position>`.
+            // `part-<node>-<start>-<seq>.parquet`, or `part-<node>-s<shard>-<start>-<seq>.parquet`
+            // from the node's other worker shards (`crate::shards`): no `-s<position>` suffix.
             Eligible::Unpositioned => {
                 let rest = name.strip_prefix("part-")?.strip_prefix(self.node.as_str())?.strip_prefix('-')?;
-                let (start, seq) = rest.strip_suffix(".parquet")?.split_once('-')?;
                 let number = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-                (number(start) && number(seq)).then_some(true)
+                let mut parts = rest.strip_suffix(".parquet")?.split('-');
+                let first = parts.next()?;
+                let start = match first.strip_prefix('s') {
+                    Some(shard) if number(shard) => parts.next()?,
+                    _ => first,
+                };
+                let seq = parts.next()?;
+                (parts.next().is_none() && number(start) && number(seq)).then_some(true)
             }
             Eligible::Committed(committed) => committed(name),
         }

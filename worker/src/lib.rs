@@ -21,6 +21,7 @@ pub mod events;
 pub mod node;
 pub mod pipeline;
 pub mod retention;
+pub mod shards;
 
 pub use events::{EventBuffer, EventWriter, EventWriterConfig, FileWriter, FlushReport, Sealed, WorkerError, schema};
 pub use pipeline::{BatchSource, Detection, Worker, WorkerStats};

@@ -193,6 +193,31 @@ pub struct WorkerSetup {
     pub labels: Option<String>,
 }
 
+impl WorkerSetup {
+    /// A plain worker (`vigil run`'s): no source positions to report, a new
+    /// engine, no checkpoints, windows closed at the end, the node's labels.
+    pub fn new(
+        node: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+        storage: StorageConfig,
+        rules: Arc<RuleSet>,
+        engine: EngineConfig,
+    ) -> WorkerSetup {
+        WorkerSetup {
+            node: node.into(),
+            data_dir: data_dir.into(),
+            storage,
+            rules,
+            engine,
+            durable: None,
+            handoff: false,
+            restored: None,
+            checkpoints: None,
+            labels: None,
+        }
+    }
+}
+
 /// A running worker.
 pub struct WorkerNode {
     labels: String,

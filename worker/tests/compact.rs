@@ -34,9 +34,14 @@ fn event(secs: i64) -> Event {
 /// Ten flushes of 30 events of org 2, times interleaved across files (so
 /// the merge has to sort); ids 1..=300.
 fn write(dir: &Path, node: &str) -> PathBuf {
+    write_flushes(dir, node, 0..10)
+}
+
+/// Flushes `flushes` of [`write`] by node `node`.
+fn write_flushes(dir: &Path, node: &str, flushes: std::ops::Range<u64>) -> PathBuf {
     let mut w =
         EventWriter::open(EventWriterConfig::new(dir, node), EventTime::from_unix(1_795_400_000, 0, 0)).unwrap();
-    for f in 0..10u64 {
+    for f in flushes {
         for i in 0..30u64 {
             let id = f * 30 + i + 1;
             w.append(id, &event(((i * 10 + f) * 7 % 3000) as i64)).unwrap();
@@ -224,6 +229,24 @@ fn a_cluster_workers_files_are_merged_only_once_committed() {
     assert_eq!((r.outputs, r.inputs), (1, 5), "{r:?}");
     exactly_once(&day, "all committed");
     assert_eq!(visible_files(&day).unwrap().len(), 2);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `vigil run`'s worker shards write as `<node>` and `<node>-s<i>`: the
+/// node's one compactor merges them all, whatever the shard count was when
+/// they were written; another node's files stay.
+#[test]
+fn the_nodes_compactor_merges_its_shards_files() {
+    let root = temp("shards");
+    let day = write_flushes(&root, "vigil", 0..4);
+    write_flushes(&root, "vigil-s1", 4..7);
+    write_flushes(&root, "vigil-s12", 7..10);
+    write_flushes(&root, "vigil-sx", 0..1);
+    age(&day, Duration::from_secs(7_200));
+    let r = Compactor::new(config(&root, "vigil")).unwrap().run(SystemTime::now()).unwrap();
+    assert_eq!((r.inputs, r.rows), (10, 300), "{r:?}");
+    let left = names(&day);
+    assert!(left.iter().any(|n| n.starts_with("part-vigil-sx-")), "another node's file left: {left:?}");
     let _ = std::fs::remove_dir_all(&root);
 }
 
