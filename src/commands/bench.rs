@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// default), to compare shard counts on one workload.
     #[arg(long, value_name = "N")]
     pub(super) shards: Option<usize>,
+    /// vigil run's `storage.nice` (nice steps the storage threads run below
+    /// the rules; default: vigil run's default), to compare on one workload.
+    #[arg(long, value_name = "STEPS")]
+    pub(super) storage_nice: Option<u8>,
     /// Rate of the latency run, EPS (default: 70 % of the sustained EPS just measured).
     #[arg(long, value_name = "EPS")]
     pub(super) latency_rate: Option<u64>,
@@ -136,6 +140,11 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
+    /// vigil run's `storage.nice` for the run.
+    fn storage_nice(&self) -> u8 {
+        self.storage_nice.unwrap_or_else(|| worker::node::StorageConfig::default().nice)
+    }
+
     /// vigil run's worker shards for the run.
     fn shards(&self) -> usize {
         self.shards.unwrap_or_else(|| worker::shards::ShardConfig::default().shards)
@@ -190,7 +199,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     );
 
     let baseline = split_lines(&workload)?;
-    println!("\n1. throughput: vigil send as fast as vigil run takes it ({} worker shards)", args.shards());
+    println!(
+        "\n1. throughput: vigil send as fast as vigil run takes it ({} worker shards, storage {} nice steps below the rules)",
+        args.shards(),
+        args.storage_nice()
+    );
     let vigil = bench_vigil(&args, &exe, &dir, &workload, Load { events: args.events, rate: None, attacks })?;
     let sustained = args.events as f64 / vigil.0.secs;
     println!("   all {} events stored after {:.2} s: {sustained:.0} EPS", args.events, vigil.0.secs);
@@ -526,10 +539,11 @@ fn bench_vigil(args: &BenchArgs, exe: &Path, dir: &Path, workload: &Path, load: 
         &config,
         format!(
             "data_dir = {data:?}\nlicense = {:?}\n[syslog]\naddr = \"127.0.0.1:0\"\nudp = false\n[api]\naddr = \"127.0.0.1:0\"\n[metrics]\naddr = \"127.0.0.1:0\"\n\
-             [rules]\nlateness_secs = {}\n[orgs]\nrefresh_secs = 0.2\n[worker]\nshards = {}\n",
+             [rules]\nlateness_secs = {}\n[orgs]\nrefresh_secs = 0.2\n[worker]\nshards = {}\n[storage]\nnice = {}\n",
             args.license()?,
             args.lateness,
             args.shards(),
+            args.storage_nice(),
         ),
     )?;
     let token = format!("vgl_bench_{:016x}", Rng(u64::from(std::process::id()) | 1).next());

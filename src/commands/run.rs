@@ -205,6 +205,7 @@ roll_rows = 262144               # events per Parquet file at most
 max_buffer_mb = 128              # memory for events on their way to Parquet: half being filled, half waiting for the disk
 compact_after_secs = 3600        # files unchanged this long are merged into larger ones sorted by time (0: never)
 compact_every_secs = 300         # seconds between compaction passes
+nice = 0                         # 1-19: storage runs this many nice steps below the rules: busy cores serve detection first, Parquet lags (more memory)
 
 [rules]
 builtin = true                   # the built-in pack (rules/packs)

@@ -466,7 +466,8 @@ fn start_compactor(
         eligible: crate::compact::Eligible::Committed(Arc::new(committed)),
         ..crate::compact::CompactConfig::new(setup.data_dir.join("events"), &setup.node)
     };
-    let background = crate::compact::Background::start(crate::compact::Compactor::new(config)?, clock, every)?;
+    let compactor = crate::compact::Compactor::new(config)?;
+    let background = crate::compact::Background::start(compactor, clock, every, setup.storage.nice)?;
     Ok((background, refresh))
 }
 

@@ -494,6 +494,7 @@ impl Background {
         compactor: Compactor,
         clock: Arc<dyn parsers::Clock>,
         every: Duration,
+        nice: u8,
     ) -> Result<Background, WorkerError> {
         compactor.recover()?;
         let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
@@ -504,6 +505,8 @@ impl Background {
                 .name("vigil-compact".into())
                 .spawn(move || {
                     use std::sync::atomic::Ordering::Relaxed;
+                    // Merging files waits; incidents do not (refused: as before).
+                    let _ = crate::priority::lower_this_thread(nice);
                     loop {
                         {
                             let (lock, wake) = &*stop;

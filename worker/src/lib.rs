@@ -20,6 +20,7 @@ pub mod compact;
 pub mod events;
 pub mod node;
 pub mod pipeline;
+pub mod priority;
 pub mod retention;
 pub mod shards;
 

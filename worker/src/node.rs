@@ -34,6 +34,10 @@ pub struct StorageConfig {
     pub compact_after_secs: u64,
     /// Seconds between compaction passes.
     pub compact_every_secs: u64,
+    /// Nice steps the storage threads (Parquet writers, compaction) run
+    /// below the process, so that on busy cores the rules go first (0–19;
+    /// 0, the default: the same priority; see [`crate::priority`]).
+    pub nice: u8,
 }
 
 impl Default for StorageConfig {
@@ -44,6 +48,7 @@ impl Default for StorageConfig {
             max_buffer_mb: 128,
             compact_after_secs: 3_600,
             compact_every_secs: 300,
+            nice: 0,
         }
     }
 }
@@ -58,6 +63,13 @@ impl StorageConfig {
         }
         if self.compact_every_secs == 0 {
             return Err(WorkerError::Config("storage.compact_every_secs must be positive".into()));
+        }
+        if self.nice > crate::priority::MAX_NICE {
+            return Err(WorkerError::Config(format!(
+                "storage.nice must be 0 to {} (nice steps below the rules), not {}",
+                crate::priority::MAX_NICE,
+                self.nice
+            )));
         }
         Ok(())
     }
@@ -255,7 +267,8 @@ impl WorkerNode {
             None => Engine::new(setup.rules, setup.engine),
         };
         let mut worker = Worker::new(writer, engine, stats.clone())
-            .with_max_buffer_bytes(setup.storage.max_buffer_mb.saturating_mul(1 << 20));
+            .with_max_buffer_bytes(setup.storage.max_buffer_mb.saturating_mul(1 << 20))
+            .with_storage_nice(setup.storage.nice);
         if let Some(durable) = setup.durable {
             worker = worker.with_durable(durable);
         }
@@ -273,7 +286,8 @@ impl WorkerNode {
                     ..crate::compact::CompactConfig::new(setup.data_dir.join("events"), &setup.node)
                 };
                 let every = Duration::from_secs(setup.storage.compact_every_secs);
-                Some(crate::compact::Background::start(crate::compact::Compactor::new(config)?, clock.clone(), every)?)
+                let compactor = crate::compact::Compactor::new(config)?;
+                Some(crate::compact::Background::start(compactor, clock.clone(), every, setup.storage.nice)?)
             }
             _ => None,
         };
@@ -436,6 +450,18 @@ impl<S: BatchSource> BatchSource for Counted<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_settings_out_of_range_are_refused_by_name() {
+        assert!(StorageConfig::default().validate().is_ok());
+        let nice = StorageConfig { nice: 20, ..StorageConfig::default() }.validate().unwrap_err().to_string();
+        assert!(nice.contains("storage.nice must be 0 to 19") && nice.contains("not 20"), "{nice}");
+        let roll = StorageConfig { roll_rows: 0, ..StorageConfig::default() }.validate().unwrap_err().to_string();
+        assert!(roll.contains("storage.roll_rows"), "{roll}");
+        // The file's key: `[storage] nice`.
+        let parsed: StorageConfig = toml::from_str("nice = 7").unwrap();
+        assert_eq!(parsed, StorageConfig { nice: 7, ..StorageConfig::default() });
+    }
 
     #[test]
     fn the_builtin_rules_compile_and_a_broken_file_reports_every_error() {

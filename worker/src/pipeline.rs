@@ -202,6 +202,8 @@ pub struct Worker {
     handoff: bool,
     /// Checkpoints of the engine, at most this often.
     checkpoints: Option<(Duration, Checkpointer)>,
+    /// Nice steps the writer threads run below the rules (see [`crate::priority`]).
+    storage_nice: u8,
 }
 
 /// Called on the writer thread with a source position once every event
@@ -228,6 +230,7 @@ impl Worker {
             durable: None,
             handoff: false,
             checkpoints: None,
+            storage_nice: 0,
         }
     }
 
@@ -262,6 +265,13 @@ impl Worker {
         self
     }
 
+    /// Runs the writer threads `steps` nice steps below the rules thread
+    /// (`storage.nice`; 0, the default here: the same priority).
+    pub fn with_storage_nice(mut self, steps: u8) -> Worker {
+        self.storage_nice = steps;
+        self
+    }
+
     /// Runs until `input` closes; `sink` receives incident updates.
     /// Returns the number of events written in all.
     ///
@@ -286,11 +296,15 @@ impl Worker {
         let (files, unwritten) = self.files.take().ok_or(WorkerError::WriterFailed)?;
         let stats = self.stats.clone();
         let durable = self.durable.clone();
+        let nice = self.storage_nice;
         std::thread::scope(|scope| {
             let disk = std::thread::Builder::new()
                 .name("vigil-parquet".into())
                 .spawn_scoped(scope, || {
                     let _gone = Gone(&writer_gone);
+                    // The writer's helpers start from this thread and
+                    // inherit its priority. Refused: storage runs as before.
+                    let _ = crate::priority::lower_this_thread(nice);
                     let durable = durable.as_deref();
                     write_loop(files, unwritten, &from_worker, &stats, &closing, flush_every, &in_flight, durable)
                 })
