@@ -20,6 +20,7 @@ p.add_argument("--workload", required=True)
 p.add_argument("--orgs", type=int, default=100)
 p.add_argument("--lateness", type=float, default=10.0)
 p.add_argument("--after", type=int, default=300, help="seconds to watch after the load")
+p.add_argument("--extra", default="", help="more vigil.toml text, e.g. '[storage]\\nnice = 0' (\\n: a new line)")
 a = p.parse_args()
 
 def state():
@@ -55,6 +56,7 @@ with open(cfg, "w") as f:
     f.write(f'data_dir = "{data}/d"\nlicense = "{os.path.abspath(a.license)}"\n'
             '[syslog]\naddr = "127.0.0.1:0"\nudp = false\n[api]\naddr = "127.0.0.1:0"\n'
             f'[rules]\nlateness_secs = {a.lateness}\n[orgs]\nrefresh_secs = 0.2\n')
+    f.write(a.extra.replace("\\n", "\n") + "\n")
 # Older binaries have no [metrics] section; they serve /metrics on the API.
 help_text = subprocess.run([a.vigil, "run", "--help"], capture_output=True, text=True).stdout
 if "--metrics-addr" in help_text:

@@ -58,8 +58,25 @@ pub fn signed_licence(dir: &std::path::Path, body: &str) -> Option<PathBuf> {
     Some(licence)
 }
 
+/// A fresh scratch directory for the test `tag`, `vigil-e2e-TAG-PID` under
+/// the system temp directory. It is left behind for a look after a failure;
+/// the next run of the same test removes those of processes that have
+/// ended, so runs do not pile up (a CI machine's disk is small).
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vigil-e2e-{tag}-{}", std::process::id()));
+    let prefix = format!("vigil-e2e-{tag}-");
+    let root = std::env::temp_dir();
+    for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+        // Only this tag's (the rest is all digits), of a process now gone.
+        let gone = !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && !std::path::Path::new("/proc").join(pid).exists();
+        if gone && std::path::Path::new("/proc/self").exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = root.join(format!("{prefix}{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
