@@ -11,7 +11,7 @@ be compared on the same file in the same session.
     vigil bench --license L --no-syslog-ng --keep --dir /tmp/vb   # writes /tmp/vb/workload.log
     benches/memory.py --vigil target/release/vigil --license L --workload /tmp/vb/workload.log
 """
-import argparse, json, os, re, signal, subprocess, sys, tempfile, threading, time, urllib.request
+import argparse, json, os, re, shutil, signal, subprocess, sys, tempfile, threading, time, urllib.request
 
 p = argparse.ArgumentParser()
 p.add_argument("--vigil", required=True)
@@ -112,3 +112,5 @@ while time.time() - done < a.after:
         next_report += 60
 proc.send_signal(signal.SIGTERM)
 proc.wait(timeout=120)
+# The run's data directory holds the whole workload as Parquet: gone with it.
+shutil.rmtree(data, ignore_errors=True)
