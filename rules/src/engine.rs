@@ -351,6 +351,14 @@ impl Partition {
         }
     }
 
+    /// The time this partition's next record or timer is due at: see
+    /// [`Shared::due`].
+    fn due(&self) -> i64 {
+        let record = self.buffer.next_time().unwrap_or(i64::MAX);
+        let timer = self.timers.first_key_value().map_or(i64::MAX, |((d, _), _)| d.saturating_add(1));
+        record.min(timer)
+    }
+
     fn keys(&self) -> usize {
         self.windows.len() + self.joins.len() + self.incidents.len() + self.lists.len() + self.timers.len()
     }
@@ -445,6 +453,12 @@ struct Shared {
     rng: u64,
     /// The partition evictions take from, while it holds the most.
     victim: Option<OrgId>,
+    /// No record waits, and no timer is due, before this time: the earliest
+    /// buffered record's time, or a timer's deadline plus one, or earlier
+    /// (arrivals lower it; only [`Engine::advance`] raises it, as it visits
+    /// every partition). Not checkpointed: a restored engine starts from
+    /// `i64::MIN`, which only asks for one early visit. See [`Engine::due`].
+    due: i64,
 }
 
 /// Everything a partition's processing reads or writes besides the partition.
@@ -522,6 +536,7 @@ impl Engine {
                 window_keys: 0,
                 rng: 0x9e37_79b9_7f4a_7c15,
                 victim: None,
+                due: i64::MAX,
             },
             global_max: i64::MIN,
             since_cross_update: 0,
@@ -624,7 +639,21 @@ impl Engine {
             advance_to(cross, wm, &mut sink);
         }
         self.shared.feeds.clear();
+        self.shared.due = self.orgs.values().chain(self.cross.as_ref()).map(Partition::due).min().unwrap_or(i64::MAX);
         self.enforce_key_ceiling();
+    }
+
+    /// The earliest clock reading at which [`Engine::advance`] may release a
+    /// waiting record or fire a timer (it may also release nothing then:
+    /// orgs' own events release most records first), or `None` when nothing
+    /// waits. A caller that advances at this time, rather than on a fixed
+    /// tick, releases a quiet org's incidents as soon as the allowed
+    /// lateness has passed.
+    pub fn due(&self) -> Option<EventTime> {
+        (self.shared.due != i64::MAX).then(|| {
+            let at = self.shared.due.saturating_add(self.limits.lateness);
+            EventTime::from_unix_nanos(i128::from(at))
+        })
     }
 
     /// Counters and state size.
@@ -685,6 +714,9 @@ fn arrive(part: &mut Partition, event: &Event, time: i64, ids: Ids, depth: u8, s
     let mut matched = std::mem::take(&mut sink.shared.matched);
     matching_records(event, time, &ids, depth, sink, part.cross, &part.name, &mut matched);
     let grew = part.buffer.push(&matched);
+    if let Some(first) = matched.iter().map(|r| r.time).min() {
+        sink.shared.due = sink.shared.due.min(first);
+    }
     matched.clear();
     sink.shared.matched = matched;
     sink.shared.buffer_bytes += grew;
@@ -983,7 +1015,9 @@ fn on_match(part: &mut Partition, r: u32, p: usize, m: Match, depth: u8, sink: &
             }
             pending.push_back(m);
             sink.shared.seq += 1;
-            part.timers.insert((time.saturating_add(within), sink.shared.seq), jkey);
+            let deadline = time.saturating_add(within);
+            sink.shared.due = sink.shared.due.min(deadline.saturating_add(1));
+            part.timers.insert((deadline, sink.shared.seq), jkey);
         }
     }
 }

@@ -244,14 +244,54 @@ title: "{user} added to {add.ext.group}"
     let (hits, _) = run_with(&rules, &[add(0.0, "bob")], config(10));
     assert_eq!(hits.len(), 1);
 
-    // A wall clock advances quiet orgs.
+    // A wall clock advances quiet orgs; the engine says when the waiting
+    // start's timer is due (its window's end plus the lateness).
     let mut engine = Engine::new(Arc::clone(&rules), config(10));
     let mut out = Vec::new();
     engine.process(1, &add(0.0, "carol"), &mut out);
     engine.advance(EventTime::from_unix(T0 + 3000, 0, 0), &mut out);
     assert!(out.is_empty());
-    engine.advance(EventTime::from_unix(T0 + 3611, 0, 0), &mut out);
+    assert_eq!(engine.due(), Some(EventTime::from_unix(T0 + 3610, 1, 0)));
+    engine.advance(EventTime::from_unix(T0 + 3610, 0, 0), &mut out);
+    assert!(out.is_empty(), "due a nanosecond later");
+    engine.advance(EventTime::from_unix(T0 + 3610, 1, 0), &mut out);
     assert_eq!(out.len(), 1);
+    assert_eq!(engine.due(), None);
+}
+
+#[test]
+fn the_engine_says_when_a_quiet_orgs_waiting_records_are_due() {
+    let rules = compile(BRUTE);
+    let mut engine = Engine::new(rules, config(2));
+    let mut out = Vec::new();
+    assert_eq!(engine.due(), None, "nothing waits");
+    // acme's attack completes at 10.5 s and then acme goes quiet; globex
+    // keeps sending, which moves only globex's watermark.
+    let mut id = 0;
+    for e in failures("acme", "10.0.0.1", 10.0, 0.1, 6) {
+        id += 1;
+        engine.process(id, &e, &mut out);
+    }
+    assert_eq!(engine.due(), Some(EventTime::from_unix(T0 + 12, 0, 0)), "the first record plus the lateness");
+    for t in 0..30 {
+        id += 1;
+        let ip = format!("10.9.9.{t}");
+        engine.process(id, &failures("globex", &ip, 11.0 + f64::from(t) * 0.1, 0.0, 1)[0], &mut out);
+    }
+    assert!(out.is_empty(), "acme's watermark has not moved: {out:?}");
+    // Too early: nothing released, and the answer does not move back.
+    engine.advance(EventTime::from_unix(T0 + 11, 0, 0), &mut out);
+    assert!(out.is_empty());
+    assert_eq!(engine.due(), Some(EventTime::from_unix(T0 + 12, 0, 0)));
+    // Once due, advancing releases acme's incident; what waits next is
+    // the records after it.
+    engine.advance(EventTime::from_unix(T0 + 12, 500_000_000, 0), &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].org, "acme");
+    let next = engine.due().expect("globex's later records still wait");
+    assert!(next > EventTime::from_unix(T0 + 12, 500_000_000, 0), "{next:?}");
+    engine.flush(&mut out);
+    assert_eq!(engine.due(), None, "a flush releases everything");
 }
 
 #[test]

@@ -242,6 +242,8 @@ fn save_engine(engine: &Engine, out: &mut Vec<u8>) {
         window_keys: _,
         rng,
         victim,
+        // Derived: a restored engine recomputes it at its first advance.
+        due: _,
     } = shared;
     let Stats {
         events,
@@ -612,6 +614,8 @@ fn load_engine(rules: Arc<RuleSet>, config: EngineConfig, payload: &[u8]) -> Res
     // xorshift never leaves zero, and never reaches it from elsewhere.
     d.check(shared.rng != 0)?;
     shared.victim = if d.flag()? { Some(OrgId(d.u32()?)) } else { None };
+    // Whatever waits is due at once: the first advance computes when.
+    shared.due = i64::MIN;
     d.what = "engine clock";
     engine.global_max = d.i64()?;
     engine.since_cross_update = d.u32()?;
