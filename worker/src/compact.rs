@@ -506,7 +506,11 @@ impl Background {
                 .spawn(move || {
                     use std::sync::atomic::Ordering::Relaxed;
                     // Merging files waits; incidents do not (refused: as before).
-                    let _ = crate::priority::lower_this_thread(nice);
+                    if let Err(e) = crate::priority::lower_this_thread(nice) {
+                        eprintln!(
+                            "vigil worker: storage.nice = {nice} refused ({e}); compaction runs at the rules' priority"
+                        );
+                    }
                     loop {
                         {
                             let (lock, wake) = &*stop;

@@ -304,7 +304,11 @@ impl Worker {
                     let _gone = Gone(&writer_gone);
                     // The writer's helpers start from this thread and
                     // inherit its priority. Refused: storage runs as before.
-                    let _ = crate::priority::lower_this_thread(nice);
+                    if let Err(e) = crate::priority::lower_this_thread(nice) {
+                        eprintln!(
+                            "vigil worker: storage.nice = {nice} refused ({e}); Parquet runs at the rules' priority"
+                        );
+                    }
                     let durable = durable.as_deref();
                     write_loop(files, unwritten, &from_worker, &stats, &closing, flush_every, &in_flight, durable)
                 })
