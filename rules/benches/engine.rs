@@ -12,7 +12,8 @@
 //! per event, so all keys are active within the 60 s windows.
 //!
 //! Run: `cargo bench -p vigil-rules --bench engine`. The state-size figures
-//! are printed before the timings.
+//! are printed before the timings. The `eviction` group feeds one new key
+//! per event, at and below the key ceiling (`rules.max_keys`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -210,6 +211,69 @@ fn engine_benches(c: &mut Criterion) {
             stats.state_bytes >> 20,
             stats.state_bytes / keys.max(1)
         );
+    }
+    group.finish();
+    eviction_benches(c);
+}
+
+/// A new key per event (an attacker's one-off source addresses, the shape
+/// of `vigil bench`'s workload): at the key ceiling each one evicts an old
+/// key; below it, sweeps drop the keys that left the 1 s window. The
+/// difference is what eviction costs per key.
+fn eviction_benches(c: &mut Criterion) {
+    let yaml = "id: brute\npatterns:\n  p:\n    filter: {event_type: t0}\n    group_by: [src_ip]\n    window: 1s\n    having: count >= 5\n";
+    let mut compiler = Compiler::new();
+    compiler.add_source("brute.yaml", yaml);
+    let rules = Arc::new(compiler.finish().unwrap().0);
+    let t0 = Str::from("t0");
+    let orgs: Vec<Str> = (0..10).map(|o| Str::from(format!("org-{o}"))).collect();
+    let mut group = c.benchmark_group("eviction");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20);
+    // (name, key ceiling, ns between events: 10 µs keeps 100,000 keys in the
+    // 1 s window, 1 µs a million, so the 250,000-key ceiling is reached).
+    for (name, max_window_keys, spacing) in [
+        ("new_keys_below_ceiling", 10_000_000, 10_000i128),
+        ("new_keys_at_ceiling", 50_000, 10_000),
+        ("new_keys_at_ceiling_250k", 250_000, 1_000),
+    ] {
+        let config = EngineConfig {
+            lateness: Duration::ZERO,
+            max_window_keys,
+            sweep_every: Duration::from_millis(100),
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::new(Arc::clone(&rules), config);
+        let mut out = Vec::new();
+        let mut n = 0u64;
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch: Vec<Event> = (0..BATCH as u64)
+                        .map(|i| {
+                            let k = n + i;
+                            let mut e = Event::empty(Bytes::new(), EventTime::from_unix_nanos(i128::from(k) * spacing));
+                            e.org_id = Some(OrgId(2 + (k % 10) as u32));
+                            e.org = Some(orgs[(k % 10) as usize].clone());
+                            e.event_type = Some(t0.clone());
+                            e.src_ip = Some(IpAddr::V4(Ipv4Addr::from(k as u32)));
+                            e
+                        })
+                        .collect();
+                    out.clear();
+                    let start = Instant::now();
+                    for e in &batch {
+                        n += 1;
+                        engine.process(n, e, &mut out);
+                    }
+                    total += start.elapsed();
+                }
+                total
+            });
+        });
+        let stats = engine.stats();
+        println!("{name}: {} window keys, {} evicted, {} events", stats.window_keys, stats.evicted_keys, stats.events);
     }
     group.finish();
 }
