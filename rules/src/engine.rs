@@ -598,7 +598,7 @@ impl Engine {
             };
             self.shared.victim = Some(victim);
             let Some(part) = self.orgs.get_mut(&victim) else { break };
-            if !part.windows.evict_sampled(&mut self.shared.rng, 8, |w| w.newest().unwrap_or(i64::MIN)) {
+            if !part.windows.evict_sampled(&mut self.shared.rng, 8) {
                 break;
             }
             self.shared.window_keys -= 1;
@@ -906,6 +906,9 @@ fn handle(part: &mut Partition, record: Record, sink: &mut Sink<'_>) {
                 sink.shared.window_keys += 1;
             }
             update(part.windows.value_mut(slot), overflows);
+            // Eviction takes the window with the oldest newest event.
+            let newest = part.windows.value(slot).newest().unwrap_or(i64::MIN);
+            part.windows.set_age(slot, newest);
             let fired = if holds(part.windows.value(slot)) { part.windows.remove(slot) } else { None };
             if fired.is_some() {
                 sink.shared.window_keys -= 1;

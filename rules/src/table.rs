@@ -8,6 +8,12 @@
 //! million; emptied pages are freed. Keys are hashed with SipHash under a
 //! random key (std's `RandomState`): group keys are source addresses and user
 //! names an attacker chooses, so the hash must not be predictable (HashDoS).
+//!
+//! Each entry also has an *age* (the owner's notion of its last use), kept
+//! in pages of their own beside the entries: sampled eviction reads eight
+//! random ages, and 8-byte ages packed together stay in cache where the
+//! entries and what they point to do not (sampling the windows themselves
+//! was the worker's hottest function in a `vigil bench` profile).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
@@ -24,12 +30,14 @@ pub(crate) struct Table<K, V> {
     index: HashTable<u32>,
     /// Full pages, then the last one; entry `i` is `pages[i / PAGE][i % PAGE]`.
     pages: Vec<Vec<(K, V)>>,
+    /// Entry `i`'s age is `ages[i / PAGE][i % PAGE]`: pages in step with `pages`.
+    ages: Vec<Vec<i64>>,
     len: usize,
 }
 
 impl<K: Hash + Eq, V> Table<K, V> {
     pub fn new() -> Table<K, V> {
-        Table { hasher: RandomState::new(), index: HashTable::new(), pages: Vec::new(), len: 0 }
+        Table { hasher: RandomState::new(), index: HashTable::new(), pages: Vec::new(), ages: Vec::new(), len: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -44,10 +52,11 @@ impl<K: Hash + Eq, V> Table<K, V> {
         &mut self.pages[i / PAGE][i % PAGE]
     }
 
-    /// The slot of `key`, inserting `make()` first if it is absent.
+    /// The slot of `key`, inserting `make()` first (aged `i64::MIN`, the
+    /// oldest) if it is absent.
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> usize {
         let hash = self.hasher.hash_one(&key);
-        let Table { hasher, index, pages, len } = self;
+        let Table { hasher, index, pages, ages, len } = self;
         let entry = |i: usize| &pages[i / PAGE][i % PAGE];
         if let Some(&i) = index.find(hash, |&i| entry(i as usize).0 == key) {
             return i as usize;
@@ -55,9 +64,13 @@ impl<K: Hash + Eq, V> Table<K, V> {
         let i = *len;
         if pages.last().is_none_or(|p| p.len() == PAGE) {
             pages.push(Vec::with_capacity(PAGE));
+            ages.push(Vec::with_capacity(PAGE));
         }
         if let Some(page) = pages.last_mut() {
             page.push((key, make()));
+        }
+        if let Some(page) = ages.last_mut() {
+            page.push(i64::MIN);
         }
         *len += 1;
         index.insert_unique(hash, u32::try_from(i).unwrap_or(u32::MAX), |&j| {
@@ -74,6 +87,29 @@ impl<K: Hash + Eq, V> Table<K, V> {
         &self.at(slot).1
     }
 
+    /// Sets the age of the entry in `slot` (see [`Table::evict_sampled`]).
+    pub fn set_age(&mut self, slot: usize, age: i64) {
+        if let Some(a) = self.ages.get_mut(slot / PAGE).and_then(|p| p.get_mut(slot % PAGE)) {
+            *a = age;
+        }
+    }
+
+    fn age(&self, slot: usize) -> i64 {
+        self.ages.get(slot / PAGE).and_then(|p| p.get(slot % PAGE)).copied().unwrap_or(i64::MIN)
+    }
+
+    /// Removes the last entry and its age.
+    fn pop(&mut self) -> Option<((K, V), i64)> {
+        let tail = self.pages.last_mut().and_then(Vec::pop)?;
+        let age = self.ages.last_mut().and_then(Vec::pop).unwrap_or(i64::MIN);
+        self.len -= 1;
+        if self.pages.last().is_some_and(Vec::is_empty) {
+            self.pages.pop();
+            self.ages.pop();
+        }
+        Some((tail, age))
+    }
+
     /// Removes the entry in `slot` (none if there is no such slot); the
     /// last entry moves into its place.
     pub fn remove(&mut self, slot: usize) -> Option<(K, V)> {
@@ -85,15 +121,12 @@ impl<K: Hash + Eq, V> Table<K, V> {
             entry.remove();
         }
         let last = self.len - 1;
-        let tail = self.pages.last_mut().and_then(Vec::pop)?;
-        self.len -= 1;
-        if self.pages.last().is_some_and(Vec::is_empty) {
-            self.pages.pop();
-        }
+        let (tail, age) = self.pop()?;
         if slot == last {
             return Some(tail);
         }
         let removed = std::mem::replace(self.at_mut(slot), tail);
+        self.set_age(slot, age);
         let moved = self.hasher.hash_one(&self.at(slot).0);
         if let Some(i) = self.index.find_mut(moved, |&i| i as usize == last) {
             *i = u32::try_from(slot).unwrap_or(u32::MAX);
@@ -113,13 +146,10 @@ impl<K: Hash + Eq, V> Table<K, V> {
                 i += 1;
                 continue;
             }
-            let Some(tail) = self.pages.last_mut().and_then(Vec::pop) else { break };
-            self.len -= 1;
-            if self.pages.last().is_some_and(Vec::is_empty) {
-                self.pages.pop();
-            }
+            let Some((tail, age)) = self.pop() else { break };
             if i < self.len {
                 *self.at_mut(i) = tail;
+                self.set_age(i, age);
             }
         }
         if self.len != before {
@@ -144,17 +174,17 @@ impl<K: Hash + Eq, V> Table<K, V> {
     }
 
     /// Removes one entry: of `samples` positions drawn from `rng`, the one
-    /// whose `age` is smallest (oldest). An approximation of least recently
-    /// used that costs a few comparisons, not an ordered index. Returns
-    /// whether an entry was removed.
-    pub fn evict_sampled(&mut self, rng: &mut u64, samples: usize, age: impl Fn(&V) -> i64) -> bool {
+    /// with the smallest age (the oldest; the first drawn of equals). An
+    /// approximation of least recently used that costs a few comparisons,
+    /// not an ordered index. Returns whether an entry was removed.
+    pub fn evict_sampled(&mut self, rng: &mut u64, samples: usize) -> bool {
         if self.len == 0 {
             return false;
         }
         let mut victim = None;
         for _ in 0..samples.max(1) {
             let i = (next_random(rng) % self.len as u64) as usize;
-            let a = age(&self.at(i).1);
+            let a = self.age(i);
             if victim.is_none_or(|(_, best)| a < best) {
                 victim = Some((i, a));
             }
@@ -174,6 +204,7 @@ impl<K: Hash + Eq, V> Table<K, V> {
         // hashbrown: one control byte per bucket, buckets ≈ capacity × 8/7.
         self.index.capacity() * 8 / 7 * (size_of::<u32>() + 1)
             + self.pages.iter().map(Vec::capacity).sum::<usize>() * size_of::<(K, V)>()
+            + self.ages.iter().map(Vec::capacity).sum::<usize>() * size_of::<i64>()
     }
 }
 
@@ -239,16 +270,48 @@ mod tests {
     fn sampled_eviction_takes_an_old_entry() {
         let mut t: Table<u64, i64> = Table::new();
         for k in 0..1000 {
-            t.get_or_insert_with(k, || k as i64);
+            let slot = t.get_or_insert_with(k, || k as i64);
+            t.set_age(slot, k as i64);
         }
         let mut rng = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..100 {
-            assert!(t.evict_sampled(&mut rng, 8, |age| *age));
+            assert!(t.evict_sampled(&mut rng, 8));
         }
         assert_eq!(t.len(), 900);
         // Eight samples each: the evicted are mostly from the oldest fifth.
         let old_left = t.iter().filter(|(k, _)| *k < 200).count();
         assert!(old_left < 150, "{old_left} of the 200 oldest left");
+    }
+
+    #[test]
+    fn ages_follow_their_entries_through_removals_and_retains() {
+        // Age = key, set after insertion; every move of an entry (the last
+        // into a removed one's place) must carry its age.
+        let mut t: Table<u64, u64> = Table::new();
+        for k in 0..(PAGE as u64 * 3) {
+            let slot = t.get_or_insert_with(k, || k);
+            assert_eq!(t.age(slot), i64::MIN, "new entries are the oldest");
+            t.set_age(slot, k as i64);
+        }
+        let check = |t: &Table<u64, u64>| {
+            for slot in 0..t.len() {
+                assert_eq!(t.age(slot), t.at(slot).0 as i64, "slot {slot}");
+            }
+            assert_eq!(t.ages.iter().map(Vec::len).sum::<usize>(), t.len());
+            assert_eq!(t.ages.len(), t.pages.len());
+        };
+        for k in (0..PAGE as u64 * 3).step_by(7) {
+            let slot = t.get_or_insert_with(k, unreachable_value);
+            t.remove(slot);
+        }
+        check(&t);
+        t.retain(|k, _| k % 5 != 0);
+        check(&t);
+        let mut rng = 0x9e37_79b9_7f4a_7c15;
+        while t.len() > PAGE / 2 {
+            assert!(t.evict_sampled(&mut rng, 8));
+        }
+        check(&t);
     }
 
     fn unreachable_value() -> u64 {

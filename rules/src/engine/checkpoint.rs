@@ -695,9 +695,11 @@ fn load_partition(d: &mut Dec<'_>, cross: bool) -> Result<Partition, Fail> {
         let window = Window::load(&mut d.r, pattern.kind, &pattern.aggs);
         let window = d.ok(window)?;
         let before = windows.len();
+        let newest = window.newest().unwrap_or(i64::MIN);
         // Inserted in slab order: each entry keeps its position, which
-        // sampled eviction draws from.
-        windows.get_or_insert_with((r, p as u16, group), || window);
+        // sampled eviction draws from, and its age, which it compares.
+        let slot = windows.get_or_insert_with((r, p as u16, group), || window);
+        windows.set_age(slot, newest);
         d.check(windows.len() == before + 1)?;
     }
     part.windows = windows;
