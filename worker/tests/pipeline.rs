@@ -34,16 +34,7 @@ fn failure(secs: i64, port: u32) -> Event {
 #[test]
 fn waiting_in_vigils_own_queues_never_makes_an_event_late() {
     let dir = std::env::temp_dir().join(format!("vigil-worker-backlog-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut compiler = Compiler::new();
-    for (name, text) in rules::PACK {
-        compiler.add_source(name, text);
-    }
-    let (rules, _) = compiler.finish().unwrap();
-    let engine = Engine::new(Arc::new(rules), EngineConfig::for_lateness(Duration::from_secs(2)));
-    let writer = EventWriter::open(EventWriterConfig::new(&dir, "node-1"), EventTime::from_unix(T0, 0, 0)).unwrap();
-    let stats = Arc::new(WorkerStats::default());
-    let worker = Worker::new(writer, engine, stats.clone());
+    let (worker, stats) = pack_worker(&dir);
     // The worker is an hour behind its input: a backlog drained late.
     let clock = ManualClock::new(EventTime::from_unix(T0 + 3_600, 0, 0));
     let (tx, rx) = crossbeam_channel::bounded(4);
@@ -78,15 +69,7 @@ fn a_quiet_orgs_incident_is_released_once_due_not_at_the_next_flush_tick() {
     // incident wait up to a tick past the lateness (the p99 of a light
     // `vigil bench` run was lateness + 0.3–0.7 s).
     let dir = std::env::temp_dir().join(format!("vigil-worker-due-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut compiler = Compiler::new();
-    for (name, text) in rules::PACK {
-        compiler.add_source(name, text);
-    }
-    let (rules, _) = compiler.finish().unwrap();
-    let engine = Engine::new(Arc::new(rules), EngineConfig::for_lateness(Duration::from_secs(2)));
-    let writer = EventWriter::open(EventWriterConfig::new(&dir, "node-1"), EventTime::from_unix(T0, 0, 0)).unwrap();
-    let worker = Worker::new(writer, engine, Arc::new(WorkerStats::default()));
+    let (worker, _) = pack_worker(&dir);
     let clock = ManualClock::new(EventTime::from_unix(T0, 0, 0));
     let (tx, rx) = crossbeam_channel::bounded(4);
     let (found_tx, found) = crossbeam_channel::unbounded();
@@ -120,6 +103,21 @@ fn a_quiet_orgs_incident_is_released_once_due_not_at_the_next_flush_tick() {
     drop(tx);
     assert_eq!(run.join().unwrap().unwrap(), 6);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A worker with the built-in pack and 2 s of lateness, writing under a
+/// fresh `dir`.
+fn pack_worker(dir: &std::path::Path) -> (Worker, Arc<WorkerStats>) {
+    let _ = std::fs::remove_dir_all(dir);
+    let mut compiler = Compiler::new();
+    for (name, text) in rules::PACK {
+        compiler.add_source(name, text);
+    }
+    let (rules, _) = compiler.finish().unwrap();
+    let engine = Engine::new(Arc::new(rules), EngineConfig::for_lateness(Duration::from_secs(2)));
+    let writer = EventWriter::open(EventWriterConfig::new(dir, "node-1"), EventTime::from_unix(T0, 0, 0)).unwrap();
+    let stats = Arc::new(WorkerStats::default());
+    (Worker::new(writer, engine, stats.clone()), stats)
 }
 
 fn plain_worker(dir: &std::path::Path) -> (Worker, Arc<WorkerStats>) {
