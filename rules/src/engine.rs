@@ -714,8 +714,9 @@ fn arrive(part: &mut Partition, event: &Event, time: i64, ids: Ids, depth: u8, s
     let mut matched = std::mem::take(&mut sink.shared.matched);
     matching_records(event, time, &ids, depth, sink, part.cross, &part.name, &mut matched);
     let grew = part.buffer.push(&matched);
-    if let Some(first) = matched.iter().map(|r| r.time).min() {
-        sink.shared.due = sink.shared.due.min(first);
+    // One event's records share its time.
+    if let Some(first) = matched.first() {
+        sink.shared.due = sink.shared.due.min(first.time);
     }
     matched.clear();
     sink.shared.matched = matched;

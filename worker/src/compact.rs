@@ -506,11 +506,7 @@ impl Background {
                 .spawn(move || {
                     use std::sync::atomic::Ordering::Relaxed;
                     // Merging files waits; incidents do not (refused: as before).
-                    if let Err(e) = crate::priority::lower_this_thread(nice) {
-                        eprintln!(
-                            "vigil worker: storage.nice = {nice} refused ({e}); compaction runs at the rules' priority"
-                        );
-                    }
+                    crate::priority::lower_this_thread_or_say(nice, "compaction");
                     loop {
                         {
                             let (lock, wake) = &*stop;

@@ -304,11 +304,7 @@ impl Worker {
                     let _gone = Gone(&writer_gone);
                     // The writer's helpers start from this thread and
                     // inherit its priority. Refused: storage runs as before.
-                    if let Err(e) = crate::priority::lower_this_thread(nice) {
-                        eprintln!(
-                            "vigil worker: storage.nice = {nice} refused ({e}); Parquet runs at the rules' priority"
-                        );
-                    }
+                    crate::priority::lower_this_thread_or_say(nice, "Parquet");
                     let durable = durable.as_deref();
                     write_loop(files, unwritten, &from_worker, &stats, &closing, flush_every, &in_flight, durable)
                 })
@@ -385,9 +381,9 @@ impl Worker {
             if now < next_tick && now >= next_release && self.release_due(clock, input.waiting() > 0, &mut incidents) {
                 next_release = now + RELEASE_EVERY;
             }
-            if std::time::Instant::now() >= next_tick {
-                next_tick = std::time::Instant::now() + flush_every;
-                next_release = std::time::Instant::now() + RELEASE_EVERY;
+            if now >= next_tick {
+                next_tick = now + flush_every;
+                next_release = now + RELEASE_EVERY;
                 let sealed = self.buffer.seal()?;
                 // Everything taken up to `position` is in this seal or an
                 // earlier one: once written, the source may forget it.

@@ -14,6 +14,14 @@
 /// The most nice steps storage is put below the process.
 pub const MAX_NICE: u8 = 19;
 
+/// [`lower_this_thread`], saying on stderr when the system refuses (the
+/// thread then runs at the rules' priority); `what` names the thread's job.
+pub fn lower_this_thread_or_say(steps: u8, what: &str) {
+    if let Err(e) = lower_this_thread(steps) {
+        eprintln!("vigil worker: storage.nice = {steps} refused ({e}); {what} runs at the rules' priority");
+    }
+}
+
 /// Lowers the calling thread's priority by `steps` nice steps (up to the
 /// lowest, 19). Threads it then starts inherit the priority. Linux only:
 /// elsewhere, and when the system refuses, the thread keeps its priority
