@@ -45,6 +45,41 @@ struct Stage {
     eps: f64,
 }
 
+/// Time a stage took on the thread that ran it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Took {
+    /// Seconds of CPU the thread used (wall seconds where the kernel does
+    /// not say): time it waited, for an fsync or for a core another process
+    /// held, is not in it.
+    pub(super) cpu: f64,
+    /// Seconds of wall time.
+    pub(super) wall: f64,
+}
+
+/// CPU seconds this thread has used (`/proc/thread-self/schedstat`).
+fn thread_cpu() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse::<f64>().ok().map(|ns| ns / 1e9)
+}
+
+/// Times what this thread does from [`Stopwatch::start`] to [`Stopwatch::took`].
+struct Stopwatch {
+    wall: Instant,
+    cpu: Option<f64>,
+}
+
+impl Stopwatch {
+    fn start() -> Stopwatch {
+        Stopwatch { cpu: thread_cpu(), wall: Instant::now() }
+    }
+
+    fn took(&self) -> Took {
+        let wall = self.wall.elapsed().as_secs_f64();
+        let cpu = self.cpu.zip(thread_cpu()).map_or(wall, |(start, now)| now - start);
+        Took { cpu, wall }
+    }
+}
+
 /// Bytes the allocator (jemalloc) has handed out and not had back.
 fn allocated() -> u64 {
     let _ = tikv_jemalloc_ctl::epoch::advance();
@@ -53,7 +88,7 @@ fn allocated() -> u64 {
 
 /// The workload's first lines, parsed, classified and given their org the
 /// way the intake does (org k's devices are 10.(k/256).(k%256).h).
-fn intake(workload: &Path) -> Result<(Vec<Event>, u64, f64)> {
+fn intake(workload: &Path) -> Result<(Vec<Event>, u64, Took)> {
     let file = std::fs::File::open(workload).with_context(|| format!("cannot open {}", workload.display()))?;
     let lines: Vec<Vec<u8>> =
         BufReader::new(file).split(b'\n').take(STAGE_LINES).collect::<std::io::Result<_>>().context("workload")?;
@@ -62,7 +97,7 @@ fn intake(workload: &Path) -> Result<(Vec<Event>, u64, f64)> {
     let parser = Parser::new();
     let devices = DeviceParsers::builtin().context("the built-in device parsers")?;
     let received = EventTime::from_unix(1_800_000_000, 0, 0);
-    let start = Instant::now();
+    let start = Stopwatch::start();
     let mut events = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
         let mut e = parser.parse(line.clone(), received);
@@ -72,8 +107,7 @@ fn intake(workload: &Path) -> Result<(Vec<Event>, u64, f64)> {
         e.id = i as u64 + 1;
         events.push(e);
     }
-    let secs = start.elapsed().as_secs_f64();
-    Ok((events, raw, secs))
+    Ok((events, raw, start.took()))
 }
 
 /// The org of a workload device name `10.a.b.h`: `a * 256 + b`, as the
@@ -85,11 +119,11 @@ fn org_of(host: &str) -> Option<u32> {
     Some(a * 256 + b)
 }
 
-/// The engine over `events`, with `lateness`: seconds it took, and the
+/// The engine over `events`, with `lateness`: the time it took, and the
 /// engine, for its state and counters. `live`: the clock moves to each
 /// 1,000th event's time, as the worker's ticks move it, and the state is
 /// left as it stands; otherwise one flush at the end evaluates everything.
-pub(super) fn correlate(set: &Arc<RuleSet>, events: &[Event], lateness: f64, live: bool) -> (f64, Engine) {
+pub(super) fn correlate(set: &Arc<RuleSet>, events: &[Event], lateness: f64, live: bool) -> (Took, Engine) {
     // A file replayed: its stamps, however far behind the time it is read,
     // are the event times (as before `max_behind`), so the state measured
     // is that of the workload's real spacing.
@@ -97,7 +131,7 @@ pub(super) fn correlate(set: &Arc<RuleSet>, events: &[Event], lateness: f64, liv
         EngineConfig { lateness: Duration::from_secs_f64(lateness), max_behind: None, ..EngineConfig::default() };
     let mut engine = Engine::new(Arc::clone(set), config);
     let mut out = Vec::new();
-    let start = Instant::now();
+    let start = Stopwatch::start();
     for (i, e) in events.iter().enumerate() {
         engine.process(i as u64 + 1, e, &mut out);
         if live && i % 1_000 == 999 {
@@ -110,21 +144,21 @@ pub(super) fn correlate(set: &Arc<RuleSet>, events: &[Event], lateness: f64, liv
     if !live {
         engine.flush(&mut out);
     }
-    (start.elapsed().as_secs_f64(), engine)
+    (start.took(), engine)
 }
 
 /// Arrow columns and Parquet files of `events` (synced as the worker
-/// does): seconds and bytes written.
-fn store(events: &[Event], dir: &Path) -> Result<(f64, u64)> {
+/// does), on this thread: the time it took and the bytes written.
+fn store(events: &[Event], dir: &Path) -> Result<(Took, u64)> {
     let config = worker::events::EventWriterConfig::new(dir.join("sizing"), "sizing");
     let mut writer = worker::events::EventWriter::open(config, EventTime::from_unix(1_800_000_000, 0, 0))?;
-    let start = Instant::now();
+    let start = Stopwatch::start();
     let mut bytes = 0;
     for e in events {
         bytes += writer.append(e.id, e)?.bytes;
     }
     bytes += writer.flush()?.bytes;
-    Ok((start.elapsed().as_secs_f64(), bytes))
+    Ok((start.took(), bytes))
 }
 
 /// `n` threshold rules like the built-in SSH brute force, each on its own
@@ -160,7 +194,7 @@ fn rules_memory(dir: &Path) -> Result<u64> {
 /// Measures the stages and writes the report to `path`.
 pub(super) fn write(path: &Path, dir: &Path, workload: &Path, e2e: &EndToEnd<'_>) -> Result<()> {
     println!("\n3. sizing report: stages one core at a time on {} lines of the workload", STAGE_LINES);
-    let (mut events, raw_bytes, parse_secs) = intake(workload)?;
+    let (mut events, raw_bytes, parse) = intake(workload)?;
     // The workload's lines carry one stamp (`vigil send --restamp` gives
     // them the sending time): here they are spaced at the end-to-end run's
     // sustained rate, so windows open and close as they did there.
@@ -172,19 +206,19 @@ pub(super) fn write(path: &Path, dir: &Path, workload: &Path, e2e: &EndToEnd<'_>
     let n = events.len() as f64;
     let set = super::run::compile_rules(&super::run::RunConfig::default())?;
     // The state is read before a final flush would empty it.
-    let (rules_secs, engine) = correlate(&set, &events, e2e.lateness, true);
+    let (rules, engine) = correlate(&set, &events, e2e.lateness, true);
     let stats = engine.stats();
     // The windows' share: the reorder buffer is sized by the lateness, not
     // by the keys.
     let state_bytes = stats.state_bytes.saturating_sub(stats.buffer_bytes) as u64;
     let keys = (stats.window_keys + stats.join_keys) as u64;
     drop(engine);
-    let (store_secs, parquet_bytes) = store(&events, dir)?;
+    let (storage, parquet_bytes) = store(&events, dir)?;
     let rules_mem = rules_memory(dir)?;
     let stages = [
-        Stage { name: "intake", what: "parse, classify (device patterns), org", eps: n / parse_secs },
-        Stage { name: "rules", what: "the built-in pack", eps: n / rules_secs },
-        Stage { name: "storage", what: "Arrow columns, Parquet (zstd), fsync", eps: n / store_secs },
+        Stage { name: "intake", what: "parse, classify (device patterns), org", eps: n / parse.cpu },
+        Stage { name: "rules", what: "the built-in pack", eps: n / rules.cpu },
+        Stage { name: "storage", what: "Arrow columns, Parquet (zstd), fsync", eps: n / storage.cpu },
     ];
     let cpu_per_event: f64 = stages.iter().map(|s| 1.0 / s.eps).sum();
     let parquet_per_event = parquet_bytes as f64 / n;
@@ -245,7 +279,13 @@ pub(super) fn write(path: &Path, dir: &Path, workload: &Path, e2e: &EndToEnd<'_>
     line(String::new());
     line("## Each stage on one core".into());
     line(String::new());
-    line(format!("The same {} lines through each stage alone, on one thread.", events.len()));
+    line(format!(
+        "The same {} lines through each stage alone, on one thread, timed by the CPU the thread used: time it \
+         waited (for a core another process held, or for storage's fsyncs) is not counted. Storage's wall time, \
+         with its fsyncs, was {:.2} µs per event.",
+        events.len(),
+        storage.wall * 1e6 / n
+    ));
     line(String::new());
     line("| stage | what | events/s per core | µs of CPU per event |".into());
     line("|---|---|---:|---:|".into());
@@ -326,4 +366,29 @@ pub(super) fn write(path: &Path, dir: &Path, workload: &Path, e2e: &EndToEnd<'_>
     file.write_all(r.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     println!("   sizing report written to {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_is_timed_by_the_cpu_it_used_not_by_what_it_waited_for() {
+        if thread_cpu().is_none() {
+            eprintln!("skipped: no /proc/thread-self/schedstat");
+            return;
+        }
+        let watch = Stopwatch::start();
+        std::thread::sleep(Duration::from_millis(200));
+        let slept = watch.took();
+        assert!(slept.wall >= 0.2, "{slept:?}");
+        assert!(slept.cpu < 0.1, "a sleeping thread used no core: {slept:?}");
+        let watch = Stopwatch::start();
+        let mut x = 0u64;
+        while watch.wall.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let busy = watch.took();
+        assert!(busy.cpu > 0.0 && busy.cpu <= busy.wall + 0.01, "{busy:?}");
+    }
 }
