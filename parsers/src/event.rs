@@ -502,32 +502,43 @@ impl Serialize for Rfc3339 {
     }
 }
 
-/// Ordered key/value pairs as a JSON object; a repeated key becomes an array
-/// of its values so nothing is lost.
-struct PairsAsObject<'a>(&'a Pairs);
+/// Key-value pairs as a JSON object, a repeated key becoming an array of
+/// its values so nothing is lost. The closure gives the pairs afresh, so
+/// the common case (no repeated key) is written without collecting them
+/// first: this runs for every stored event that has pairs.
+struct PairsObject<F>(F);
 
-impl PairsAsObject<'_> {
+impl<'a, F, I> PairsObject<F>
+where
+    F: Fn() -> I,
+    I: Iterator<Item = (&'a str, &'a str)>,
+{
     fn has_duplicates(&self) -> bool {
-        let keys: Vec<&str> = self.0.iter().map(|(k, _)| k).collect();
-        if keys.len() <= 24 {
-            keys.iter().enumerate().any(|(i, k)| keys[..i].contains(k))
+        let n = (self.0)().count();
+        if n <= 24 {
+            (self.0)().enumerate().any(|(i, (k, _))| (self.0)().take(i).any(|(other, _)| other == k))
         } else {
-            let mut seen = std::collections::HashSet::with_capacity(keys.len());
-            !keys.iter().all(|k| seen.insert(*k))
+            let mut seen = std::collections::HashSet::with_capacity(n);
+            !(self.0)().all(|(k, _)| seen.insert(k))
         }
     }
 }
 
-impl Serialize for PairsAsObject<'_> {
+impl<'a, F, I> Serialize for PairsObject<F>
+where
+    F: Fn() -> I,
+    I: Iterator<Item = (&'a str, &'a str)>,
+{
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
         if !self.has_duplicates() {
-            for (k, v) in self.0.iter() {
+            let mut map = serializer.serialize_map(None)?;
+            for (k, v) in (self.0)() {
                 map.serialize_entry(k, v)?;
             }
             return map.end();
         }
-        let pairs: Vec<(&str, &str)> = self.0.iter().collect();
+        let pairs: Vec<(&str, &str)> = (self.0)().collect();
+        let mut map = serializer.serialize_map(None)?;
         for (i, (k, _)) in pairs.iter().enumerate() {
             if pairs[..i].iter().any(|(other, _)| other == k) {
                 continue;
@@ -562,12 +573,12 @@ impl Pairs {
     /// The JSON object the event's JSON form uses for `ext` (a repeated
     /// key becomes an array of its values).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&PairsAsObject(self)).unwrap_or_default()
+        serde_json::to_string(&PairsObject(|| self.iter())).unwrap_or_default()
     }
 
     /// [`Self::to_json`] appended to `out` (no allocation of its own).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let _ = serde_json::to_writer(out, &PairsAsObject(self));
+        let _ = serde_json::to_writer(out, &PairsObject(|| self.iter()));
     }
 }
 
@@ -575,8 +586,7 @@ impl Serialize for SdAsObject<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
         for element in self.0.elements() {
-            let params: Pairs = element.params().collect();
-            map.serialize_entry(element.id, &PairsAsObject(&params))?;
+            map.serialize_entry(element.id, &PairsObject(|| element.params()))?;
         }
         map.end()
     }
@@ -631,7 +641,7 @@ impl Serialize for Event {
         opt_str(&mut map, "name", &self.name)?;
         opt_str(&mut map, "cef_severity", &self.cef_severity)?;
         if !self.ext.is_empty() {
-            map.serialize_entry("ext", &PairsAsObject(&self.ext))?;
+            map.serialize_entry("ext", &PairsObject(|| self.ext.iter()))?;
         }
         opt_str(&mut map, "event_type", &self.event_type)?;
         if let Some(ip) = self.src_ip {
@@ -690,6 +700,31 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
         assert_eq!(v["ext"]["a"], serde_json::json!(["1", "3"]));
         assert_eq!(v["ext"]["b"], "2");
+        // Past 24 keys repeats are found another way; the same result.
+        let many: Vec<(String, String)> = (0..30).map(|i| (format!("k{i}"), i.to_string())).collect();
+        let mut pairs: Pairs = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        e.ext = pairs.clone();
+        let mut out = Vec::new();
+        e.ext.write_json(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(r#"{"k0":"0","k1":"1","#), "in order: {text}");
+        pairs.push("k3", "again");
+        e.ext = pairs;
+        let v: serde_json::Value = serde_json::from_str(&e.ext.to_json()).unwrap();
+        assert_eq!(v["k3"], serde_json::json!(["3", "again"]));
+        assert_eq!(v.as_object().unwrap().len(), 30);
+    }
+
+    #[test]
+    fn structured_data_is_an_object_of_elements_and_repeated_params_become_arrays() {
+        let e = crate::Parser::new().parse(
+            Bytes::from_static(b"<13>1 2026-11-22T10:00:00Z h app - - [x@1 a=\"1\" b=\"2\" a=\"3\"][y@2 c=\"4\"] m"),
+            EventTime::UNIX_EPOCH,
+        );
+        let mut out = Vec::new();
+        e.sd.write_json(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v, serde_json::json!({"x@1": {"a": ["1", "3"], "b": "2"}, "y@2": {"c": "4"}}));
     }
 
     #[test]
