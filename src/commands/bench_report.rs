@@ -56,12 +56,6 @@ pub(super) struct Took {
     pub(super) wall: f64,
 }
 
-/// CPU seconds this thread has used (`/proc/thread-self/schedstat`).
-fn thread_cpu() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    text.split_whitespace().next()?.parse::<f64>().ok().map(|ns| ns / 1e9)
-}
-
 /// Times what this thread does from [`Stopwatch::start`] to [`Stopwatch::took`].
 struct Stopwatch {
     wall: Instant,
@@ -70,12 +64,12 @@ struct Stopwatch {
 
 impl Stopwatch {
     fn start() -> Stopwatch {
-        Stopwatch { cpu: thread_cpu(), wall: Instant::now() }
+        Stopwatch { cpu: worker::priority::thread_cpu_seconds(), wall: Instant::now() }
     }
 
     fn took(&self) -> Took {
         let wall = self.wall.elapsed().as_secs_f64();
-        let cpu = self.cpu.zip(thread_cpu()).map_or(wall, |(start, now)| now - start);
+        let cpu = self.cpu.zip(worker::priority::thread_cpu_seconds()).map_or(wall, |(start, now)| now - start);
         Took { cpu, wall }
     }
 }
@@ -374,7 +368,7 @@ mod tests {
 
     #[test]
     fn a_stage_is_timed_by_the_cpu_it_used_not_by_what_it_waited_for() {
-        if thread_cpu().is_none() {
+        if worker::priority::thread_cpu_seconds().is_none() {
             eprintln!("skipped: no /proc/thread-self/schedstat");
             return;
         }

@@ -79,10 +79,7 @@ fn line(i: usize, r: &mut Lcg) -> String {
 
 /// CPU seconds of this thread so far (wall time since `start` if unknown).
 fn cpu(start: Instant) -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or_else(|| start.elapsed().as_secs_f64(), |ns| ns / 1e9)
+    worker::priority::thread_cpu_seconds().unwrap_or_else(|| start.elapsed().as_secs_f64())
 }
 
 fn main() {

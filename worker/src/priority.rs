@@ -11,6 +11,14 @@
 //! falls that far behind, so it cannot starve, and with idle cores the
 //! priority changes nothing.
 
+/// CPU seconds the calling thread has used (`/proc/thread-self/schedstat`;
+/// `None` where the kernel does not say): how the storage bench and
+/// `vigil bench --report` time a stage without the time it waited.
+pub fn thread_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse::<f64>().ok().map(|ns| ns / 1e9)
+}
+
 /// The most nice steps storage is put below the process.
 pub const MAX_NICE: u8 = 19;
 
