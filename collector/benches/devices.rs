@@ -14,7 +14,8 @@
 //! Run: `cargo bench -p vigil-collector --bench devices`; the figure is the
 //! ratio of the throughputs on and off for each shape (target ≥ 0.97).
 //! `DEVICES_TRACKER=1` times the tracker alone instead (ns per event over
-//! prebuilt batches, whose events are not in cache as the intake's are).
+//! prebuilt batches, whose events are not in cache as the intake's are);
+//! `DEVICES_SHAPE=relayed` (say) measures one shape, for profiling.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -221,9 +222,10 @@ criterion_group!(benches, bench, tracker_alone);
 
 /// The tracker alone, timed around `observe_batch` only (prebuilt
 /// batches): ns per event for each shape. `DEVICES_TRACKER=1` runs it
-/// alone (for profiling).
+/// alone (for profiling; `DEVICES_SHAPE` picks one shape).
 fn tracker_timing() {
-    for shape in ["direct", "relayed", "scattered"] {
+    let only = std::env::var("DEVICES_SHAPE").ok();
+    for shape in ["direct", "relayed", "scattered"].into_iter().filter(|s| only.as_deref().is_none_or(|o| o == *s)) {
         let per_batch = if shape == "direct" { 64 } else { BATCH };
         let (events, mut t) = full_table(shape);
         let batches: Vec<(Vec<Origin>, Vec<parsers::Event>)> = (0..200)
