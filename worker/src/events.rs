@@ -480,31 +480,58 @@ impl EventBuffer {
         self.buffered += 1;
         self.buffered_bytes += ROW_OVERHEAD + 2 * event.raw.len();
         if part.rows >= self.roll_rows {
-            self.buffered -= part.rows;
-            self.buffered_bytes = self.buffered_bytes.saturating_sub(part.rows * ROW_OVERHEAD + 2 * part.raw_bytes);
-            let position = std::mem::take(&mut part.position);
-            return Ok(Some(Sealed { key, batch: part.finish()?, position }));
+            return Ok(Some(seal_part(key, part, &mut self.buffered, &mut self.buffered_bytes)?));
         }
         Ok(None)
     }
 
     /// Seals every partition that holds events, in partition order.
     pub fn seal(&mut self) -> Result<Vec<Sealed>, WorkerError> {
-        let mut keys: Vec<PartitionKey> = self.parts.iter().filter(|(_, c)| c.rows > 0).map(|(k, _)| *k).collect();
+        let out = self.seal_where(|_| true)?;
+        self.buffered_bytes = 0;
+        Ok(out)
+    }
+
+    /// Seals the partitions whose turn `turn` is of `turns` (each
+    /// partition has one, by its org and day), in partition order. Sealing
+    /// one turn at a time, a flush interval cut in `turns` slices seals
+    /// every partition once, and the files are encoded a slice at a time
+    /// instead of all at once.
+    pub fn seal_turn(&mut self, turn: u32, turns: u32) -> Result<Vec<Sealed>, WorkerError> {
+        let turns = u64::from(turns.max(1));
+        // Org ids are handed out in sequence: consecutive orgs, turns in a
+        // row; the day moves every org's turn on by one at midnight.
+        self.seal_where(|(org, day)| u64::from(org).wrapping_add(day as u64) % turns == u64::from(turn))
+    }
+
+    /// Seals the partitions holding events that `take` picks; those it
+    /// picks holding none give their memory back (idle for a whole turn).
+    fn seal_where(&mut self, take: impl Fn(PartitionKey) -> bool) -> Result<Vec<Sealed>, WorkerError> {
+        let mut keys: Vec<PartitionKey> =
+            self.parts.iter().filter(|(k, c)| c.rows > 0 && take(**k)).map(|(k, _)| *k).collect();
         keys.sort_unstable();
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(part) = self.parts.get_mut(&key) {
-                self.buffered -= part.rows;
-                let position = std::mem::take(&mut part.position);
-                out.push(Sealed { key, batch: part.finish()?, position });
+                out.push(seal_part(key, part, &mut self.buffered, &mut self.buffered_bytes)?);
             }
         }
-        self.buffered_bytes = 0;
-        // Partitions idle for a whole flush interval give their memory back.
-        self.parts.retain(|k, _| out.iter().any(|s| s.key == *k));
+        self.parts.retain(|k, _| !take(*k) || out.iter().any(|s| s.key == *k));
         Ok(out)
     }
+}
+
+/// Seals partition `key`'s rows, taking them off the buffer's counts.
+fn seal_part(
+    key: PartitionKey,
+    part: &mut Columns,
+    buffered: &mut usize,
+    buffered_bytes: &mut usize,
+) -> Result<Sealed, WorkerError> {
+    *buffered -= part.rows;
+    *buffered_bytes = buffered_bytes.saturating_sub(part.rows * ROW_OVERHEAD + 2 * part.raw_bytes);
+    let position = std::mem::take(&mut part.position);
+    Ok(Sealed { key, batch: part.finish()?, position })
 }
 
 /// Writes sealed partitions as Parquet files.
@@ -677,6 +704,42 @@ mod tests {
             schema.fields().iter().filter(|f| f.data_type() == &DataType::Utf8).map(|f| f.name().as_str()).collect();
         assert_eq!(strings, TEXT);
         assert_eq!(TEXT.len(), TEXT_COLUMNS);
+    }
+
+    /// Sealed a turn at a time, every partition is sealed once in a round
+    /// of turns, consecutive orgs in consecutive turns, and the buffer's
+    /// counts follow.
+    #[test]
+    fn turns_seal_each_partition_once_in_a_round() {
+        let parser = parsers::Parser::new();
+        let at = EventTime::from_unix(1_800_000_000, 0, 0);
+        let mut buffer = EventBuffer::new(1 << 20);
+        for org in 1..=8u32 {
+            buffer.set_position(u64::from(org) * 10);
+            for _ in 0..3 {
+                let mut e = parser.parse(bytes::Bytes::from_static(b"<13>Nov 22 10:00:00 h app: hi"), at);
+                e.org_id = Some(parsers::OrgId(org));
+                buffer.append(u64::from(org), &e).unwrap();
+            }
+        }
+        let mut bytes = buffer.buffered_bytes();
+        let mut sealed_orgs = Vec::new();
+        for turn in 0..4 {
+            let sealed = buffer.seal_turn(turn, 4).unwrap();
+            let orgs: Vec<u32> = sealed.iter().map(|s| s.key.0).collect();
+            assert_eq!(orgs.len(), 2, "turn {turn}: {orgs:?}");
+            assert!(sealed.iter().all(|s| (u64::from(s.key.0) + s.key.1 as u64) % 4 == u64::from(turn)));
+            assert!(sealed.iter().all(|s| s.rows() == 3 && s.position() == u64::from(s.key.0) * 10));
+            sealed_orgs.extend(orgs);
+            assert_eq!(buffer.buffered(), (8 - sealed_orgs.len()) * 3);
+            assert!(buffer.buffered_bytes() < bytes);
+            bytes = buffer.buffered_bytes();
+        }
+        sealed_orgs.sort_unstable();
+        assert_eq!(sealed_orgs, (1..=8).collect::<Vec<_>>());
+        assert_eq!(buffer.buffered_bytes(), 0);
+        // A turn with nothing buffered seals nothing.
+        assert!(buffer.seal_turn(0, 4).unwrap().is_empty());
     }
 
     #[test]

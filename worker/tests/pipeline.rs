@@ -171,3 +171,91 @@ fn a_disk_still_failing_at_shutdown_is_an_error_not_a_hang() {
     assert!(stats.write_errors.load(Ordering::Relaxed) >= 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A source whose batches carry stream positions, as JetStream's do.
+struct Positioned {
+    rx: crossbeam_channel::Receiver<(u64, Vec<Event>)>,
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl worker::BatchSource for Positioned {
+    fn recv_timeout(&self, wait: Duration) -> Result<Vec<Event>, crossbeam_channel::RecvTimeoutError> {
+        let (position, events) = self.rx.recv_timeout(wait)?;
+        self.last.store(position, Ordering::Relaxed);
+        Ok(events)
+    }
+
+    fn waiting(&self) -> usize {
+        self.rx.len()
+    }
+
+    fn position(&self) -> u64 {
+        self.last.load(Ordering::Relaxed)
+    }
+}
+
+/// A durable position tells the cluster what it may purge, and a new
+/// owner keeps a file only if a commit covers it whole: every position the
+/// worker announces must have its events on disk, and no file may hold
+/// rows on both sides of it.
+#[test]
+fn a_durable_position_has_its_events_on_disk_and_splits_no_file() {
+    let dir = std::env::temp_dir().join(format!("vigil-worker-durable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (worker, stats) = plain_worker(&dir);
+    let announced = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (seen, on_disk) = (announced.clone(), stats.clone());
+    // Each position is one batch of 3 events (ids 3p to 3p + 2): position
+    // p is durable once 3 * p events are stored.
+    let worker = worker.with_durable(Arc::new(move |p| {
+        seen.lock().unwrap().push((p, on_disk.stored.load(Ordering::Relaxed)));
+    }));
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let source = Positioned { rx, last: Default::default() };
+    let clock = ManualClock::new(EventTime::from_unix(T0, 0, 0));
+    let run = std::thread::spawn(move || worker.run(&source, &clock, Duration::from_millis(80), |_| {}).unwrap());
+    // About ten batches of each org per flush interval: a file spans many
+    // positions.
+    let template = failure(T0, 0);
+    for p in 1..=240u64 {
+        let batch = (0..3)
+            .map(|i| {
+                let mut e = template.clone();
+                e.id = p * 3 + i;
+                // Eight orgs in turn, so that partitions fill at different
+                // positions.
+                e.org_id = Some(OrgId(p as u32 % 8 + 1));
+                e
+            })
+            .collect();
+        tx.send((p, batch)).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(tx);
+    assert_eq!(run.join().unwrap(), 720);
+    let announced = announced.lock().unwrap();
+    assert!(announced.len() > 1, "durable positions announced as the run went: {announced:?}");
+    for pair in announced.windows(2) {
+        assert!(pair[0].0 < pair[1].0, "durable positions only grow: {announced:?}");
+    }
+    for (p, stored) in announced.iter() {
+        assert!(*stored >= 3 * p, "position {p} announced with {stored} events stored: {announced:?}");
+    }
+    assert_eq!(announced.last().map(|a| a.0), Some(240), "everything, at the end");
+    // Each file's positions, from its event ids.
+    for file in common::files(&dir).iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")) {
+        let ids: Vec<u64> = common::read(file)
+            .iter()
+            .flat_map(|b| {
+                let column = b.column_by_name("id").unwrap();
+                let ids = column.as_any().downcast_ref::<arrow_array::UInt64Array>().unwrap();
+                ids.values().to_vec()
+            })
+            .collect();
+        let (low, high) = (ids.iter().min().unwrap() / 3, ids.iter().max().unwrap() / 3);
+        for (p, _) in announced.iter() {
+            assert!(high <= *p || low > *p, "{} holds positions {low}-{high}, across {p}", file.display());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
