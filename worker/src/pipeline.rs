@@ -553,8 +553,8 @@ const RELEASE_EVERY: Duration = Duration::from_millis(25);
 /// threads encode a quarter of the files at a time. Sealed all at once,
 /// the files of a hundred orgs took the cores from the rules thread for a
 /// burst every interval: at 87,000 EPS on 2 cores the events queued in
-/// front of the engine 167–241 ms at p99 and peaked at 343–351 MB RSS;
-/// a quarter at a time, 72–118 ms and 275–278 MB (`vigil bench`, three
+/// front of the engine 151–265 ms at p99 and peaked at 336–341 MB RSS;
+/// a quarter at a time, 99–180 ms and 287–304 MB (`vigil bench`, three
 /// alternating runs each). A partition still waits at most one interval,
 /// so the files are as many and as large as before. `vigil run` only: see
 /// `Worker::pump` for why the cluster seals every partition at each tick.
