@@ -278,8 +278,9 @@ impl Worker {
     /// Two threads: this one assigns ids, runs the engine and fills the
     /// partitions' columns; a second one (`vigil-parquet`) encodes and
     /// writes the sealed partitions, so zstd and fsync overlap with the
-    /// next events. Between them is a queue of two flushes: a slow or
-    /// failing disk stops this thread, and with it the pipeline upstream.
+    /// next events. Between them is a queue bounded in bytes (half of
+    /// [`Worker::with_max_buffer_bytes`]): a slow or failing disk stops
+    /// this thread, and with it the pipeline upstream.
     pub fn run(
         mut self,
         input: &impl BatchSource,
