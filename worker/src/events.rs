@@ -487,9 +487,7 @@ impl EventBuffer {
 
     /// Seals every partition that holds events, in partition order.
     pub fn seal(&mut self) -> Result<Vec<Sealed>, WorkerError> {
-        let out = self.seal_where(|_| true)?;
-        self.buffered_bytes = 0;
-        Ok(out)
+        self.seal_where(|_| true)
     }
 
     /// Seals the partitions whose turn `turn` is of `turns` (each
