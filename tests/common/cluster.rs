@@ -368,11 +368,20 @@ pub fn send(dir: &Path, tcp: &str, name: &str, lines: Vec<String>) {
 }
 
 /// Every stored event id under `data` (all Parquet files), with repeats.
+///
+/// A file listed and then gone before it is opened is skipped: a worker
+/// that lost its lease (nats-server away) removes what it wrote past its
+/// last commit, which the next owner stores again. Once open, a file
+/// stays readable even if it is removed meanwhile.
 pub fn stored_ids(data: &Path) -> Vec<u64> {
     use arrow_array::Array;
     let mut ids = Vec::new();
     for p in super::run::parquet_files(data) {
-        let file = std::fs::File::open(&p).unwrap();
+        let file = match std::fs::File::open(&p) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("{}: {e}", p.display()),
+        };
         let reader =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
         for batch in reader {

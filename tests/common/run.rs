@@ -232,8 +232,9 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for entry in entries {
-            let p = entry.unwrap().path();
+        // An entry removed while the directory is read is not listed.
+        for entry in entries.flatten() {
+            let p = entry.path();
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|e| e == "parquet") {
