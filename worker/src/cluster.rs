@@ -225,6 +225,10 @@ struct Shared {
     stats: Arc<ClusterStats>,
     runtime: tokio::runtime::Handle,
     bindings: Bindings,
+    /// Partitions lost while running whose files past the last commit are
+    /// not yet removed: not taken again until they are, so this node never
+    /// holds an event's new copy beside the copy that is about to go.
+    cleaning: Arc<Mutex<BTreeSet<u16>>>,
 }
 
 /// Reads the collectors' bindings as the supervisor changes them.
@@ -320,6 +324,7 @@ impl ClusterWorker {
             stats: stats.clone(),
             runtime: tokio::runtime::Handle::current(),
             bindings,
+            cleaning: Arc::new(Mutex::new(BTreeSet::new())),
         };
         let owned = Arc::new(Mutex::new(BTreeMap::new()));
         let node = shared.node.clone();
@@ -649,7 +654,9 @@ async fn manage(
             if held < share {
                 for i in 0..partitions {
                     let p = u16::try_from((u32::from(i) + offset) % u32::from(partitions)).unwrap_or(0);
-                    if owned.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&p) {
+                    if owned.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&p)
+                        || shared.cleaning.lock().unwrap_or_else(PoisonError::into_inner).contains(&p)
+                    {
                         continue;
                     }
                     if owned.lock().unwrap_or_else(PoisonError::into_inner).len() >= share {
@@ -719,26 +726,45 @@ fn lose(shared: &Shared, owned: &Mutex<BTreeMap<u16, Owned>>, partition: u16) {
     o.committer.abort();
     let feeder = o.feeder.take();
     let node = o.node.clone();
-    let (fence, shared) = (o.fence, shared.clone());
     // Once the pipeline has stopped, what it wrote under this fence past
-    // the last commit is stored again by the next owner: remove it now
-    // (the commit record, read again, says how far the commits got).
-    let _ = std::thread::Builder::new().name(format!("vigil-lost-p{partition}")).spawn(move || {
+    // the last commit is stored again by the next owner: remove it now.
+    remove_past_in_background(shared, partition, o.fence, move || {
         if let Some(f) = feeder {
             let _ = f.join();
         }
         let _ = node.join();
+    });
+}
+
+/// After `stopped` returns (the partition's pipeline has ended), removes
+/// this node's files of `partition` under `fence` past the last commit
+/// (the commit record, read again until it can be, says how far the
+/// commits got). Until then this node does not take the partition again.
+fn remove_past_in_background(shared: &Shared, partition: u16, fence: u64, stopped: impl FnOnce() + Send + 'static) {
+    shared.cleaning.lock().unwrap_or_else(PoisonError::into_inner).insert(partition);
+    let cleaner = shared.clone();
+    let spawned = std::thread::Builder::new().name(format!("vigil-lost-p{partition}")).spawn(move || {
+        stopped();
         loop {
-            match shared.runtime.block_on(read_commit(&shared.stored, partition)) {
+            match cleaner.runtime.block_on(read_commit(&cleaner.stored, partition)) {
                 Ok((_, record)) => {
-                    let removed = remove_files_past(&shared.setup.data_dir, &shared.node, partition, fence, &record);
-                    shared.stats.orphans_removed.fetch_add(removed, Ordering::Relaxed);
-                    return;
+                    let removed = remove_files_past(&cleaner.setup.data_dir, &cleaner.node, partition, fence, &record);
+                    cleaner.stats.orphans_removed.fetch_add(removed, Ordering::Relaxed);
+                    break;
                 }
                 Err(_) => std::thread::sleep(Duration::from_secs(1)),
             }
         }
+        cleaner.cleaning.lock().unwrap_or_else(PoisonError::into_inner).remove(&partition);
     });
+    if let Err(e) = spawned {
+        // Without the thread the files stay until the next start removes
+        // them (`remove_uncommitted`); taking the partition again here
+        // would put the new copies beside them.
+        eprintln!(
+            "vigil worker: partition {partition}: cannot start its cleanup ({e}); not taking it again before a restart"
+        );
+    }
 }
 
 /// Removes this node's files of `partition` written under `fence` that
@@ -776,11 +802,16 @@ async fn hand_back(shared: &Shared, owned: &Mutex<BTreeMap<u16, Owned>>, partiti
     if !o.lost.load(Ordering::Acquire) {
         let _ = shared.leases.release(o.lease).await;
         shared.stats.released.fetch_add(1, Ordering::Relaxed);
-    } else if let Ok((_, record)) = read_commit(&shared.stored, partition).await {
+    } else {
         // Another owner committed: what this one wrote past its last commit
-        // is that owner's to store.
-        let removed = remove_files_past(&shared.setup.data_dir, &shared.node, partition, o.fence, &record);
-        shared.stats.orphans_removed.fetch_add(removed, Ordering::Relaxed);
+        // is that owner's to store. The pipeline has ended already.
+        match read_commit(&shared.stored, partition).await {
+            Ok((_, record)) => {
+                let removed = remove_files_past(&shared.setup.data_dir, &shared.node, partition, o.fence, &record);
+                shared.stats.orphans_removed.fetch_add(removed, Ordering::Relaxed);
+            }
+            Err(_) => remove_past_in_background(shared, partition, o.fence, || {}),
+        }
     }
 }
 
