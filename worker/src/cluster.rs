@@ -107,7 +107,7 @@ pub struct ClusterStats {
     pub commits: AtomicU64,
     /// Stream messages purged.
     pub purged: AtomicU64,
-    /// Files no commit covered, deleted at start.
+    /// Files no commit covered, deleted at start or after a lost lease.
     pub orphans_removed: AtomicU64,
     /// Detection batches published.
     pub detections: AtomicU64,
@@ -402,7 +402,11 @@ impl ClusterWorker {
             ("vigil_bad_batches_total", "Event batches that could not be decoded (skipped).", n(&s.bad_batches)),
             ("vigil_partition_commits_total", "Stored positions committed.", n(&s.commits)),
             ("vigil_stream_purged_total", "Stream messages purged after being stored.", n(&s.purged)),
-            ("vigil_orphan_files_removed_total", "Files no commit covered, removed at start.", n(&s.orphans_removed)),
+            (
+                "vigil_orphan_files_removed_total",
+                "Files no commit covered, removed at start or after a lost lease.",
+                n(&s.orphans_removed),
+            ),
             ("vigil_detection_batches_total", "Detection batches published to the supervisor.", n(&s.detections)),
         ];
         for (name, help, value) in series {
