@@ -367,6 +367,14 @@ pub fn send(dir: &Path, tcp: &str, name: &str, lines: Vec<String>) {
     assert!(out.status.success(), "{}", super::stderr(&out));
 }
 
+/// Rows stored under `data` and distinct event ids among them: equal
+/// when no event is stored twice.
+pub fn stored_counts(data: &Path) -> (usize, usize) {
+    let ids = stored_ids(data);
+    let distinct = ids.iter().copied().collect::<std::collections::BTreeSet<u64>>().len();
+    (ids.len(), distinct)
+}
+
 /// Every stored event id under `data` (all Parquet files), with repeats.
 ///
 /// A file listed and then gone before it is opened is skipped: a worker
